@@ -1,0 +1,453 @@
+"""The one place that reads configuration, for both processes.
+
+Precedence, highest first: command-line flags, the process environment, a
+``.env`` file in the current directory (python-dotenv), the defaults below.
+Every option has one environment variable and, unless it is a secret, one
+flag; ``config.example.env`` lists them all.
+
+    >>> settings = load_settings("stream.py", STREAM_OPTIONS, ["--port", "6000"])
+    >>> settings.port
+    6000
+
+A bad value raises :class:`ConfigError` whose message is one line naming the
+flag and the variable; the programs print it and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from dotenv import dotenv_values
+
+PROJECT_DIR = Path(__file__).resolve().parent
+DEFAULT_REPLAY_FILE = PROJECT_DIR / "samples" / "tweets.jsonl"
+DEFAULT_WORLDOMETER_URL = "https://www.worldometers.info/coronavirus/"
+DEFAULT_RULES = "covid OR covid19 OR coronavirus OR #COVID19"
+MASK = "***"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid. ``str(err)`` is one line."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of both processes, resolved and validated.
+
+    Secrets are kept out of ``repr`` so that logging a Settings never leaks them.
+    """
+
+    # producer <-> Spark socket
+    host: str = "127.0.0.1"
+    port: int = 5555
+    # producer
+    source: str = "replay"
+    bearer_token: str | None = field(default=None, repr=False)
+    twitter_rules: tuple[str, ...] = (DEFAULT_RULES,)
+    replay_file: Path = DEFAULT_REPLAY_FILE
+    rate: float = 5.0
+    loop: bool = False
+    buffer_size: int = 10_000
+    # Spark job
+    batch_seconds: float = 20.0
+    master: str = "local[2]"
+    duration: float | None = None
+    worldometer_url: str = DEFAULT_WORLDOMETER_URL
+    scrape_timeout: float = 10.0
+    # storage
+    mongo_uri: str | None = field(default=None, repr=False)
+    database: str = "covid19"
+    collection: str = "tweet_batches"
+    embedded_db_path: Path = Path("data/db")
+    # both
+    log_level: str = "INFO"
+
+    @property
+    def secrets(self) -> list[str]:
+        """Strings that must never be written to a log line."""
+        found = [self.bearer_token] if self.bearer_token else []
+        if self.mongo_uri:
+            password = urlsplit(self.mongo_uri).password
+            if password:
+                found.append(password)
+        return found
+
+    @property
+    def store_description(self) -> str:
+        """Where batches go, safe to log (no password)."""
+        if self.mongo_uri:
+            return f"MongoDB {redact_uri(self.mongo_uri)} db={self.database} coll={self.collection}"
+        return (
+            f"embedded MontyDB (SQLite) at {self.embedded_db_path} "
+            f"db={self.database} coll={self.collection}"
+        )
+
+
+# --------------------------------------------------------------------------
+# value parsers: str -> value, raising ValueError with a short reason
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"{raw!r} is not an integer") from None
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
+
+
+def _number(minimum: float, *, inclusive: bool) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number") from None
+        too_small = value < minimum if inclusive else value <= minimum
+        if not math.isfinite(value) or too_small:
+            bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+            raise ValueError(f"{raw.strip()} must be a finite number {bound}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"{raw!r} is not a boolean (use true or false)")
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"{raw!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _non_empty(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _host(raw: str) -> str:
+    value = _non_empty(raw)
+    if any(ch.isspace() for ch in value) or "/" in value:
+        raise ValueError(f"{raw!r} is not a host name or address")
+    return value
+
+
+def _master(raw: str) -> str:
+    value = _non_empty(raw)
+    match = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\s*\d+)?\])?", value)
+    if match and match.group(1) in (None, "1"):
+        raise ValueError(
+            f"{value!r} gives Spark one core, which the socket receiver keeps busy, so no "
+            "batch would ever run; use local[2] or more"
+        )
+    return value
+
+
+def _mongo_uri(raw: str) -> str | None:
+    value = raw.strip()
+    if not value:
+        return None
+    if not value.startswith(("mongodb://", "mongodb+srv://")):
+        # do not echo the value: it may hold a password
+        raise ValueError("must start with mongodb:// or mongodb+srv://")
+    return value
+
+
+def _mongo_name(kind: str, forbidden: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = _non_empty(raw)
+        bad = sorted({ch for ch in value if ch in forbidden})
+        if bad or (kind == "database" and len(value.encode()) > 63):
+            raise ValueError(f"{value!r} is not a valid MongoDB {kind} name")
+        return value
+
+    return parse
+
+
+def _http_url(raw: str) -> str:
+    value = _non_empty(raw)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
+def _rules(raw: str) -> tuple[str, ...]:
+    rules = tuple(rule.strip() for rule in raw.split(";") if rule.strip())
+    if not rules:
+        raise ValueError("needs at least one rule")
+    return rules
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError(f"{raw!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one Settings field is read: its variable, its flag, its parser."""
+
+    name: str
+    env: str
+    flag: str | None
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str | None = None
+    is_switch: bool = False
+
+
+OPTIONS: dict[str, Option] = {
+    opt.name: opt
+    for opt in [
+        Option("host", "STREAM_HOST", "--host", _host,
+               "address of the tweet socket (producer binds it, Spark connects to it)", "HOST"),
+        Option("port", "STREAM_PORT", "--port", _int_in(1, 65535),
+               "TCP port of the tweet socket", "PORT"),
+        Option("source", "TWEET_SOURCE", "--source", _choice("twitter", "replay"),
+               "where tweets come from: twitter (X API filtered stream) or replay (a file); "
+               "default: twitter when TWITTER_BEARER_TOKEN is set, else replay",
+               "{twitter,replay}"),
+        Option("bearer_token", "TWITTER_BEARER_TOKEN", None, _non_empty,
+               "X API bearer token (environment or .env only, never a flag)"),
+        Option("twitter_rules", "TWITTER_RULES", "--rules", _rules,
+               "filtered-stream rules, separated by ';'", "RULES"),
+        Option("replay_file", "REPLAY_FILE", "--replay-file", lambda raw: Path(_non_empty(raw)),
+               "newline-delimited JSON file for --source replay", "PATH"),
+        Option("rate", "REPLAY_RATE", "--rate", _number(0, inclusive=True),
+               "replay rate in tweets per second; 0 = as fast as possible", "N"),
+        Option("loop", "REPLAY_LOOP", "--loop", _bool,
+               "replay the file again and again (ids get a '~N' suffix per pass)", is_switch=True),
+        Option("buffer_size", "BUFFER_SIZE", "--buffer-size", _int_in(1, 10_000_000),
+               "tweets held while no consumer is connected; the oldest overflow", "N"),
+        Option("batch_seconds", "BATCH_SECONDS", "--batch-seconds", _number(0, inclusive=False),
+               "length of one Spark Streaming batch in seconds", "SECONDS"),
+        Option("master", "SPARK_MASTER", "--master", _master,
+               "Spark master URL (local[2], spark://host:7077, ...)", "URL"),
+        Option("duration", "RUN_DURATION", "--duration", _number(0, inclusive=False),
+               "stop gracefully after this many seconds (default: run until Ctrl-C)", "SECONDS"),
+        Option("worldometer_url", "WORLDOMETER_URL", "--worldometer-url", _http_url,
+               "page holding the 'Coronavirus Cases:' counter", "URL"),
+        Option("scrape_timeout", "SCRAPE_TIMEOUT", "--scrape-timeout", _number(0, inclusive=False),
+               "seconds before one page request gives up", "SECONDS"),
+        Option("mongo_uri", "MONGODB_URI", "--mongo-uri", _mongo_uri,
+               "MongoDB connection string; unset = the embedded store", "URI"),
+        Option("database", "MONGODB_DATABASE", "--database", _mongo_name("database", '/\\. "$'),
+               "database name", "NAME"),
+        Option("collection", "MONGODB_COLLECTION", "--collection",
+               _mongo_name("collection", "$\0"), "collection name", "NAME"),
+        Option("embedded_db_path", "EMBEDDED_DB_PATH", "--embedded-db-path",
+               lambda raw: Path(_non_empty(raw)), "folder of the embedded store", "PATH"),
+        Option("log_level", "LOG_LEVEL", "--log-level", _log_level,
+               "DEBUG, INFO, WARNING or ERROR", "LEVEL"),
+    ]
+}
+
+STREAM_OPTIONS = ("source", "bearer_token", "twitter_rules", "replay_file", "rate", "loop",
+                  "host", "port", "buffer_size", "log_level")
+SPARK_OPTIONS = ("host", "port", "batch_seconds", "master", "duration", "mongo_uri", "database",
+                 "collection", "embedded_db_path", "worldometer_url", "scrape_timeout",
+                 "log_level")
+SCRAPE_OPTIONS = ("worldometer_url", "scrape_timeout", "log_level")
+STORE_OPTIONS = ("mongo_uri", "database", "collection", "embedded_db_path", "log_level")
+
+_DEFAULTS = Settings()
+
+
+def build_parser(
+    prog: str,
+    description: str,
+    names: Iterable[str],
+    aliases: Mapping[str, str] | None = None,
+) -> argparse.ArgumentParser:
+    """An argparse parser with one flag per option in ``names`` that has a flag.
+
+    ``aliases`` maps an option name to a second, shorter flag (``--url``).
+
+    Flags default to ``None`` so that :func:`resolve` can tell "not given"
+    from "given"; the help text shows the variable and the default.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for name in names:
+        opt = OPTIONS[name]
+        if opt.flag is None:
+            continue
+        default = getattr(_DEFAULTS, name)
+        shown = "" if name == "source" else f"; default: {_show_default(default)}"
+        help_text = f"{opt.help} [env {opt.env}{shown}]"
+        flags = [opt.flag, *([aliases[name]] if aliases and name in aliases else [])]
+        if opt.is_switch:
+            parser.add_argument(*flags, dest=name, action="store_const", const="true",
+                                default=None, help=help_text)
+        else:
+            parser.add_argument(*flags, dest=name, metavar=opt.metavar, default=None,
+                                help=help_text)
+    return parser
+
+
+def _show_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "; ".join(value)
+    if isinstance(value, Path):
+        try:
+            return str(value.relative_to(PROJECT_DIR))
+        except ValueError:
+            return str(value)
+    return "unset" if value is None else str(value)
+
+
+def resolve(
+    names: Iterable[str],
+    flags: Mapping[str, str | None],
+    environ: Mapping[str, str],
+) -> Settings:
+    """Settings from raw flag values and an environment mapping.
+
+    Raises ConfigError naming the flag and the variable of the first bad value.
+    """
+    values: dict[str, Any] = {}
+    for name in names:
+        opt = OPTIONS[name]
+        raw, where = flags.get(name), opt.flag
+        if raw is None:
+            raw, where = environ.get(opt.env), opt.env
+        if raw is None:
+            continue
+        try:
+            values[name] = opt.parse(raw)
+        except ValueError as err:
+            label = f"{opt.flag} / {opt.env}" if opt.flag else opt.env
+            raise ConfigError(f"{label}: {err} (from {where})") from None
+    names = set(names)
+    if "source" in names and "source" not in values:
+        values["source"] = "twitter" if values.get("bearer_token") else "replay"
+    settings = replace(_DEFAULTS, **values)
+    _check(settings, names)
+    return settings
+
+
+def _check(settings: Settings, names: set[str]) -> None:
+    """Checks that involve more than one option or the file system."""
+    if "source" not in names:
+        return
+    if settings.source == "twitter" and not settings.bearer_token:
+        raise ConfigError(
+            "--source twitter needs TWITTER_BEARER_TOKEN in the environment or .env "
+            "(a paid X API tier); without one, use --source replay"
+        )
+    if settings.source == "replay":
+        path = settings.replay_file
+        try:
+            with path.open("rb") as handle:
+                handle.read(1)
+        except OSError as err:
+            raise ConfigError(
+                f"--replay-file / REPLAY_FILE: cannot read {str(path)!r}: {err.strerror}"
+            ) from None
+
+
+def load_settings(
+    prog: str,
+    names: Sequence[str],
+    argv: Sequence[str] | None = None,
+    *,
+    description: str = "",
+    environ: Mapping[str, str] | None = None,
+    dotenv_path: str | os.PathLike[str] | None = ".env",
+    aliases: Mapping[str, str] | None = None,
+) -> Settings:
+    """Parse ``argv`` and the environment into Settings, or exit with one line.
+
+    ``--help`` and argparse's own errors exit as argparse does; a ConfigError
+    prints ``prog: error: <message>`` to stderr and exits with status 2.
+    """
+    parser = build_parser(prog, description, names, aliases)
+    args = parser.parse_args(argv)
+    merged: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    merged.update(os.environ if environ is None else environ)
+    try:
+        return resolve(names, vars(args), merged)
+    except ConfigError as err:
+        parser.exit(2, f"{prog}: error: {err}\n")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------
+# secrets and logging
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with its password (if any) replaced by ``***``."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    userinfo = f"{parts.username}:{MASK}" if parts.username is not None else MASK
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+
+
+class RedactingFormatter(logging.Formatter):
+    """A Formatter that masks every secret in the final text, tracebacks included."""
+
+    def __init__(self, fmt: str, secrets: Iterable[str], datefmt: str | None = None) -> None:
+        super().__init__(fmt, datefmt)
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+
+def configure_logging(settings: Settings, stream: Any = None) -> None:
+    """Send this program's log lines to stderr, secrets masked."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(RedactingFormatter(
+        "%(asctime)s %(levelname)-7s %(name)s: %(message)s", settings.secrets, "%H:%M:%S",
+    ))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    for noisy in ("py4j", "urllib3", "requests_oauthlib", "oauthlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def field_names() -> list[str]:
+    """All Settings field names (used by tests to check every option is documented)."""
+    return [f.name for f in fields(Settings)]
