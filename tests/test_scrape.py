@@ -1,0 +1,580 @@
+"""Tests of scrape.py against pages served from 127.0.0.1 (no outside network)."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import logging
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+import scrape
+from scrape import (
+    MAX_PAGE_BYTES,
+    CaseCounter,
+    CaseCountError,
+    CounterNotFoundError,
+    fetch_page,
+    fetch_total_cases,
+    parse_total_cases,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "worldometers.html"
+CASES = 704_753_890
+TIMEOUT = 0.5  # client timeout for the tests that make the server hang
+
+Route = Callable[[BaseHTTPRequestHandler], None]
+
+
+def counter_block(label: str, number: str) -> str:
+    return (
+        '<div id="maincounter-wrap" style="margin-top:15px">\n'
+        f"  <h1>{label}</h1>\n"
+        f'  <div class="maincounter-number"><span style="color:#aaa">{number}</span></div>\n'
+        "</div>\n"
+    )
+
+
+def page(*blocks: str) -> str:
+    body = "\n".join(blocks)
+    return f"<!DOCTYPE html><html><head><title>t</title></head><body>{body}</body></html>"
+
+
+REORDERED = page(
+    '<div class="wrapper"><div class="inner">',
+    counter_block("Deaths:", "7,010,681"),
+    "</div></div>",
+    counter_block("Recovered:", "675,619,811"),
+    '<div class="extra"><section>',
+    counter_block("Coronavirus Cases:", "704,753,890 "),
+    "</section></div>",
+)
+NO_COUNTER = page(
+    counter_block("Deaths:", "7,010,681"),
+    counter_block("Recovered:", "675,619,811"),
+    "<p>Coronavirus Cases: 1,234 (mentioned in the text, not a counter)</p>",
+)
+
+
+# --------------------------------------------------------------------------
+# a local HTTP server whose answer per path the tests choose
+
+
+@dataclass
+class LocalServer:
+    base: str
+    routes: dict[str, Route]
+    release: threading.Event  # set at teardown: lets hanging handlers finish
+    user_agents: list[str] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+    def serve(self, path: str, body: str | bytes, status: int = 200,
+              headers: dict[str, str] | None = None) -> str:
+        data = body.encode() if isinstance(body, str) else body
+
+        def route(handler: BaseHTTPRequestHandler) -> None:
+            handler.send_response(status)
+            handler.send_header("Content-Type", "text/html; charset=utf-8")
+            handler.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            handler.wfile.write(data)
+
+        self.routes[path] = route
+        return self.url(path)
+
+
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    routes: dict[str, Route] = {}
+    release = threading.Event()
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("User-Agent", ""))
+            route = routes.get(self.path)
+            if route is None:
+                self.send_error(404)
+                return
+            # the client may hang up early (size cap): expected
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                route(self)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    # a short poll interval keeps shutdown() (and so each test's teardown) fast
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    host, port = httpd.server_address[:2]
+    local = LocalServer(f"http://{host}:{port}", routes, release, seen)
+    local.serve("/page", SAMPLE.read_bytes())
+    try:
+        yield local
+    finally:
+        release.set()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def hang(release: threading.Event) -> Route:
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        release.wait(timeout=30)  # never answers before the test ends
+
+    return route
+
+
+# --------------------------------------------------------------------------
+# the sample page
+
+
+def test_sample_page_is_the_projects_own_and_reasonably_sized() -> None:
+    html = SAMPLE.read_text(encoding="utf-8")
+    assert 10_000 <= len(html.encode()) <= 30_000
+    assert html.count('id="maincounter-wrap"') == 3
+    for label in ("Coronavirus Cases:", "Deaths:", "Recovered:"):
+        assert f"<h1>{label}</h1>" in html
+
+
+def test_parse_sample_page() -> None:
+    assert parse_total_cases(SAMPLE.read_bytes()) == CASES
+    assert parse_total_cases(SAMPLE.read_text(encoding="utf-8")) == CASES
+
+
+# --------------------------------------------------------------------------
+# parse_total_cases: pure
+
+
+def test_parse_finds_the_counter_by_label_not_position() -> None:
+    assert parse_total_cases(REORDERED) == CASES
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "704,753,890",
+        "704,753,890 ",
+        "\n   704,753,890\n  ",
+        "704,753,890\u00a0",
+        "\u00a0704\u00a0753\u00a0890",
+        "704\u202f753\u202f890",
+        "704753890",
+    ],
+)
+def test_parse_ignores_commas_whitespace_and_nbsp(number: str) -> None:
+    assert parse_total_cases(page(counter_block("Coronavirus Cases:", number))) == CASES
+
+
+@pytest.mark.parametrize("number", ["N/A", "", "  ", "-5", "1.5", "12abc", "\u0667\u0660"])
+def test_parse_rejects_a_counter_that_is_not_a_number(number: str) -> None:
+    with pytest.raises(CounterNotFoundError) as info:
+        parse_total_cases(page(counter_block("Coronavirus Cases:", number)))
+    assert "\n" not in str(info.value)
+
+
+def test_parse_rejects_an_absurdly_long_number() -> None:
+    assert parse_total_cases(page(counter_block("Coronavirus Cases:", "9" * 18))) == 10**18 - 1
+    for number in ("1" + "0" * 18, "9" * 5000):
+        with pytest.raises(CounterNotFoundError, match="too large") as info:
+            parse_total_cases(page(counter_block("Coronavirus Cases:", number)))
+        assert len(str(info.value)) < 200
+
+
+def test_parse_error_message_quotes_the_bad_value() -> None:
+    with pytest.raises(CounterNotFoundError, match="N/A"):
+        parse_total_cases(page(counter_block("Coronavirus Cases:", "N/A")))
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        NO_COUNTER,
+        "",
+        "not html at all",
+        b"\x00\xff\xfe binary \x89PNG",
+        page("<h1>Coronavirus Cases:</h1>"),
+        page(counter_block("Coronavirus Deaths:", "1")),
+        page(counter_block("Coronavirus Cases", "1")),  # no colon: not the label
+    ],
+)
+def test_parse_page_without_the_counter(html: str | bytes) -> None:
+    with pytest.raises(CounterNotFoundError):
+        parse_total_cases(html)
+
+
+def test_parse_label_with_inner_whitespace_and_markup() -> None:
+    html = page(counter_block("\n  Coronavirus\n   <span>Cases:</span> ", "704,753,890"))
+    assert parse_total_cases(html) == CASES
+
+
+def test_parse_heading_outside_a_wrapper_takes_the_next_counter() -> None:
+    html = page(
+        "<h1>Coronavirus Cases:</h1>",
+        '<p>as of today</p><div class="maincounter-number big"><span>704,753,890</span></div>',
+        "<h1>Deaths:</h1>",
+        '<div class="maincounter-number"><span>7,010,681</span></div>',
+    )
+    assert parse_total_cases(html) == CASES
+
+
+def test_parse_never_borrows_the_next_blocks_number() -> None:
+    html = page(
+        "<h1>Coronavirus Cases:</h1>",
+        "<h1>Deaths:</h1>",
+        '<div class="maincounter-number"><span>7,010,681</span></div>',
+    )
+    with pytest.raises(CounterNotFoundError):
+        parse_total_cases(html)
+    wrapped = page(
+        '<div id="maincounter-wrap"><h1>Coronavirus Cases:</h1></div>',
+        counter_block("Deaths:", "7,010,681"),
+    )
+    with pytest.raises(CounterNotFoundError):
+        parse_total_cases(wrapped)
+
+
+def test_counter_not_found_is_a_case_count_error() -> None:
+    assert issubclass(CounterNotFoundError, CaseCountError)
+
+
+# --------------------------------------------------------------------------
+# fetch_page / fetch_total_cases over HTTP
+
+
+def test_fetch_total_cases_from_the_saved_page(server: LocalServer) -> None:
+    assert fetch_total_cases(server.url("/page"), timeout=5) == CASES
+
+
+def test_fetch_reordered_page(server: LocalServer) -> None:
+    url = server.serve("/reordered", REORDERED)
+    assert fetch_total_cases(url, timeout=5) == CASES
+
+
+def test_fetch_page_without_counter(server: LocalServer) -> None:
+    url = server.serve("/none", NO_COUNTER)
+    with pytest.raises(CounterNotFoundError) as info:
+        fetch_total_cases(url, timeout=5)
+    assert one_line(info.value).startswith(url)
+
+
+def test_fetch_na_counter(server: LocalServer) -> None:
+    url = server.serve("/na", page(counter_block("Coronavirus Cases:", "N/A")))
+    with pytest.raises(CounterNotFoundError, match="N/A"):
+        fetch_total_cases(url, timeout=5)
+
+
+def test_fetch_gzip_encoded_page(server: LocalServer) -> None:
+    url = server.serve("/gz", gzip.compress(SAMPLE.read_bytes()),
+                       headers={"Content-Encoding": "gzip"})
+    assert fetch_total_cases(url, timeout=5) == CASES
+
+
+def one_line(err: BaseException) -> str:
+    text = str(err)
+    assert text and "\n" not in text
+    return text
+
+
+def test_http_error_status(server: LocalServer) -> None:
+    url = server.serve("/boom", "server error", status=500)
+    with pytest.raises(CaseCountError) as info:
+        fetch_page(url, timeout=5)
+    assert not isinstance(info.value, CounterNotFoundError)
+    text = one_line(info.value)
+    assert url in text
+    assert "500" in text
+
+
+def test_timeout(server: LocalServer) -> None:
+    server.routes["/slow"] = hang(server.release)
+    with pytest.raises(CaseCountError) as info:
+        fetch_page(server.url("/slow"), timeout=TIMEOUT)
+    text = one_line(info.value)
+    assert server.url("/slow") in text
+    assert "0.5 s" in text
+
+
+def test_timeout_while_reading_the_body(server: LocalServer) -> None:
+    def stall(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "100000")
+        handler.end_headers()
+        handler.wfile.write(b"<html><body>")
+        handler.wfile.flush()
+        server.release.wait(timeout=30)
+
+    server.routes["/stall"] = stall
+    with pytest.raises(CaseCountError, match="no answer within"):
+        fetch_page(server.url("/stall"), timeout=TIMEOUT)
+
+
+def test_connection_refused() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    with pytest.raises(CaseCountError) as info:
+        fetch_page(url, timeout=5)
+    text = one_line(info.value)
+    assert url in text
+    assert "connection failed" in text
+
+
+def test_oversized_response_with_content_length(server: LocalServer) -> None:
+    def huge(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(MAX_PAGE_BYTES + 1))
+        handler.end_headers()
+        handler.wfile.write(b"x" * 1024)
+
+    server.routes["/huge"] = huge
+    with pytest.raises(CaseCountError, match="bytes"):
+        fetch_page(server.url("/huge"), timeout=5)
+
+
+def test_oversized_response_without_content_length(server: LocalServer) -> None:
+    block = b"<p>" + b"x" * (64 * 1024 - 3)
+
+    def endless(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)  # HTTP/1.0: the body ends when the connection closes
+        handler.end_headers()
+        for _ in range(MAX_PAGE_BYTES // len(block) + 4):
+            handler.wfile.write(block)
+
+    server.routes["/endless"] = endless
+    with pytest.raises(CaseCountError, match="larger than"):
+        fetch_page(server.url("/endless"), timeout=5)
+
+
+def test_oversized_after_decompression(server: LocalServer) -> None:
+    bomb = gzip.compress(b"\0" * (MAX_PAGE_BYTES + 1024))
+    url = server.serve("/bomb", bomb, headers={"Content-Encoding": "gzip"})
+    assert len(bomb) < 100_000
+    with pytest.raises(CaseCountError, match="larger than"):
+        fetch_page(url, timeout=5)
+
+
+def test_page_just_under_the_cap_is_accepted(server: LocalServer) -> None:
+    body = SAMPLE.read_bytes()
+    body += b" " * (MAX_PAGE_BYTES - len(body))
+    url = server.serve("/big", body)
+    assert len(fetch_page(url, timeout=5)) == MAX_PAGE_BYTES
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://example.org/", "file:///etc/passwd", "example.org", "", "http://", "javascript:x"],
+)
+def test_non_http_url(url: str) -> None:
+    with pytest.raises(CaseCountError, match="not an http"):
+        fetch_page(url, timeout=5)
+
+
+def test_redirect_to_another_scheme(server: LocalServer) -> None:
+    def redirect(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", "ftp://127.0.0.1/page")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    server.routes["/redirect"] = redirect
+    with pytest.raises(CaseCountError) as info:
+        fetch_page(server.url("/redirect"), timeout=5)
+    one_line(info.value)
+
+
+def test_sends_a_browser_like_user_agent(server: LocalServer) -> None:
+    fetch_page(server.url("/page"), timeout=5)
+    assert len(server.user_agents) == 1
+    agent = server.user_agents[0]
+    assert agent.startswith("Mozilla/5.0 (")
+    assert "python-requests" not in agent.lower()
+
+
+def test_uses_the_given_session_and_leaves_it_open(server: LocalServer) -> None:
+    with requests.Session() as session:
+        assert fetch_total_cases(server.url("/page"), timeout=5, session=session) == CASES
+        assert fetch_total_cases(server.url("/page"), timeout=5, session=session) == CASES
+    assert server.user_agents[0].startswith("Mozilla/5.0")
+
+
+# --------------------------------------------------------------------------
+# CaseCounter
+
+
+def scrape_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "scrape" and r.levelno == level]
+
+
+def test_counter_success_then_failure_keeps_the_last_good(server: LocalServer) -> None:
+    url = server.serve("/flaky", SAMPLE.read_bytes())
+    with CaseCounter(url, timeout=5) as counter:
+        assert counter.current() == (CASES, True)
+        server.serve("/flaky", "oops", status=500)
+        assert counter.current() == (CASES, False)
+        assert counter.last_good == CASES
+
+
+def test_counter_failure_before_any_success(server: LocalServer) -> None:
+    url = server.serve("/down", "oops", status=503)
+    with CaseCounter(url, timeout=5) as counter:
+        assert counter.current() == (None, False)
+        assert counter.last_good is None
+
+
+def test_counter_warns_once_per_failure_window_and_logs_recovery(
+    server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="scrape")
+    url = server.serve("/flaky", SAMPLE.read_bytes())
+    with CaseCounter(url, timeout=5) as counter:
+        assert counter.current() == (CASES, True)
+        server.serve("/flaky", "oops", status=500)
+        for _ in range(3):
+            assert counter.current() == (CASES, False)
+        warnings = scrape_records(caplog, logging.WARNING)
+        assert len(warnings) == 1
+        message = warnings[0].getMessage()
+        assert "500" in message
+        assert str(CASES) in message
+        assert len(scrape_records(caplog, logging.DEBUG)) >= 2
+
+        server.serve("/flaky", SAMPLE.read_bytes())
+        assert counter.current() == (CASES, True)
+        infos = scrape_records(caplog, logging.INFO)
+        assert len(infos) == 1
+        assert "available again after 3 failed attempts" in infos[0].getMessage()
+
+        # a new failure window warns again
+        server.serve("/flaky", "oops", status=500)
+        counter.current()
+        counter.current()
+        assert len(scrape_records(caplog, logging.WARNING)) == 2
+
+
+def test_counter_warning_before_any_success_says_there_is_no_count(
+    server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.routes["/slow"] = hang(server.release)
+    with CaseCounter(server.url("/slow"), timeout=TIMEOUT) as counter:
+        assert counter.current() == (None, False)
+    (warning,) = scrape_records(caplog, logging.WARNING)
+    assert "no count obtained yet" in warning.getMessage()
+
+
+def test_counter_survives_a_page_without_the_counter(server: LocalServer) -> None:
+    url = server.serve("/none", NO_COUNTER)
+    with CaseCounter(url, timeout=5) as counter:
+        assert counter.current() == (None, False)
+
+
+def test_counter_keeps_one_given_session(server: LocalServer) -> None:
+    class CountingSession(requests.Session):
+        calls = 0
+
+        def request(self, *args: object, **kwargs: object):  # type: ignore[override]
+            CountingSession.calls += 1
+            return super().request(*args, **kwargs)
+
+    with CountingSession() as session:
+        counter = CaseCounter(server.url("/page"), timeout=5, session=session)
+        counter.current()
+        counter.current()
+        counter.close()  # not ours: stays usable
+        assert session.get(server.url("/page"), timeout=5).ok
+    assert CountingSession.calls == 3
+
+
+# --------------------------------------------------------------------------
+# command line
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No stray variables or .env; root logging restored after main() replaced it."""
+    for name in ("WORLDOMETER_URL", "SCRAPE_TIMEOUT", "LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_cli_prints_the_count(server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert scrape.main(["--url", server.url("/page")]) == 0
+    assert capsys.readouterr().out == f"{CASES}\n"
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_cli_timeout_alias(server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
+    server.routes["/slow"] = hang(server.release)
+    assert scrape.main(["--url", server.url("/slow"), "--timeout", str(TIMEOUT)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("scrape.py: error: cannot fetch ")
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_cli_failure_exits_1_with_one_line(
+    server: LocalServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = server.serve("/none", NO_COUNTER)
+    assert scrape.main(["--url", url]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    expected = f"scrape.py: error: {url}: the page has no 'Coronavirus Cases:' counter\n"
+    assert captured.err == expected
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_cli_rejects_a_non_http_url(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        scrape.main(["--url", "ftp://x"])
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("scrape.py: error: ")
+    assert "--worldometer-url" in lines[0]
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_cli_reads_the_url_from_the_environment(
+    server: LocalServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORLDOMETER_URL", server.url("/page"))
+    assert scrape.main([]) == 0
+    assert capsys.readouterr().out == f"{CASES}\n"
+
+
+def test_cli_help_explains_every_option() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scrape.py"), "--help"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )
+    assert result.returncode == 0
+    for text in ("--url", "--timeout", "--log-level", "WORLDOMETER_URL", "SCRAPE_TIMEOUT"):
+        assert text in result.stdout
