@@ -287,17 +287,20 @@ def build_parser(
     description: str,
     names: Iterable[str],
     aliases: Mapping[str, str] | None = None,
+    *,
+    add_help: bool = True,
 ) -> argparse.ArgumentParser:
     """An argparse parser with one flag per option in ``names`` that has a flag.
 
-    ``aliases`` maps an option name to a second, shorter flag (``--url``).
+    ``aliases`` maps an option name to a second, shorter flag (``--url``);
+    ``add_help=False`` makes a parent parser for subcommands.
 
     Flags default to ``None`` so that :func:`resolve` can tell "not given"
     from "given"; the help text shows the variable and the default.
     """
     parser = argparse.ArgumentParser(
         prog=prog, description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter, add_help=add_help,
     )
     for name in names:
         opt = OPTIONS[name]
@@ -393,7 +396,21 @@ def load_settings(
     prints ``prog: error: <message>`` to stderr and exits with status 2.
     """
     parser = build_parser(prog, description, names, aliases)
-    args = parser.parse_args(argv)
+    return settings_from_args(
+        parser, names, parser.parse_args(argv), environ=environ, dotenv_path=dotenv_path
+    )
+
+
+def settings_from_args(
+    parser: argparse.ArgumentParser,
+    names: Sequence[str],
+    args: argparse.Namespace,
+    *,
+    environ: Mapping[str, str] | None = None,
+    dotenv_path: str | os.PathLike[str] | None = ".env",
+) -> Settings:
+    """Settings from parsed flags plus the environment and ``.env``; on a bad
+    value, ``parser`` exits with status 2 and one line naming it."""
     merged: dict[str, str] = {}
     if dotenv_path is not None and Path(dotenv_path).is_file():
         merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
@@ -401,7 +418,7 @@ def load_settings(
     try:
         return resolve(names, vars(args), merged)
     except ConfigError as err:
-        parser.exit(2, f"{prog}: error: {err}\n")
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -444,7 +461,7 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
-    for noisy in ("py4j", "urllib3", "requests_oauthlib", "oauthlib"):
+    for noisy in ("py4j", "urllib3", "requests_oauthlib", "oauthlib", "charset_normalizer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

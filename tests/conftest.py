@@ -1,0 +1,61 @@
+"""Shared fixtures: one SparkContext for the whole run, a fake tweet socket."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import config
+
+
+@pytest.fixture(scope="session")
+def spark_context() -> Iterator[object]:
+    """One local[2] SparkContext shared by every Spark test (starting one costs seconds)."""
+    import spark_streaming
+
+    settings = config.Settings(master="local[2]")
+    sc = spark_streaming.start_spark(settings, **{"spark.ui.enabled": "false"})
+    yield sc
+    sc.stop()
+
+
+class FakeTweetSocket:
+    """A TCP server standing in for stream.py: it waits for Spark's receiver to
+    connect, then sends whatever lines the test gives it."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._connected = threading.Event()
+        self._conn: socket.socket | None = None
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self._server.accept()
+        except OSError:
+            return
+        self._conn = conn
+        self._connected.set()
+
+    def send(self, data: bytes, timeout: float = 60) -> None:
+        """Send raw bytes once the consumer is connected."""
+        assert self._connected.wait(timeout), "Spark's receiver never connected"
+        assert self._conn is not None
+        self._conn.sendall(data)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._server.close()
+
+
+@pytest.fixture
+def tweet_socket() -> Iterator[FakeTweetSocket]:
+    fake = FakeTweetSocket()
+    yield fake
+    fake.close()

@@ -1,0 +1,132 @@
+"""Configuration: precedence, one-line errors, secrets kept out of logs."""
+
+import io
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+import config
+from config import ConfigError, resolve
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults() -> None:
+    settings = resolve(config.SPARK_OPTIONS, {}, {})
+    assert (settings.host, settings.port, settings.batch_seconds) == ("127.0.0.1", 5555, 20.0)
+    assert (settings.database, settings.collection) == ("covid19", "tweet_batches")
+    assert settings.master == "local[2]"
+    assert settings.mongo_uri is None
+    assert settings.embedded_db_path == Path("data/db")
+
+
+def test_flag_beats_environment_beats_dotenv(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("STREAM_PORT=7000\nBATCH_SECONDS=3\nMONGODB_DATABASE=fromdotenv\n")
+    settings = config.load_settings(
+        "x", config.SPARK_OPTIONS, ["--port", "9000"],
+        environ={"STREAM_PORT": "8000", "BATCH_SECONDS": "4"}, dotenv_path=dotenv,
+    )
+    assert settings.port == 9000
+    assert settings.batch_seconds == 4.0
+    assert settings.database == "fromdotenv"
+
+
+def test_source_defaults_to_twitter_only_with_a_token() -> None:
+    assert resolve(config.STREAM_OPTIONS, {}, {}).source == "replay"
+    with_token = resolve(config.STREAM_OPTIONS, {}, {"TWITTER_BEARER_TOKEN": "t"})
+    assert with_token.source == "twitter"
+
+
+@pytest.mark.parametrize(
+    ("names", "flags", "environ", "named"),
+    [
+        (config.SPARK_OPTIONS, {"port": "abc"}, {}, "--port / STREAM_PORT"),
+        (config.SPARK_OPTIONS, {}, {"STREAM_PORT": "70000"}, "--port / STREAM_PORT"),
+        (config.SPARK_OPTIONS, {"batch_seconds": "0"}, {}, "--batch-seconds / BATCH_SECONDS"),
+        (config.SPARK_OPTIONS, {"batch_seconds": "nan"}, {}, "--batch-seconds / BATCH_SECONDS"),
+        (config.SPARK_OPTIONS, {"master": "local[1]"}, {}, "--master / SPARK_MASTER"),
+        (config.SPARK_OPTIONS, {"master": "local"}, {}, "--master / SPARK_MASTER"),
+        (config.SPARK_OPTIONS, {"mongo_uri": "http://x"}, {}, "--mongo-uri / MONGODB_URI"),
+        (config.SPARK_OPTIONS, {"database": "a.b"}, {}, "--database / MONGODB_DATABASE"),
+        (config.SPARK_OPTIONS, {"worldometer_url": "ftp://x"}, {},
+         "--worldometer-url / WORLDOMETER_URL"),
+        (config.SPARK_OPTIONS, {"duration": "-1"}, {}, "--duration / RUN_DURATION"),
+        (config.STREAM_OPTIONS, {"rate": "fast"}, {}, "--rate / REPLAY_RATE"),
+        (config.STREAM_OPTIONS, {}, {"REPLAY_LOOP": "maybe"}, "--loop / REPLAY_LOOP"),
+        (config.STREAM_OPTIONS, {"replay_file": "/nonexistent/file.jsonl"}, {},
+         "--replay-file / REPLAY_FILE"),
+    ],
+)
+def test_bad_values_name_the_option(names, flags, environ, named) -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve(names, flags, environ)
+    message = str(err.value)
+    assert named in message
+    assert "\n" not in message
+
+
+def test_local_with_more_cores_and_clusters_are_accepted() -> None:
+    for master in ("local[2]", "local[*]", "local[4,2]", "spark://127.0.0.1:7077", "yarn"):
+        assert resolve(config.SPARK_OPTIONS, {"master": master}, {}).master == master
+
+
+def test_twitter_without_token_says_what_to_do() -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve(config.STREAM_OPTIONS, {"source": "twitter"}, {})
+    assert "TWITTER_BEARER_TOKEN" in str(err.value)
+    assert "--source replay" in str(err.value)
+
+
+def test_bad_mongo_uri_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as err:
+        resolve(config.SPARK_OPTIONS, {"mongo_uri": "mongo://u:hunter2@h"}, {})
+    assert "hunter2" not in str(err.value)
+
+
+def test_load_settings_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        config.load_settings("spark_streaming.py", config.SPARK_OPTIONS, ["--port", "abc"],
+                             environ={}, dotenv_path=None)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("spark_streaming.py: error: --port / STREAM_PORT")
+
+
+def test_secrets_never_reach_a_log_line() -> None:
+    settings = resolve(
+        config.SPARK_OPTIONS,
+        {"mongo_uri": "mongodb://analyst:s3cr3t-pass@db.example:27017/covid19"},
+        {"TWITTER_BEARER_TOKEN": "AAAA-bearer-token"},
+    )
+    settings = config.Settings(**{**settings.__dict__, "bearer_token": "AAAA-bearer-token"})
+    out = io.StringIO()
+    config.configure_logging(settings, stream=out)
+    logger = logging.getLogger("secrets-test")
+    logger.info("settings: %s", settings)
+    logger.info("store: %s", settings.store_description)
+    logger.warning("raw uri %s token %s", settings.mongo_uri, settings.bearer_token)
+    try:
+        raise RuntimeError(f"failed with {settings.mongo_uri}")
+    except RuntimeError:
+        logger.exception("traceback too")
+    text = out.getvalue()
+    assert "s3cr3t-pass" not in text
+    assert "AAAA-bearer-token" not in text
+    assert "analyst:***@db.example" in text
+
+
+def test_redact_uri() -> None:
+    assert config.redact_uri("mongodb+srv://u:p%40ss@c.example/x?tls=true") == (
+        "mongodb+srv://u:***@c.example/x?tls=true"
+    )
+    assert config.redact_uri("mongodb://h:27017") == "mongodb://h:27017"
+
+
+def test_example_env_lists_every_variable() -> None:
+    example = (PROJECT / "config.example.env").read_text()
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, flags=re.M))
+    assert listed == {opt.env for opt in config.OPTIONS.values()}

@@ -1,0 +1,192 @@
+"""The Spark job on a real StreamingContext: a fake socket feeds it, mongomock stores."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import mongomock
+import pytest
+
+import config
+import spark_streaming
+import storage
+from spark_streaming import BatchStats, BatchWriter
+
+COUNT = 704_753_890
+BATCH_WAIT_SECONDS = 60
+
+
+def tweet(tweet_id: str, text: str) -> bytes:
+    return json.dumps({"id": tweet_id, "text": text, "lang": "en"}).encode() + b"\n"
+
+
+@pytest.fixture
+def store() -> storage.BatchStore:
+    collection = mongomock.MongoClient(tz_aware=True).covid19.tweet_batches
+    return storage.BatchStore(collection, "mongomock")
+
+
+class JobRun:
+    """A StreamingContext with 1 s batches on the shared SparkContext."""
+
+    def __init__(self, spark_context, port: int, writer: BatchWriter) -> None:
+        self.batches: queue.Queue[BatchStats] = queue.Queue()
+        writer.on_batch = self.batches.put
+        settings = config.Settings(host="127.0.0.1", port=port, batch_seconds=1)
+        self.ssc = spark_streaming.create_context(settings, writer, spark_context)
+        self.ssc.start()
+
+    def wait_for(self, done: Callable[[list[BatchStats]], bool]) -> list[BatchStats]:
+        """Batches seen until ``done(batches)`` holds (each get waits for Spark's next batch)."""
+        seen: list[BatchStats] = []
+        while not done(seen):
+            seen.append(self.batches.get(timeout=BATCH_WAIT_SECONDS))
+        return seen
+
+    def stop(self) -> None:
+        self.ssc.stop(stopSparkContext=False, stopGraceFully=False)
+
+
+@pytest.fixture
+def run_job(spark_context, tweet_socket) -> Iterator[Callable[[BatchWriter], JobRun]]:
+    runs: list[JobRun] = []
+
+    def start(writer: BatchWriter) -> JobRun:
+        runs.append(JobRun(spark_context, tweet_socket.port, writer))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        run.stop()
+
+
+def total(batches: list[BatchStats], field: str) -> int:
+    return sum(getattr(stats, field) for stats in batches)
+
+
+@pytest.mark.spark
+def test_batches_are_stored_in_the_contract_shape(run_job, tweet_socket, store) -> None:
+    job = run_job(BatchWriter(store, lambda: (COUNT, True)))
+    tweet_socket.send(b"")  # waits for the receiver to connect
+    # a batch that received nothing writes nothing
+    job.wait_for(lambda seen: len(seen) >= 2)
+    assert store.collection.count_documents({}) == 0
+
+    wire = b"".join([
+        tweet("1", "RT @who: Wash hands &amp; wear masks 😷 #COVID19 https://t.co/x"),
+        b"this is not json\n",
+        tweet("2", "Line one\nline two\tend 🇬🇧"),
+        tweet("1", "the same id again: a redelivery"),
+        tweet("3", "https://t.co/only-a-link 🙏"),
+        b"\xff\xfe invalid utf-8\n",
+        tweet("4", "Вакцина работает, info@who.int"),
+        json.dumps({"id": "5", "text": "x", "$set": {"a.b": 1}}).encode() + b"\n",
+    ])
+    tweet_socket.send(wire)
+    batches = job.wait_for(lambda seen: total(seen, "lines") >= 8)
+
+    assert total(batches, "lines") == 8
+    assert total(batches, "kept") == 4
+    assert total(batches, "malformed") == 2
+    assert total(batches, "duplicates") == 1
+    assert total(batches, "empty") == 1
+
+    documents = list(store.collection.find().sort("timestamp", 1))
+    assert len(documents) == sum(1 for stats in batches if stats.kept)
+    content = [text for doc in documents for text in doc["content"]]
+    assert content == [
+        "Wash hands & wear masks COVID19",
+        "Line one line two end",
+        "Вакцина работает, info@who.int",
+        "x",
+    ]
+    for doc in documents:
+        assert set(doc) == {"_id", "content", "timestamp", "total_case_count"}
+        assert isinstance(doc["timestamp"], datetime)
+        assert doc["timestamp"].utcoffset().total_seconds() == 0
+        assert type(doc["total_case_count"]) is int
+        assert doc["total_case_count"] == COUNT
+    stored_times = {doc["timestamp"] for doc in documents}
+    batch_times = {stats.batch_time.astimezone(UTC) for stats in batches if stats.kept}
+    assert stored_times == batch_times
+
+
+class FailingOnceStore(storage.BatchStore):
+    """A store whose first write fails, as a database hiccup would."""
+
+    def __init__(self, inner: storage.BatchStore) -> None:
+        super().__init__(inner.collection, "failing once")
+        self.failed = threading.Event()
+
+    def write(self, document: dict) -> None:
+        if not self.failed.is_set():
+            self.failed.set()
+            raise ConnectionError("store went away")
+        super().write(document)
+
+
+@pytest.mark.spark
+def test_a_failing_batch_does_not_stop_the_stream(run_job, tweet_socket, store) -> None:
+    flaky = FailingOnceStore(store)
+    job = run_job(BatchWriter(flaky, lambda: (None, False)))
+    tweet_socket.send(tweet("1", "lost to the failure"))
+    assert flaky.failed.wait(BATCH_WAIT_SECONDS)
+
+    tweet_socket.send(tweet("2", "stored after it"))
+    job.wait_for(lambda seen: total(seen, "kept") >= 1)
+    (document,) = store.collection.find()
+    assert document["content"] == ["stored after it"]
+    assert document["total_case_count"] is None
+
+
+# --- the driver's part alone, without Spark ------------------------------------------
+
+
+BATCH = datetime(2026, 11, 28, 22, 46, 20, tzinfo=UTC)
+
+
+def test_writing_the_same_batch_twice_leaves_one_document(store) -> None:
+    records = [("ok", "1", "a"), ("ok", "2", "b")]
+    # a second writer, as after a restart, sees the same batch again
+    for _ in range(2):
+        BatchWriter(store, lambda: (COUNT, True)).write_records(BATCH, records)
+    assert store.collection.count_documents({}) == 1
+    assert store.collection.find_one()["content"] == ["a", "b"]
+
+
+def test_the_count_is_fetched_once_per_batch_and_not_for_empty_ones(store) -> None:
+    calls = []
+
+    def count() -> tuple[int, bool]:
+        calls.append(1)
+        return COUNT, True
+
+    writer = BatchWriter(store, count)
+    writer.write_records(BATCH, [("ok", str(i), f"t{i}") for i in range(50)])
+    writer.write_records(BATCH.replace(second=40), [("malformed", "", "not JSON")])
+    assert len(calls) == 1
+
+
+def test_redelivered_ids_are_dropped_across_batches(store) -> None:
+    writer = BatchWriter(store, lambda: (COUNT, True))
+    first = writer.write_records(BATCH, [("ok", "1", "a")])
+    second = writer.write_records(BATCH.replace(second=40), [("ok", "1", "a"), ("ok", "2", "b")])
+    assert (first.kept, second.kept, second.duplicates) == (1, 1, 1)
+
+
+def test_recent_ids_forget_the_oldest() -> None:
+    ids = spark_streaming.RecentIds(limit=2)
+    assert ids.add("a") and ids.add("b") and ids.add("c")
+    assert ids.add("a")  # forgotten, so new again
+    assert not ids.add("c")
+
+
+def test_batch_summary_is_one_line() -> None:
+    stats = BatchStats(BATCH, 10, 8, 1, 1, 0, COUNT, True, 12.3, "id")
+    line = stats.summary()
+    assert "\n" not in line
+    assert "10 lines, 8 kept" in line and "704,753,890" in line and "12 ms" in line

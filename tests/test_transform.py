@@ -1,0 +1,154 @@
+"""The cleaning contract (DESIGN.md), the wire framing and the stored document."""
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+import transform
+from transform import EMPTY, MALFORMED, OK, clean_text, process_line
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # 1. HTML entities are unescaped
+        ("Masks &amp; gloves &lt;3 &gt; nothing", "Masks & gloves <3 > nothing"),
+        ("&quot;Stay home&quot; &#39;now&#39;", "\"Stay home\" 'now'"),
+        # 2. a leading retweet marker goes; RT elsewhere stays, ART keeps its RT
+        ("RT @who_news: Wash your hands", "Wash your hands"),
+        ("  RT @a: text", "text"),
+        ("I said RT @bob: no", "I said RT : no"),
+        ("ART is open", "ART is open"),
+        ("RT this please", "RT this please"),
+        # 3. URLs to the next whitespace
+        ("Read https://t.co/AbC123 now", "Read now"),
+        ("see http://example.org/a?b=c&d=e.", "see"),
+        ("more at www.who.int/covid19 today", "more at today"),
+        ("HTTPS://T.CO/X shouting", "shouting"),
+        ("link:https://t.co/x", "link:"),
+        # 4. mentions: @ at the start or after a non-word character
+        ("@WHO thanks", "thanks"),
+        ("thanks @WHO, @cdc_gov!", "thanks , !"),
+        ("mail info@who.int for help", "mail info@who.int for help"),
+        ("(@nhs) is here", "( ) is here"),
+        ("@a_handle_longer_than_15 stays", "@a_handle_longer_than_15 stays"),
+        # 5. hashtags lose their '#', keep the word
+        ("#COVID19 cases rise #StaySafe", "COVID19 cases rise StaySafe"),
+        ("#Vacunación en España", "Vacunación en España"),
+        ("C# and # alone", "C# and # alone"),
+        # 6. emoji: pictographs, ZWJ sequences, flags, skin tones, keycaps, selectors
+        ("stay safe 😷🙏", "stay safe"),
+        ("family 👨\u200d👩\u200d👧\u200d👦 home", "family home"),
+        ("UK 🇬🇧 and 🏴\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f", "UK and"),
+        ("wave 👋🏽 hello", "wave hello"),
+        ("step 1\ufe0f\u20e3 first", "step 1 first"),
+        ("love ❤\ufe0f it ☀ ✅", "love it"),
+        # 7. control characters and lone surrogates go
+        ("bell\x07 null\x00 del\x7f", "bell null del"),
+        ("broken \ud83d surrogate \udc00 pair", "broken surrogate pair"),
+        # 8. whitespace runs (CRLF, tabs, newlines, NBSP) collapse to one space
+        ("line one\r\nline two\n\n\tthree", "line one line two three"),
+        ("wide\u3000space\u00a0nbsp\u2028sep", "wide space nbsp sep"),
+        # kept: case, punctuation, accents, non-Latin scripts
+        ("Vacuna ¡YA! — café, naïve?", "Vacuna ¡YA! — café, naïve?"),
+        ("فيروس كورونا коронавирус 新型コロナ कोरोना",
+         "فيروس كورونا коронавирус 新型コロナ कोरोना"),
+        # rules together, in order
+        ("RT @x: &amp;#COVID19 😷 https://t.co/a @y done", "&COVID19 done"),
+    ],
+)
+def test_clean_text(raw: str, expected: str) -> None:
+    assert clean_text(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "   ", "😷🙏 https://t.co/x @who", "RT @a: #", "\x00\ud800"])
+def test_text_with_nothing_left_cleans_to_empty(raw: str) -> None:
+    # "#" alone stays (it is no hashtag), so the RT case keeps it
+    assert clean_text(raw) in ("", "#")
+
+
+def test_cleaned_text_can_always_be_encoded_as_utf8() -> None:
+    cleaned = clean_text("a\ud800b\udfffc")
+    assert cleaned.encode("utf-8") == b"abc"
+
+
+def test_process_line_keeps_id_and_cleaned_text() -> None:
+    line = json.dumps({"id": "1460323737035677698", "text": "RT @a: Hi #COVID19", "lang": "en"})
+    assert process_line(line) == (OK, "1460323737035677698", "Hi COVID19")
+
+
+def test_integer_ids_become_strings() -> None:
+    assert process_line('{"id": 42, "text": "hello"}') == (OK, "42", "hello")
+
+
+def test_tweet_that_cleans_to_nothing_is_empty_not_malformed() -> None:
+    assert process_line('{"id": "7", "text": "https://t.co/x 😷"}') == (EMPTY, "7", "")
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("not json", "not JSON"),
+        ("", "not JSON"),
+        ("[1, 2]", "JSON list, not an object"),
+        ('"text"', "JSON str, not an object"),
+        ('{"text": "no id"}', "no id"),
+        ('{"id": true, "text": "bool id"}', "no id"),
+        ('{"id": "", "text": "empty id"}', "no id"),
+        ('{"id": "1"}', "no text"),
+        ('{"id": "1", "text": null}', "no text"),
+        ('{"id": "1", "text": 5}', "no text"),
+        ("[" * 100_000, "JSON nested too deeply"),
+        ("\ufffd\ufffd{", "not JSON"),
+    ],
+)
+def test_malformed_lines_are_reported_not_raised(line: str, reason: str) -> None:
+    assert process_line(line) == (MALFORMED, "", reason)
+
+
+def test_dollar_and_dotted_keys_in_a_tweet_do_not_matter() -> None:
+    line = json.dumps({"id": "1", "text": "ok", "$where": "x", "a.b": {"$gt": 1}})
+    assert process_line(line) == (OK, "1", "ok")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["one\ntwo", "crlf\r\nhere", "sep\u2028para\u2029", "lone \ud83d", "naïve 日本 😷", '"quoted"'],
+)
+def test_encode_tweet_is_one_ascii_line_that_round_trips(text: str) -> None:
+    tweet = {"id": "9", "text": text, "lang": "en"}
+    wire = transform.encode_tweet(tweet)
+    assert wire.endswith(b"\n")
+    assert wire.count(b"\n") == 1
+    assert b"\r" not in wire
+    assert json.loads(wire.decode("utf-8")) == tweet
+
+
+def test_build_document_has_the_contract_shape() -> None:
+    moment = datetime(2026, 11, 28, 22, 46, 20, 123456, tzinfo=UTC)
+    doc = transform.build_document(moment, ["a", "b"], 704753890)
+    assert doc == {
+        "_id": "2026-11-28T22:46:20.123Z",
+        "content": ["a", "b"],
+        "timestamp": datetime(2026, 11, 28, 22, 46, 20, 123000, tzinfo=UTC),
+        "total_case_count": 704753890,
+    }
+
+
+def test_build_document_accepts_no_count() -> None:
+    doc = transform.build_document(datetime(2026, 1, 1, tzinfo=UTC), ["a"], None)
+    assert doc["total_case_count"] is None
+
+
+def test_batch_time_in_another_zone_is_stored_as_utc() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    doc = transform.build_document(datetime(2026, 1, 1, 2, 0, tzinfo=plus_two), ["a"], 1)
+    assert doc["timestamp"] == datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
+    assert doc["timestamp"].utcoffset() == timedelta(0)
+    assert doc["_id"] == "2026-01-01T00:00:00.000Z"
+
+
+def test_naive_batch_time_is_local_time() -> None:
+    naive = datetime(2026, 6, 1, 12, 0)
+    assert transform.to_utc(naive) == naive.astimezone(UTC)
