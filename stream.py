@@ -1,0 +1,204 @@
+"""Serve tweets about Covid-19 on a TCP socket, one JSON object per line.
+
+Usage: stream.py [--source {twitter,replay}] [--replay-file PATH] [--rate N] [--loop]
+                 [--rules RULES] [--host HOST] [--port PORT] [--buffer-size N]
+
+Run this first, then spark_streaming.py in a second terminal: Spark's socket
+receiver connects to HOST:PORT (default 127.0.0.1:5555) and reads the tweets in
+20-second batches. Tweets wait in a buffer while no consumer is connected.
+
+Sources:
+  replay   replay a newline-delimited JSON file (default: samples/tweets.jsonl);
+           with no --loop the program exits once a consumer has read every tweet
+  twitter  the X API v2 filtered stream; needs TWITTER_BEARER_TOKEN in the
+           environment or .env (a paid X API tier); runs until Ctrl-C
+
+Examples:
+  python stream.py                          # replay the sample file at 5 tweets/s
+  python stream.py --rate 0 --loop          # replay as fast as possible, forever
+  TWITTER_BEARER_TOKEN=... python stream.py --source twitter
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+import requests
+import tweepy
+
+import config
+from utility import ReplaySource, TweetServer, TwitterSource
+
+log = logging.getLogger("stream")
+
+PROG = "stream.py"
+#: How often a wait for the consumer rechecks the stop request.
+STOP_CHECK_SECONDS = 0.25
+#: How long to wait for the tweepy thread after asking it to disconnect.
+DISCONNECT_TIMEOUT = 5.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the producer; returns the exit status (0 done or stopped, 1 failure)."""
+    settings = config.load_settings(PROG, config.STREAM_OPTIONS, argv, description=__doc__)
+    config.configure_logging(settings)
+
+    stop = threading.Event()
+    signals: list[int] = []
+    restore = _install_stop_handlers(stop, signals)
+    server = TweetServer(settings.host, settings.port, settings.buffer_size)
+    try:
+        try:
+            server.start()
+        except OSError as err:
+            reason = err.strerror or str(err)
+            sys.stderr.write(
+                f"{PROG}: error: cannot listen on {settings.host}:{settings.port}: {reason}\n"
+            )
+            return 1
+        host, port = server.address
+        if not _is_loopback(host):
+            log.warning(
+                "the tweet socket %s:%d is reachable from the network; use --host 127.0.0.1 "
+                "to keep it on this machine", host, port,
+            )
+        if settings.source == "replay":
+            what = (f"file={settings.replay_file} rate={settings.rate:g}/s "
+                    f"loop={'yes' if settings.loop else 'no'}")
+        else:
+            what = f"rules={'; '.join(settings.twitter_rules)}"
+        log.info("source=%s %s; serving tweets on %s:%d (buffer %d tweets)",
+                 settings.source, what, host, port, settings.buffer_size)
+
+        if settings.source == "replay":
+            return _run_replay(settings, server, stop)
+        return _run_twitter(settings, server, stop, signals)
+    finally:
+        server.close()
+        restore()
+
+
+def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.Event) -> int:
+    source = ReplaySource(settings.replay_file, settings.rate, settings.loop)
+    try:
+        emitted = source.run(server.put, stop)
+    except OSError as err:
+        log.error("cannot read %s: %s", settings.replay_file, err.strerror or err)
+        return 1
+    if not stop.is_set() and server.pending:
+        log.info("replay done; waiting for a consumer to take the %d tweets left "
+                 "(Ctrl-C to quit)", server.pending)
+        while not stop.is_set() and not server.wait_until_drained(STOP_CHECK_SECONDS):
+            pass
+    log.info("summary: %d tweets emitted, %d sent, %d dropped, %d undelivered, "
+             "%d bad lines skipped", emitted, server.sent, server.dropped, server.pending,
+             source.skipped)
+    return 0
+
+
+def _run_twitter(
+    settings: config.Settings,
+    server: TweetServer,
+    stop: threading.Event,
+    signals: list[int],
+) -> int:
+    assert settings.bearer_token is not None  # load_settings guarantees it
+    source = TwitterSource(settings.bearer_token, server.put)
+    try:
+        source.sync_rules(settings.twitter_rules)
+    except (tweepy.TweepyException, requests.RequestException) as err:
+        log.error("cannot set the filtered-stream rules: %s", _api_error_line(err))
+        return 1
+
+    def stream() -> None:
+        try:
+            source.start()
+        finally:
+            stop.set()
+
+    thread = threading.Thread(target=stream, name="twitter-stream", daemon=True)
+    thread.start()
+    stop.wait()
+    source.disconnect()
+    thread.join(DISCONNECT_TIMEOUT)
+    log.info("summary: %d tweets received, %d sent, %d dropped, %d undelivered",
+             source.received, server.sent, server.dropped, server.pending)
+    if signals:
+        return 0
+    log.error("the X API stream ended%s", f" (HTTP {source.fatal_status})"
+              if source.fatal_status else "")
+    return 1
+
+
+def _api_error_line(err: Exception) -> str:
+    """One log line for a failed X API request (never the token)."""
+    if isinstance(err, tweepy.HTTPException):
+        status = err.response.status_code
+        line = f"HTTP {status} {err.response.reason}"
+        if status in TwitterSource.FATAL_STATUSES:
+            line += (": the bearer token is invalid or your X API tier does not include "
+                     "the filtered stream")
+        elif err.api_messages:
+            line += ": " + "; ".join(err.api_messages)
+        return line.replace("\n", " ")
+    return f"{type(err).__name__}: {err}".replace("\n", " ")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _install_stop_handlers(
+    stop: threading.Event, signals: list[int]
+) -> Callable[[], None]:
+    """SIGINT and SIGTERM set ``stop``; returns a function that restores the old handlers.
+
+    The Python-level handler only records the signal: calling ``stop.set()``
+    from it could deadlock, because a handler runs in the main thread, which may
+    be holding that very Event's lock (inside ``stop.wait``). Instead the C-level
+    handler writes the signal number to a socket (``signal.set_wakeup_fd``) and
+    a small thread reading it sets ``stop``.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    wanted = {int(sig) for sig in STOP_SIGNALS}
+
+    def watch() -> None:
+        with reader:
+            while data := reader.recv(64):
+                if wanted.intersection(data):
+                    stop.set()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        signals.append(signum)  # no locks here (see above)
+
+    old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
+    threading.Thread(target=watch, name="stop-signals", daemon=True).start()
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        signal.set_wakeup_fd(old_fd)
+        writer.close()  # ends the watcher
+
+    return restore
+
+
+if __name__ == "__main__":
+    sys.exit(main())

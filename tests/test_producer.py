@@ -1,0 +1,688 @@
+"""The producer: tweet sources, the TCP tweet server and the stream.py command line.
+
+No network: the X API is replaced by recorded payloads fed to ``on_data`` and
+by fakes of the rules calls. Nothing here sleeps blindly; waits are on events,
+conditions or socket reads with timeouts.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tweepy
+from tweepy.client import Response
+
+import config
+import transform
+from utility import ReplaySource, TweetServer, TwitterSource, tweet_from_payload
+
+PROJECT = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "v2_stream_payloads.jsonl"
+SAMPLE = PROJECT / "samples" / "tweets.jsonl"
+TIMEOUT = 5.0
+TOKEN = "sekrit-token-123"
+TAG = TwitterSource.RULE_TAG
+
+
+# --- helpers ----------------------------------------------------------------------
+
+
+class Consumer:
+    """A stand-in for Spark's socket receiver: connects and reads lines."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.sock = socket.create_connection(address, timeout=TIMEOUT)
+        self.reader = self.sock.makefile("rb")
+
+    def read_lines(self, count: int) -> list[bytes]:
+        lines = []
+        for _ in range(count):
+            line = self.reader.readline()
+            assert line.endswith(b"\n"), f"connection ended after {len(lines)} lines"
+            lines.append(line)
+        return lines
+
+    def read_tweets(self, count: int) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.read_lines(count)]
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+class LogWaiter(logging.Handler):
+    """Records log messages and lets a test wait for one containing some text."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[tuple[int, str]] = []
+        self._cond = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self._cond:
+            self.messages.append((record.levelno, record.getMessage()))
+            self._cond.notify_all()
+
+    def count(self, text: str) -> int:
+        with self._cond:
+            return sum(text in message for _, message in self.messages)
+
+    def wait_for(self, text: str, times: int = 1) -> None:
+        with self._cond:
+            found = self._cond.wait_for(lambda: self.count(text) >= times, TIMEOUT)
+        assert found, f"no log line containing {text!r}: {self.messages}"
+
+
+@pytest.fixture
+def server_log() -> Iterator[LogWaiter]:
+    waiter = LogWaiter()
+    logger = logging.getLogger("utility")
+    logger.addHandler(waiter)
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield waiter
+    logger.removeHandler(waiter)
+    logger.setLevel(old_level)
+
+
+@pytest.fixture
+def thread_errors(monkeypatch: pytest.MonkeyPatch) -> list[threading.ExceptHookArgs]:
+    """Exceptions that escaped any thread during the test."""
+    errors: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", errors.append)
+    return errors
+
+
+def make_server(buffer_size: int = 1000) -> TweetServer:
+    server = TweetServer("127.0.0.1", 0, buffer_size)
+    server.IDLE_CHECK_SECONDS = 0.05  # notice an idle consumer's disconnect quickly
+    server.start()
+    return server
+
+
+@pytest.fixture
+def server() -> Iterator[TweetServer]:
+    srv = make_server()
+    yield srv
+    srv.close()
+
+
+def tweets(start: int, stop: int) -> list[dict[str, Any]]:
+    return [{"id": str(1000 + n), "text": f"tweet number {n} #COVID19"} for n in range(start, stop)]
+
+
+# --- tweet_from_payload --------------------------------------------------------------
+
+
+def test_payload_gives_its_data_with_every_field() -> None:
+    data = {"id": "2035118890412263425", "text": "masks &amp; tests", "lang": "en",
+            "created_at": "2026-04-02T10:15:03.000Z", "author_id": "7",
+            "edit_history_tweet_ids": ["2035118890412263425"]}
+    payload = {"data": data, "matching_rules": [{"id": "1", "tag": TAG}],
+               "includes": {"users": [{"id": "7", "username": "someone"}]}}
+    assert tweet_from_payload(payload) == data
+
+
+def test_bare_tweet_gives_itself() -> None:
+    bare = {"id": 12345, "text": "an integer id is allowed", "lang": "en"}
+    assert tweet_from_payload(bare) == bare
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        [], "text", 5, None,
+        {"id": "1"},
+        {"text": "no id"},
+        {"id": "", "text": "empty id"},
+        {"id": 1.5, "text": "float id"},
+        {"id": True, "text": "bool id"},
+        {"id": "1", "text": None},
+        {"id": "1", "text": ["not", "a", "string"]},
+        {"data": "not an object", "matching_rules": []},
+        {"data": {"id": "1"}, "matching_rules": []},
+        {"errors": [{"title": "operational-disconnect", "detail": "gone"}]},
+    ],
+)
+def test_anything_without_id_and_text_gives_none(obj: Any) -> None:
+    assert tweet_from_payload(obj) is None
+
+
+# --- TweetServer ------------------------------------------------------------------------
+
+
+def test_each_tweet_arrives_as_one_line_in_order(
+    server: TweetServer, thread_errors: list[Any]
+) -> None:
+    tricky = [
+        {"id": "1", "text": "two\nlines"},
+        {"id": "2", "text": "windows\r\nline end"},
+        {"id": "3", "text": "line\u2028separator and paragraph\u2029separator"},
+        {"id": "4", "text": "lone surrogate \ud83d here"},
+        {"id": "5", "text": "Привет, マスク, مرحبا, नमस्ते 😷🇫🇷", "lang": "und"},
+        {"id": "6", "text": "tab\tand NUL\x00 and bell\x07"},
+        {"id": 7, "text": "", "author_id": "42", "created_at": "2026-04-02T10:15:03.000Z"},
+    ]
+    sent = tricky + tweets(0, 500)
+    consumer = Consumer(server.address)
+    try:
+        for tweet in sent:
+            server.put(tweet)
+        lines = consumer.read_lines(len(sent))
+    finally:
+        consumer.close()
+    assert all(line.count(b"\n") == 1 for line in lines)
+    assert [json.loads(line) for line in lines] == sent
+    assert lines[0] == transform.encode_tweet(tricky[0])
+    assert server.wait_until_drained(TIMEOUT)
+    assert (server.sent, server.dropped, server.connections) == (len(sent), 0, 1)
+    assert thread_errors == []
+
+
+def test_consumer_reconnects_after_a_clean_disconnect(
+    server: TweetServer, server_log: LogWaiter, thread_errors: list[Any]
+) -> None:
+    first = Consumer(server.address)
+    for tweet in tweets(0, 5):
+        server.put(tweet)
+    assert first.read_tweets(5) == tweets(0, 5)
+    first.close()
+    server_log.wait_for("consumer disconnected")
+
+    for tweet in tweets(5, 10):
+        server.put(tweet)
+    assert not server.wait_until_drained(0.05)  # held: nobody to send to
+    second = Consumer(server.address)
+    try:
+        assert second.read_tweets(5) == tweets(5, 10)
+    finally:
+        second.close()
+    assert server.wait_until_drained(TIMEOUT)
+    assert server.connections == 2
+    assert server_log.count("consumer disconnected; holding tweets until one reconnects") == 1
+    assert server_log.count("consumer connected from 127.0.0.1:") == 2
+    assert not [m for level, m in server_log.messages if level >= logging.ERROR]
+    assert thread_errors == []
+
+
+def test_consumer_vanishing_mid_stream_loses_nothing_put_after(
+    server: TweetServer, server_log: LogWaiter, thread_errors: list[Any]
+) -> None:
+    first = Consumer(server.address)
+    for tweet in tweets(0, 50):
+        server.put(tweet)
+    first.read_lines(1)
+    first.close()  # unread data: the server's side sees a reset, not a clean close
+    for tweet in tweets(50, 60):  # put right after the disconnect, maybe before it is noticed
+        server.put(tweet)
+    server_log.wait_for("consumer disconnected")
+
+    second = Consumer(server.address)
+    try:
+        received = []
+        while not received or received[-1]["id"] != "1059":
+            received.extend(second.read_tweets(1))
+    finally:
+        second.close()
+    ids = [int(tweet["id"]) for tweet in received]
+    assert ids == sorted(ids)  # order kept, put-back tweets first
+    assert received[-10:] == tweets(50, 60)
+    assert server.wait_until_drained(TIMEOUT)
+    assert server_log.count("consumer disconnected") == 1
+    assert thread_errors == []
+
+
+def test_tweets_wait_for_a_consumer_and_the_oldest_overflow(
+    server_log: LogWaiter, thread_errors: list[Any]
+) -> None:
+    server = make_server(buffer_size=5)
+    try:
+        for tweet in tweets(0, 8):
+            server.put(tweet)
+        assert (server.dropped, server.pending, server.sent) == (3, 5, 0)
+        assert not server.wait_until_drained(0.05)
+        warnings = [m for level, m in server_log.messages if level == logging.WARNING]
+        assert warnings == ["tweet buffer full (5): dropping the oldest tweets; 1 dropped so far"]
+
+        consumer = Consumer(server.address)
+        try:
+            assert consumer.read_tweets(5) == tweets(3, 8)
+        finally:
+            consumer.close()
+        assert server.wait_until_drained(TIMEOUT)
+        assert (server.sent, server.dropped, server.pending) == (5, 3, 0)
+    finally:
+        server.close()
+    assert thread_errors == []
+
+
+def test_close_is_prompt_idempotent_and_ends_the_consumer_stream() -> None:
+    server = make_server()
+    consumer = Consumer(server.address)
+    server.put({"id": "1", "text": "last one"})
+    assert consumer.read_tweets(1) == [{"id": "1", "text": "last one"}]
+    started = time.monotonic()
+    server.close()
+    server.close()
+    assert time.monotonic() - started < 1.0
+    assert consumer.reader.readline() == b""  # end of stream
+    consumer.close()
+    assert server.wait_until_drained(0)
+
+
+def test_bind_failure_raises_oserror() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        server = TweetServer("127.0.0.1", taken.getsockname()[1], 10)
+        with pytest.raises(OSError):
+            server.start()
+
+
+# --- ReplaySource -----------------------------------------------------------------------
+
+
+def run_replay(source: ReplaySource, stop_after: int | None = None) -> list[dict[str, Any]]:
+    emitted: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def emit(tweet: dict[str, Any]) -> None:
+        emitted.append(tweet)
+        if stop_after is not None and len(emitted) >= stop_after:
+            stop.set()
+
+    result = source.run(emit, stop)
+    assert result == len(emitted) == source.emitted
+    return emitted
+
+
+def write_lines(path: Path, lines: list[str | bytes]) -> Path:
+    path.write_bytes(b"".join(
+        (line if isinstance(line, bytes) else line.encode()) + b"\n" for line in lines
+    ))
+    return path
+
+
+def test_replay_emits_payload_and_bare_lines_and_skips_bad_ones(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    payload = {"data": {"id": "11", "text": "payload &amp; all", "lang": "en",
+                        "author_id": "3", "created_at": "2026-03-14T09:00:00.000Z"},
+               "matching_rules": [{"id": "1", "tag": TAG}]}
+    bare = {"id": "12", "text": "bare\nline", "created_at": "2026-03-14T09:00:01.000Z"}
+    path = write_lines(tmp_path / "t.jsonl", [
+        json.dumps(payload),
+        "{not json at all: secret-garbage-xyz",
+        "",
+        json.dumps(bare),
+        "[1, 2, 3]",
+        '{"id": "13"}',
+        b'{"id": "14", "text": "\xff\xfe"}',
+        '{"errors": [{"title": "operational-disconnect", "detail": "gone"}]}',
+    ])
+    caplog.set_level(logging.WARNING, logger="utility")
+    source = ReplaySource(path, rate=0, loop=False)
+    assert run_replay(source) == [payload["data"], bare]
+    assert source.skipped == 5
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 5
+    line_numbers = [w.split(": skipped")[0].rsplit(":", 1)[1] for w in warnings]
+    assert line_numbers == ["2", "5", "6", "7", "8"]
+    assert "secret-garbage-xyz" not in caplog.text  # the reason, not the line
+
+
+def test_replay_rate_zero_emits_the_whole_sample_file() -> None:
+    source = ReplaySource(SAMPLE, rate=0, loop=False)
+    emitted = run_replay(source)
+    assert len(emitted) == 60
+    assert source.skipped == 0
+
+
+def test_the_sample_file_is_what_the_design_asks_for() -> None:
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines()
+    objects = [json.loads(line) for line in lines]
+    tweets_in = [tweet_from_payload(obj) for obj in objects]
+    assert all(tweet is not None for tweet in tweets_in)
+    ids = [tweet["id"] for tweet in tweets_in]
+    assert len(set(ids)) == len(ids) == 60
+    assert all(isinstance(i, str) and i.isdigit() and len(i) == 19 for i in ids)
+    assert any("data" in obj for obj in objects) and any("data" not in obj for obj in objects)
+    cleaned = [transform.clean_text(tweet["text"]) for tweet in tweets_in]
+    assert cleaned.count("") == 1  # the tweet that is only a URL and emoji
+    text = "\n".join(tweet["text"] for tweet in tweets_in)
+    for needle in ["&amp;", "&lt;", "&gt;", "RT @", "https://t.co/", "www.", "#COVID19",
+                   "\u200d", "\U0001f1eb\U0001f1f7", "\U0001f3fd", "\u20e3", "\t",
+                   "info@who.int", "é", "ñ", "ك", "न", "マ", "Б"]:
+        assert needle in text, needle
+
+
+def test_replay_loop_suffixes_ids_from_the_second_pass(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "t.jsonl", [
+        json.dumps({"id": "1", "text": "a"}),
+        json.dumps({"data": {"id": "2", "text": "b", "lang": "en"}}),
+        json.dumps({"id": 3, "text": "c"}),
+    ])
+    emitted = run_replay(ReplaySource(path, rate=0, loop=True), stop_after=7)
+    assert [t["id"] for t in emitted] == ["1", "2", 3, "1~2", "2~2", "3~2", "1~3"]
+    assert emitted[4] == {"id": "2~2", "text": "b", "lang": "en"}
+
+
+@pytest.mark.parametrize("content", [[], ["", "not json", '{"id": "1"}']])
+def test_replay_loop_over_a_file_without_tweets_returns(
+    tmp_path: Path, content: list[str]
+) -> None:
+    path = write_lines(tmp_path / "t.jsonl", content) if content else tmp_path / "t.jsonl"
+    path.touch()
+    source = ReplaySource(path, rate=0, loop=True)
+    thread = threading.Thread(target=run_replay, args=(source,), daemon=True)
+    thread.start()
+    thread.join(TIMEOUT)
+    assert not thread.is_alive(), "looping over a file without tweets spins"
+    assert source.emitted == 0
+
+
+def test_replay_paces_at_the_rate(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "t.jsonl", [json.dumps(t) for t in tweets(0, 6)])
+    started = time.monotonic()
+    assert len(run_replay(ReplaySource(path, rate=50, loop=False))) == 6
+    assert time.monotonic() - started >= 5 / 50 * 0.9
+
+
+def test_stop_interrupts_a_slow_replay_promptly(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "t.jsonl", [json.dumps(t) for t in tweets(0, 3)])
+    source = ReplaySource(path, rate=0.2, loop=True)  # one tweet every 5 s
+    stop, first = threading.Event(), threading.Event()
+    result: list[int] = []
+
+    def emit(tweet: dict[str, Any]) -> None:
+        first.set()
+
+    thread = threading.Thread(target=lambda: result.append(source.run(emit, stop)), daemon=True)
+    thread.start()
+    assert first.wait(TIMEOUT)
+    started = time.monotonic()
+    stop.set()
+    thread.join(TIMEOUT)
+    assert time.monotonic() - started < 1.0
+    assert result == [1]
+
+
+def test_replay_of_a_missing_file_raises_oserror(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        ReplaySource(tmp_path / "missing.jsonl", rate=0, loop=False).run(
+            lambda tweet: None, threading.Event()
+        )
+
+
+# --- TwitterSource ---------------------------------------------------------------------------
+
+
+def test_recorded_stream_payloads_become_tweets(caplog: pytest.LogCaptureFixture) -> None:
+    raw_lines = FIXTURE.read_bytes().splitlines()
+    expected = [json.loads(line)["data"] for line in raw_lines if b'"data"' in line]
+    emitted: list[dict[str, Any]] = []
+    source = TwitterSource(TOKEN, emitted.append)
+    caplog.set_level(logging.WARNING, logger="utility")
+    for raw in raw_lines:
+        source.on_data(raw)
+    source.on_data(b"\x00 not json")
+    assert emitted == expected
+    assert len(emitted) == 4 and source.received == 4
+    assert any("\n" in tweet["text"] for tweet in emitted)
+    assert emitted[1]["edit_history_tweet_ids"] == [emitted[1]["id"]]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert "operational-disconnect" in warnings[0]
+
+
+class FakeRulesApi:
+    """Stands in for the three rules endpoints; records what sync_rules asks."""
+
+    def __init__(self, rules: list[tweepy.StreamRule] | None) -> None:
+        self.rules = rules
+        self.added: list[list[tweepy.StreamRule]] = []
+        self.deleted: list[list[str]] = []
+
+    def get_rules(self, **params: Any) -> Response:
+        return Response(self.rules, {}, [], {})
+
+    def add_rules(self, add: list[tweepy.StreamRule], **params: Any) -> Response:
+        self.added.append(list(add))
+        return Response(None, {}, [], {})
+
+    def delete_rules(self, ids: list[str], **params: Any) -> Response:
+        self.deleted.append(list(ids))
+        return Response(None, {}, [], {})
+
+
+def source_with_rules(
+    monkeypatch: pytest.MonkeyPatch, rules: list[tweepy.StreamRule] | None
+) -> tuple[TwitterSource, FakeRulesApi]:
+    source = TwitterSource(TOKEN, lambda tweet: None)
+    fake = FakeRulesApi(rules)
+    for name in ("get_rules", "add_rules", "delete_rules"):
+        monkeypatch.setattr(source, name, getattr(fake, name))
+    return source, fake
+
+
+def test_sync_rules_adds_missing_deletes_our_stale_leaves_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source, fake = source_with_rules(monkeypatch, [
+        tweepy.StreamRule("covid", TAG, "1"),
+        tweepy.StreamRule("old rule of ours", TAG, "2"),
+        tweepy.StreamRule("someone else's rule", "other-tag", "3"),
+        tweepy.StreamRule("untagged rule", None, "4"),
+        tweepy.StreamRule("vaccine", "other-tag", "5"),
+    ])
+    source.sync_rules(["covid", "masks OR lockdown", "vaccine", "covid"])
+    assert fake.deleted == [["2"]]
+    assert fake.added == [[tweepy.StreamRule("masks OR lockdown", TAG)]]
+
+
+def test_sync_rules_with_no_rules_yet_adds_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    source, fake = source_with_rules(monkeypatch, None)
+    source.sync_rules(["covid", "#COVID19"])
+    assert fake.added == [[tweepy.StreamRule("covid", TAG), tweepy.StreamRule("#COVID19", TAG)]]
+    assert fake.deleted == []
+
+
+def test_sync_rules_up_to_date_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    source, fake = source_with_rules(monkeypatch, [tweepy.StreamRule("covid", TAG, "1")])
+    caplog.set_level(logging.INFO, logger="utility")
+    source.sync_rules(["covid"])
+    assert (fake.added, fake.deleted) == ([], [])
+    assert "already up to date" in caplog.text
+
+
+def test_tweepy_is_configured_not_rewritten() -> None:
+    source = TwitterSource(TOKEN, lambda tweet: None)
+    assert source.max_retries == TwitterSource.MAX_RETRIES
+    assert source.wait_on_rate_limit is TwitterSource.WAIT_ON_RATE_LIMIT
+    assert "_connect" not in TwitterSource.__dict__
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_errors_stop_the_stream_with_a_clear_message(
+    status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = TwitterSource(TOKEN, lambda tweet: None)
+    source.running = True
+    source.on_request_error(status)
+    assert source.running is False
+    assert source.fatal_status == status
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "token is invalid" in errors[0] and "tier" in errors[0]
+
+
+def test_other_http_errors_leave_reconnecting_to_tweepy() -> None:
+    source = TwitterSource(TOKEN, lambda tweet: None)
+    source.running = True
+    source.on_request_error(503)
+    source.on_request_error(429)
+    source.on_connection_error()
+    assert source.running is True and source.fatal_status is None
+
+
+def test_the_bearer_token_never_reaches_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    source = TwitterSource(TOKEN, lambda tweet: None)
+    source.on_request_error(401)
+    source.on_request_error(500)
+    source.on_connection_error()
+    source.on_connect()
+    source.on_data(b"garbage")
+    source.on_disconnect()
+    assert caplog.records
+    assert TOKEN not in caplog.text
+    assert TOKEN not in repr(source)
+
+    # and what reaches stderr goes through the redacting formatter, which also
+    # masks tweepy's own DEBUG request log (it prints the Authorization header)
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    out = io.StringIO()
+    try:
+        config.configure_logging(config.Settings(bearer_token=TOKEN, log_level="DEBUG"), out)
+        source.on_request_error(401)
+        source.on_connection_error()
+        logging.getLogger("tweepy.client").debug(
+            "Headers: {'Authorization': 'Bearer %s'}", TOKEN
+        )
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    assert "token is invalid" in out.getvalue()
+    assert "Bearer ***" in out.getvalue()
+    assert TOKEN not in out.getvalue()
+
+
+# --- stream.py command line -------------------------------------------------------------------
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without any of the project's variables."""
+    ours = {opt.env for opt in config.OPTIONS.values()}
+    env = {key: value for key, value in os.environ.items() if key not in ours}
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    # cwd is a temporary folder so that a developer's .env cannot change the outcome
+    return subprocess.run(
+        [sys.executable, str(PROJECT / "stream.py"), *args], cwd=cwd, env=clean_env(**env),
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
+
+
+def test_cli_help_lists_the_options(tmp_path: Path) -> None:
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for flag in ["--source", "--replay-file", "--rate", "--loop", "--host", "--port"]:
+        assert flag in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [(["--port", "abc"], "--port"), (["--replay-file", "/nonexistent"], "--replay-file")],
+)
+def test_cli_bad_value_is_one_line_and_status_2(
+    tmp_path: Path, args: list[str], named: str
+) -> None:
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("stream.py: error: ") and named in lines[0]
+
+
+def test_cli_twitter_without_a_token_says_what_to_do(tmp_path: Path) -> None:
+    result = run_cli("--source", "twitter", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "TWITTER_BEARER_TOKEN" in result.stderr and "--source replay" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_cli("--port", str(port), cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"stream.py: error: cannot listen on 127.0.0.1:{port}: ")
+    assert "Traceback" not in result.stderr
+
+
+def start_producer(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
+    """Start stream.py and return once its socket is listening."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(PROJECT / "stream.py"), "--port", str(port), *args],
+        cwd=tmp_path, env=clean_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the banner is logged once the socket listens
+        if "serving tweets on" in line:
+            return proc, port
+    proc.wait(TIMEOUT)
+    pytest.fail(f"stream.py ended before listening (status {proc.returncode})")
+
+
+def test_cli_replay_delivers_everything_then_exits_0(tmp_path: Path) -> None:
+    sent = [
+        {"id": "1", "text": "bare tweet"},
+        {"id": "2", "text": "line one\nline two", "lang": "en"},
+        {"id": "3", "text": "Вакцина 💉", "created_at": "2026-03-14T09:00:00.000Z"},
+    ]
+    lines = [json.dumps(sent[0]), json.dumps({"data": sent[1], "matching_rules": []}),
+             "oops", json.dumps(sent[2], ensure_ascii=False)]
+    replay = write_lines(tmp_path / "small.jsonl", lines)
+    proc, port = start_producer(tmp_path, "--replay-file", str(replay), "--rate", "0")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            received = sock.makefile("rb").read()  # until the producer closes
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        proc.kill()
+        assert proc.stderr is not None
+        rest = proc.stderr.read()
+        proc.stderr.close()
+    assert [json.loads(line) for line in received.splitlines()] == sent
+    assert "summary: 3 tweets emitted, 3 sent, 0 dropped" in rest
+    assert "Traceback" not in rest
+
+
+def test_cli_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    proc, _ = start_producer(tmp_path, "--loop", "--rate", "2")
+    try:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        proc.kill()
+        assert proc.stderr is not None
+        rest = proc.stderr.read()
+        proc.stderr.close()
+    assert "Traceback" not in rest
+    assert "summary:" in rest
