@@ -190,12 +190,16 @@ def start_spark(settings: config.Settings, **extra_conf: str) -> Any:
 
 def create_context(settings: config.Settings, writer: BatchWriter, spark_context: Any) -> Any:
     """The whole streaming graph: socket lines -> process_line -> writer.process."""
+    from pyspark import StorageLevel
     from pyspark.streaming import StreamingContext
 
+    # received blocks are replicated to a second executor only where there is one
+    level = (StorageLevel.MEMORY_AND_DISK if settings.master.startswith("local")
+             else StorageLevel.MEMORY_AND_DISK_2)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="DStream is deprecated", category=FutureWarning)
         ssc = StreamingContext(spark_context, settings.batch_seconds)
-    lines = ssc.socketTextStream(settings.host, settings.port)
+    lines = ssc.socketTextStream(settings.host, settings.port, storageLevel=level)
     lines.map(transform.process_line).foreachRDD(writer.process)
     return ssc
 

@@ -1,0 +1,48 @@
+# Covid-19 live stream to database. `make help` lists the targets.
+# Every target installs what it needs: a virtualenv in .venv with the pinned requirements.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install check-java run demo test lint diagram clean
+
+help:
+	@echo "make run      both processes (replay source, embedded store) until Ctrl-C"
+	@echo "make demo     offline demo: ~3 short batches from the sample file, then what was stored"
+	@echo "make test     lint + the whole test suite"
+	@echo "make diagram  render flow_diagram.png from flow_diagram.dot (needs Graphviz)"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"' \
+	  || { echo "error: $(PYTHON) is older than Python 3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+check-java:
+	@java -version 2>&1 | grep -Eq 'version "(1[7-9]|2[0-9])' || { \
+	  echo "error: Spark needs Java 17 or newer on PATH (Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless)"; \
+	  exit 1; }
+
+run: install check-java
+	@$(PY) scripts/launch.py run
+
+demo: install check-java
+	@$(PY) scripts/launch.py demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install check-java lint
+	$(VENV)/bin/pytest
+
+diagram:
+	dot -Tpng -Gdpi=100 flow_diagram.dot -o flow_diagram.png
+
+clean:
+	rm -rf data/demo-db .pytest_cache .ruff_cache

@@ -1,0 +1,96 @@
+"""Start both processes with one command (what `make run` and `make demo` call).
+
+Usage: python scripts/launch.py run     # replay source at 5 tweets/s, looping, until Ctrl-C
+       python scripts/launch.py demo    # offline: 3 batches of 5 s, then what was stored
+
+The card's way, two terminals, works the same: run `python stream.py` in one,
+`python spark_streaming.py` in the other. This only saves the second terminal.
+``run`` uses your settings (.env, environment) except the tweet source; ``demo``
+uses its own port, the project's saved page served from 127.0.0.1 and a fresh
+store in data/demo-db, so it cannot touch your data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+DEMO_DB = PROJECT / "data" / "demo-db"
+DEMO_BATCH_SECONDS = 5
+DEMO_BATCHES = 3
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serve_samples() -> http.server.ThreadingHTTPServer:
+    """samples/ over HTTP on 127.0.0.1, standing in for worldometers.info."""
+    handler = functools.partial(QuietHandler, directory=str(PROJECT / "samples"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """No access log lines in the demo's output."""
+
+
+def run_pair(producer_args: list[str], job_args: list[str]) -> int:
+    """stream.py, then spark_streaming.py; Ctrl-C stops both (the job finishes its batch)."""
+    producer = subprocess.Popen([PYTHON, "stream.py", *producer_args], cwd=PROJECT)
+    job = subprocess.Popen([PYTHON, "spark_streaming.py", *job_args], cwd=PROJECT)
+    try:
+        code = job.wait()
+    except KeyboardInterrupt:  # the terminal sent SIGINT to both children too
+        code = job.wait()
+    producer.send_signal(signal.SIGTERM)
+    producer.wait()
+    return code
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["run", "demo"])
+    mode = parser.parse_args().mode
+    if mode == "run":
+        return run_pair(["--source", "replay", "--rate", "5", "--loop"], [])
+
+    page = serve_samples()
+    port = free_port()
+    url = f"http://127.0.0.1:{page.server_address[1]}/worldometers.html"
+    shutil.rmtree(DEMO_DB, ignore_errors=True)
+    store = ["--embedded-db-path", str(DEMO_DB)]
+    duration = DEMO_BATCH_SECONDS * DEMO_BATCHES + 2
+    code = run_pair(
+        ["--source", "replay", "--rate", "4", "--loop", "--port", str(port)],
+        ["--port", str(port), "--batch-seconds", str(DEMO_BATCH_SECONDS),
+         "--duration", str(duration), "--worldometer-url", url, *store],
+    )
+    page.shutdown()
+    if code != 0:
+        return code
+    print("\n== stored batches ==", flush=True)
+    subprocess.run([PYTHON, "report.py", "inspect", *store], cwd=PROJECT, check=True)
+    print("\n== the last document, as MongoDB Extended JSON ==", flush=True)
+    subprocess.run([PYTHON, "report.py", "inspect", "--last", "1", "--json", *store],
+                   cwd=PROJECT, check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
