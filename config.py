@@ -461,7 +461,8 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
-    for noisy in ("py4j", "urllib3", "requests_oauthlib", "oauthlib", "charset_normalizer"):
+    for noisy in ("py4j", "urllib3", "requests_oauthlib", "oauthlib", "charset_normalizer",
+                  "tweepy"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -22,6 +22,7 @@ Run stream.py first in one terminal, then in a second one:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import signal
@@ -46,7 +47,6 @@ log = logging.getLogger("spark_streaming")
 PROJECT_DIR = Path(__file__).resolve().parent
 LOG4J_CONFIG = PROJECT_DIR / "conf" / "log4j2.properties"
 SEEN_IDS_LIMIT = 200_000  # tweet ids remembered across batches to drop redeliveries
-GRACEFUL_STOP_TIMEOUT_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,8 @@ class BatchWriter:
         self.case_count = case_count
         self.on_batch = on_batch
         self.seen_ids = seen_ids or RecentIds()
+        self._finished = threading.Condition()
+        self._last_finished = -math.inf  # epoch seconds of the last batch handled
 
     def process(self, batch_time: datetime, rdd: Any) -> None:
         """``foreachRDD`` hook: collect the batch's records and write them."""
@@ -124,9 +126,20 @@ class BatchWriter:
         except Exception:  # one bad batch must not stop the stream
             log.exception("batch %s failed and was not stored", transform.batch_id(batch_time))
             return
+        finally:
+            with self._finished:
+                self._last_finished = max(self._last_finished, batch_time.timestamp())
+                self._finished.notify_all()
         log.info(stats.summary())
         if self.on_batch is not None:
             self.on_batch(stats)
+
+    def wait_for_batch_at_or_after(self, moment: float, timeout: float) -> bool:
+        """Wait until the batch whose time is ``moment`` (epoch seconds) or later
+        has been handled, i.e. everything received until ``moment`` is stored.
+        False if ``timeout`` seconds passed first."""
+        with self._finished:
+            return self._finished.wait_for(lambda: self._last_finished >= moment, timeout)
 
     def write_records(
         self, batch_time: datetime, records: Iterable[transform.Record]
@@ -177,7 +190,6 @@ def start_spark(settings: config.Settings, **extra_conf: str) -> Any:
         .set("spark.ui.showConsoleProgress", "false")
         .set("spark.driver.extraJavaOptions",
              f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}")
-        .set("spark.streaming.gracefulStopTimeout", str(GRACEFUL_STOP_TIMEOUT_MS))
     )
     for key, value in extra_conf.items():
         conf.set(key, value)
@@ -204,14 +216,24 @@ def create_context(settings: config.Settings, writer: BatchWriter, spark_context
     return ssc
 
 
-def run_until_stopped(ssc: Any, duration: float | None, stop: threading.Event) -> None:
-    """Start ``ssc``; return after ``duration`` seconds, on ``stop`` or if it dies."""
+def run_until_stopped(
+    ssc: Any, writer: BatchWriter, settings: config.Settings, stop: threading.Event
+) -> None:
+    """Run ``ssc`` until ``settings.duration`` has passed or ``stop`` is set, then
+    stop it once the batch in flight (the one holding the tweets received until
+    then) is stored. Spark's own graceful stop would wait two more batches."""
     ssc.start()
-    deadline = None if duration is None else time.monotonic() + duration
+    deadline = None if settings.duration is None else time.monotonic() + settings.duration
     while not stop.is_set():
         wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-        if wait <= 0 or ssc.awaitTerminationOrTimeout(wait):
-            return
+        if wait <= 0:
+            break
+        if ssc.awaitTerminationOrTimeout(wait):
+            return  # it died; awaitTermination has raised the reason if there was one
+    stop_at = time.time()
+    if not writer.wait_for_batch_at_or_after(stop_at, settings.batch_seconds * 3 + 30):
+        log.warning("the batch in flight did not finish in time; stopping anyway")
+    ssc.stop(stopSparkContext=True, stopGraceFully=False)
 
 
 def _java_missing() -> bool:
@@ -246,16 +268,21 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:
-        log.info("%s received: finishing the batch in flight, then stopping",
-                 signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            log.warning("%s again: stopping now; tweets of unfinished batches are not stored",
+                        name)
+            raise SystemExit(130)
+        log.info("%s received: stopping once the batch in flight is stored (within %g s); "
+                 "send it again to stop at once", name, settings.batch_seconds)
         stop.set()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     try:
-        run_until_stopped(ssc, settings.duration, stop)
+        run_until_stopped(ssc, writer, settings, stop)
     finally:
-        ssc.stop(stopSparkContext=True, stopGraceFully=True)
+        counter.close()
         store.close()
     log.info("stopped")
     return 0

@@ -53,10 +53,9 @@ def run_pair(producer_args: list[str], job_args: list[str]) -> int:
     """stream.py, then spark_streaming.py; Ctrl-C stops both (the job finishes its batch)."""
     producer = subprocess.Popen([PYTHON, "stream.py", *producer_args], cwd=PROJECT)
     job = subprocess.Popen([PYTHON, "spark_streaming.py", *job_args], cwd=PROJECT)
-    try:
-        code = job.wait()
-    except KeyboardInterrupt:  # the terminal sent SIGINT to both children too
-        code = job.wait()
+    # Ctrl-C reaches both children from the terminal; this process only waits for them
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    code = job.wait()
     producer.send_signal(signal.SIGTERM)
     producer.wait()
     return code
