@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# A MongoDB wire-protocol server for the fault tests only (never used in production).
+JONGODB_PKG := @jongodb/memory-server-bin-linux-x64-gnu@0.1.6
+JONGODB     := .tools/node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/jongodb
 
 .PHONY: help install check-java run demo test lint diagram clean
 
@@ -38,11 +41,15 @@ demo: install check-java
 lint: install
 	$(VENV)/bin/ruff check .
 
-test: install check-java lint
-	$(VENV)/bin/pytest
+$(JONGODB):
+	@command -v npm >/dev/null || { echo "error: the fault tests need npm (Node.js) to install their MongoDB test server"; exit 1; }
+	npm install --silent --no-audit --no-fund --prefix .tools $(JONGODB_PKG)
+
+test: install check-java lint $(JONGODB)
+	JONGODB_BIN=$(JONGODB) $(VENV)/bin/pytest
 
 diagram:
 	dot -Tpng -Gdpi=100 flow_diagram.dot -o flow_diagram.png
 
 clean:
-	rm -rf data/demo-db .pytest_cache .ruff_cache
+	rm -rf data/demo .pytest_cache .ruff_cache

@@ -50,6 +50,7 @@ class Settings:
     # producer <-> Spark socket
     host: str = "127.0.0.1"
     port: int = 5555
+    ack_port: int = 5556
     # producer
     source: str = "replay"
     bearer_token: str | None = field(default=None, repr=False)
@@ -57,13 +58,16 @@ class Settings:
     replay_file: Path = DEFAULT_REPLAY_FILE
     rate: float = 5.0
     loop: bool = False
-    buffer_size: int = 10_000
+    buffer_size: int = 200_000
+    journal_path: Path = Path("data/journal")
     # Spark job
     batch_seconds: float = 20.0
     master: str = "local[2]"
     duration: float | None = None
     worldometer_url: str = DEFAULT_WORLDOMETER_URL
     scrape_timeout: float = 10.0
+    spool_path: Path = Path("data/spool.jsonl")
+    quarantine_path: Path = Path("data/quarantine.jsonl")
     # storage
     mongo_uri: str | None = field(default=None, repr=False)
     database: str = "covid19"
@@ -232,6 +236,9 @@ OPTIONS: dict[str, Option] = {
                "address of the tweet socket (producer binds it, Spark connects to it)", "HOST"),
         Option("port", "STREAM_PORT", "--port", _int_in(1, 65535),
                "TCP port of the tweet socket", "PORT"),
+        Option("ack_port", "ACK_PORT", "--ack-port", _int_in(1, 65535),
+               "TCP port where the producer hears the job's acknowledgements (same host)",
+               "PORT"),
         Option("source", "TWEET_SOURCE", "--source", _choice("twitter", "replay"),
                "where tweets come from: twitter (X API filtered stream) or replay (a file); "
                "default: twitter when TWITTER_BEARER_TOKEN is set, else replay",
@@ -247,7 +254,11 @@ OPTIONS: dict[str, Option] = {
         Option("loop", "REPLAY_LOOP", "--loop", _bool,
                "replay the file again and again (ids get a '~N' suffix per pass)", is_switch=True),
         Option("buffer_size", "BUFFER_SIZE", "--buffer-size", _int_in(1, 10_000_000),
-               "tweets held while no consumer is connected; the oldest overflow", "N"),
+               "tweets held until the job has stored them; past it new tweets are refused",
+               "N"),
+        Option("journal_path", "JOURNAL_PATH", "--journal-path",
+               lambda raw: Path(_non_empty(raw)),
+               "folder where the producer keeps tweets until they are stored", "PATH"),
         Option("batch_seconds", "BATCH_SECONDS", "--batch-seconds", _number(0, inclusive=False),
                "length of one Spark Streaming batch in seconds", "SECONDS"),
         Option("master", "SPARK_MASTER", "--master", _master,
@@ -258,6 +269,11 @@ OPTIONS: dict[str, Option] = {
                "page holding the 'Coronavirus Cases:' counter", "URL"),
         Option("scrape_timeout", "SCRAPE_TIMEOUT", "--scrape-timeout", _number(0, inclusive=False),
                "seconds before one page request gives up", "SECONDS"),
+        Option("spool_path", "SPOOL_PATH", "--spool-path", lambda raw: Path(_non_empty(raw)),
+               "file holding batches while the store is unreachable", "PATH"),
+        Option("quarantine_path", "QUARANTINE_PATH", "--quarantine-path",
+               lambda raw: Path(_non_empty(raw)),
+               "file keeping malformed lines with the reason (bounded)", "PATH"),
         Option("mongo_uri", "MONGODB_URI", "--mongo-uri", _mongo_uri,
                "MongoDB connection string; unset = the embedded store", "URI"),
         Option("database", "MONGODB_DATABASE", "--database", _mongo_name("database", '/\\. "$'),
@@ -272,10 +288,10 @@ OPTIONS: dict[str, Option] = {
 }
 
 STREAM_OPTIONS = ("source", "bearer_token", "twitter_rules", "replay_file", "rate", "loop",
-                  "host", "port", "buffer_size", "log_level")
-SPARK_OPTIONS = ("host", "port", "batch_seconds", "master", "duration", "mongo_uri", "database",
-                 "collection", "embedded_db_path", "worldometer_url", "scrape_timeout",
-                 "log_level")
+                  "host", "port", "ack_port", "buffer_size", "journal_path", "log_level")
+SPARK_OPTIONS = ("host", "port", "ack_port", "batch_seconds", "master", "duration", "mongo_uri",
+                 "database", "collection", "embedded_db_path", "spool_path",
+                 "quarantine_path", "worldometer_url", "scrape_timeout", "log_level")
 SCRAPE_OPTIONS = ("worldometer_url", "scrape_timeout", "log_level")
 STORE_OPTIONS = ("mongo_uri", "database", "collection", "embedded_db_path", "log_level")
 
@@ -461,8 +477,7 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
-    for noisy in ("py4j", "urllib3", "requests_oauthlib", "oauthlib", "charset_normalizer",
-                  "tweepy"):
+    for noisy in ("py4j", "urllib3", "requests_oauthlib", "oauthlib", "charset_normalizer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -21,18 +21,20 @@ Run stream.py first in one terminal, then in a second one:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -58,24 +60,30 @@ class BatchStats:
     kept: int
     empty: int
     malformed: int
-    duplicates: int
+    duplicates: int  # tweet ids seen before, and tweets resent by the producer
     total_case_count: int | None = None
     count_fresh: bool = False
     write_ms: float | None = None
     document_id: str | None = None
+    parts: int = 0  # documents written (more than one only past 16 MB)
+    spooled: bool = False  # the store was down: the documents wait in the spool
+    out_of_order: int = 0  # sequenced tweets after a gap, dropped until resent
 
     def summary(self) -> str:
         """The one log line of this batch."""
         when = transform.batch_id(self.batch_time)
+        dropped = (f"{self.empty} empty, {self.malformed} malformed, "
+                   f"{self.duplicates} duplicate")
+        if self.out_of_order:
+            dropped += f", {self.out_of_order} after a gap"
         if not self.kept:
-            return (f"batch {when}: {self.lines} lines, nothing to store "
-                    f"({self.empty} empty, {self.malformed} malformed, "
-                    f"{self.duplicates} duplicate)")
+            return f"batch {when}: {self.lines} lines, nothing to store ({dropped})"
         count = "none" if self.total_case_count is None else f"{self.total_case_count:,}"
         age = "fresh" if self.count_fresh else "carried over"
-        return (f"batch {when}: {self.lines} lines, {self.kept} kept ({self.empty} empty, "
-                f"{self.malformed} malformed, {self.duplicates} duplicate), "
-                f"count {count} ({age}), write {self.write_ms:.0f} ms")
+        where = "spooled (store down)" if self.spooled else "write"
+        parts = f" in {self.parts} parts" if self.parts > 1 else ""
+        return (f"batch {when}: {self.lines} lines, {self.kept} kept ({dropped}), "
+                f"count {count} ({age}), {where}{parts} {self.write_ms:.0f} ms")
 
 
 class RecentIds:
@@ -94,30 +102,170 @@ class RecentIds:
             self._ids.popitem(last=False)
         return True
 
+    def forget(self, tweet_ids: Iterable[str]) -> None:
+        """Undo :meth:`add` for ``tweet_ids`` (their batch was not stored)."""
+        for tweet_id in tweet_ids:
+            self._ids.pop(tweet_id, None)
+
+
+NEW, RESENT, GAP = "new", "resent", "gap"
+
+
+class Delivery:
+    """Which of each producer's sequence numbers are stored, so that a tweet
+    the producer sends again (it keeps everything until acknowledged) is
+    stored once, and a gap is noticed and asked for again (go-back-N).
+
+    ``committed[source]`` is the highest seq such that every seq up to it has
+    been handled. Work on a batch happens in a copy, :meth:`commit` keeps it.
+    """
+
+    #: Batches a gap may stay open after asking for a resend before it is skipped
+    #: (the producer no longer holds those tweets, e.g. its journal was lost).
+    GAP_PATIENCE = 3
+
+    def __init__(self, committed: dict[str, int] | None = None) -> None:
+        self.committed: dict[str, int] = dict(committed or {})
+        self._open_gaps: dict[str, int] = {}  # source -> batches the gap stayed open
+        self._batch: dict[str, int] = {}
+        self._gaps: dict[str, int] = {}  # source -> smallest seq seen past a gap
+
+    def begin(self) -> None:
+        self._batch = dict(self.committed)
+        self._gaps = {}
+
+    def admit(self, source: str, seq: int) -> str:
+        """NEW (store it), RESENT (already handled) or GAP (an earlier seq is missing)."""
+        done = self._batch.get(source, seq - 1)
+        if seq <= done:
+            return RESENT
+        if seq > done + 1:
+            self._gaps[source] = min(seq, self._gaps.get(source, seq))
+            return GAP
+        self._batch[source] = seq
+        return NEW
+
+    def batch_committed(self) -> dict[str, int]:
+        """The committed seqs this batch has reached so far (for its documents)."""
+        return {source: seq for source, seq in self._batch.items()
+                if self.committed.get(source) != seq}
+
+    def commit(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Keep the batch's progress; ``(acks, resends)`` to send to producers."""
+        acks = self.batch_committed()
+        self.committed = self._batch
+        resends = {}
+        for source, first_past_gap in self._gaps.items():
+            waited = self._open_gaps.get(source, 0) + 1
+            if waited > self.GAP_PATIENCE:
+                log.warning("tweets %s seq %d..%d never came back from the producer; going on "
+                            "without them", source, self.committed[source] + 1,
+                            first_past_gap - 1)
+                self._open_gaps.pop(source, None)
+                self.committed[source] = first_past_gap - 1
+                acks[source] = first_past_gap - 1
+                continue
+            self._open_gaps[source] = waited
+            resends[source] = self.committed[source] + 1
+        for source in acks:
+            if source not in self._gaps:
+                self._open_gaps.pop(source, None)
+        return acks, resends
+
+
+class Quarantine:
+    """Malformed lines kept with their reason in a JSON-lines file, up to ``max_bytes``."""
+
+    MAX_BYTES = 10 * 1024 * 1024
+
+    def __init__(self, path: Path, max_bytes: int = MAX_BYTES) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.not_kept = 0  # malformed lines past the size bound
+
+    def add(self, batch_time: datetime, records: Iterable[transform.Record]) -> None:
+        size = self.path.stat().st_size if self.path.exists() else 0
+        entries = []
+        for record in records:
+            entry = json.dumps({"batch": transform.batch_id(batch_time), "reason": record.text,
+                                "line": record.raw}) + "\n"
+            if size + len(entry) > self.max_bytes:
+                self.not_kept += 1
+                continue
+            size += len(entry)
+            entries.append(entry)
+        if entries:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.writelines(entries)
+
+
+class AckClient:
+    """Sends ``ack``/``resend`` lines to the producer's ack port; a lost ack
+    costs nothing but a resend, so failures are logged once and retried with
+    the next batch."""
+
+    TIMEOUT = 2.0
+
+    def __init__(self, host: str, port: int) -> None:
+        self.address = (host, port)
+        self._sock: socket.socket | None = None
+        self._failing = False
+
+    def send(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        try:
+            if self._sock is None:
+                self._sock = socket.create_connection(self.address, timeout=self.TIMEOUT)
+            self._sock.sendall(b"".join(lines))
+        except OSError as err:
+            self.close()
+            if not self._failing:
+                log.warning("cannot reach the producer's ack port %s:%d (%s); it keeps the "
+                            "tweets until they are acknowledged", *self.address, err)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("acknowledgements reach the producer again")
+        self._failing = False
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
 
 class BatchWriter:
-    """The driver's part of each batch: drop redelivered tweets, fetch the
-    count once, build the document and store it.
+    """The driver's part of each batch: drop what was already stored, fetch
+    the count once, build the document(s), store them, acknowledge.
 
     A fault in one batch is logged and never reaches Spark, so the stream
-    goes on.
+    goes on; its tweets are not acknowledged, so the producer sends them again.
     """
 
     def __init__(
         self,
-        store: storage.BatchStore,
+        store: storage.DurableStore,
         case_count: Callable[[], tuple[int | None, bool]],
         *,
         on_batch: Callable[[BatchStats], None] | None = None,
         seen_ids: RecentIds | None = None,
+        delivery: Delivery | None = None,
+        acks: AckClient | None = None,
+        quarantine: Quarantine | None = None,
+        max_content_bytes: int = transform.MAX_CONTENT_BYTES,
     ) -> None:
         self.store = store
         self.case_count = case_count
         self.on_batch = on_batch
         self.seen_ids = seen_ids or RecentIds()
+        self.delivery = delivery or Delivery()
+        self.acks = acks
+        self.quarantine = quarantine
+        self.max_content_bytes = max_content_bytes
         self._finished = threading.Condition()
         self._last_finished = -math.inf  # epoch seconds of the last batch handled
-
     def process(self, batch_time: datetime, rdd: Any) -> None:
         """``foreachRDD`` hook: collect the batch's records and write them."""
         try:
@@ -144,30 +292,89 @@ class BatchWriter:
     def write_records(
         self, batch_time: datetime, records: Iterable[transform.Record]
     ) -> BatchStats:
-        """Store the document of one batch of ``process_line`` results; its stats."""
+        """Store the document(s) of one batch of ``process_line`` results; its stats."""
         content: list[str] = []
-        lines = empty = malformed = duplicates = 0
-        for status, tweet_id, text in records:
-            lines += 1
-            if status == transform.MALFORMED:
-                malformed += 1
-                log.debug("malformed line skipped: %s", text)
-            elif not self.seen_ids.add(tweet_id):
-                duplicates += 1
-            elif status == transform.EMPTY:
-                empty += 1
+        marks: list[tuple[str | None, int | None]] = []  # (source, seq) of each text
+        malformed: list[transform.Record] = []
+        new_ids: list[str] = []
+        lines = empty = duplicates = out_of_order = 0
+        self.delivery.begin()
+        try:
+            for record in records:
+                lines += 1
+                if record.status == transform.MALFORMED:
+                    malformed.append(record)
+                    continue
+                if record.seq is not None and record.source is not None:
+                    verdict = self.delivery.admit(record.source, record.seq)
+                    if verdict != NEW:
+                        duplicates += verdict == RESENT
+                        out_of_order += verdict == GAP
+                        continue
+                if not self.seen_ids.add(record.tweet_id):
+                    duplicates += 1
+                    continue
+                new_ids.append(record.tweet_id)
+                if record.status == transform.EMPTY:
+                    empty += 1
+                    continue
+                content.append(record.text)
+                marks.append((record.source, record.seq))
+            stats = BatchStats(batch_time, lines, len(content), empty, len(malformed),
+                               duplicates, out_of_order=out_of_order)
+            if content:
+                count, fresh = self.case_count()
+                documents = self._documents(batch_time, content, marks, count)
+                started = time.perf_counter()
+                stored = self.store.write(documents)
+                stats = replace(stats, total_case_count=count, count_fresh=fresh,
+                                write_ms=(time.perf_counter() - started) * 1000,
+                                document_id=documents[0]["_id"], parts=len(documents),
+                                spooled=not stored)
             else:
-                content.append(text)
-        stats = BatchStats(batch_time, lines, len(content), empty, malformed, duplicates)
-        if not content:
-            return stats
-        count, fresh = self.case_count()
-        document = transform.build_document(batch_time, content, count)
-        started = time.perf_counter()
-        self.store.write(document)
-        write_ms = (time.perf_counter() - started) * 1000
-        return BatchStats(batch_time, lines, len(content), empty, malformed, duplicates,
-                          count, fresh, write_ms, document["_id"])
+                self.store.drain()  # an idle moment to write what the spool holds
+        except BaseException:
+            self.seen_ids.forget(new_ids)  # not stored: let the resent tweets in
+            raise
+        acks, resends = self.delivery.commit()
+        if self.quarantine is not None and malformed:
+            self.quarantine.add(batch_time, malformed)
+        if self.acks is not None:
+            self.acks.send([transform.ack_line(source, seq) for source, seq in acks.items()]
+                           + [transform.resend_line(source, seq)
+                              for source, seq in resends.items()])
+        return stats
+
+    def _documents(
+        self,
+        batch_time: datetime,
+        content: list[str],
+        marks: list[tuple[str | None, int | None]],
+        count: int | None,
+    ) -> list[dict[str, Any]]:
+        """The batch's document, or its parts when it would pass 16 MB; each
+        part records how far it takes each producer's sequence."""
+        parts = transform.split_content(content, self.max_content_bytes)
+        documents, start = [], 0
+        final = self.delivery.batch_committed()
+        for number, part in enumerate(parts, start=1):
+            document = transform.build_document(batch_time, part, count)
+            document["_id"] = transform.part_id(batch_time, number)
+            if len(parts) > 1:
+                document["part"] = {"number": number, "of": len(parts)}
+            reached: dict[str, int] = {}
+            if number == len(parts):
+                reached = final
+            else:
+                for source, seq in marks[start:start + len(part)]:
+                    if source is not None and seq is not None:
+                        reached[source] = max(seq, reached.get(source, seq))
+            if reached:
+                document["delivery"] = [{"source": source, "last_seq": seq}
+                                        for source, seq in sorted(reached.items())]
+            documents.append(document)
+            start += len(part)
+        return documents
 
 
 # --- Spark ---------------------------------------------------------------------
@@ -257,12 +464,23 @@ def main(argv: list[str] | None = None) -> int:
         store = storage.open_store(settings)
     except storage.StoreError as err:
         raise SystemExit(f"spark_streaming.py: error: {err}") from None
+    durable = storage.DurableStore(store, storage.Spool(settings.spool_path))
     log.info("storing batches in %s", store.description)
-    log.info("reading tweets from %s:%d, %g s batches, master %s, case count from %s",
-             settings.host, settings.port, settings.batch_seconds, settings.master,
-             settings.worldometer_url)
+    if durable.spooled:
+        log.info("the spool %s holds %d document(s) from an earlier run: writing them first",
+                 settings.spool_path, durable.spooled)
+        durable.drain()
+    delivered = durable.delivered()
+    if delivered:
+        log.info("already stored, by producer: %s",
+                 ", ".join(f"{source} up to seq {seq}" for source, seq in delivered.items()))
+    log.info("reading tweets from %s:%d (acks to port %d), %g s batches, master %s, "
+             "case count from %s", settings.host, settings.port, settings.ack_port,
+             settings.batch_seconds, settings.master, settings.worldometer_url)
     counter = scrape.CaseCounter(settings.worldometer_url, settings.scrape_timeout)
-    writer = BatchWriter(store, counter.current)
+    acks = AckClient(settings.host, settings.ack_port)
+    writer = BatchWriter(durable, counter.current, delivery=Delivery(delivered), acks=acks,
+                         quarantine=Quarantine(settings.quarantine_path))
     ssc = create_context(settings, writer, start_spark(settings))
 
     stop = threading.Event()
@@ -282,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_until_stopped(ssc, writer, settings, stop)
     finally:
+        acks.close()
         counter.close()
         store.close()
     log.info("stopped")

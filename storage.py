@@ -10,17 +10,34 @@ a mongomock collection to the same :class:`BatchStore`.
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pymongo
+from bson import json_util
+from montydb.errors import MontyError
 from pymongo.errors import PyMongoError
 
 from config import Settings, redact_uri
 
 log = logging.getLogger("storage")
 
-SERVER_SELECTION_TIMEOUT_MS = 5_000
+#: How long pymongo looks for a usable server before an operation fails
+#: (a ``serverSelectionTimeoutMS`` in the URI wins).
+SERVER_SELECTION_TIMEOUT_MS = 3_000
 APP_NAME = "covid19-live-stream"
+#: Pauses between the tries of one write before the document goes to the spool.
+RETRY_DELAYS = (0.5, 1.0)
+#: Recent documents read at start to learn what each producer already delivered.
+DELIVERY_SCAN_LIMIT = 1_000
+#: Errors that mean "the store is unavailable right now", for either store kind.
+STORE_ERRORS: tuple[type[BaseException], ...] = (PyMongoError, MontyError, sqlite3.Error, OSError)
+SPOOL_JSON = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True)
 
 
 class StoreError(RuntimeError):
@@ -47,6 +64,19 @@ class BatchStore:
         """Insert or replace ``document`` by its ``_id``."""
         self.collection.replace_one({"_id": document["_id"]}, document, upsert=True)
 
+    def delivered(self) -> dict[str, int]:
+        """Per producer source, the highest sequence number the stored documents
+        account for (their ``delivery`` field): what a restarted job must not store again."""
+        found: dict[str, int] = {}
+        recent = (self.collection.find({"delivery": {"$exists": True}}, {"delivery": 1})
+                  .sort("timestamp", pymongo.DESCENDING).limit(DELIVERY_SCAN_LIMIT))
+        for doc in recent:
+            for mark in doc.get("delivery") or ():
+                source, seq = mark.get("source"), mark.get("last_seq")
+                if isinstance(source, str) and isinstance(seq, int):
+                    found[source] = max(seq, found.get(source, -1))
+        return found
+
     def latest(self, limit: int) -> list[dict[str, Any]]:
         """The ``limit`` most recent documents, oldest first."""
         newest = self.collection.find().sort("timestamp", pymongo.DESCENDING).limit(limit)
@@ -56,6 +86,141 @@ class BatchStore:
         """Release the client's connections or files."""
         if self._client is not None:
             self._client.close()
+
+
+class Spool:
+    """An append-only file of documents that could not be stored yet.
+
+    One document per line, as canonical Extended JSON (dates and 64-bit
+    integers keep their BSON types); each append is flushed and fsynced before
+    it returns, so a spooled document survives a crash of the job.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __len__(self) -> int:
+        if not self.path.exists():
+            return 0
+        with self.path.open("rb") as handle:
+            return sum(1 for line in handle if line.strip())
+
+    def append(self, documents: Sequence[dict[str, Any]]) -> None:
+        """Add ``documents`` durably at the end."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            for document in documents:
+                handle.write(json_util.dumps(document, json_options=SPOOL_JSON) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def documents(self) -> list[dict[str, Any]]:
+        """Everything spooled, oldest first."""
+        if not self.path.exists():
+            return []
+        with self.path.open(encoding="utf-8") as handle:
+            return [json_util.loads(line, json_options=SPOOL_JSON) for line in handle
+                    if line.strip()]
+
+    def clear(self) -> None:
+        """Empty the spool (after every document in it was stored)."""
+        self.path.unlink(missing_ok=True)
+
+
+class DurableStore:
+    """Writes that lose nothing when the store is down.
+
+    A document is written with a few tries (``RETRY_DELAYS``); if the store is
+    still unavailable it goes to the :class:`Spool`. While the spool holds
+    anything, later documents join it, so order is kept, and every write first
+    tries to empty it into the store. Because writes replace by ``_id``, a
+    document written again after a crash is still one document.
+    """
+
+    def __init__(
+        self, store: BatchStore, spool: Spool, retry_delays: Sequence[float] = RETRY_DELAYS
+    ) -> None:
+        self.store = store
+        self.spool = spool
+        self.retry_delays = tuple(retry_delays)
+        self._spooled = len(spool)
+        self._lock = threading.Lock()
+        self._outage_started: float | None = None
+
+    @property
+    def spooled(self) -> int:
+        """Documents waiting in the spool."""
+        return self._spooled
+
+    def write(self, documents: Sequence[dict[str, Any]]) -> bool:
+        """Store ``documents`` in order; True if they reached the store, False
+        if they were spooled. Raises only if the spool itself cannot be written."""
+        with self._lock:
+            if self._spooled and not self._drain():
+                self._to_spool(documents)
+                return False
+            for delay in (*self.retry_delays, None):
+                try:
+                    for document in documents:
+                        self.store.write(document)
+                except STORE_ERRORS as err:
+                    if delay is None:
+                        self._note_outage(err)
+                        self._to_spool(documents)
+                        return False
+                    log.debug("store write failed (%s); trying again in %g s", err, delay)
+                    time.sleep(delay)
+                else:
+                    self._note_recovery()
+                    return True
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def delivered(self) -> dict[str, int]:
+        """:meth:`BatchStore.delivered`, counting the documents in the spool too."""
+        found = self.store.delivered()
+        for document in self.spool.documents():
+            for mark in document.get("delivery") or ():
+                source, seq = mark["source"], mark["last_seq"]
+                found[source] = max(seq, found.get(source, -1))
+        return found
+
+    def drain(self) -> bool:
+        """Try to empty the spool into the store now; True if it is empty."""
+        with self._lock:
+            return self._drain()
+
+    def _drain(self) -> bool:
+        if not self._spooled:
+            return True
+        documents = self.spool.documents()
+        try:
+            for document in documents:
+                self.store.write(document)
+        except STORE_ERRORS as err:
+            self._note_outage(err)
+            return False
+        self.spool.clear()
+        self._spooled = 0
+        log.info("store reachable again: wrote the %d spooled document(s) in order",
+                 len(documents))
+        self._note_recovery()
+        return True
+
+    def _to_spool(self, documents: Sequence[dict[str, Any]]) -> None:
+        self.spool.append(documents)
+        self._spooled += len(documents)
+        log.debug("spooled %d document(s); %d waiting", len(documents), self._spooled)
+
+    def _note_outage(self, err: BaseException) -> None:
+        if self._outage_started is None:
+            self._outage_started = time.monotonic()
+            log.warning("cannot write to %s (%s): documents go to the spool %s until it is back",
+                        self.store.description, _one_line(err), self.spool.path)
+
+    def _note_recovery(self) -> None:
+        if self._outage_started is not None:
+            log.info("store outage over after %.0f s", time.monotonic() - self._outage_started)
+            self._outage_started = None
 
 
 def open_store(settings: Settings) -> BatchStore:
@@ -76,11 +241,11 @@ def _open_mongodb(settings: Settings) -> BatchStore:
     assert settings.mongo_uri is not None
     where = redact_uri(settings.mongo_uri)
     try:
+        options: dict[str, Any] = {"appname": APP_NAME, "tz_aware": True}
+        if "serverselectiontimeoutms" not in settings.mongo_uri.lower():
+            options["serverSelectionTimeoutMS"] = SERVER_SELECTION_TIMEOUT_MS
         client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-            settings.mongo_uri,
-            serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
-            appname=APP_NAME,
-            tz_aware=True,
+            settings.mongo_uri, **options
         )
         client.admin.command("ping")
     except PyMongoError as err:

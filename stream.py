@@ -34,7 +34,7 @@ import requests
 import tweepy
 
 import config
-from utility import ReplaySource, TweetServer, TwitterSource
+from utility import Journal, ReplaySource, TweetServer, TwitterSource
 
 log = logging.getLogger("stream")
 
@@ -53,14 +53,23 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signals: list[int] = []
     restore = _install_stop_handlers(stop, signals)
-    server = TweetServer(settings.host, settings.port, settings.buffer_size)
+    try:
+        journal = Journal(settings.journal_path)
+    except OSError as err:
+        sys.stderr.write(f"{PROG}: error: cannot use the journal {settings.journal_path}: "
+                         f"{err.strerror or err}\n")
+        restore()
+        return 1
+    server = TweetServer(settings.host, settings.port, settings.buffer_size,
+                         ack_port=settings.ack_port, journal=journal)
     try:
         try:
             server.start()
         except OSError as err:
             reason = err.strerror or str(err)
             sys.stderr.write(
-                f"{PROG}: error: cannot listen on {settings.host}:{settings.port}: {reason}\n"
+                f"{PROG}: error: cannot listen on {settings.host}:{settings.port} "
+                f"(acks {settings.ack_port}): {reason}\n"
             )
             return 1
         host, port = server.address
@@ -74,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"loop={'yes' if settings.loop else 'no'}")
         else:
             what = f"rules={'; '.join(settings.twitter_rules)}"
-        log.info("source=%s %s; serving tweets on %s:%d (buffer %d tweets)",
-                 settings.source, what, host, port, settings.buffer_size)
+        log.info("source=%s %s; serving tweets on %s:%d, acks on port %d, journal %s "
+                 "(holds up to %d tweets)", settings.source, what, host, port,
+                 settings.ack_port, settings.journal_path, settings.buffer_size)
 
         if settings.source == "replay":
             return _run_replay(settings, server, stop)
@@ -93,13 +103,13 @@ def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.
         log.error("cannot read %s: %s", settings.replay_file, err.strerror or err)
         return 1
     if not stop.is_set() and server.pending:
-        log.info("replay done; waiting for a consumer to take the %d tweets left "
+        log.info("replay done; waiting until the job has stored the %d tweets left "
                  "(Ctrl-C to quit)", server.pending)
         while not stop.is_set() and not server.wait_until_drained(STOP_CHECK_SECONDS):
             pass
-    log.info("summary: %d tweets emitted, %d sent, %d dropped, %d undelivered, "
-             "%d bad lines skipped", emitted, server.sent, server.dropped, server.pending,
-             source.skipped)
+    log.info("summary: %d tweets emitted, %d sent, %d stored, %d refused, %d kept in the "
+             "journal, %d bad lines skipped", emitted, server.sent, server.acked, server.dropped,
+             server.pending, source.skipped)
     return 0
 
 
@@ -128,8 +138,9 @@ def _run_twitter(
     stop.wait()
     source.disconnect()
     thread.join(DISCONNECT_TIMEOUT)
-    log.info("summary: %d tweets received, %d sent, %d dropped, %d undelivered",
-             source.received, server.sent, server.dropped, server.pending)
+    log.info("summary: %d tweets received, %d sent, %d stored, %d refused, %d kept in the "
+             "journal", source.received, server.sent, server.acked, server.dropped,
+             server.pending)
     if signals:
         return 0
     log.error("the X API stream ended%s", f" (HTTP {source.fatal_status})"

@@ -14,14 +14,25 @@ import html
 import json
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-# process_line's result: (status, tweet id or "", cleaned text or the reason)
 OK = "ok"
 EMPTY = "empty"  # valid tweet whose text is empty after cleaning: dropped
-MALFORMED = "malformed"  # not a tweet at all: counted and skipped
+MALFORMED = "malformed"  # not a tweet at all: counted, quarantined and skipped
 
-Record = tuple[str, str, str]
+#: How much of a malformed line is kept for the quarantine.
+RAW_KEEP_CHARS = 2_000
+
+
+class Record(NamedTuple):
+    """What :func:`process_line` makes of one wire line."""
+
+    status: str  # OK, EMPTY or MALFORMED
+    tweet_id: str  # "" when malformed
+    text: str  # the cleaned text; for MALFORMED, the reason
+    seq: int | None = None  # the producer's delivery sequence number, if it sent one
+    source: str | None = None  # the producer's journal id, with seq
+    raw: str | None = None  # MALFORMED only: the start of the line, for the quarantine
 
 
 class MalformedLineError(ValueError):
@@ -76,8 +87,12 @@ def clean_text(text: str) -> str:
 # --- wire format -------------------------------------------------------------
 
 
-def parse_line(line: str) -> tuple[str, str]:
-    """``(id, text)`` of one wire line, or MalformedLineError saying why not."""
+def parse_line(line: str) -> tuple[str, str, int | None, str | None]:
+    """``(id, text, seq, source)`` of one wire line, or MalformedLineError saying why not.
+
+    ``seq`` and ``source`` are the producer's delivery fields (``"seq"``,
+    ``"src"``); a line without them gives None for both.
+    """
     try:
         tweet = json.loads(line)
     except ValueError:
@@ -91,20 +106,26 @@ def parse_line(line: str) -> tuple[str, str]:
         raise MalformedLineError("no id")
     if not isinstance(text, str):
         raise MalformedLineError("no text")
-    return str(tweet_id), text
+    seq, source = tweet.get("seq"), tweet.get("src")
+    if seq is None and source is None:
+        return str(tweet_id), text, None, None
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or not isinstance(source, str):
+        raise MalformedLineError("bad seq/src delivery fields")
+    return str(tweet_id), text, seq, source
 
 
 def process_line(line: str) -> Record:
     """What Spark's executors do with one line: parse and clean, never raise.
 
-    Returns ``(OK, id, cleaned)``, ``(EMPTY, id, "")`` or ``(MALFORMED, "", reason)``.
+    A tweet gives ``Record(OK or EMPTY, id, cleaned, seq, source)``; anything
+    else ``Record(MALFORMED, "", reason, raw=<start of the line>)``.
     """
     try:
-        tweet_id, text = parse_line(line)
+        tweet_id, text, seq, source = parse_line(line)
     except MalformedLineError as err:
-        return MALFORMED, "", str(err)
+        return Record(MALFORMED, "", str(err), raw=line[:RAW_KEEP_CHARS])
     cleaned = clean_text(text)
-    return (OK if cleaned else EMPTY), tweet_id, cleaned
+    return Record(OK if cleaned else EMPTY, tweet_id, cleaned, seq, source)
 
 
 def encode_tweet(tweet: dict[str, Any]) -> bytes:
@@ -145,3 +166,63 @@ def build_document(
         "timestamp": to_utc(batch_time),
         "total_case_count": total_case_count,
     }
+
+
+#: Room for a part's content array: MongoDB's 16 MiB document limit less
+#: space for the other fields.
+MAX_CONTENT_BYTES = 16 * 1024 * 1024 - 64 * 1024
+
+
+def bson_array_item_size(index: int, text: str) -> int:
+    """Bytes one string takes as item ``index`` of a BSON array."""
+    # type byte + key ("0", "1", ...) + NUL + int32 length + UTF-8 bytes + NUL
+    return 1 + len(str(index)) + 1 + 4 + len(text.encode("utf-8", "surrogatepass")) + 1
+
+
+def split_content(content: list[str], max_bytes: int = MAX_CONTENT_BYTES) -> list[list[str]]:
+    """``content`` cut, in order, into parts whose BSON array fits ``max_bytes``.
+
+    Almost every batch is one part. A single text larger than ``max_bytes``
+    gets a part of its own (and cannot be stored: tweets are never that big).
+    """
+    parts: list[list[str]] = [[]]
+    size = 0
+    for text in content:
+        item = bson_array_item_size(len(parts[-1]), text)
+        if parts[-1] and size + item > max_bytes:
+            parts.append([])
+            size = 0
+            item = bson_array_item_size(0, text)
+        parts[-1].append(text)
+        size += item
+    return parts
+
+
+def part_id(batch_time: datetime, part: int) -> str:
+    """``_id`` of part ``part`` (1-based) of a batch: the batch id, then ``#2``, ``#3``..."""
+    return batch_id(batch_time) if part == 1 else f"{batch_id(batch_time)}#{part}"
+
+
+# --- the control channel (Spark driver -> producer) ---------------------------
+
+
+def ack_line(source: str, seq: int) -> bytes:
+    """The ack for ``source`` up to ``seq``: all of it is stored, the producer may forget it."""
+    return f"ack {source} {seq}\n".encode("ascii")
+
+
+def resend_line(source: str, seq: int) -> bytes:
+    """The request to send ``source``'s tweets again from ``seq`` on (the job saw a gap)."""
+    return f"resend {source} {seq}\n".encode("ascii")
+
+
+def parse_control_line(line: bytes) -> tuple[str, str, int] | None:
+    """``(verb, source, seq)`` of an ack or resend line; None if it is neither."""
+    try:
+        verb, source, seq = line.decode("ascii").split()
+        number = int(seq)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if verb not in ("ack", "resend") or number < 0:
+        return None
+    return verb, source, number

@@ -16,14 +16,18 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import itertools
 import json
 import logging
 import math
+import os
 import socket
 import threading
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -91,6 +95,107 @@ def tweet_from_payload(obj: Any) -> Tweet | None:
 # --- the socket Spark reads ------------------------------------------------------
 
 
+class Journal:
+    """The producer's durable record of the tweets it accepted, kept until the
+    Spark job acknowledges them as stored.
+
+    A folder with three files: ``tweets.jsonl`` (the wire lines, with their
+    sequence numbers, appended), ``acked`` (the highest acknowledged sequence
+    number) and ``source-id`` (this producer's id, made once). On start the
+    unacknowledged lines are read back to be sent again, and numbering goes on
+    where it stopped, so the job can tell a resent tweet from a new one.
+    """
+
+    LINES = "tweets.jsonl"
+    ACKED = "acked"
+    SOURCE_ID = "source-id"
+    #: Rewrite the lines file without its acknowledged lines past this size.
+    COMPACT_BYTES = 64 * 1024 * 1024
+
+    def __init__(self, path: Path) -> None:
+        """Open (or create) the journal at ``path``. Raises OSError if it cannot
+        be used, including when another producer has it open."""
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = (self.path / "lock").open("w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise OSError(f"journal {self.path} is in use by another stream.py") from None
+        id_file = self.path / self.SOURCE_ID
+        if not id_file.exists():
+            _replace_text(id_file, uuid.uuid4().hex[:12])
+        self.source = id_file.read_text().strip()
+        acked_file = self.path / self.ACKED
+        self.acked = int(acked_file.read_text()) if acked_file.exists() else 0
+        #: ``(seq, line)`` of every journaled line not acknowledged yet, in order
+        self.unacked: list[tuple[int, bytes]] = []
+        last = self.acked
+        lines_file = self.path / self.LINES
+        if lines_file.exists():
+            with lines_file.open("rb") as handle:
+                for line in handle:
+                    seq = _line_seq(line)
+                    if seq is None:
+                        continue  # a line torn by a crash mid-write
+                    last = max(last, seq)
+                    if seq > self.acked:
+                        self.unacked.append((seq, line if line.endswith(b"\n") else line + b"\n"))
+        self.next_seq = last + 1
+        self._file = lines_file.open("ab")
+
+    def append(self, line: bytes) -> None:
+        """Record one wire line (buffered: :meth:`flush` makes it reach the OS)."""
+        self._file.write(line)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def ack(self, seq: int, unacked: Iterable[bytes]) -> None:
+        """Remember that everything up to ``seq`` is stored; ``unacked`` (the
+        lines after it) are what a compaction keeps."""
+        if seq <= self.acked:
+            return
+        self.acked = seq
+        _replace_text(self.path / self.ACKED, str(seq))
+        if self._file.tell() > self.COMPACT_BYTES:
+            self._file.close()
+            tmp = self.path / (self.LINES + ".tmp")
+            with tmp.open("wb") as handle:
+                handle.writelines(unacked)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path / self.LINES)
+            self._file = (self.path / self.LINES).open("ab")
+
+    def close(self) -> None:
+        """Flush and fsync: what was accepted survives for the next start."""
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._lock.close()  # releases the flock
+
+
+def _line_seq(line: bytes) -> int | None:
+    try:
+        seq = json.loads(line).get("seq")
+    except (ValueError, AttributeError):
+        return None
+    return seq if isinstance(seq, int) else None
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write ``path`` atomically (a crash leaves the old or the new content)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
 class TweetServer:
     """A TCP server that feeds one consumer at a time with newline-delimited JSON tweets.
 
@@ -102,10 +207,16 @@ class TweetServer:
         server.wait_until_drained(timeout=None)    # True once a consumer got it all
         server.close()
 
-    Tweets wait in a bounded buffer until a consumer takes them; when the buffer
-    is full the oldest tweet is dropped (and counted in :attr:`dropped`). When the
-    consumer goes away the tweets not yet written are put back, in order, for
-    the next one.
+    Each accepted tweet gets a sequence number and this producer's source id
+    (wire fields ``seq`` and ``src``). Without ``ack_port`` a tweet is done once
+    written to a consumer. With ``ack_port`` the server also listens there for
+    the Spark job's ``ack``/``resend`` lines (:mod:`transform`): a tweet is kept,
+    and sent again to the next consumer, until it is acknowledged as stored;
+    with a ``journal`` it is kept on disk too, across restarts.
+
+    At most ``buffer_size`` tweets are held (waiting or unacknowledged); past
+    that, new tweets are refused and counted in :attr:`dropped`, so an accepted
+    tweet is never dropped.
     """
 
     #: Most lines joined into one ``sendall`` call.
@@ -120,51 +231,73 @@ class TweetServer:
     CLOSE_TIMEOUT = 5.0
     LISTEN_BACKLOG = 5
 
-    def __init__(self, host: str, port: int, buffer_size: int) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        buffer_size: int,
+        *,
+        ack_port: int | None = None,
+        journal: Journal | None = None,
+    ) -> None:
         if buffer_size < 1:
             raise ValueError("buffer_size must be at least 1")
         self.host = host
         self.port = port
+        self.ack_port = ack_port
         self.buffer_size = buffer_size
-        #: tweets written to a consumer socket
+        self.journal = journal
+        self.source = journal.source if journal else uuid.uuid4().hex[:12]
+        #: tweets written to a consumer socket (resends included)
         self.sent = 0
-        #: tweets dropped because the buffer was full
+        #: tweets refused because the buffer was full
         self.dropped = 0
         #: consumers accepted so far
         self.connections = 0
-        self._buffer: deque[bytes] = deque()  # encoded lines, oldest on the left
-        self._in_flight = 0  # lines taken from the buffer, not yet written
+        #: tweets acknowledged as stored by the Spark job
+        self.acked = 0
+        # (seq, line) of every tweet held, in order of their consecutive seqs; those
+        # before _cursor were written to the current consumer (and wait for an ack)
+        self._held: deque[tuple[int, bytes]] = deque(journal.unacked if journal else ())
+        self._next_seq = journal.next_seq if journal else 1
+        self._cursor = self._first_held()  # seq of the next line to write
+        self._rewinds = 0  # resend requests so far
         self._cond = threading.Condition()
         self._closing = threading.Event()
         self._listener: socket.socket | None = None
+        self._ack_listener: socket.socket | None = None
         self._consumer: socket.socket | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._last_drop_warning = -math.inf
+        if self._held:
+            log.info("journal %s: %d unacknowledged tweets will be sent again",
+                     journal.path if journal else "", len(self._held))
 
     # -- life cycle
 
     def start(self) -> None:
-        """Bind and listen, then start the sender thread.
+        """Bind and listen (and the ack port, if any), then start serving.
 
-        Raises OSError (``socket.gaierror`` included) when the address cannot be
+        Raises OSError (``socket.gaierror`` included) when an address cannot be
         bound; nothing is left open in that case.
         """
         if self._listener is not None:
             raise RuntimeError("TweetServer already started")
-        family, _, _, _, sockaddr = socket.getaddrinfo(
-            self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(sockaddr)
-            listener.listen(self.LISTEN_BACKLOG)
-        except OSError:
-            listener.close()
-            raise
-        self._listener = listener
-        self._thread = threading.Thread(target=self._serve, name="tweet-server", daemon=True)
-        self._thread.start()
+        self._listener = _listen(self.host, self.port, self.LISTEN_BACKLOG)
+        if self.ack_port is not None:
+            try:
+                self._ack_listener = _listen(self.host, self.ack_port, self.LISTEN_BACKLOG)
+            except OSError:
+                self._listener.close()
+                self._listener = None
+                raise
+            self._spawn(self._serve_acks, "ack-listener")
+        self._spawn(self._serve, "tweet-server")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -174,10 +307,19 @@ class TweetServer:
         host, port = self._listener.getsockname()[:2]
         return host, port
 
-    def close(self) -> None:
-        """Stop serving: close the consumer connection and the listening socket.
+    @property
+    def ack_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the ack listener, or None without one."""
+        if self._ack_listener is None:
+            return None
+        host, port = self._ack_listener.getsockname()[:2]
+        return host, port
 
-        Tweets still buffered are discarded (see :attr:`pending`). Safe to call twice.
+    def close(self) -> None:
+        """Stop serving: close the consumer connection and the listening sockets.
+
+        Tweets still held are kept by the journal, if there is one (see
+        :attr:`pending`). Safe to call twice.
         """
         with self._cond:
             if self._closing.is_set():
@@ -185,62 +327,117 @@ class TweetServer:
             self._closing.set()
             consumer = self._consumer
             self._cond.notify_all()
-        for sock in (consumer, self._listener):
+        for sock in (consumer, self._listener, self._ack_listener):
             if sock is not None:
                 with contextlib.suppress(OSError):  # already gone
                     sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept/sendall
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(self.CLOSE_TIMEOUT)
-        if self._listener is not None:
-            self._listener.close()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(self.CLOSE_TIMEOUT)
+        for sock in (self._listener, self._ack_listener):
+            if sock is not None:
+                sock.close()
+        if self.journal is not None:
+            with self._cond:
+                self.journal.close()
 
     # -- producer side
 
-    def put(self, tweet: Tweet) -> None:
-        """Queue one tweet for the consumer; never blocks, thread-safe.
+    def put(self, tweet: Tweet) -> bool:
+        """Accept one tweet for the consumer; never blocks, thread-safe.
 
-        When the buffer already holds ``buffer_size`` tweets the oldest is
-        dropped. Raises TypeError or ValueError if the tweet cannot be encoded
-        as JSON.
+        Returns False (and counts it in :attr:`dropped`) when the buffer is
+        full. Raises TypeError or ValueError if the tweet cannot be encoded.
         """
-        line = transform.encode_tweet(tweet)
         warn_total = None
         with self._cond:
-            if len(self._buffer) >= self.buffer_size:
-                self._buffer.popleft()
+            accepted = len(self._held) < self.buffer_size
+            if not accepted:
                 self.dropped += 1
                 warn_total = self._drop_warning_due()
-            self._buffer.append(line)
-            self._cond.notify_all()
+            else:
+                seq = self._next_seq
+                line = transform.encode_tweet({**tweet, "seq": seq, "src": self.source})
+                self._next_seq += 1
+                if self.journal is not None:
+                    self.journal.append(line)
+                self._held.append((seq, line))
+                self._cond.notify_all()
         if warn_total is not None:
             log.warning(
-                "tweet buffer full (%d): dropping the oldest tweets; %d dropped so far",
-                self.buffer_size, warn_total,
+                "tweet buffer full (%d held): refusing new tweets until the job catches "
+                "up; %d refused so far", self.buffer_size, warn_total,
             )
+        return accepted
 
     @property
     def pending(self) -> int:
-        """Tweets queued or being written, not yet delivered to a consumer."""
+        """Tweets held: not yet written to a consumer, or (with acks) not yet acknowledged."""
         with self._cond:
-            return len(self._buffer) + self._in_flight
+            return len(self._held)
 
     def wait_until_drained(self, timeout: float | None = None) -> bool:
-        """Block until every tweet put so far has been written to a consumer.
+        """Block until every tweet accepted so far is done: written to a
+        consumer or, with acks, acknowledged as stored.
 
         Returns True when drained, False when ``timeout`` seconds passed first
         or the server was closed with tweets still pending.
         """
         with self._cond:
-            self._cond.wait_for(
-                lambda: self._drained() or self._closing.is_set(), timeout
-            )
-            return self._drained()
+            self._cond.wait_for(lambda: not self._held or self._closing.is_set(), timeout)
+            return not self._held
+
+    # -- acknowledgements
+
+    def ack(self, seq: int) -> None:
+        """Forget the tweets up to ``seq``: the job has stored them."""
+        with self._cond:
+            forgotten = 0
+            while self._held and self._held[0][0] <= seq:
+                self._held.popleft()
+                forgotten += 1
+            self._cursor = max(self._cursor, self._first_held())
+            self.acked += forgotten
+            if self.journal is not None:
+                self.journal.ack(seq, (line for _, line in self._held))
+            self._cond.notify_all()
+
+    def resend_from(self, seq: int) -> None:
+        """Write the held tweets from ``seq`` on again (the job saw a gap)."""
+        with self._cond:
+            self._cursor = max(min(self._cursor, seq), self._first_held())
+            self._rewinds += 1
+            self._cond.notify_all()
+        log.info("the job asked for the tweets from seq %d again", seq)
+
+    def _serve_acks(self) -> None:
+        assert self._ack_listener is not None
+        while not self._closing.is_set():
+            try:
+                conn, _ = self._ack_listener.accept()
+            except OSError:
+                if self._closing.is_set():
+                    return
+                self._closing.wait(self.ACCEPT_RETRY_SECONDS)
+                continue
+            self._spawn(lambda conn=conn: self._read_acks(conn), "ack-reader")
+
+    def _read_acks(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as lines:
+            for line in lines:
+                control = transform.parse_control_line(line)
+                if control is None:
+                    log.warning("ignoring a line on the ack port that is no ack")
+                    continue
+                verb, source, seq = control
+                if source != self.source:
+                    continue  # for another producer
+                if verb == "ack":
+                    self.ack(seq)
+                else:
+                    self.resend_from(seq)
 
     # -- sender thread
-
-    def _drained(self) -> bool:
-        return not self._buffer and self._in_flight == 0
 
     def _drop_warning_due(self) -> int | None:
         """The running total if a drop warning is due now (call with the lock held)."""
@@ -268,6 +465,7 @@ class TweetServer:
                         return
                     self._consumer = conn
                     self.connections += 1
+                    self._cursor = self._first_held()  # it gets every unacknowledged tweet
                 log.info("consumer connected from %s:%d", peer[0], peer[1])
                 try:
                     self._feed(conn)
@@ -275,53 +473,62 @@ class TweetServer:
                     with self._cond:
                         self._consumer = None
 
+    def _first_held(self) -> int:
+        """Seq of the oldest tweet held, or of the next one to come (lock held)."""
+        return self._held[0][0] if self._held else self._next_seq
+
+    def _unsent(self) -> bool:
+        return bool(self._held) and self._held[-1][0] >= self._cursor
+
     def _feed(self, conn: socket.socket) -> None:
-        """Write buffered lines to ``conn`` until it disconnects or we close."""
+        """Write held lines to ``conn`` until it disconnects or we close."""
+        acks = self._ack_listener is not None
         while True:
             with self._cond:
                 self._cond.wait_for(
-                    lambda: self._buffer or self._closing.is_set(), self.IDLE_CHECK_SECONDS
+                    lambda: self._unsent() or self._closing.is_set(), self.IDLE_CHECK_SECONDS
                 )
                 if self._closing.is_set():
                     return
-                batch = [
-                    self._buffer.popleft()
-                    for _ in range(min(len(self._buffer), self.SEND_BATCH_LINES))
-                ]
-                self._in_flight = len(batch)
+                start = self._cursor - self._first_held()
+                batch = [line for _, line in itertools.islice(
+                    self._held, start, start + self.SEND_BATCH_LINES)]
+                after = self._cursor + len(batch)
+                rewinds = self._rewinds
+                if self.journal is not None and batch:
+                    self.journal.flush()  # written ahead: what is sent is on record
             try:
                 if _peer_has_closed(conn):
                     raise ConnectionResetError("consumer closed the connection")
                 if batch:
                     conn.sendall(b"".join(batch))
             except OSError:  # BrokenPipeError, ConnectionResetError, ...
-                self._put_back(batch)
                 if not self._closing.is_set():
                     log.info("consumer disconnected; holding tweets until one reconnects")
                 return
             with self._cond:
                 self.sent += len(batch)
-                self._in_flight = 0
+                if self._rewinds == rewinds:  # no resend request meanwhile
+                    self._cursor = max(self._cursor, after)
+                if not acks:  # written is done
+                    while self._held and self._held[0][0] < after:
+                        self._held.popleft()
                 self._cond.notify_all()
 
-    def _put_back(self, batch: list[bytes]) -> None:
-        """Return unsent lines to the front of the buffer, in order; trim the oldest."""
-        warn_total = None
-        with self._cond:
-            self._buffer.extendleft(reversed(batch))
-            self._in_flight = 0
-            overflow = len(self._buffer) - self.buffer_size
-            for _ in range(max(overflow, 0)):
-                self._buffer.popleft()
-                self.dropped += 1
-            if overflow > 0:
-                warn_total = self._drop_warning_due()
-            self._cond.notify_all()
-        if warn_total is not None:
-            log.warning(
-                "tweet buffer full (%d): dropping the oldest tweets; %d dropped so far",
-                self.buffer_size, warn_total,
-            )
+
+def _listen(host: str, port: int, backlog: int) -> socket.socket:
+    family, _, _, _, sockaddr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(sockaddr)
+        listener.listen(backlog)
+    except OSError:
+        listener.close()
+        raise
+    return listener
 
 
 def _peer_has_closed(conn: socket.socket) -> bool:

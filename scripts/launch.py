@@ -1,13 +1,13 @@
 """Start both processes with one command (what `make run` and `make demo` call).
 
 Usage: python scripts/launch.py run     # replay source at 5 tweets/s, looping, until Ctrl-C
-       python scripts/launch.py demo    # offline: 3 batches of 5 s, then what was stored
+       python scripts/launch.py demo    # offline: 3 batches of 5 s, what was stored, report.png
 
 The card's way, two terminals, works the same: run `python stream.py` in one,
 `python spark_streaming.py` in the other. This only saves the second terminal.
 ``run`` uses your settings (.env, environment) except the tweet source; ``demo``
-uses its own port, the project's saved page served from 127.0.0.1 and a fresh
-store in data/demo-db, so it cannot touch your data.
+uses its own ports, the project's saved page served from 127.0.0.1 and a fresh
+store, journal and spool under data/demo, so it cannot touch your data.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-DEMO_DB = PROJECT / "data" / "demo-db"
+DEMO_DATA = PROJECT / "data" / "demo"  # the demo's store, journal, spool: new each run
+DEMO_DB = DEMO_DATA / "db"
+DEMO_REPORT = PROJECT / "report.png"  # git-ignored
 DEMO_BATCH_SECONDS = 5
 DEMO_BATCHES = 3
 
@@ -70,15 +72,17 @@ def main() -> int:
         return run_pair(["--source", "replay", "--rate", "5", "--loop"], [])
 
     page = serve_samples()
-    port = free_port()
+    ports = ["--port", str(free_port()), "--ack-port", str(free_port())]
     url = f"http://127.0.0.1:{page.server_address[1]}/worldometers.html"
-    shutil.rmtree(DEMO_DB, ignore_errors=True)
+    shutil.rmtree(DEMO_DATA, ignore_errors=True)
     store = ["--embedded-db-path", str(DEMO_DB)]
-    duration = DEMO_BATCH_SECONDS * DEMO_BATCHES + 2
+    duration = DEMO_BATCH_SECONDS * DEMO_BATCHES
     code = run_pair(
-        ["--source", "replay", "--rate", "4", "--loop", "--port", str(port)],
-        ["--port", str(port), "--batch-seconds", str(DEMO_BATCH_SECONDS),
-         "--duration", str(duration), "--worldometer-url", url, *store],
+        ["--source", "replay", "--rate", "4", "--loop", *ports,
+         "--journal-path", str(DEMO_DATA / "journal")],
+        [*ports, "--batch-seconds", str(DEMO_BATCH_SECONDS), "--duration", str(duration),
+         "--worldometer-url", url, *store, "--spool-path", str(DEMO_DATA / "spool.jsonl"),
+         "--quarantine-path", str(DEMO_DATA / "quarantine.jsonl")],
     )
     page.shutdown()
     if code != 0:
@@ -88,6 +92,12 @@ def main() -> int:
     print("\n== the last document, as MongoDB Extended JSON ==", flush=True)
     subprocess.run([PYTHON, "report.py", "inspect", "--last", "1", "--json", *store],
                    cwd=PROJECT, check=True)
+    print("\n== the report figure ==", flush=True)
+    plot = subprocess.run([PYTHON, "report.py", "plot", "--out", str(DEMO_REPORT), *store],
+                          cwd=PROJECT)
+    if plot.returncode != 0:  # report.py said why in one line (e.g. nothing was stored)
+        return plot.returncode
+    print(f"report figure: {DEMO_REPORT}", flush=True)
     return 0
 
 

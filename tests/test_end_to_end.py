@@ -74,17 +74,20 @@ def expected_content(path: Path) -> tuple[int, list[str]]:
 
 @pytest.mark.e2e
 def test_stream_and_spark_processes_store_the_sample_file(tmp_path, page_url) -> None:
-    port = str(free_port())
+    port, ack_port = str(free_port()), str(free_port())
     db_path = tmp_path / "db"
     sent, content = expected_content(SAMPLE)
     producer = subprocess.Popen(
         [sys.executable, "stream.py", "--source", "replay", "--replay-file", str(SAMPLE),
-         "--rate", "0", "--port", port],
+         "--rate", "0", "--port", port, "--ack-port", ack_port,
+         "--journal-path", str(tmp_path / "journal")],
         cwd=PROJECT, env=clean_env(), stderr=subprocess.PIPE, text=True,
     )
     job = subprocess.Popen(
-        [sys.executable, "spark_streaming.py", "--port", port, "--batch-seconds", "1",
-         "--worldometer-url", page_url, "--embedded-db-path", str(db_path)],
+        [sys.executable, "spark_streaming.py", "--port", port, "--ack-port", ack_port,
+         "--batch-seconds", "1", "--worldometer-url", page_url,
+         "--embedded-db-path", str(db_path), "--spool-path", str(tmp_path / "spool.jsonl"),
+         "--quarantine-path", str(tmp_path / "quarantine.jsonl")],
         cwd=PROJECT, env=clean_env(), stderr=subprocess.PIPE, text=True,
     )
     job_log: list[str] = []
@@ -128,9 +131,12 @@ def test_stream_and_spark_processes_store_the_sample_file(tmp_path, page_url) ->
     assert documents
     assert [text for doc in documents for text in doc["content"]] == content
     for doc in documents:
-        assert set(doc) == {"_id", "content", "timestamp", "total_case_count"}
+        assert set(doc) == {"_id", "content", "timestamp", "total_case_count", "delivery"}
         assert isinstance(doc["timestamp"], datetime)
         assert doc["total_case_count"] == 704_753_890
+    # the producer numbered the tweets 1..sent; the last document accounts for all of them
+    (mark,) = documents[-1]["delivery"]
+    assert mark["last_seq"] == sent
 
 
 # --- command lines --------------------------------------------------------------------

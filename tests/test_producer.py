@@ -27,7 +27,7 @@ from tweepy.client import Response
 
 import config
 import transform
-from utility import ReplaySource, TweetServer, TwitterSource, tweet_from_payload
+from utility import Journal, ReplaySource, TweetServer, TwitterSource, tweet_from_payload
 
 PROJECT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "v2_stream_payloads.jsonl"
@@ -38,6 +38,11 @@ TAG = TwitterSource.RULE_TAG
 
 
 # --- helpers ----------------------------------------------------------------------
+
+
+def without_delivery(obj: dict[str, Any]) -> dict[str, Any]:
+    """A wire object less the producer's delivery fields (seq, src)."""
+    return {k: v for k, v in obj.items() if k not in ("seq", "src")}
 
 
 class Consumer:
@@ -56,7 +61,7 @@ class Consumer:
         return lines
 
     def read_tweets(self, count: int) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.read_lines(count)]
+        return [without_delivery(json.loads(line)) for line in self.read_lines(count)]
 
     def close(self) -> None:
         self.reader.close()
@@ -185,8 +190,12 @@ def test_each_tweet_arrives_as_one_line_in_order(
     finally:
         consumer.close()
     assert all(line.count(b"\n") == 1 for line in lines)
-    assert [json.loads(line) for line in lines] == sent
-    assert lines[0] == transform.encode_tweet(tricky[0])
+    objects = [json.loads(line) for line in lines]
+    assert [without_delivery(obj) for obj in objects] == sent
+    # every line carries the producer's delivery fields: consecutive seqs, one source
+    assert [obj["seq"] for obj in objects] == list(range(1, len(sent) + 1))
+    assert {obj["src"] for obj in objects} == {server.source}
+    assert lines[0] == transform.encode_tweet({**tricky[0], "seq": 1, "src": server.source})
     assert server.wait_until_drained(TIMEOUT)
     assert (server.sent, server.dropped, server.connections) == (len(sent), 0, 1)
     assert thread_errors == []
@@ -245,21 +254,23 @@ def test_consumer_vanishing_mid_stream_loses_nothing_put_after(
     assert thread_errors == []
 
 
-def test_tweets_wait_for_a_consumer_and_the_oldest_overflow(
+def test_tweets_wait_for_a_consumer_and_the_newest_overflow(
     server_log: LogWaiter, thread_errors: list[Any]
 ) -> None:
     server = make_server(buffer_size=5)
     try:
-        for tweet in tweets(0, 8):
-            server.put(tweet)
+        accepted = [server.put(tweet) for tweet in tweets(0, 8)]
+        # an accepted tweet is never dropped: past the bound new ones are refused
+        assert accepted == [True] * 5 + [False] * 3
         assert (server.dropped, server.pending, server.sent) == (3, 5, 0)
         assert not server.wait_until_drained(0.05)
         warnings = [m for level, m in server_log.messages if level == logging.WARNING]
-        assert warnings == ["tweet buffer full (5): dropping the oldest tweets; 1 dropped so far"]
+        assert warnings == ["tweet buffer full (5 held): refusing new tweets until the job "
+                            "catches up; 1 refused so far"]
 
         consumer = Consumer(server.address)
         try:
-            assert consumer.read_tweets(5) == tweets(3, 8)
+            assert consumer.read_tweets(5) == tweets(0, 5)
         finally:
             consumer.close()
         assert server.wait_until_drained(TIMEOUT)
@@ -595,6 +606,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+ACK_PORTS: dict[int, int] = {}  # tweet port -> ack port of the producers started here
+
+
+def send_control(port: int, line: bytes) -> None:
+    """Send one ack/resend line to a producer's ack port, as the Spark driver does."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(line)
+
+
 def test_cli_help_lists_the_options(tmp_path: Path) -> None:
     result = run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0
@@ -626,19 +646,20 @@ def test_cli_twitter_without_a_token_says_what_to_do(tmp_path: Path) -> None:
 def test_cli_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        result = run_cli("--port", str(port), cwd=tmp_path)
+        result = run_cli("--port", str(port), "--ack-port", str(free_port()), cwd=tmp_path)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"stream.py: error: cannot listen on 127.0.0.1:{port}: ")
+    assert lines[0].startswith(f"stream.py: error: cannot listen on 127.0.0.1:{port} (acks ")
     assert "Traceback" not in result.stderr
 
 
 def start_producer(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
-    """Start stream.py and return once its socket is listening."""
+    """Start stream.py and return once its socket is listening (acks on port + 1...)."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(PROJECT / "stream.py"), "--port", str(port), *args],
+        [sys.executable, str(PROJECT / "stream.py"), "--port", str(port),
+         "--ack-port", str(ACK_PORTS.setdefault(port, free_port())), *args],
         cwd=tmp_path, env=clean_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
         text=True,
     )
@@ -662,15 +683,20 @@ def test_cli_replay_delivers_everything_then_exits_0(tmp_path: Path) -> None:
     proc, port = start_producer(tmp_path, "--replay-file", str(replay), "--rate", "0")
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
-            received = sock.makefile("rb").read()  # until the producer closes
+            reader = sock.makefile("rb")
+            received = b"".join(reader.readline() for _ in sent)
+            last = json.loads(received.splitlines()[-1])
+            # the job's acknowledgement: only then is the producer done
+            send_control(ACK_PORTS[port], transform.ack_line(last["src"], last["seq"]))
+            assert reader.read() == b""  # the producer closes once everything is stored
         assert proc.wait(TIMEOUT) == 0
     finally:
         proc.kill()
         assert proc.stderr is not None
         rest = proc.stderr.read()
         proc.stderr.close()
-    assert [json.loads(line) for line in received.splitlines()] == sent
-    assert "summary: 3 tweets emitted, 3 sent, 0 dropped" in rest
+    assert [without_delivery(json.loads(line)) for line in received.splitlines()] == sent
+    assert "summary: 3 tweets emitted, 3 sent, 3 stored, 0 refused, 0 kept in the journal" in rest
     assert "Traceback" not in rest
 
 
@@ -686,3 +712,81 @@ def test_cli_sigterm_stops_cleanly(tmp_path: Path) -> None:
         proc.stderr.close()
     assert "Traceback" not in rest
     assert "summary:" in rest
+
+
+def test_cli_sigterm_keeps_unacknowledged_tweets_for_the_next_start(tmp_path: Path) -> None:
+    lines = [json.dumps({"id": str(i), "text": f"tweet {i}"}) for i in range(5)]
+    replay = write_lines(tmp_path / "five.jsonl", lines)
+    proc, port = start_producer(tmp_path, "--replay-file", str(replay), "--rate", "0")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            reader = sock.makefile("rb")
+            first = [json.loads(reader.readline()) for _ in lines]
+            send_control(ACK_PORTS[port], transform.ack_line(first[1]["src"], first[1]["seq"]))
+            proc.send_signal(signal.SIGTERM)  # 3 tweets still unacknowledged
+            assert proc.wait(TIMEOUT) == 0
+    finally:
+        proc.kill()
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+    empty = write_lines(tmp_path / "none.jsonl", [])
+    proc, port = start_producer(tmp_path, "--replay-file", str(empty), "--rate", "0")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            reader = sock.makefile("rb")
+            again = [json.loads(reader.readline()) for _ in range(3)]
+    finally:
+        proc.kill()
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert again == first[2:]  # same ids, seqs and source: the job can drop any it stored
+
+
+def test_unacknowledged_tweets_go_to_the_next_consumer_again(thread_errors: list[Any]) -> None:
+    server = TweetServer("127.0.0.1", 0, 100, ack_port=0)
+    server.start()
+    try:
+        for tweet in tweets(0, 5):
+            server.put(tweet)
+        first = Consumer(server.address)
+        assert first.read_tweets(5) == tweets(0, 5)
+        ack_port = server.ack_address[1]
+        send_control(ack_port, transform.ack_line(server.source, 2))  # seqs 1, 2 stored
+        first.close()
+        second = Consumer(server.address)
+        try:
+            assert second.read_tweets(3) == tweets(2, 5)
+            # a gap seen by the job: it asks again from seq 4 on the same connection
+            send_control(ack_port, transform.resend_line(server.source, 4))
+            assert second.read_tweets(2) == tweets(3, 5)
+            assert not server.wait_until_drained(0.05)  # nothing acknowledged past 2
+            send_control(ack_port, transform.ack_line(server.source, 5))
+            assert server.wait_until_drained(TIMEOUT)
+            send_control(ack_port, b"not an ack\n")  # ignored, logged
+            send_control(ack_port, transform.ack_line("another-producer", 99))
+        finally:
+            second.close()
+        assert (server.acked, server.pending) == (5, 0)
+    finally:
+        server.close()
+    assert thread_errors == []
+
+
+def test_the_journal_keeps_what_was_not_acknowledged(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal")
+    server = TweetServer("127.0.0.1", 0, 100, ack_port=0, journal=journal)
+    server.start()
+    for tweet in tweets(0, 4):
+        server.put(tweet)
+    server.ack(1)
+    server.close()
+    again = Journal(tmp_path / "journal")
+    try:
+        assert again.source == journal.source
+        assert [seq for seq, _ in again.unacked] == [2, 3, 4]
+        assert again.next_seq == 5
+        with pytest.raises(OSError, match="in use"):
+            Journal(tmp_path / "journal")
+    finally:
+        again.close()

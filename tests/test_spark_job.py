@@ -9,11 +9,13 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import mongomock
+import pymongo.errors
 import pytest
 
 import config
 import spark_streaming
 import storage
+import transform
 from spark_streaming import BatchStats, BatchWriter
 
 COUNT = 704_753_890
@@ -28,6 +30,12 @@ def tweet(tweet_id: str, text: str) -> bytes:
 def store() -> storage.BatchStore:
     collection = mongomock.MongoClient(tz_aware=True).covid19.tweet_batches
     return storage.BatchStore(collection, "mongomock")
+
+
+@pytest.fixture
+def durable(store, tmp_path) -> storage.DurableStore:
+    return storage.DurableStore(store, storage.Spool(tmp_path / "spool.jsonl"),
+                                retry_delays=(0.01,))
 
 
 class JobRun:
@@ -69,8 +77,8 @@ def total(batches: list[BatchStats], field: str) -> int:
 
 
 @pytest.mark.spark
-def test_batches_are_stored_in_the_contract_shape(run_job, tweet_socket, store) -> None:
-    job = run_job(BatchWriter(store, lambda: (COUNT, True)))
+def test_batches_are_stored_in_the_contract_shape(run_job, tweet_socket, store, durable) -> None:
+    job = run_job(BatchWriter(durable, lambda: (COUNT, True)))
     tweet_socket.send(b"")  # waits for the receiver to connect
     # a batch that received nothing writes nothing
     job.wait_for(lambda seen: len(seen) >= 2)
@@ -115,32 +123,59 @@ def test_batches_are_stored_in_the_contract_shape(run_job, tweet_socket, store) 
     assert stored_times == batch_times
 
 
-class FailingOnceStore(storage.BatchStore):
-    """A store whose first write fails, as a database hiccup would."""
+class FailingStore(storage.BatchStore):
+    """A store whose first ``failures`` writes fail, as a database outage would."""
 
-    def __init__(self, inner: storage.BatchStore) -> None:
-        super().__init__(inner.collection, "failing once")
+    def __init__(self, inner: storage.BatchStore, failures: int) -> None:
+        super().__init__(inner.collection, "failing")
+        self.failures = failures
         self.failed = threading.Event()
 
     def write(self, document: dict) -> None:
-        if not self.failed.is_set():
+        if self.failures:
+            self.failures -= 1
             self.failed.set()
-            raise ConnectionError("store went away")
+            raise pymongo.errors.AutoReconnect("store went away")
         super().write(document)
 
 
 @pytest.mark.spark
-def test_a_failing_batch_does_not_stop_the_stream(run_job, tweet_socket, store) -> None:
-    flaky = FailingOnceStore(store)
-    job = run_job(BatchWriter(flaky, lambda: (None, False)))
-    tweet_socket.send(tweet("1", "lost to the failure"))
-    assert flaky.failed.wait(BATCH_WAIT_SECONDS)
+def test_a_store_outage_spools_and_loses_nothing(run_job, tweet_socket, store, tmp_path) -> None:
+    flaky = FailingStore(store, failures=2)  # the first try and its one retry fail
+    spool = storage.Spool(tmp_path / "spool.jsonl")
+    job = run_job(BatchWriter(storage.DurableStore(flaky, spool, retry_delays=(0.01,)),
+                              lambda: (None, False)))
+    tweet_socket.send(tweet("1", "written while the store is down"))
+    batches = job.wait_for(lambda seen: total(seen, "kept") >= 1)
+    assert batches[-1].spooled
+    assert len(spool) == 1 and store.collection.count_documents({}) == 0
 
+    tweet_socket.send(tweet("2", "written after it"))
+    job.wait_for(lambda seen: total(seen, "kept") >= 1)
+    documents = list(store.collection.find().sort("timestamp", 1))
+    assert [doc["content"] for doc in documents] == [["written while the store is down"],
+                                                     ["written after it"]]
+    assert documents[0]["total_case_count"] is None
+    assert len(spool) == 0
+
+
+@pytest.mark.spark
+def test_a_failing_batch_does_not_stop_the_stream(run_job, tweet_socket, durable) -> None:
+    calls = []
+
+    def count() -> tuple[int, bool]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in one batch")
+        return COUNT, True
+
+    job = run_job(BatchWriter(durable, count))
+    tweet_socket.send(tweet("1", "lost to the failure"))
+    job.wait_for(lambda seen: bool(calls))
     tweet_socket.send(tweet("2", "stored after it"))
     job.wait_for(lambda seen: total(seen, "kept") >= 1)
-    (document,) = store.collection.find()
-    assert document["content"] == ["stored after it"]
-    assert document["total_case_count"] is None
+    contents = [doc["content"] for doc in durable.store.collection.find()]
+    assert ["stored after it"] in contents
 
 
 # --- the driver's part alone, without Spark ------------------------------------------
@@ -149,32 +184,37 @@ def test_a_failing_batch_does_not_stop_the_stream(run_job, tweet_socket, store) 
 BATCH = datetime(2026, 11, 28, 22, 46, 20, tzinfo=UTC)
 
 
-def test_writing_the_same_batch_twice_leaves_one_document(store) -> None:
-    records = [("ok", "1", "a"), ("ok", "2", "b")]
+def ok(tweet_id: str, text: str, seq: int | None = None) -> transform.Record:
+    return transform.Record("ok", tweet_id, text, seq, None if seq is None else "src1")
+
+
+def test_writing_the_same_batch_twice_leaves_one_document(store, durable) -> None:
+    records = [ok("1", "a"), ok("2", "b")]
     # a second writer, as after a restart, sees the same batch again
     for _ in range(2):
-        BatchWriter(store, lambda: (COUNT, True)).write_records(BATCH, records)
+        BatchWriter(durable, lambda: (COUNT, True)).write_records(BATCH, records)
     assert store.collection.count_documents({}) == 1
     assert store.collection.find_one()["content"] == ["a", "b"]
 
 
-def test_the_count_is_fetched_once_per_batch_and_not_for_empty_ones(store) -> None:
+def test_the_count_is_fetched_once_per_batch_and_not_for_empty_ones(durable) -> None:
     calls = []
 
     def count() -> tuple[int, bool]:
         calls.append(1)
         return COUNT, True
 
-    writer = BatchWriter(store, count)
-    writer.write_records(BATCH, [("ok", str(i), f"t{i}") for i in range(50)])
-    writer.write_records(BATCH.replace(second=40), [("malformed", "", "not JSON")])
+    writer = BatchWriter(durable, count)
+    writer.write_records(BATCH, [ok(str(i), f"t{i}") for i in range(50)])
+    writer.write_records(BATCH.replace(second=40),
+                         [transform.Record("malformed", "", "not JSON", raw="x")])
     assert len(calls) == 1
 
 
-def test_redelivered_ids_are_dropped_across_batches(store) -> None:
-    writer = BatchWriter(store, lambda: (COUNT, True))
-    first = writer.write_records(BATCH, [("ok", "1", "a")])
-    second = writer.write_records(BATCH.replace(second=40), [("ok", "1", "a"), ("ok", "2", "b")])
+def test_redelivered_ids_are_dropped_across_batches(durable) -> None:
+    writer = BatchWriter(durable, lambda: (COUNT, True))
+    first = writer.write_records(BATCH, [ok("1", "a")])
+    second = writer.write_records(BATCH.replace(second=40), [ok("1", "a"), ok("2", "b")])
     assert (first.kept, second.kept, second.duplicates) == (1, 1, 1)
 
 

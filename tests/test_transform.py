@@ -75,15 +75,15 @@ def test_cleaned_text_can_always_be_encoded_as_utf8() -> None:
 
 def test_process_line_keeps_id_and_cleaned_text() -> None:
     line = json.dumps({"id": "1460323737035677698", "text": "RT @a: Hi #COVID19", "lang": "en"})
-    assert process_line(line) == (OK, "1460323737035677698", "Hi COVID19")
+    assert process_line(line)[:3] == (OK, "1460323737035677698", "Hi COVID19")
 
 
 def test_integer_ids_become_strings() -> None:
-    assert process_line('{"id": 42, "text": "hello"}') == (OK, "42", "hello")
+    assert process_line('{"id": 42, "text": "hello"}')[:3] == (OK, "42", "hello")
 
 
 def test_tweet_that_cleans_to_nothing_is_empty_not_malformed() -> None:
-    assert process_line('{"id": "7", "text": "https://t.co/x 😷"}') == (EMPTY, "7", "")
+    assert process_line('{"id": "7", "text": "https://t.co/x 😷"}')[:3] == (EMPTY, "7", "")
 
 
 @pytest.mark.parametrize(
@@ -104,12 +104,35 @@ def test_tweet_that_cleans_to_nothing_is_empty_not_malformed() -> None:
     ],
 )
 def test_malformed_lines_are_reported_not_raised(line: str, reason: str) -> None:
-    assert process_line(line) == (MALFORMED, "", reason)
+    record = process_line(line)
+    assert record[:3] == (MALFORMED, "", reason)
+    assert record.raw == line[: transform.RAW_KEEP_CHARS]  # kept for the quarantine
+
+
+@pytest.mark.parametrize(
+    ("fields", "delivery"),
+    [
+        ({"seq": 7, "src": "a1b2"}, (7, "a1b2")),
+        ({}, (None, None)),
+    ],
+)
+def test_delivery_fields_are_read(fields: dict, delivery: tuple) -> None:
+    record = process_line(json.dumps({"id": "1", "text": "hi", **fields}))
+    assert (record.seq, record.source) == delivery
+
+
+@pytest.mark.parametrize(
+    "fields", [{"seq": "7", "src": "a"}, {"seq": -1, "src": "a"}, {"seq": 1}, {"src": "a"},
+               {"seq": True, "src": "a"}, {"seq": 1, "src": 5}],
+)
+def test_bad_delivery_fields_are_malformed(fields: dict) -> None:
+    record = process_line(json.dumps({"id": "1", "text": "hi", **fields}))
+    assert record[:3] == (MALFORMED, "", "bad seq/src delivery fields")
 
 
 def test_dollar_and_dotted_keys_in_a_tweet_do_not_matter() -> None:
     line = json.dumps({"id": "1", "text": "ok", "$where": "x", "a.b": {"$gt": 1}})
-    assert process_line(line) == (OK, "1", "ok")
+    assert process_line(line)[:3] == (OK, "1", "ok")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,228 @@
+"""Helpers for tests that run the real programs: stream.py, spark_streaming.py and
+servers standing in for worldometers.info and MongoDB."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import config
+
+PROJECT = Path(__file__).resolve().parents[1]
+TIMEOUT = 120
+BATCH_LINE = re.compile(r"batch \S+: (\d+) lines(?:, (\d+) kept)?")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any of the project's variables (a developer's
+    .env or shell must not change a test)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in {opt.env for opt in config.OPTIONS.values()}}
+    env.update(extra)
+    return env
+
+
+def write_tweets(path: Path, count: int, prefix: str = "tweet") -> list[str]:
+    """A replay file of ``count`` bare tweets with unique ids; their texts."""
+    texts = [f"{prefix} {i}" for i in range(count)]
+    with path.open("w") as handle:
+        for i, text in enumerate(texts):
+            handle.write(json.dumps({"id": f"{prefix}-{i}", "text": text}) + "\n")
+    return texts
+
+
+class Program:
+    """A running stream.py or spark_streaming.py whose log lines a test can await."""
+
+    def __init__(self, args: list[str], cwd: Path = PROJECT) -> None:
+        self.args = args
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.process = subprocess.Popen(
+            [sys.executable, *args], cwd=cwd, env=clean_env(),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def log(self) -> str:
+        with self._changed:
+            return "".join(self.lines)
+
+    def wait_for(self, done: Callable[[list[str]], bool], timeout: float = TIMEOUT) -> None:
+        """Wait until ``done(log lines)`` holds; fail with the log if it never does."""
+        with self._changed:
+            ok = self._changed.wait_for(
+                lambda: done(self.lines) or not self._reader.is_alive(), timeout)
+            if not (ok and done(self.lines)):
+                raise AssertionError(f"{self.args[0]} never got there:\n{''.join(self.lines)}")
+
+    def wait_for_text(self, text: str, timeout: float = TIMEOUT) -> None:
+        self.wait_for(lambda lines: any(text in line for line in lines), timeout)
+
+    def kept(self) -> int:
+        """Tweets the job logged as kept so far."""
+        return sum(int(m.group(2) or 0) for m in map(BATCH_LINE.search, self.lines) if m)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = TIMEOUT) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout)
+        self._reader.join(10)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+        self._reader.join(10)
+
+
+def producer(tmp_path: Path, replay: Path, port: int, ack_port: int, rate: float,
+             *extra: str) -> Program:
+    program = Program(["stream.py", "--source", "replay", "--replay-file", str(replay),
+                       "--rate", str(rate), "--port", str(port), "--ack-port", str(ack_port),
+                       "--journal-path", str(tmp_path / "journal"), *extra])
+    program.wait_for_text("serving tweets on")
+    return program
+
+
+def job(tmp_path: Path, port: int, ack_port: int, page_url: str, *store: str,
+        batch_seconds: float = 1, scrape_timeout: float = 10) -> Program:
+    """spark_streaming.py; ``store`` defaults to an embedded store in tmp_path."""
+    return Program(["spark_streaming.py", "--port", str(port), "--ack-port", str(ack_port),
+                    "--batch-seconds", str(batch_seconds), "--worldometer-url", page_url,
+                    "--scrape-timeout", str(scrape_timeout),
+                    "--spool-path", str(tmp_path / "spool.jsonl"),
+                    "--quarantine-path", str(tmp_path / "quarantine.jsonl"),
+                    *(store or ("--embedded-db-path", str(tmp_path / "db")))])
+
+
+class PageServer:
+    """worldometers.info stand-in: serves the project's saved page with a chosen
+    count, or fails the way the real site can (HTTP 500, no counter, no answer)."""
+
+    def __init__(self) -> None:
+        self.template = (PROJECT / "samples" / "worldometers.html").read_text()
+        self.count = 704_753_890
+        self.mode = "ok"  # ok | error | no-counter | hang
+        self.release = threading.Event()  # ends hung requests
+        page = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if page.mode == "hang":
+                    page.release.wait(30)
+                    return
+                if page.mode == "error":
+                    self.send_error(500)
+                    return
+                body = page.template.replace("704,753,890", f"{page.count:,}")
+                if page.mode == "no-counter":
+                    body = body.replace("Coronavirus Cases:", "Cases")
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/coronavirus/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class OnOffProxy:
+    """A TCP proxy in front of a server that a test can switch off (connections
+    refused, open ones cut) and on again: the store "stopped" and "started"
+    while its data stays."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.on()
+
+    def on(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def off(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            connections, self._open = self._open, set()
+        if listener is not None:
+            listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:
+                    client.close()
+                    server.close()
+                    return
+                self._open.update((client, server))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for conn in (source, sink):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
