@@ -133,9 +133,12 @@ class Delivery:
     def begin(self) -> None:
         self._batch = dict(self.committed)
         self._gaps = {}
+        self._first_seen: dict[str, int] = {}
 
     def admit(self, source: str, seq: int) -> str:
         """NEW (store it), RESENT (already handled) or GAP (an earlier seq is missing)."""
+        if source not in self.committed:
+            self._first_seen.setdefault(source, seq)
         done = self._batch.get(source, seq - 1)
         if seq <= done:
             return RESENT
@@ -149,6 +152,12 @@ class Delivery:
         """The committed seqs this batch has reached so far (for its documents)."""
         return {source: seq for source, seq in self._batch.items()
                 if self.committed.get(source) != seq}
+
+    def abort(self) -> None:
+        """The batch was not stored: keep nothing of it, but remember where a new
+        producer started, so that its resent tweets are not taken for a gap."""
+        for source, seq in self._first_seen.items():
+            self.committed.setdefault(source, seq - 1)
 
     def commit(self) -> tuple[dict[str, int], dict[str, int]]:
         """Keep the batch's progress; ``(acks, resends)`` to send to producers."""
@@ -335,6 +344,7 @@ class BatchWriter:
                 self.store.drain()  # an idle moment to write what the spool holds
         except BaseException:
             self.seen_ids.forget(new_ids)  # not stored: let the resent tweets in
+            self.delivery.abort()
             raise
         acks, resends = self.delivery.commit()
         if self.quarantine is not None and malformed:

@@ -230,3 +230,30 @@ def test_batch_summary_is_one_line() -> None:
     line = stats.summary()
     assert "\n" not in line
     assert "10 lines, 8 kept" in line and "704,753,890" in line and "12 ms" in line
+
+
+@pytest.mark.spark
+def test_hostile_input_is_counted_quarantined_and_never_loses_a_batch(
+    run_job, tweet_socket, store, durable, tmp_path
+) -> None:
+    quarantine = spark_streaming.Quarantine(tmp_path / "quarantine.jsonl")
+    job = run_job(BatchWriter(durable, lambda: (COUNT, True), quarantine=quarantine))
+    hostile = [
+        b"\xff\xfe\xfd not utf-8 at all\n",
+        b"{not json\n",
+        b'{"id": "9", "lang": "en"}\n',  # no text
+        b'{"id": "10", "text": "\\ud83d lone surrogate", "$set": {"a.b": 1}, "x.y": 2}\n',
+        json.dumps({"id": "11", "text": "huge " * 220_000}).encode() + b"\n",  # ~1.1 MB
+        b"[" * 50_000 + b"\n",
+        tweet("12", "a normal tweet after all that"),
+    ]
+    tweet_socket.send(b"".join(hostile))
+    batches = job.wait_for(lambda seen: total(seen, "lines") >= len(hostile))
+    assert total(batches, "malformed") == 4
+    assert total(batches, "kept") == 3
+    content = [t for doc in store.collection.find().sort("timestamp", 1) for t in doc["content"]]
+    assert content[0] == "lone surrogate" and content[2] == "a normal tweet after all that"
+    assert len(content[1]) > 1_000_000
+    reasons = [json.loads(line)["reason"]
+               for line in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
+    assert sorted(reasons) == ["JSON nested too deeply", "no text", "not JSON", "not JSON"]
