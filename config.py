@@ -73,6 +73,7 @@ class Settings:
     database: str = "covid19"
     collection: str = "tweet_batches"
     embedded_db_path: Path = Path("data/db")
+    batch_metrics: str = "auto"
     # both
     log_level: str = "INFO"
 
@@ -282,6 +283,9 @@ OPTIONS: dict[str, Option] = {
                _mongo_name("collection", "$\0"), "collection name", "NAME"),
         Option("embedded_db_path", "EMBEDDED_DB_PATH", "--embedded-db-path",
                lambda raw: Path(_non_empty(raw)), "folder of the embedded store", "PATH"),
+        Option("batch_metrics", "BATCH_METRICS", "--batch-metrics", _choice("auto", "on", "off"),
+               "store per-batch metrics in the batch_metrics collection: on, off, or auto "
+               "(on for the embedded store, off for MongoDB)", "{auto,on,off}"),
         Option("log_level", "LOG_LEVEL", "--log-level", _log_level,
                "DEBUG, INFO, WARNING or ERROR", "LEVEL"),
     ]
@@ -291,7 +295,8 @@ STREAM_OPTIONS = ("source", "bearer_token", "twitter_rules", "replay_file", "rat
                   "host", "port", "ack_port", "buffer_size", "journal_path", "log_level")
 SPARK_OPTIONS = ("host", "port", "ack_port", "batch_seconds", "master", "duration", "mongo_uri",
                  "database", "collection", "embedded_db_path", "spool_path",
-                 "quarantine_path", "worldometer_url", "scrape_timeout", "log_level")
+                 "quarantine_path", "batch_metrics", "worldometer_url", "scrape_timeout",
+                 "log_level")
 SCRAPE_OPTIONS = ("worldometer_url", "scrape_timeout", "log_level")
 STORE_OPTIONS = ("mongo_uri", "database", "collection", "embedded_db_path", "log_level")
 

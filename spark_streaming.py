@@ -35,9 +35,11 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from pyspark.streaming.listener import StreamingListener
 
 import config
 import scrape
@@ -48,6 +50,7 @@ log = logging.getLogger("spark_streaming")
 
 PROJECT_DIR = Path(__file__).resolve().parent
 LOG4J_CONFIG = PROJECT_DIR / "conf" / "log4j2.properties"
+METRICS_COLLECTION = "batch_metrics"
 SEEN_IDS_LIMIT = 200_000  # tweet ids remembered across batches to drop redeliveries
 
 
@@ -245,6 +248,74 @@ class AckClient:
             self._sock = None
 
 
+def _delay_ms(value: Any) -> int | None:
+    """A delay from Spark's JavaBatchInfo (a long, -1 when unknown), as an int or None."""
+    return int(value) if value is not None and int(value) >= 0 else None
+
+
+class BatchMetrics(StreamingListener):
+    """Spark's own figures for each batch (records received, scheduling and
+    processing delay) logged next to the job's counts, in one line per batch,
+    and optionally stored in a ``batch_metrics`` collection.
+
+    Registered as a ``StreamingListener``; Spark calls :meth:`onBatchCompleted`
+    once the batch's output (``BatchWriter.process``) has finished.
+    """
+
+    def __init__(self, writer: BatchWriter, collection: Any = None) -> None:
+        super().__init__()
+        self.writer = writer
+        self.collection = collection
+        self._warned = False
+
+    def line(self, stats: BatchStats | None, when: str, records: int,
+             scheduling_ms: int | None, processing_ms: int | None) -> str:
+        """The batch's log line: the job's summary, then Spark's figures."""
+        spark = (f"Spark: {records} records, scheduling delay {scheduling_ms} ms, "
+                 f"processing {processing_ms} ms")
+        if stats is None:
+            return f"batch {when}: not stored, see the error above; {spark}"
+        return f"{stats.summary()}; {spark}"
+
+    def record(self, stats: BatchStats | None, when: str, moment: datetime, records: int,
+               scheduling_ms: int | None, processing_ms: int | None) -> None:
+        log.info(self.line(stats, when, records, scheduling_ms, processing_ms))
+        if self.collection is None:
+            return
+        document: dict[str, Any] = {
+            "_id": when, "timestamp": transform.to_utc(moment), "records": records,
+            "scheduling_delay_ms": scheduling_ms, "processing_delay_ms": processing_ms,
+            "stored": stats is not None,
+        }
+        if stats is not None:
+            document.update(
+                lines=stats.lines, kept=stats.kept, empty=stats.empty,
+                malformed=stats.malformed, duplicates=stats.duplicates,
+                out_of_order=stats.out_of_order, total_case_count=stats.total_case_count,
+                count_fresh=stats.count_fresh, write_ms=stats.write_ms, spooled=stats.spooled)
+        try:
+            self.collection.replace_one({"_id": when}, document, upsert=True)
+        except storage.STORE_ERRORS as err:  # metrics are best effort: never spooled
+            if not self._warned:
+                log.warning("cannot store batch metrics: %s", err)
+            self._warned = True
+        else:
+            self._warned = False
+
+    # -- StreamingListener (called by Spark through py4j)
+
+    def onBatchCompleted(self, batch_completed: Any) -> None:  # noqa: N802 (Spark's name)
+        try:
+            info = batch_completed.batchInfo()
+            millis = int(info.batchTime().milliseconds())
+            moment = datetime.fromtimestamp(millis / 1000, UTC)
+            stats = self.writer.take_stats(millis)
+            self.record(stats, transform.batch_id(moment), moment, int(info.numRecords()),
+                        _delay_ms(info.schedulingDelay()), _delay_ms(info.processingDelay()))
+        except Exception:  # a listener must never break Spark's event loop
+            log.exception("batch metrics failed")
+
+
 class BatchWriter:
     """The driver's part of each batch: drop what was already stored, fetch
     the count once, build the document(s), store them, acknowledge.
@@ -275,6 +346,14 @@ class BatchWriter:
         self.max_content_bytes = max_content_bytes
         self._finished = threading.Condition()
         self._last_finished = -math.inf  # epoch seconds of the last batch handled
+        #: set by create_context when BatchMetrics logs each batch's line instead
+        self.metrics_attached = False
+        self._stats: OrderedDict[int, BatchStats] = OrderedDict()  # batch ms -> stats
+
+    def take_stats(self, batch_millis: int) -> BatchStats | None:
+        """The stats of the batch at ``batch_millis`` (once), None if it failed."""
+        with self._finished:
+            return self._stats.pop(batch_millis, None)
     def process(self, batch_time: datetime, rdd: Any) -> None:
         """``foreachRDD`` hook: collect the batch's records and write them."""
         try:
@@ -287,7 +366,13 @@ class BatchWriter:
             with self._finished:
                 self._last_finished = max(self._last_finished, batch_time.timestamp())
                 self._finished.notify_all()
-        log.info(stats.summary())
+        if self.metrics_attached:
+            with self._finished:
+                self._stats[round(batch_time.timestamp() * 1000)] = stats
+                while len(self._stats) > 100:
+                    self._stats.popitem(last=False)
+        else:
+            log.info(stats.summary())
         if self.on_batch is not None:
             self.on_batch(stats)
 
@@ -417,8 +502,14 @@ def start_spark(settings: config.Settings, **extra_conf: str) -> Any:
     return spark_context
 
 
-def create_context(settings: config.Settings, writer: BatchWriter, spark_context: Any) -> Any:
-    """The whole streaming graph: socket lines -> process_line -> writer.process."""
+def create_context(
+    settings: config.Settings,
+    writer: BatchWriter,
+    spark_context: Any,
+    metrics_collection: Any = None,
+) -> Any:
+    """The whole streaming graph: socket lines -> process_line -> writer.process,
+    and a :class:`BatchMetrics` listener (storing into ``metrics_collection`` if given)."""
     from pyspark import StorageLevel
     from pyspark.streaming import StreamingContext
 
@@ -430,6 +521,8 @@ def create_context(settings: config.Settings, writer: BatchWriter, spark_context
         ssc = StreamingContext(spark_context, settings.batch_seconds)
     lines = ssc.socketTextStream(settings.host, settings.port, storageLevel=level)
     lines.map(transform.process_line).foreachRDD(writer.process)
+    ssc.addStreamingListener(BatchMetrics(writer, metrics_collection))
+    writer.metrics_attached = True
     return ssc
 
 
@@ -491,7 +584,10 @@ def main(argv: list[str] | None = None) -> int:
     acks = AckClient(settings.host, settings.ack_port)
     writer = BatchWriter(durable, counter.current, delivery=Delivery(delivered), acks=acks,
                          quarantine=Quarantine(settings.quarantine_path))
-    ssc = create_context(settings, writer, start_spark(settings))
+    metrics = settings.batch_metrics == "on" or (
+        settings.batch_metrics == "auto" and not settings.mongo_uri)
+    ssc = create_context(settings, writer, start_spark(settings),
+                         store.sibling(METRICS_COLLECTION) if metrics else None)
 
     stop = threading.Event()
 

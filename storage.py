@@ -77,6 +77,10 @@ class BatchStore:
                     found[source] = max(seq, found.get(source, -1))
         return found
 
+    def sibling(self, name: str) -> Any:
+        """Another collection of the same database (``batch_metrics``)."""
+        return self.collection.database[name]
+
     def latest(self, limit: int) -> list[dict[str, Any]]:
         """The ``limit`` most recent documents, oldest first."""
         newest = self.collection.find().sort("timestamp", pymongo.DESCENDING).limit(limit)

@@ -38,14 +38,25 @@ def durable(store, tmp_path) -> storage.DurableStore:
                                 retry_delays=(0.01,))
 
 
+class MetricsCollection:
+    """Stands in for the batch_metrics collection; a test can await its documents."""
+
+    def __init__(self) -> None:
+        self.documents: queue.Queue[dict] = queue.Queue()
+
+    def replace_one(self, _filter: dict, document: dict, upsert: bool) -> None:
+        self.documents.put(document)
+
+
 class JobRun:
     """A StreamingContext with 1 s batches on the shared SparkContext."""
 
     def __init__(self, spark_context, port: int, writer: BatchWriter) -> None:
         self.batches: queue.Queue[BatchStats] = queue.Queue()
+        self.metrics = MetricsCollection()
         writer.on_batch = self.batches.put
         settings = config.Settings(host="127.0.0.1", port=port, batch_seconds=1)
-        self.ssc = spark_streaming.create_context(settings, writer, spark_context)
+        self.ssc = spark_streaming.create_context(settings, writer, spark_context, self.metrics)
         self.ssc.start()
 
     def wait_for(self, done: Callable[[list[BatchStats]], bool]) -> list[BatchStats]:
@@ -118,6 +129,17 @@ def test_batches_are_stored_in_the_contract_shape(run_job, tweet_socket, store, 
         assert doc["timestamp"].utcoffset().total_seconds() == 0
         assert type(doc["total_case_count"]) is int
         assert doc["total_case_count"] == COUNT
+    # Spark's own figures for the same batches, next to the job's counts
+    metrics: dict[str, dict] = {}
+    while sum(m["records"] for m in metrics.values()) < 8:
+        metric = job.metrics.documents.get(timeout=BATCH_WAIT_SECONDS)
+        metrics[metric["_id"]] = metric
+    for doc in documents:
+        metric = metrics[doc["_id"]]
+        assert metric["kept"] == len(doc["content"]) and metric["stored"]
+        assert metric["records"] == metric["lines"]
+        assert metric["scheduling_delay_ms"] >= 0 and metric["processing_delay_ms"] >= 0
+        assert metric["total_case_count"] == COUNT and metric["count_fresh"]
     stored_times = {doc["timestamp"] for doc in documents}
     batch_times = {stats.batch_time.astimezone(UTC) for stats in batches if stats.kept}
     assert stored_times == batch_times
