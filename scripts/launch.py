@@ -6,8 +6,9 @@ Usage: python scripts/launch.py run     # replay source at 5 tweets/s, looping, 
 The card's way, two terminals, works the same: run `python stream.py` in one,
 `python spark_streaming.py` in the other. This only saves the second terminal.
 ``run`` uses your settings (.env, environment) except the tweet source; ``demo``
-uses its own ports, the project's saved page served from 127.0.0.1 and a fresh
-store, journal and spool under data/demo, so it cannot touch your data.
+uses its own ports, the project's saved page served from 127.0.0.1, the
+embedded store in data/db (see its batches again with `python report.py
+inspect`) and a fresh journal and spool under data/demo.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import socket
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-DEMO_DATA = PROJECT / "data" / "demo"  # the demo's store, journal, spool: new each run
-DEMO_DB = DEMO_DATA / "db"
+DEMO_DATA = PROJECT / "data" / "demo"  # the demo's journal and spool: new each run
 DEMO_REPORT = PROJECT / "report.png"  # git-ignored
 DEMO_BATCH_SECONDS = 5
 DEMO_BATCHES = 3
@@ -75,7 +76,10 @@ def main() -> int:
     ports = ["--port", str(free_port()), "--ack-port", str(free_port())]
     url = f"http://127.0.0.1:{page.server_address[1]}/worldometers.html"
     shutil.rmtree(DEMO_DATA, ignore_errors=True)
-    store = ["--embedded-db-path", str(DEMO_DB)]
+    # always the embedded store in data/db (where `report.py inspect` looks), even if
+    # .env names a MongoDB; the empty --mongo-uri beats the environment
+    store = ["--mongo-uri", "", "--embedded-db-path", "data/db"]
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     duration = DEMO_BATCH_SECONDS * DEMO_BATCHES
     code = run_pair(
         ["--source", "replay", "--rate", "4", "--loop", *ports,
@@ -88,13 +92,14 @@ def main() -> int:
     if code != 0:
         return code
     print("\n== stored batches ==", flush=True)
-    subprocess.run([PYTHON, "report.py", "inspect", *store], cwd=PROJECT, check=True)
+    subprocess.run([PYTHON, "report.py", "inspect", "--last", str(DEMO_BATCHES + 2), *store],
+                   cwd=PROJECT, check=True)
     print("\n== the last document, as MongoDB Extended JSON ==", flush=True)
     subprocess.run([PYTHON, "report.py", "inspect", "--last", "1", "--json", *store],
                    cwd=PROJECT, check=True)
     print("\n== the report figure ==", flush=True)
-    plot = subprocess.run([PYTHON, "report.py", "plot", "--out", str(DEMO_REPORT), *store],
-                          cwd=PROJECT)
+    plot = subprocess.run([PYTHON, "report.py", "plot", "--since", started,
+                           "--out", str(DEMO_REPORT), *store], cwd=PROJECT)
     if plot.returncode != 0:  # report.py said why in one line (e.g. nothing was stored)
         return plot.returncode
     print(f"report figure: {DEMO_REPORT}", flush=True)
