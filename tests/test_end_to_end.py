@@ -2,60 +2,35 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from processes import PROJECT, PageServer, clean_env, free_port, job, producer
 
 import config
 import storage
 import transform
 import utility
 
-PROJECT = Path(__file__).resolve().parents[1]
 SAMPLE = PROJECT / "samples" / "tweets.jsonl"
-PROCESS_TIMEOUT = 120
-BATCH_LINE = re.compile(r"batch \S+: (\d+) lines")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in {opt.env for opt in config.OPTIONS.values()}}
-    env.update(extra)
-    return env
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, *args], cwd=PROJECT, env=clean_env(**env),
-                          capture_output=True, text=True, timeout=PROCESS_TIMEOUT)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture
-def page_url() -> Iterator[str]:
-    """The project's saved worldometers page, served from 127.0.0.1."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
-                                directory=str(PROJECT / "samples"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/worldometers.html"
-    server.shutdown()
+def page() -> Iterator[PageServer]:
+    server = PageServer()
+    yield server
+    server.close()
 
 
 def expected_content(path: Path) -> tuple[int, list[str]]:
@@ -73,57 +48,23 @@ def expected_content(path: Path) -> tuple[int, list[str]]:
 
 
 @pytest.mark.e2e
-def test_stream_and_spark_processes_store_the_sample_file(tmp_path, page_url) -> None:
-    port, ack_port = str(free_port()), str(free_port())
-    db_path = tmp_path / "db"
+def test_stream_and_spark_processes_store_the_sample_file(tmp_path, page) -> None:
+    port, ack_port = free_port(), free_port()
     sent, content = expected_content(SAMPLE)
-    producer = subprocess.Popen(
-        [sys.executable, "stream.py", "--source", "replay", "--replay-file", str(SAMPLE),
-         "--rate", "0", "--port", port, "--ack-port", ack_port,
-         "--journal-path", str(tmp_path / "journal")],
-        cwd=PROJECT, env=clean_env(), stderr=subprocess.PIPE, text=True,
-    )
-    job = subprocess.Popen(
-        [sys.executable, "spark_streaming.py", "--port", port, "--ack-port", ack_port,
-         "--batch-seconds", "1", "--worldometer-url", page_url,
-         "--embedded-db-path", str(db_path), "--spool-path", str(tmp_path / "spool.jsonl"),
-         "--quarantine-path", str(tmp_path / "quarantine.jsonl")],
-        cwd=PROJECT, env=clean_env(), stderr=subprocess.PIPE, text=True,
-    )
-    job_log: list[str] = []
-    all_received = threading.Event()
-
-    def follow_job_log() -> None:
-        received = 0
-        assert job.stderr is not None
-        for line in job.stderr:
-            job_log.append(line)
-            match = BATCH_LINE.search(line)
-            if match:
-                received += int(match.group(1))
-                if received >= sent:
-                    all_received.set()
-
-    follower = threading.Thread(target=follow_job_log, daemon=True)
-    follower.start()
+    source = producer(tmp_path, SAMPLE, port, ack_port, 0)
+    consumer = job(tmp_path, port, ack_port, page.url)
     try:
-        assert all_received.wait(PROCESS_TIMEOUT), "".join(job_log)
-        # the producer exits by itself once everything was delivered
-        assert producer.wait(PROCESS_TIMEOUT) == 0
-        job.send_signal(signal.SIGTERM)  # a graceful stop, as Ctrl-C would be
-        assert job.wait(PROCESS_TIMEOUT) == 0, "".join(job_log)
+        # the producer exits by itself once the job has acknowledged every tweet
+        assert source.process.wait(120) == 0, source.log
+        assert consumer.stop() == 0, consumer.log  # SIGTERM: a graceful stop, as Ctrl-C
     finally:
-        for process in (producer, job):
-            if process.poll() is None:
-                process.kill()
-    follower.join(10)
-    log_text = "".join(job_log)
-    assert "Traceback" not in log_text
+        source.kill()
+        consumer.kill()
+    assert "Traceback" not in consumer.log + source.log
     # Spark's own INFO chatter stays hidden (its lines are tagged "spark" by conf/log4j2)
-    assert not re.search(r"^\S+ INFO\s+spark ", log_text, flags=re.M)
+    assert not re.search(r"^\S+ INFO\s+spark ", consumer.log, flags=re.M)
 
-    settings = config.Settings(embedded_db_path=db_path)
-    store = storage.open_store(settings)
+    store = storage.open_store(config.Settings(embedded_db_path=tmp_path / "db"))
     try:
         documents = list(store.collection.find().sort("timestamp", 1))
     finally:
