@@ -354,6 +354,7 @@ class BatchWriter:
         """The stats of the batch at ``batch_millis`` (once), None if it failed."""
         with self._finished:
             return self._stats.pop(batch_millis, None)
+
     def process(self, batch_time: datetime, rdd: Any) -> None:
         """``foreachRDD`` hook: collect the batch's records and write them."""
         try:
