@@ -132,11 +132,12 @@ class Delivery:
         self._open_gaps: dict[str, int] = {}  # source -> batches the gap stayed open
         self._batch: dict[str, int] = {}
         self._gaps: dict[str, int] = {}  # source -> smallest seq seen past a gap
+        self._first_seen: dict[str, int] = {}  # new sources: their first seq this batch
 
     def begin(self) -> None:
         self._batch = dict(self.committed)
         self._gaps = {}
-        self._first_seen: dict[str, int] = {}
+        self._first_seen = {}
 
     def admit(self, source: str, seq: int) -> str:
         """NEW (store it), RESENT (already handled) or GAP (an earlier seq is missing)."""
