@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import montydb.errors
 import pymongo
+import pymongo.errors
 from bson import json_util
 from montydb.errors import MontyError
 from pymongo.errors import PyMongoError
@@ -37,6 +39,7 @@ RETRY_DELAYS = (0.5, 1.0)
 DELIVERY_SCAN_LIMIT = 1_000
 #: Errors that mean "the store is unavailable right now", for either store kind.
 STORE_ERRORS: tuple[type[BaseException], ...] = (PyMongoError, MontyError, sqlite3.Error, OSError)
+DUPLICATE_KEY_ERRORS = (pymongo.errors.DuplicateKeyError, montydb.errors.DuplicateKeyError)
 SPOOL_JSON = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True)
 
 
@@ -61,8 +64,15 @@ class BatchStore:
         self.collection.create_index([("timestamp", pymongo.ASCENDING)])
 
     def write(self, document: dict[str, Any]) -> None:
-        """Insert or replace ``document`` by its ``_id``."""
-        self.collection.replace_one({"_id": document["_id"]}, document, upsert=True)
+        """Insert ``document``, or replace the one with its ``_id`` (a batch written again).
+
+        Insert first: it is what almost every write is, and the embedded store
+        answers an upsert by reading every stored document.
+        """
+        try:
+            self.collection.insert_one(document)
+        except DUPLICATE_KEY_ERRORS:
+            self.collection.replace_one({"_id": document["_id"]}, document)
 
     def delivered(self) -> dict[str, int]:
         """Per producer source, the highest sequence number the stored documents
