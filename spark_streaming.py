@@ -229,6 +229,8 @@ class AckClient:
         if not lines:
             return
         try:
+            if self._sock is not None and _peer_has_closed(self._sock):
+                self.close()  # the producer restarted: a write would vanish silently
             if self._sock is None:
                 self._sock = socket.create_connection(self.address, timeout=self.TIMEOUT)
             self._sock.sendall(b"".join(lines))
@@ -315,6 +317,16 @@ class BatchMetrics(StreamingListener):
                         _delay_ms(info.schedulingDelay()), _delay_ms(info.processingDelay()))
         except Exception:  # a listener must never break Spark's event loop
             log.exception("batch metrics failed")
+
+
+def _peer_has_closed(sock: socket.socket) -> bool:
+    """True when the other end closed ``sock`` (the producer never writes to it)."""
+    try:
+        return sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:  # reset
+        return True
 
 
 class BatchWriter:
@@ -433,11 +445,14 @@ class BatchWriter:
             self.seen_ids.forget(new_ids)  # not stored: let the resent tweets in
             self.delivery.abort()
             raise
-        acks, resends = self.delivery.commit()
+        _, resends = self.delivery.commit()
         if self.quarantine is not None and malformed:
             self.quarantine.add(batch_time, malformed)
         if self.acks is not None:
-            self.acks.send([transform.ack_line(source, seq) for source, seq in acks.items()]
+            # every batch, empty ones too, repeats where each producer stands: an ack
+            # lost on the way (the producer restarted) is made good by the next one
+            self.acks.send([transform.ack_line(source, seq)
+                            for source, seq in self.delivery.committed.items()]
                            + [transform.resend_line(source, seq)
                               for source, seq in resends.items()])
         return stats
