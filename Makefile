@@ -9,12 +9,13 @@ STAMP  := $(VENV)/.installed
 JONGODB_PKG := @jongodb/memory-server-bin-linux-x64-gnu@0.1.6
 JONGODB     := .tools/node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/jongodb
 
-.PHONY: help install check-java run demo test lint diagram clean
+.PHONY: help install check-java run demo test lint bench diagram clean
 
 help:
 	@echo "make run      both processes (replay source, embedded store) until Ctrl-C"
 	@echo "make demo     offline demo: ~3 short batches from the sample file, then what was stored"
 	@echo "make test     lint + the whole test suite"
+	@echo "make bench    benchmark: bare Spark receiver vs full pipeline, parse speed (< 10 min)"
 	@echo "make diagram  render flow_diagram.png from flow_diagram.dot (needs Graphviz)"
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -47,6 +48,15 @@ $(JONGODB):
 
 test: install check-java lint $(JONGODB)
 	JONGODB_BIN=$(JONGODB) $(VENV)/bin/pytest
+
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) bench/requirements.txt
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	@touch $(BENCH_STAMP)
+
+bench: install check-java $(BENCH_STAMP)
+	$(PY) -m bench.run
 
 diagram:
 	dot -Tpng -Gdpi=100 flow_diagram.dot -o flow_diagram.png

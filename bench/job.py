@@ -1,0 +1,177 @@
+"""The benchmark's Spark driver: the bare receiver or the full pipeline.
+
+Run by bench/run.py as its own process (so that the driver, its JVM and the
+Python workers are measured together, apart from the producer):
+
+    python -m bench.job bare --port P --ack-port A --ack-source SRC [--batch-seconds S]
+    python -m bench.job full -- --port P --ack-port A --batch-seconds S ...  # its flags
+
+``full`` is ``spark_streaming.main()`` itself, the job a user runs, given its
+own flags (ports, page URL, store and spool paths, ...) after ``--``. Two hooks
+are added around it and nothing else changes: the store ``storage.open_store``
+opens is wrapped so that each document written also reports how long its
+tweets took from the producer (their send time is in their text, see
+bench.tweets), and ``create_context`` also registers a StreamingListener that
+reports every batch. SIGTERM stops it the way it stops for a user.
+
+``bare`` is ``socketTextStream`` with each batch only counted in the JVM
+(``rdd._jrdd.count()``): the receiver's ceiling, no Python on the executors.
+So that both jobs share the same producer (journal, tweets held until
+acknowledged), it acknowledges what it counted, as the full job acknowledges
+what it stored: the producer numbers its tweets 1, 2, ... in order.
+
+Both print JSON lines on stdout: ``started``; ``batch`` per completed batch
+(records, scheduling/processing/total delay in ms, from the listener);
+``stored`` per document written (full: when, how many tweets, a sample of
+their latencies in ms) or ``counted`` per batch (bare).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+import warnings
+from typing import Any
+
+from pyspark.streaming.listener import StreamingListener
+
+import config
+import spark_streaming
+import storage
+import transform
+from bench.tweets import stamp_of
+
+LATENCY_SAMPLES_PER_WRITE = 2_000
+
+
+class Output:
+    """JSON lines on stdout, from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        line = json.dumps({"event": event, "t": time.time(), **fields}, default=str)
+        with self._lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+
+OUT = Output()
+
+
+class BatchListener(StreamingListener):
+    """Reports every completed batch: what Spark's UI shows per batch."""
+
+    def onBatchCompleted(self, batchCompleted: Any) -> None:  # noqa: N802, N803 - Spark's names
+        info = batchCompleted.batchInfo()
+        OUT.emit(
+            "batch",
+            batch_ms=info.batchTime().milliseconds(),
+            records=info.numRecords(),
+            scheduling_delay_ms=info.schedulingDelay(),
+            processing_delay_ms=info.processingDelay(),
+            total_delay_ms=info.totalDelay(),
+        )
+
+
+class TimingStore:
+    """The real store, plus: how long ago were the tweets just stored sent?"""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def write(self, document: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        result = self._inner.write(document, *args, **kwargs)
+        now = time.time()
+        texts = document["content"]
+        step = max(1, len(texts) // LATENCY_SAMPLES_PER_WRITE)
+        latencies = []
+        for text in texts[::step]:
+            sent = stamp_of(text)
+            if sent is not None:
+                latencies.append(round((now - sent) * 1000, 1))
+        OUT.emit("stored", tweets=len(texts), latencies_ms=latencies,
+                 document_id=document.get("_id"))
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def run_full(argv: list[str]) -> int:
+    """spark_streaming.main(argv), measured."""
+    open_store, create_context = storage.open_store, spark_streaming.create_context
+
+    def timed_open_store(settings: config.Settings) -> Any:
+        return TimingStore(open_store(settings))
+
+    def listened_create_context(*args: Any, **kwargs: Any) -> Any:
+        ssc = create_context(*args, **kwargs)
+        ssc.addStreamingListener(BatchListener())
+        OUT.emit("started")
+        return ssc
+
+    storage.open_store = timed_open_store
+    spark_streaming.create_context = listened_create_context
+    return spark_streaming.main(argv)
+
+
+def run_bare(args: argparse.Namespace) -> int:
+    """socketTextStream -> count each batch in the JVM and acknowledge it, nothing else."""
+    from pyspark import StorageLevel
+    from pyspark.streaming import StreamingContext
+
+    settings = config.Settings(host="127.0.0.1", port=args.port, master=args.master,
+                               batch_seconds=args.batch_seconds)
+    spark_context = spark_streaming.start_spark(settings)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="DStream is deprecated", category=FutureWarning)
+        ssc = StreamingContext(spark_context, settings.batch_seconds)
+    lines = ssc.socketTextStream(settings.host, settings.port,
+                                 storageLevel=StorageLevel.MEMORY_AND_DISK)
+    acks = spark_streaming.AckClient(settings.host, args.ack_port)
+    counted = 0
+
+    def count(batch_time: Any, rdd: Any) -> None:
+        nonlocal counted
+        lines_in_batch = rdd._jrdd.count()
+        counted += lines_in_batch
+        if lines_in_batch:
+            acks.send([transform.ack_line(args.ack_source, counted)])
+        OUT.emit("counted", lines=lines_in_batch)
+
+    lines.foreachRDD(count)
+    ssc.addStreamingListener(BatchListener())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    ssc.start()
+    OUT.emit("started")
+    while not stop.wait(0.5):
+        pass
+    ssc.stop(stopSparkContext=True, stopGraceFully=False)
+    acks.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "full":
+        rest = argv[1:]
+        return run_full(rest[1:] if rest[:1] == ["--"] else rest)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=("bare",))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ack-port", type=int, required=True)
+    parser.add_argument("--ack-source", required=True, help="the producer's source id")
+    parser.add_argument("--batch-seconds", type=float, default=2.0)
+    parser.add_argument("--master", default="local[2]")
+    return run_bare(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The benchmark's producer: synthetic tweets through the real utility.TweetServer.
+
+Run by bench/run.py as its own process (so its memory and CPU are its own):
+
+    python -m bench.producer --port P --ack-port A --journal DIR [--buffer-size N]
+
+It is stream.py with a synthetic source: the same ``TweetServer`` with the
+same journal and acknowledgements (a tweet is held, in memory and in the
+journal, until the job says it is stored) and the same default buffer size.
+It serves the socket at once and reads commands on stdin, one per line:
+
+    rate N     offer N tweets/s from now on (N = 0: pause)
+    rate max   as fast as the consumer takes them (keeps at most --max-pending held)
+    quit       close the server and exit (so does the end of stdin)
+
+Every 0.25 s it prints one JSON line on stdout: ``{"t": epoch seconds,
+"source": the server's source id, "offered": tweets made, "refused": tweets
+the server would not take (buffer full), "sent": server.sent, "pending":
+server.pending (held), "acked": server.acked, ...}``.
+Each tweet carries its send time in its text (bench.tweets), taken when it is
+handed to :meth:`TweetServer.put`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+import config
+from bench.tweets import TweetFactory
+from utility import Journal, TweetServer
+
+TICK_SECONDS = 0.005
+REPORT_SECONDS = 0.25
+MAX_BURST_SECONDS = 0.5  # a producer that fell behind this much does not catch up in one go
+
+
+class Control:
+    """The offered rate, set from stdin; ``None`` = as fast as possible."""
+
+    def __init__(self) -> None:
+        self.rate: float | None = 0.0
+        self.changed = threading.Event()
+        self.quit = threading.Event()
+
+    def read(self, stream: object) -> None:
+        for raw in stream:  # type: ignore[attr-defined]
+            words = raw.split()
+            if not words:
+                continue
+            if words[0] == "quit":
+                break
+            if words[0] == "rate" and len(words) == 2:
+                self.rate = None if words[1] == "max" else float(words[1])
+                self.changed.set()
+        self.quit.set()
+        self.changed.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ack-port", type=int, required=True)
+    parser.add_argument("--journal", type=Path, required=True)
+    parser.add_argument("--buffer-size", type=int, default=config.Settings().buffer_size)
+    parser.add_argument("--max-pending", type=int, default=50_000)
+    parser.add_argument("--seed", type=int, default=2026)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s producer %(levelname)s %(name)s: %(message)s")
+
+    factory = TweetFactory(seed=args.seed)
+    server = TweetServer(args.host, args.port, args.buffer_size, ack_port=args.ack_port,
+                         journal=Journal(args.journal))
+    server.start()
+    control = Control()
+    threading.Thread(target=control.read, args=(sys.stdin,), daemon=True).start()
+    offered = refused = 0
+    lock = threading.Lock()
+
+    def report() -> None:
+        while not control.quit.wait(REPORT_SECONDS):
+            with lock:
+                line = {"t": time.time(), "source": server.source, "offered": offered,
+                        "refused": refused, "sent": server.sent, "pending": server.pending,
+                        "acked": server.acked, "dropped": server.dropped,
+                        "connections": server.connections}
+            sys.stdout.write(json.dumps(line) + "\n")
+            sys.stdout.flush()
+
+    threading.Thread(target=report, daemon=True).start()
+
+    def offer(count: int) -> None:
+        nonlocal offered, refused
+        now = time.time()
+        not_taken = 0
+        for _ in range(count):
+            # past buffer_size TweetServer.put refuses the tweet (returns False)
+            not_taken += server.put(factory.next(stamp=now)) is False
+        with lock:
+            offered += count
+            refused += not_taken
+
+    try:
+        while not control.quit.is_set():
+            control.changed.clear()
+            rate = control.rate
+            if rate == 0:
+                control.changed.wait()
+                continue
+            start, done = time.monotonic(), 0
+            while not control.changed.is_set():
+                if rate is None:  # as fast as possible, bounded by what is held
+                    if server.pending >= args.max_pending:
+                        time.sleep(TICK_SECONDS / 5)
+                        continue
+                    offer(256)
+                    continue
+                due = int((time.monotonic() - start) * rate) - done
+                if due > rate * MAX_BURST_SECONDS:  # fell behind: note it, don't burst
+                    start += (due - rate * MAX_BURST_SECONDS) / rate
+                    due = int(rate * MAX_BURST_SECONDS)
+                if due > 0:
+                    offer(due)
+                    done += due
+                else:
+                    time.sleep(TICK_SECONDS)
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
