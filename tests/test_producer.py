@@ -790,3 +790,27 @@ def test_the_journal_keeps_what_was_not_acknowledged(tmp_path: Path) -> None:
             Journal(tmp_path / "journal")
     finally:
         again.close()
+
+
+def test_cli_warns_when_the_socket_is_reachable_from_the_network(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(PROJECT / "stream.py"), "--host", "0.0.0.0",
+         "--port", str(free_port()), "--ack-port", str(free_port()), "--loop", "--rate", "1"],
+        cwd=tmp_path, env=clean_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # the warning comes before the banner
+            seen.append(line)
+            if "serving tweets on" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        proc.kill()
+        assert proc.stderr is not None
+        proc.stderr.close()
+    warnings = [line for line in seen if "WARNING" in line]
+    assert len(warnings) == 1 and "reachable from the network" in warnings[0]
