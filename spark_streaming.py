@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import select
 import shutil
 import signal
 import socket
@@ -51,6 +52,7 @@ log = logging.getLogger("spark_streaming")
 PROJECT_DIR = Path(__file__).resolve().parent
 LOG4J_CONFIG = PROJECT_DIR / "conf" / "log4j2.properties"
 METRICS_COLLECTION = "batch_metrics"
+BLOCK_INTERVAL_MIN_MS = 200  # Spark's default block interval
 SEEN_IDS_LIMIT = 200_000  # tweet ids remembered across batches to drop redeliveries
 
 
@@ -321,10 +323,11 @@ class BatchMetrics(StreamingListener):
 
 def _peer_has_closed(sock: socket.socket) -> bool:
     """True when the other end closed ``sock`` (the producer never writes to it)."""
-    try:
-        return sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b""
-    except BlockingIOError:
+    readable, _, _ = select.select([sock], [], [], 0)  # never waits
+    if not readable:
         return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
     except OSError:  # reset
         return True
 
@@ -367,6 +370,13 @@ class BatchWriter:
         """The stats of the batch at ``batch_millis`` (once), None if it failed."""
         with self._finished:
             return self._stats.pop(batch_millis, None)
+
+    def log_untaken_stats(self) -> None:
+        """Log the line of batches Spark stopped before reporting (at shutdown)."""
+        with self._finished:
+            untaken, self._stats = list(self._stats.values()), OrderedDict()
+        for stats in untaken:
+            log.info(stats.summary())
 
     def process(self, batch_time: datetime, rdd: Any) -> None:
         """``foreachRDD`` hook: collect the batch's records and write them."""
@@ -510,6 +520,10 @@ def start_spark(settings: config.Settings, **extra_conf: str) -> Any:
         .setMaster(settings.master)
         .setAppName("covid19-live-stream")
         .set("spark.ui.showConsoleProgress", "false")
+        # each received block is one Python task (~50 ms of overhead each here): about
+        # four per batch instead of Spark's default of one every 200 ms
+        .set("spark.streaming.blockInterval",
+             f"{max(BLOCK_INTERVAL_MIN_MS, round(settings.batch_seconds * 1000 / 4))}ms")
         .set("spark.driver.extraJavaOptions",
              f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}")
     )
@@ -564,6 +578,7 @@ def run_until_stopped(
     if not writer.wait_for_batch_at_or_after(stop_at, settings.batch_seconds * 3 + 30):
         log.warning("the batch in flight did not finish in time; stopping anyway")
     ssc.stop(stopSparkContext=True, stopGraceFully=False)
+    writer.log_untaken_stats()
 
 
 def _java_missing() -> bool:

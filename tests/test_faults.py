@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -34,6 +35,7 @@ import storage
 from utility import Journal
 
 pytestmark = pytest.mark.e2e
+BATCH_WITH_TWEETS = re.compile(r"batch (\S+): \d+ lines, \d+ kept")
 
 
 def stored_texts(collection) -> list[str]:
@@ -197,11 +199,13 @@ def test_scrape_failures_never_cost_a_batch(tmp_path, page, ports, programs) -> 
         documents = list(store.collection.find())
     finally:
         store.close()
-    batches_with_tweets = sum(" kept (" in line for line in consumer.lines)
+    batches_with_tweets = {match.group(1) for match in map(BATCH_WITH_TWEETS.search,
+                                                           consumer.lines) if match}
     counts = collections.Counter(doc["total_case_count"] for doc in documents)
-    print(f"\nscrape failing in 3 windows: {batches_with_tweets} batches with tweets, "
+    print(f"\nscrape failing in 3 windows: {len(batches_with_tweets)} batches with tweets, "
           f"{len(documents)} documents, counts {dict(counts)}")
-    assert len(documents) == batches_with_tweets  # 100 % of batches written
+    assert {doc["_id"] for doc in documents} == batches_with_tweets  # 100 % written
+    assert "not stored" not in consumer.log
     assert set(counts) == {704_753_890, 704_800_000}  # the last good one while failing
     warnings = [line for line in consumer.lines if "case count unavailable" in line]
     assert len(warnings) == len(failures)  # one per failure window, not one per batch
