@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from processes import PageServer
 
 import config
 
@@ -59,3 +60,11 @@ def tweet_socket() -> Iterator[FakeTweetSocket]:
     fake = FakeTweetSocket()
     yield fake
     fake.close()
+
+
+@pytest.fixture
+def page() -> Iterator[PageServer]:
+    """The project's saved worldometers page, served from 127.0.0.1."""
+    server = PageServer()
+    yield server
+    server.close()

@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import config
+import transform
+import utility
 
 PROJECT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
@@ -45,6 +47,20 @@ def write_tweets(path: Path, count: int, prefix: str = "tweet") -> list[str]:
         for i, text in enumerate(texts):
             handle.write(json.dumps({"id": f"{prefix}-{i}", "text": text}) + "\n")
     return texts
+
+
+def expected_content(path: Path) -> tuple[int, list[str]]:
+    """(tweets in a replay file, their cleaned texts in order, empties and repeats dropped)."""
+    sent, content, seen = 0, [], set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        tweet = utility.tweet_from_payload(json.loads(line))
+        assert tweet is not None, line
+        sent += 1
+        cleaned = transform.clean_text(tweet["text"])
+        if cleaned and tweet["id"] not in seen:
+            content.append(cleaned)
+        seen.add(tweet["id"])
+    return sent, content
 
 
 class Program:

@@ -10,7 +10,6 @@ on the driver's folder: the executors get transform.py from the driver
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -23,12 +22,10 @@ from pathlib import Path
 
 import pyspark
 import pytest
-from processes import PROJECT, PageServer, Program, clean_env, free_port
+from processes import PROJECT, PageServer, Program, clean_env, expected_content, free_port
 
 import config
 import storage
-import transform
-import utility
 
 SAMPLE = PROJECT / "samples" / "tweets.jsonl"
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
@@ -139,27 +136,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     finally:
         for process in reversed(started):  # the worker first: it stops its executors
             process.stop()
-
-
-@pytest.fixture
-def page() -> Iterator[PageServer]:
-    server = PageServer()
-    yield server
-    server.close()
-
-
-def expected_content(path: Path) -> tuple[int, list[str]]:
-    """(tweets in the file, their cleaned texts in order, empties and repeats dropped)."""
-    sent, content, seen = 0, [], set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        tweet = utility.tweet_from_payload(json.loads(line))
-        assert tweet is not None, line
-        sent += 1
-        cleaned = transform.clean_text(tweet["text"])
-        if cleaned and tweet["id"] not in seen:
-            content.append(cleaned)
-        seen.add(tweet["id"])
-    return sent, content
 
 
 @pytest.mark.e2e

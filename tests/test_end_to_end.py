@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 import pytest
-from processes import PROJECT, PageServer, clean_env, free_port, job, producer
+from processes import PROJECT, clean_env, expected_content, free_port, job, producer
 
 import config
 import storage
-import transform
-import utility
 
 SAMPLE = PROJECT / "samples" / "tweets.jsonl"
 
@@ -24,27 +19,6 @@ SAMPLE = PROJECT / "samples" / "tweets.jsonl"
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, *args], cwd=PROJECT, env=clean_env(**env),
                           capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture
-def page() -> Iterator[PageServer]:
-    server = PageServer()
-    yield server
-    server.close()
-
-
-def expected_content(path: Path) -> tuple[int, list[str]]:
-    """(tweets in the file, their cleaned texts in order, empties and repeats dropped)."""
-    sent, content, seen = 0, [], set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        tweet = utility.tweet_from_payload(json.loads(line))
-        assert tweet is not None, line
-        sent += 1
-        cleaned = transform.clean_text(tweet["text"])
-        if cleaned and tweet["id"] not in seen:
-            content.append(cleaned)
-        seen.add(tweet["id"])
-    return sent, content
 
 
 @pytest.mark.e2e

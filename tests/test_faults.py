@@ -22,7 +22,6 @@ import pytest
 from processes import (
     PROJECT,
     OnOffProxy,
-    PageServer,
     Program,
     free_port,
     job,
@@ -59,13 +58,6 @@ def assert_exactly_once(sent: list[str], stored: list[str], label: str) -> None:
     assert missing == []
     assert doubled == 0
     assert len(stored) == len(sent)
-
-
-@pytest.fixture
-def page() -> Iterator[PageServer]:
-    server = PageServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture
