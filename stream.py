@@ -1,15 +1,18 @@
 """Serve tweets about Covid-19 on a TCP socket, one JSON object per line.
 
 Usage: stream.py [--source {twitter,replay}] [--replay-file PATH] [--rate N] [--loop]
-                 [--rules RULES] [--host HOST] [--port PORT] [--buffer-size N]
+                 [--rules RULES] [--host HOST] [--port PORT] [--ack-port PORT]
+                 [--buffer-size N] [--journal-path PATH]
 
 Run this first, then spark_streaming.py in a second terminal: Spark's socket
 receiver connects to HOST:PORT (default 127.0.0.1:5555) and reads the tweets in
-20-second batches. Tweets wait in a buffer while no consumer is connected.
+20-second batches. Every tweet is numbered, journaled (--journal-path) and kept
+until the job acknowledges it as stored (on --ack-port); a job that restarts, or
+this program after a restart, sends the unacknowledged ones again.
 
 Sources:
   replay   replay a newline-delimited JSON file (default: samples/tweets.jsonl);
-           with no --loop the program exits once a consumer has read every tweet
+           with no --loop the program exits once the job has stored every tweet
   twitter  the X API v2 filtered stream; needs TWITTER_BEARER_TOKEN in the
            environment or .env (a paid X API tier); runs until Ctrl-C
 
