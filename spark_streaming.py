@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import select
 import shutil
 import signal
 import socket
@@ -46,6 +45,7 @@ import config
 import scrape
 import storage
 import transform
+import utility
 
 log = logging.getLogger("spark_streaming")
 
@@ -231,7 +231,7 @@ class AckClient:
         if not lines:
             return
         try:
-            if self._sock is not None and _peer_has_closed(self._sock):
+            if self._sock is not None and utility.peer_has_closed(self._sock):
                 self.close()  # the producer restarted: a write would vanish silently
             if self._sock is None:
                 self._sock = socket.create_connection(self.address, timeout=self.TIMEOUT)
@@ -319,17 +319,6 @@ class BatchMetrics(StreamingListener):
                         _delay_ms(info.schedulingDelay()), _delay_ms(info.processingDelay()))
         except Exception:  # a listener must never break Spark's event loop
             log.exception("batch metrics failed")
-
-
-def _peer_has_closed(sock: socket.socket) -> bool:
-    """True when the other end closed ``sock`` (the producer never writes to it)."""
-    readable, _, _ = select.select([sock], [], [], 0)  # never waits
-    if not readable:
-        return False
-    try:
-        return sock.recv(1, socket.MSG_PEEK) == b""
-    except OSError:  # reset
-        return True
 
 
 class BatchWriter:

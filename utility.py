@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import select
 import socket
 import threading
 import time
@@ -498,7 +499,7 @@ class TweetServer:
                 if self.journal is not None and batch:
                     self.journal.flush()  # written ahead: what is sent is on record
             try:
-                if _peer_has_closed(conn):
+                if peer_has_closed(conn):
                     raise ConnectionResetError("consumer closed the connection")
                 if batch:
                     conn.sendall(b"".join(batch))
@@ -531,21 +532,23 @@ def _listen(host: str, port: int, backlog: int) -> socket.socket:
     return listener
 
 
-def _peer_has_closed(conn: socket.socket) -> bool:
-    """True when the consumer has closed its end (it never sends us anything).
+def peer_has_closed(sock: socket.socket) -> bool:
+    """True when the other end has closed ``sock``; never waits.
 
-    Checked before each write so that tweets are not written into a connection
-    already closed by the other side, where they would be lost. Anything the
-    consumer does send is read and ignored.
+    For connections where the other end never writes (the tweet consumer, the
+    producer's ack port): checked before each write, so that nothing is written
+    into a connection already closed, where it would be lost without an error.
+    Anything the other end does send is read and ignored.
     """
-    conn.setblocking(False)
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
     try:
-        data = conn.recv(4096)
+        return sock.recv(4096) == b""
     except BlockingIOError:
         return False
-    finally:
-        conn.setblocking(True)
-    return data == b""
+    except OSError:  # reset
+        return True
 
 
 # --- replay source ------------------------------------------------------------------
