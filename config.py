@@ -33,6 +33,18 @@ PROJECT_DIR = Path(__file__).resolve().parent
 DEFAULT_REPLAY_FILE = PROJECT_DIR / "samples" / "tweets.jsonl"
 DEFAULT_WORLDOMETER_URL = "https://www.worldometers.info/coronavirus/"
 DEFAULT_RULES = "covid OR covid19 OR coronavirus OR #COVID19"
+#: Bluesky's public Jetstream hosts (DESIGN.md, "Bluesky posts"): the original
+#: service, then its 2026 rewrite, which serves /subscribe as well.
+DEFAULT_JETSTREAM_URLS = tuple(
+    f"wss://{host}/subscribe" for host in (
+        "jetstream1.us-east.bsky.network", "jetstream2.us-east.bsky.network",
+        "jetstream1.us-west.bsky.network", "jetstream2.us-west.bsky.network",
+        "jetstream.us-east.bsky.network", "jetstream.us-west.bsky.network",
+    )
+)
+DEFAULT_KEYWORDS = ("covid", "covid19", "covid-19", "coronavirus", "sars-cov-2")
+DEFAULT_WHO_URL = ("https://srhdpeuwpubsa.blob.core.windows.net/whdh/COVID/"
+                   "WHO-COVID-19-global-daily-data.csv")
 MASK = "***"
 
 
@@ -52,9 +64,13 @@ class Settings:
     port: int = 5555
     ack_port: int = 5556
     # producer
-    source: str = "replay"
+    source: str = "bluesky"
     bearer_token: str | None = field(default=None, repr=False)
     twitter_rules: tuple[str, ...] = (DEFAULT_RULES,)
+    max_posts: int | None = None
+    jetstream_urls: tuple[str, ...] = DEFAULT_JETSTREAM_URLS
+    keywords: tuple[str, ...] = DEFAULT_KEYWORDS
+    stale_seconds: float = 60.0
     replay_file: Path = DEFAULT_REPLAY_FILE
     rate: float = 5.0
     loop: bool = False
@@ -64,7 +80,9 @@ class Settings:
     batch_seconds: float = 20.0
     master: str = "local[2]"
     duration: float | None = None
+    case_source: str = "worldometers"
     worldometer_url: str = DEFAULT_WORLDOMETER_URL
+    who_url: str = DEFAULT_WHO_URL
     scrape_timeout: float = 10.0
     spool_path: Path = Path("data/spool.jsonl")
     quarantine_path: Path = Path("data/quarantine.jsonl")
@@ -203,11 +221,39 @@ def _http_url(raw: str) -> str:
     return value
 
 
+def _ws_urls(raw: str) -> tuple[str, ...]:
+    urls = tuple(dict.fromkeys(url.strip() for url in raw.split(",") if url.strip()))
+    if not urls:
+        raise ValueError("needs at least one ws:// or wss:// URL")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.netloc or any(
+                ch.isspace() for ch in url):
+            raise ValueError(f"{url!r} is not a ws:// or wss:// URL")
+    return urls
+
+
+def _keywords(raw: str) -> tuple[str, ...]:
+    words = tuple(dict.fromkeys(word.strip().casefold() for word in raw.split(",")
+                                if word.strip()))
+    if not words:
+        raise ValueError("needs at least one keyword")
+    return words
+
+
 def _rules(raw: str) -> tuple[str, ...]:
     rules = tuple(rule.strip() for rule in raw.split(";") if rule.strip())
     if not rules:
         raise ValueError("needs at least one rule")
     return rules
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, except that an empty value means "unset" (None)."""
+    def parse_optional(raw: str) -> Any:
+        return None if not raw.strip() else parse(raw)
+
+    return parse_optional
 
 
 def _log_level(raw: str) -> str:
@@ -228,6 +274,9 @@ class Option:
     help: str
     metavar: str | None = None
     is_switch: bool = False
+    #: the flag may be given several times; its values are joined with "," (the
+    #: environment form's separator) before parsing
+    repeats: bool = False
 
 
 OPTIONS: dict[str, Option] = {
@@ -240,14 +289,29 @@ OPTIONS: dict[str, Option] = {
         Option("ack_port", "ACK_PORT", "--ack-port", _int_in(1, 65535),
                "TCP port where the producer hears the job's acknowledgements (same host)",
                "PORT"),
-        Option("source", "TWEET_SOURCE", "--source", _choice("twitter", "replay"),
-               "where tweets come from: twitter (X API filtered stream) or replay (a file); "
-               "default: twitter when TWITTER_BEARER_TOKEN is set, else replay",
-               "{twitter,replay}"),
+        Option("source", "TWEET_SOURCE", "--source", _choice("bluesky", "twitter", "replay"),
+               "where posts come from: bluesky (Bluesky's public Jetstream, free), twitter "
+               "(X API filtered stream, paid per post read) or replay (a file); default: "
+               "twitter when TWITTER_BEARER_TOKEN is set, else bluesky",
+               "{bluesky,twitter,replay}"),
+        Option("jetstream_urls", "JETSTREAM_URLS", "--jetstream-url", _ws_urls,
+               "Jetstream subscribe URL for --source bluesky; give the flag several times "
+               "(JETSTREAM_URLS: comma-separated) and reconnects rotate through them",
+               "URL", repeats=True),
+        Option("keywords", "KEYWORDS", "--keywords", _keywords,
+               "comma-separated keywords a Bluesky post must contain as a whole word or "
+               "tag (case-insensitive)", "WORDS"),
+        Option("stale_seconds", "JETSTREAM_STALE_SECONDS", "--stale-seconds",
+               _number(0, inclusive=False),
+               "reconnect to Jetstream when no event has arrived for this many seconds",
+               "SECONDS"),
         Option("bearer_token", "TWITTER_BEARER_TOKEN", None, _non_empty,
                "X API bearer token (environment or .env only, never a flag)"),
         Option("twitter_rules", "TWITTER_RULES", "--rules", _rules,
                "filtered-stream rules, separated by ';'", "RULES"),
+        Option("max_posts", "TWITTER_MAX_POSTS", "--max-posts", _optional(_int_in(1, 10**12)),
+               "at most this many X posts read per UTC day (X bills each post read); at the "
+               "cap the stream disconnects until the next UTC day; unset = no cap", "N"),
         Option("replay_file", "REPLAY_FILE", "--replay-file", lambda raw: Path(_non_empty(raw)),
                "newline-delimited JSON file for --source replay", "PATH"),
         Option("rate", "REPLAY_RATE", "--rate", _number(0, inclusive=True),
@@ -266,10 +330,16 @@ OPTIONS: dict[str, Option] = {
                "Spark master URL (local[2], spark://host:7077, ...)", "URL"),
         Option("duration", "RUN_DURATION", "--duration", _number(0, inclusive=False),
                "stop gracefully after this many seconds (default: run until Ctrl-C)", "SECONDS"),
+        Option("case_source", "CASE_SOURCE", "--case-source", _choice("worldometers", "who"),
+               "where the total case count comes from: worldometers (frozen since "
+               "2024-04-13) or who (WHO's daily file, still updated)", "{worldometers,who}"),
         Option("worldometer_url", "WORLDOMETER_URL", "--worldometer-url", _http_url,
                "page holding the 'Coronavirus Cases:' counter", "URL"),
+        Option("who_url", "WHO_DATA_URL", "--who-url", _http_url,
+               "WHO's daily Covid-19 CSV for --case-source who", "URL"),
         Option("scrape_timeout", "SCRAPE_TIMEOUT", "--scrape-timeout", _number(0, inclusive=False),
-               "seconds before one page request gives up", "SECONDS"),
+               "seconds before one case-count request gives up (and the most a batch waits "
+               "for the count)", "SECONDS"),
         Option("spool_path", "SPOOL_PATH", "--spool-path", lambda raw: Path(_non_empty(raw)),
                "file holding batches while the store is unreachable", "PATH"),
         Option("quarantine_path", "QUARANTINE_PATH", "--quarantine-path",
@@ -291,13 +361,14 @@ OPTIONS: dict[str, Option] = {
     ]
 }
 
-STREAM_OPTIONS = ("source", "bearer_token", "twitter_rules", "replay_file", "rate", "loop",
-                  "host", "port", "ack_port", "buffer_size", "journal_path", "log_level")
+STREAM_OPTIONS = ("source", "jetstream_urls", "keywords", "stale_seconds", "bearer_token",
+                  "twitter_rules", "max_posts", "replay_file", "rate", "loop", "host", "port",
+                  "ack_port", "buffer_size", "journal_path", "log_level")
 SPARK_OPTIONS = ("host", "port", "ack_port", "batch_seconds", "master", "duration", "mongo_uri",
                  "database", "collection", "embedded_db_path", "spool_path",
-                 "quarantine_path", "batch_metrics", "worldometer_url", "scrape_timeout",
-                 "log_level")
-SCRAPE_OPTIONS = ("worldometer_url", "scrape_timeout", "log_level")
+                 "quarantine_path", "batch_metrics", "case_source", "worldometer_url", "who_url",
+                 "scrape_timeout", "log_level")
+SCRAPE_OPTIONS = ("case_source", "worldometer_url", "who_url", "scrape_timeout", "log_level")
 STORE_OPTIONS = ("mongo_uri", "database", "collection", "embedded_db_path", "log_level")
 
 _DEFAULTS = Settings()
@@ -328,21 +399,25 @@ def build_parser(
         if opt.flag is None:
             continue
         default = getattr(_DEFAULTS, name)
-        shown = "" if name == "source" else f"; default: {_show_default(default)}"
+        separator = "; " if name == "twitter_rules" else ","
+        shown = "" if name == "source" else f"; default: {_show_default(default, separator)}"
         help_text = f"{opt.help} [env {opt.env}{shown}]"
         flags = [opt.flag, *([aliases[name]] if aliases and name in aliases else [])]
         if opt.is_switch:
             parser.add_argument(*flags, dest=name, action="store_const", const="true",
                                 default=None, help=help_text)
+        elif opt.repeats:
+            parser.add_argument(*flags, dest=name, metavar=opt.metavar, default=None,
+                                action="append", help=help_text)
         else:
             parser.add_argument(*flags, dest=name, metavar=opt.metavar, default=None,
                                 help=help_text)
     return parser
 
 
-def _show_default(value: Any) -> str:
+def _show_default(value: Any, separator: str) -> str:
     if isinstance(value, tuple):
-        return "; ".join(value)
+        return separator.join(value)
     if isinstance(value, Path):
         try:
             return str(value.relative_to(PROJECT_DIR))
@@ -353,7 +428,7 @@ def _show_default(value: Any) -> str:
 
 def resolve(
     names: Iterable[str],
-    flags: Mapping[str, str | None],
+    flags: Mapping[str, str | list[str] | None],
     environ: Mapping[str, str],
 ) -> Settings:
     """Settings from raw flag values and an environment mapping.
@@ -363,7 +438,8 @@ def resolve(
     values: dict[str, Any] = {}
     for name in names:
         opt = OPTIONS[name]
-        raw, where = flags.get(name), opt.flag
+        given, where = flags.get(name), opt.flag
+        raw = ",".join(given) if isinstance(given, list) else given
         if raw is None:
             raw, where = environ.get(opt.env), opt.env
         if raw is None:
@@ -375,7 +451,7 @@ def resolve(
             raise ConfigError(f"{label}: {err} (from {where})") from None
     names = set(names)
     if "source" in names and "source" not in values:
-        values["source"] = "twitter" if values.get("bearer_token") else "replay"
+        values["source"] = "twitter" if values.get("bearer_token") else "bluesky"
     settings = replace(_DEFAULTS, **values)
     _check(settings, names)
     return settings
@@ -388,7 +464,8 @@ def _check(settings: Settings, names: set[str]) -> None:
     if settings.source == "twitter" and not settings.bearer_token:
         raise ConfigError(
             "--source twitter needs TWITTER_BEARER_TOKEN in the environment or .env "
-            "(a paid X API tier); without one, use --source replay"
+            "(X API, paid per post read); without one, use --source bluesky (free) or "
+            "--source replay"
         )
     if settings.source == "replay":
         path = settings.replay_file

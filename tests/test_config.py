@@ -34,10 +34,40 @@ def test_flag_beats_environment_beats_dotenv(tmp_path: Path) -> None:
     assert settings.database == "fromdotenv"
 
 
-def test_source_defaults_to_twitter_only_with_a_token() -> None:
-    assert resolve(config.STREAM_OPTIONS, {}, {}).source == "replay"
+def test_source_defaults_to_twitter_only_with_a_token_else_bluesky() -> None:
+    assert resolve(config.STREAM_OPTIONS, {}, {}).source == "bluesky"
     with_token = resolve(config.STREAM_OPTIONS, {}, {"TWITTER_BEARER_TOKEN": "t"})
     assert with_token.source == "twitter"
+
+
+def test_jetstream_urls_repeat_as_flags_or_are_comma_separated() -> None:
+    defaults = resolve(config.STREAM_OPTIONS, {}, {})
+    assert len(defaults.jetstream_urls) == 6
+    assert all(url.startswith("wss://") and url.endswith(".bsky.network/subscribe")
+               for url in defaults.jetstream_urls)
+    flags = config.build_parser("x", "", config.STREAM_OPTIONS).parse_args(
+        ["--jetstream-url", "ws://127.0.0.1:1/subscribe", "--jetstream-url", "ws://h:2/s"])
+    from_flags = resolve(config.STREAM_OPTIONS, vars(flags), {"JETSTREAM_URLS": "ws://e/s"})
+    assert from_flags.jetstream_urls == ("ws://127.0.0.1:1/subscribe", "ws://h:2/s")
+    from_env = resolve(config.STREAM_OPTIONS, {}, {"JETSTREAM_URLS": " ws://a/s , wss://b/s,"})
+    assert from_env.jetstream_urls == ("ws://a/s", "wss://b/s")
+
+
+def test_keywords_are_lowercased_and_deduplicated() -> None:
+    assert resolve(config.STREAM_OPTIONS, {}, {}).keywords == (
+        "covid", "covid19", "covid-19", "coronavirus", "sars-cov-2")
+    settings = resolve(config.STREAM_OPTIONS, {"keywords": "Flu, RSV,flu"}, {})
+    assert settings.keywords == ("flu", "rsv")
+
+
+def test_case_source_and_daily_cap() -> None:
+    settings = resolve(config.SPARK_OPTIONS, {}, {})
+    assert settings.case_source == "worldometers"
+    assert settings.who_url.endswith("/WHO-COVID-19-global-daily-data.csv")
+    assert resolve(config.SPARK_OPTIONS, {"case_source": "WHO"}, {}).case_source == "who"
+    assert resolve(config.STREAM_OPTIONS, {}, {}).max_posts is None
+    assert resolve(config.STREAM_OPTIONS, {}, {"TWITTER_MAX_POSTS": ""}).max_posts is None
+    assert resolve(config.STREAM_OPTIONS, {"max_posts": "500"}, {}).max_posts == 500
 
 
 @pytest.mark.parametrize(
@@ -56,8 +86,18 @@ def test_source_defaults_to_twitter_only_with_a_token() -> None:
         (config.SPARK_OPTIONS, {"duration": "-1"}, {}, "--duration / RUN_DURATION"),
         (config.STREAM_OPTIONS, {"rate": "fast"}, {}, "--rate / REPLAY_RATE"),
         (config.STREAM_OPTIONS, {}, {"REPLAY_LOOP": "maybe"}, "--loop / REPLAY_LOOP"),
-        (config.STREAM_OPTIONS, {"replay_file": "/nonexistent/file.jsonl"}, {},
-         "--replay-file / REPLAY_FILE"),
+        (config.STREAM_OPTIONS, {"source": "replay", "replay_file": "/nonexistent/file.jsonl"},
+         {}, "--replay-file / REPLAY_FILE"),
+        (config.STREAM_OPTIONS, {"source": "mastodon"}, {}, "--source / TWEET_SOURCE"),
+        (config.STREAM_OPTIONS, {}, {"JETSTREAM_URLS": "https://x/subscribe"},
+         "--jetstream-url / JETSTREAM_URLS"),
+        (config.STREAM_OPTIONS, {}, {"JETSTREAM_URLS": " , "}, "--jetstream-url / JETSTREAM_URLS"),
+        (config.STREAM_OPTIONS, {"keywords": ", ,"}, {}, "--keywords / KEYWORDS"),
+        (config.STREAM_OPTIONS, {"stale_seconds": "0"}, {},
+         "--stale-seconds / JETSTREAM_STALE_SECONDS"),
+        (config.STREAM_OPTIONS, {"max_posts": "0"}, {}, "--max-posts / TWITTER_MAX_POSTS"),
+        (config.SPARK_OPTIONS, {"case_source": "cdc"}, {}, "--case-source / CASE_SOURCE"),
+        (config.SPARK_OPTIONS, {}, {"WHO_DATA_URL": "file:///x.csv"}, "--who-url / WHO_DATA_URL"),
     ],
 )
 def test_bad_values_name_the_option(names, flags, environ, named) -> None:
