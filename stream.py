@@ -1,25 +1,38 @@
-"""Serve tweets about Covid-19 on a TCP socket, one JSON object per line.
+"""Serve posts about Covid-19 on a TCP socket, one JSON object per line.
 
-Usage: stream.py [--source {twitter,replay}] [--replay-file PATH] [--rate N] [--loop]
-                 [--rules RULES] [--host HOST] [--port PORT] [--ack-port PORT]
+Usage: stream.py [--source {bluesky,twitter,replay}] [--jetstream-url URL ...]
+                 [--keywords WORDS] [--stale-seconds SECONDS] [--max-posts N]
+                 [--replay-file PATH] [--rate N] [--loop] [--rules RULES]
+                 [--host HOST] [--port PORT] [--ack-port PORT]
                  [--buffer-size N] [--journal-path PATH]
 
 Run this first, then spark_streaming.py in a second terminal: Spark's socket
-receiver connects to HOST:PORT (default 127.0.0.1:5555) and reads the tweets in
-20-second batches. Every tweet is numbered, journaled (--journal-path) and kept
+receiver connects to HOST:PORT (default 127.0.0.1:5555) and reads the posts in
+20-second batches. Every post is numbered, journaled (--journal-path) and kept
 until the job acknowledges it as stored (on --ack-port); a job that restarts, or
 this program after a restart, sends the unacknowledged ones again.
 
 Sources:
+  bluesky  Bluesky's public Jetstream (free, no account): the posts that
+           contain a keyword (--keywords) as a whole word or a tag. Reconnects
+           rotate through --jetstream-url hosts and resume a few seconds before
+           the last event, also after a restart (the cursor is kept in the
+           journal's folder); exits 1 if no host answers within 15 s at start.
+           The default source, unless TWITTER_BEARER_TOKEN is set.
+  twitter  the X API v2 filtered stream; needs TWITTER_BEARER_TOKEN in the
+           environment or .env. X bills each post read: --max-posts caps the
+           posts read per UTC day. Runs until Ctrl-C.
   replay   replay a newline-delimited JSON file (default: samples/tweets.jsonl);
            with no --loop the program exits once the job has stored every tweet
-  twitter  the X API v2 filtered stream; needs TWITTER_BEARER_TOKEN in the
-           environment or .env (a paid X API tier); runs until Ctrl-C
+
+Once a minute a live source logs one status line (events, posts, matches,
+reconnects, lag; or posts read for X).
 
 Examples:
-  python stream.py                          # replay the sample file at 5 tweets/s
-  python stream.py --rate 0 --loop          # replay as fast as possible, forever
-  TWITTER_BEARER_TOKEN=... python stream.py --source twitter
+  python stream.py                          # live Bluesky posts about Covid-19
+  python stream.py --source replay          # the sample file at 5 tweets/s, offline
+  python stream.py --source replay --rate 0 --loop   # as fast as possible, forever
+  TWITTER_BEARER_TOKEN=... python stream.py --source twitter --max-posts 5000
 """
 
 from __future__ import annotations
@@ -37,15 +50,20 @@ import requests
 import tweepy
 
 import config
-from utility import Journal, ReplaySource, TweetServer, TwitterSource
+from sources.bluesky import BlueskySource, KeywordMatcher, NoHostError
+from sources.replay import ReplaySource
+from sources.twitter import DailyCap, TwitterSource
+from utility import Journal, TweetServer
 
 log = logging.getLogger("stream")
 
 PROG = "stream.py"
 #: How often a wait for the consumer rechecks the stop request.
 STOP_CHECK_SECONDS = 0.25
-#: How long to wait for the tweepy thread after asking it to disconnect.
-DISCONNECT_TIMEOUT = 5.0
+#: How long to wait for a live source's thread after asking it to stop.
+DISCONNECT_TIMEOUT = BlueskySource.OPEN_TIMEOUT + 5.0
+#: How often a live source logs its status line.
+STATUS_SECONDS = 60.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,14 +102,20 @@ def main(argv: list[str] | None = None) -> int:
         if settings.source == "replay":
             what = (f"file={settings.replay_file} rate={settings.rate:g}/s "
                     f"loop={'yes' if settings.loop else 'no'}")
+        elif settings.source == "bluesky":
+            what = (f"keywords={','.join(settings.keywords)} "
+                    f"jetstream={','.join(settings.jetstream_urls)}")
         else:
-            what = f"rules={'; '.join(settings.twitter_rules)}"
+            cap = "none" if settings.max_posts is None else f"{settings.max_posts:,}/day"
+            what = f"rules={'; '.join(settings.twitter_rules)} cap={cap}"
         log.info("source=%s %s; serving tweets on %s:%d, acks on port %d, journal %s "
                  "(holds up to %d tweets)", settings.source, what, host, port,
                  settings.ack_port, settings.journal_path, settings.buffer_size)
 
         if settings.source == "replay":
             return _run_replay(settings, server, stop)
+        if settings.source == "bluesky":
+            return _run_bluesky(settings, server, stop, signals)
         return _run_twitter(settings, server, stop, signals)
     finally:
         server.close()
@@ -110,10 +134,29 @@ def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.
                  "(Ctrl-C to quit)", server.pending)
         while not stop.is_set() and not server.wait_until_drained(STOP_CHECK_SECONDS):
             pass
-    log.info("summary: %d tweets emitted, %d sent, %d stored, %d refused, %d kept in the "
-             "journal, %d bad lines skipped", emitted, server.sent, server.acked, server.dropped,
-             server.pending, source.skipped)
+    log.info("summary: %d tweets emitted, %d bad lines skipped; %s", emitted, source.skipped,
+             _server_status(server))
     return 0
+
+
+def _run_bluesky(
+    settings: config.Settings,
+    server: TweetServer,
+    stop: threading.Event,
+    signals: list[int],
+) -> int:
+    source = BlueskySource(
+        settings.jetstream_urls, KeywordMatcher(settings.keywords), server.put,
+        cursor_path=settings.journal_path / BlueskySource.CURSOR_FILE,
+        stale_seconds=settings.stale_seconds, before_cursor_save=server.sync,
+    )
+    error = _run_live(source.run, lambda: f"{source.status()}; {_server_status(server)}",
+                      stop, "bluesky")
+    log.info("summary: %s; %s", source.status(), _server_status(server))
+    if isinstance(error, NoHostError):
+        sys.stderr.write(f"{PROG}: error: {error}\n")
+        return 1
+    return 0 if signals and error is None else 1
 
 
 def _run_twitter(
@@ -123,32 +166,60 @@ def _run_twitter(
     signals: list[int],
 ) -> int:
     assert settings.bearer_token is not None  # load_settings guarantees it
-    source = TwitterSource(settings.bearer_token, server.put)
+    cap = None
+    if settings.max_posts is not None:
+        cap = DailyCap(settings.max_posts, settings.journal_path / DailyCap.FILE)
+    source = TwitterSource(settings.bearer_token, server.put, daily_cap=cap)
     try:
         source.sync_rules(settings.twitter_rules)
     except (tweepy.TweepyException, requests.RequestException) as err:
         log.error("cannot set the filtered-stream rules: %s", _api_error_line(err))
         return 1
-
-    def stream() -> None:
-        try:
-            source.start()
-        finally:
-            stop.set()
-
-    thread = threading.Thread(target=stream, name="twitter-stream", daemon=True)
-    thread.start()
-    stop.wait()
-    source.disconnect()
-    thread.join(DISCONNECT_TIMEOUT)
-    log.info("summary: %d tweets received, %d sent, %d stored, %d refused, %d kept in the "
-             "journal", source.received, server.sent, server.acked, server.dropped,
-             server.pending)
-    if signals:
+    error = _run_live(source.run, lambda: f"{source.status()}; {_server_status(server)}",
+                      stop, "twitter", disconnect=source.disconnect)
+    log.info("summary: %s; %s", source.status(), _server_status(server))
+    if signals and error is None:
         return 0
     log.error("the X API stream ended%s", f" (HTTP {source.fatal_status})"
               if source.fatal_status else "")
     return 1
+
+
+def _run_live(
+    run: Callable[[threading.Event], None],
+    status: Callable[[], str],
+    stop: threading.Event,
+    name: str,
+    *,
+    disconnect: Callable[[], None] | None = None,
+) -> BaseException | None:
+    """Run a live source's ``run(stop)`` in a thread until it ends or ``stop`` is
+    set, logging ``status()`` once a minute; what it raised, if anything."""
+    failure: list[BaseException] = []
+
+    def stream() -> None:
+        try:
+            run(stop)
+        except Exception as err:  # noqa: BLE001 (logged by the caller once stopped)
+            failure.append(err)
+        finally:
+            stop.set()
+
+    thread = threading.Thread(target=stream, name=f"{name}-stream", daemon=True)
+    thread.start()
+    while not stop.wait(STATUS_SECONDS):
+        log.info(status())
+    if disconnect is not None:
+        disconnect()
+    thread.join(DISCONNECT_TIMEOUT)
+    if failure and not isinstance(failure[0], NoHostError):
+        log.error("the %s source failed", name, exc_info=failure[0])
+    return failure[0] if failure else None
+
+
+def _server_status(server: TweetServer) -> str:
+    return (f"{server.sent:,} sent, {server.acked:,} stored, {server.dropped:,} refused, "
+            f"{server.pending:,} held")
 
 
 def _api_error_line(err: Exception) -> str:

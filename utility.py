@@ -1,14 +1,11 @@
-"""Where tweets come from and how they reach Spark: the producer's building blocks.
+"""The socket the producer serves: how tweets reach Spark.
 
-* :func:`tweet_from_payload` turns one X API v2 stream payload (or a bare
-  tweet object) into the tweet object that goes on the wire.
 * :class:`TweetServer` is the TCP socket Spark's receiver connects to. Sources
-  hand it tweets with :meth:`TweetServer.put`, which never blocks; a sender
+  (:mod:`sources`) hand it tweets with :meth:`TweetServer.put`; a sender
   thread writes them to the consumer, one JSON object per line
   (:func:`transform.encode_tweet`), holding them while no consumer is connected.
-* :class:`ReplaySource` replays a newline-delimited JSON file at a chosen rate.
-* :class:`TwitterSource` is a tweepy ``StreamingClient`` on the X API v2
-  filtered stream; tweepy does the reconnecting and the backoff.
+* :class:`Journal` keeps every accepted tweet on disk until the Spark job
+  acknowledges it as stored.
 
 ``stream.py`` wires one source to one server.
 """
@@ -28,69 +25,14 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import tweepy
+from typing import Any
 
 import transform
 
 log = logging.getLogger(__name__)
 
-Tweet = dict[str, Any]
-Emit = Callable[[Tweet], None]
-
-
-# --- tweets ------------------------------------------------------------------
-
-
-def _tweet_or_reason(obj: Any) -> tuple[Tweet | None, str]:
-    """``(tweet, "")`` for a payload or bare tweet, else ``(None, short reason)``."""
-    if not isinstance(obj, dict):
-        return None, f"JSON {type(obj).__name__}, not an object"
-    if "data" in obj:
-        tweet = obj["data"]
-        if not isinstance(tweet, dict):
-            return None, "payload 'data' is not an object"
-    elif "errors" in obj and "text" not in obj:
-        return None, f"payload with errors and no tweet: {_describe_errors(obj['errors'])}"
-    else:
-        tweet = obj
-    tweet_id, text = tweet.get("id"), tweet.get("text")
-    if isinstance(tweet_id, bool) or not isinstance(tweet_id, str | int) or tweet_id == "":
-        return None, "no string or integer id"
-    if not isinstance(text, str):
-        return None, "no string text"
-    return tweet, ""
-
-
-def _describe_errors(errors: Any) -> str:
-    """A short, single-line summary of a v2 ``errors`` list."""
-    if not isinstance(errors, list) or not errors:
-        return "unreadable errors field"
-    parts = []
-    for error in errors[:3]:
-        if isinstance(error, dict):
-            title = error.get("title") or error.get("type") or "error"
-            detail = error.get("detail") or error.get("message") or ""
-            parts.append(f"{title}: {detail}" if detail else str(title))
-        else:
-            parts.append(str(error))
-    more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
-    return ("; ".join(parts) + more).replace("\n", " ")[:300]
-
-
-def tweet_from_payload(obj: Any) -> Tweet | None:
-    """The tweet object carried by ``obj``, or None if it carries none.
-
-    ``obj`` is either a v2 stream payload ``{"data": {...}, "matching_rules":
-    [...], "includes": ...}``, whose ``data`` dict is returned as it is (every
-    field the source gave), or a bare tweet object, returned itself. Anything
-    without a string or integer ``id`` and a string ``text`` gives None.
-    """
-    tweet, _ = _tweet_or_reason(obj)
-    return tweet
 
 
 # --- the socket Spark reads ------------------------------------------------------
@@ -126,7 +68,7 @@ class Journal:
             raise OSError(f"journal {self.path} is in use by another stream.py") from None
         id_file = self.path / self.SOURCE_ID
         if not id_file.exists():
-            _replace_text(id_file, uuid.uuid4().hex[:12])
+            write_atomically(id_file, uuid.uuid4().hex[:12])
         self.source = id_file.read_text().strip()
         acked_file = self.path / self.ACKED
         self.acked = int(acked_file.read_text()) if acked_file.exists() else 0
@@ -153,13 +95,19 @@ class Journal:
     def flush(self) -> None:
         self._file.flush()
 
+    def sync(self) -> None:
+        """Flush and fsync: every line appended so far survives a power cut."""
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
     def ack(self, seq: int, unacked: Iterable[bytes]) -> None:
         """Remember that everything up to ``seq`` is stored; ``unacked`` (the
         lines after it) are what a compaction keeps."""
         if seq <= self.acked:
             return
         self.acked = seq
-        _replace_text(self.path / self.ACKED, str(seq))
+        write_atomically(self.path / self.ACKED, str(seq))
         if self._file.tell() > self.COMPACT_BYTES:
             self._file.close()
             tmp = self.path / (self.LINES + ".tmp")
@@ -187,14 +135,24 @@ def _line_seq(line: bytes) -> int | None:
     return seq if isinstance(seq, int) else None
 
 
-def _replace_text(path: Path, text: str) -> None:
-    """Write ``path`` atomically (a crash leaves the old or the new content)."""
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all: a crash or a full disk leaves the old
+    content or the new, never a mix. Raises OSError (the old content stays)."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut
+    finally:
+        os.close(directory)
 
 
 class TweetServer:
@@ -344,7 +302,7 @@ class TweetServer:
 
     # -- producer side
 
-    def put(self, tweet: Tweet) -> bool:
+    def put(self, tweet: dict[str, Any]) -> bool:
         """Accept one tweet for the consumer; never blocks, thread-safe.
 
         Returns False (and counts it in :attr:`dropped`) when the buffer is
@@ -370,6 +328,16 @@ class TweetServer:
                 "up; %d refused so far", self.buffer_size, warn_total,
             )
         return accepted
+
+    def sync(self) -> None:
+        """Make every tweet accepted so far durable in the journal (flush and fsync).
+
+        A source that can resume (Jetstream's cursor) calls this before it
+        records how far it got. Raises OSError when the disk refuses.
+        """
+        with self._cond:
+            if self.journal is not None:
+                self.journal.sync()
 
     @property
     def pending(self) -> int:
@@ -549,235 +517,3 @@ def peer_has_closed(sock: socket.socket) -> bool:
         return False
     except OSError:  # reset
         return True
-
-
-# --- replay source ------------------------------------------------------------------
-
-
-class ReplaySource:
-    """Replays a newline-delimited JSON file of tweets at a chosen rate.
-
-    Each line is a v2 stream payload or a bare tweet object. ``rate`` is in
-    tweets per second (0 = as fast as possible). With ``loop`` the file is
-    replayed until stopped; on pass N >= 2 every id gets the suffix ``~N`` so
-    that downstream deduplication by id keeps the looped tweets.
-
-    After :meth:`run`, :attr:`emitted` and :attr:`skipped` (bad lines, every
-    pass counted) say what happened.
-    """
-
-    #: If replay falls this far behind schedule, restart the schedule instead of bursting.
-    MAX_LAG_SECONDS = 1.0
-
-    def __init__(self, path: Path, rate: float, loop: bool) -> None:
-        if rate < 0 or not math.isfinite(rate):
-            raise ValueError("rate must be a finite number >= 0")
-        self.path = Path(path)
-        self.rate = rate
-        self.loop = loop
-        self.emitted = 0
-        self.skipped = 0
-
-    def run(self, emit: Emit, stop: threading.Event) -> int:
-        """Emit the file's tweets with ``emit`` until done or ``stop`` is set.
-
-        Returns the number of tweets emitted. Raises OSError if the file cannot
-        be read.
-        """
-        self.emitted = self.skipped = 0
-        schedule = _Schedule(self.rate, self.MAX_LAG_SECONDS)
-        pass_number = 0
-        while not stop.is_set():
-            pass_number += 1
-            emitted_before = self.emitted
-            with self.path.open("rb") as handle:
-                for tweet in self._tweets(handle, pass_number):
-                    if not schedule.wait_turn(stop):
-                        break
-                    emit(tweet)
-                    self.emitted += 1
-            if not self.loop:
-                break
-            if self.emitted == emitted_before and not stop.is_set():
-                log.warning("%s holds no tweets; nothing to loop over", self.path)
-                break
-        log.info(
-            "replay of %s ended: %d tweets emitted, %d bad lines skipped, %d pass(es)",
-            self.path, self.emitted, self.skipped, pass_number,
-        )
-        return self.emitted
-
-    def _tweets(self, handle: BinaryIO, pass_number: int) -> Iterator[Tweet]:
-        """The tweets of one pass through the file, ids suffixed from pass 2 on."""
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            tweet, reason = self._parse(raw)
-            if tweet is None:
-                self.skipped += 1
-                level = logging.WARNING if pass_number == 1 else logging.DEBUG
-                log.log(level, "%s:%d: skipped: %s", self.path, number, reason)
-                continue
-            if pass_number >= 2:
-                tweet = {**tweet, "id": f"{tweet['id']}~{pass_number}"}
-            yield tweet
-
-    @staticmethod
-    def _parse(raw: bytes) -> tuple[Tweet | None, str]:
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            return None, "not UTF-8"
-        except ValueError as err:
-            return None, f"not JSON ({err.msg})" if hasattr(err, "msg") else "not JSON"
-        except RecursionError:
-            return None, "JSON nested too deeply"
-        return _tweet_or_reason(obj)
-
-
-class _Schedule:
-    """Paces emits at ``rate`` per second on the monotonic clock (0 = no pacing)."""
-
-    def __init__(self, rate: float, max_lag: float) -> None:
-        self._interval = 1.0 / rate if rate > 0 else 0.0
-        self._max_lag = max_lag
-        self._next_due = time.monotonic()
-
-    def wait_turn(self, stop: threading.Event) -> bool:
-        """Wait until the next emit is due; False if ``stop`` was set first."""
-        if self._interval:
-            delay = self._next_due - time.monotonic()
-            if delay > 0 and stop.wait(delay):
-                return False
-            if delay < -self._max_lag:  # fell far behind: do not burst to catch up
-                self._next_due = time.monotonic()
-            self._next_due += self._interval
-        return not stop.is_set()
-
-
-# --- X API source ---------------------------------------------------------------------
-
-
-class TwitterSource(tweepy.StreamingClient):
-    """The X API v2 filtered stream, each tweet handed to ``emit``.
-
-    tweepy reconnects with its own backoff (network errors: 0.25 s steps up to
-    16 s; HTTP errors: 5 s doubling up to 320 s, at least 60 s after a 429);
-    the constants below only configure it. The bearer token is never logged.
-    """
-
-    RULE_TAG = "covid19-live-stream"
-    TWEET_FIELDS = ("created_at", "lang", "author_id")
-    #: Consecutive failed connection attempts before tweepy gives up; it resets
-    #: the count after each good connection. inf = keep trying until stopped.
-    MAX_RETRIES = math.inf
-    #: Rules requests (get/add/delete) wait out a rate limit instead of failing.
-    WAIT_ON_RATE_LIMIT = True
-    #: Bytes per socket read: tweepy's default, about half a tweet (low latency).
-    CHUNK_SIZE = 512
-    #: HTTP statuses after which retrying cannot help.
-    FATAL_STATUSES = (401, 403)
-
-    def __init__(self, bearer_token: str, emit: Emit, **kwargs: Any) -> None:
-        kwargs.setdefault("max_retries", self.MAX_RETRIES)
-        kwargs.setdefault("wait_on_rate_limit", self.WAIT_ON_RATE_LIMIT)
-        kwargs.setdefault("chunk_size", self.CHUNK_SIZE)
-        super().__init__(bearer_token, **kwargs)
-        self._emit = emit
-        #: tweets handed to emit
-        self.received = 0
-        #: the HTTP status that made the stream stop for good, if any
-        self.fatal_status: int | None = None
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} running={self.running}>"
-
-    # -- rules
-
-    def sync_rules(self, wanted: Sequence[str]) -> None:
-        """Make the stream's rules tagged :attr:`RULE_TAG` exactly ``wanted``.
-
-        Adds the wanted rules that are missing, deletes rules carrying our tag
-        that are no longer wanted, and never touches rules with other tags.
-        Raises tweepy.TweepyException (or a requests error) when the X API
-        refuses or cannot be reached.
-        """
-        wanted = list(dict.fromkeys(wanted))
-        current = list(self.get_rules().data or [])
-        ours = [rule for rule in current if rule.tag == self.RULE_TAG]
-        values = {rule.value: rule for rule in current}
-
-        stale = [rule for rule in ours if rule.value not in wanted]
-        if stale:
-            self.delete_rules([rule.id for rule in stale])
-            log.info("deleted %d stale stream rule(s): %s",
-                     len(stale), "; ".join(rule.value for rule in stale))
-
-        for value in wanted:
-            rule = values.get(value)
-            if rule is not None and rule.tag != self.RULE_TAG:
-                log.info("stream rule %r already exists with tag %r; leaving it as it is",
-                         value, rule.tag)
-        missing = [value for value in wanted if value not in values]
-        if missing:
-            response = self.add_rules(
-                [tweepy.StreamRule(value, tag=self.RULE_TAG) for value in missing]
-            )
-            errors = getattr(response, "errors", None)
-            if errors:
-                log.error("the X API rejected stream rule(s): %s", _describe_errors(errors))
-            log.info("added %d stream rule(s): %s", len(missing), "; ".join(missing))
-
-        if not stale and not missing:
-            log.info("stream rules already up to date: %s", "; ".join(wanted))
-
-    # -- streaming
-
-    def start(self) -> None:
-        """Connect to the filtered stream and emit tweets until disconnected (blocks)."""
-        self.filter(tweet_fields=list(self.TWEET_FIELDS), threaded=False)
-
-    def on_connect(self) -> None:
-        log.info("connected to the X API filtered stream")
-
-    def on_data(self, raw_data: bytes | str) -> None:
-        """Parse one stream message and emit its tweet; bad messages are logged and skipped."""
-        try:
-            payload = json.loads(raw_data)
-        except (ValueError, RecursionError):
-            log.warning("ignoring a stream message that is not JSON (%d bytes)", len(raw_data))
-            return
-        tweet, reason = _tweet_or_reason(payload)
-        if tweet is None:
-            log.warning("ignoring a stream message without a tweet: %s", reason)
-            return
-        self._emit(tweet)
-        self.received += 1
-
-    def on_connection_error(self) -> None:
-        log.warning(
-            "the connection to the X API stream failed or timed out; "
-            "tweepy reconnects with backoff"
-        )
-
-    def on_request_error(self, status_code: int) -> None:
-        if status_code in self.FATAL_STATUSES:
-            self.fatal_status = status_code
-            log.error(
-                "the X API refused the stream (HTTP %d): the bearer token is invalid "
-                "or your X API tier does not include the filtered stream; stopping",
-                status_code,
-            )
-            self.disconnect()
-        elif status_code in (420, 429):
-            log.warning(
-                "the X API stream is rate limited (HTTP %d): too many connections; "
-                "tweepy waits at least 60 s before reconnecting", status_code,
-            )
-        else:
-            log.warning(
-                "the X API stream answered HTTP %d; tweepy retries with backoff", status_code
-            )
-
-    def on_disconnect(self) -> None:
-        log.info("disconnected from the X API filtered stream")

@@ -1,5 +1,5 @@
 """Helpers for tests that run the real programs: stream.py, spark_streaming.py and
-servers standing in for worldometers.info and MongoDB."""
+servers standing in for worldometers.info, Bluesky's Jetstream and MongoDB."""
 
 from __future__ import annotations
 
@@ -13,12 +13,18 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import ServerConnection, serve
 
 import config
 import transform
-import utility
+from sources import tweet_from_payload
 
 PROJECT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
@@ -53,7 +59,7 @@ def expected_content(path: Path) -> tuple[int, list[str]]:
     """(tweets in a replay file, their cleaned texts in order, empties and repeats dropped)."""
     sent, content, seen = 0, [], set()
     for line in path.read_text(encoding="utf-8").splitlines():
-        tweet = utility.tweet_from_payload(json.loads(line))
+        tweet = tweet_from_payload(json.loads(line))
         assert tweet is not None, line
         sent += 1
         cleaned = transform.clean_text(tweet["text"])
@@ -61,6 +67,19 @@ def expected_content(path: Path) -> tuple[int, list[str]]:
             content.append(cleaned)
         seen.add(tweet["id"])
     return sent, content
+
+
+class Clock:
+    """An injected clock that tests move forward by hand (no sleeping)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
 
 
 class Program:
@@ -242,3 +261,126 @@ class OnOffProxy:
             for conn in (source, sink):
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
+
+
+# --- Jetstream --------------------------------------------------------------------------
+
+T0_US = 1_796_000_000_000_000  # 2026-11-30T08:53:20Z, in microseconds
+
+
+def post_event(rkey: str, text: str, time_us: int, *, did: str = "did:plc:alice",
+               facets: list[dict[str, Any]] | None = None, tags: list[str] | None = None,
+               langs: list[str] | None = None, **record: Any) -> dict[str, Any]:
+    """A Jetstream event creating a post, in the shape DESIGN.md documents."""
+    body: dict[str, Any] = {"$type": "app.bsky.feed.post",
+                            "createdAt": "2026-11-30T08:00:01.000Z",
+                            "langs": ["en"] if langs is None else langs, "text": text}
+    if facets is not None:
+        body["facets"] = facets
+    if tags is not None:
+        body["tags"] = tags
+    body.update(record)
+    return {"did": did, "time_us": time_us, "kind": "commit",
+            "commit": {"rev": f"rev{rkey}", "operation": "create",
+                       "collection": "app.bsky.feed.post", "rkey": rkey,
+                       "cid": f"bafyrei{rkey}", "record": body}}
+
+
+def facet(text: str, part: str, kind: str = "link", **feature: Any) -> dict[str, Any]:
+    """A facet of ``kind`` (link, mention, tag) over the first ``part`` of ``text``,
+    its range in UTF-8 bytes as Bluesky counts it."""
+    start = len(text[:text.index(part)].encode("utf-8"))
+    end = start + len(part.encode("utf-8"))
+    return {"index": {"byteStart": start, "byteEnd": end},
+            "features": [{"$type": f"app.bsky.richtext.facet#{kind}", **feature}]}
+
+
+class JetstreamStandIn:
+    """A local WebSocket server in place of Jetstream's ``/subscribe``.
+
+    It keeps every event a test publishes, in order. A connection with
+    ``?cursor=T`` first gets the kept events with ``time_us >= T`` (inclusive,
+    as Jetstream does), then each new one as it is published; without a cursor
+    it gets only new ones (the live tip). ``cut_first_after`` makes it cut the
+    first connection after that many frames (a dropped connection); ``silent``
+    makes it accept and then send nothing (a host gone quiet). ``paths`` lists
+    every connection's request path.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[tuple[int | None, str]] = []  # (time_us, frame)
+        self.paths: list[str] = []
+        self.cut_first_after: int | None = None
+        self.silent = False
+        self._cond = threading.Condition()
+        self._closed = False
+        self._server = serve(self._handle, "127.0.0.1", 0)
+        self.port = self._server.socket.getsockname()[1]
+        self.url = f"ws://127.0.0.1:{self.port}/subscribe"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def publish(self, *events: dict[str, Any] | str) -> None:
+        """Keep ``events`` (event objects or raw frames) and send them to every connection."""
+        with self._cond:
+            for event in events:
+                if isinstance(event, str):
+                    self.events.append((None, event))
+                else:
+                    self.events.append((event.get("time_us"), json.dumps(event)))
+            self._cond.notify_all()
+
+    def cursors(self) -> list[int | None]:
+        """The ``cursor`` each connection asked for (None: the live tip)."""
+        with self._cond:
+            paths = list(self.paths)
+        found: list[int | None] = []
+        for path in paths:
+            values = parse_qs(urlsplit(path).query).get("cursor")
+            found.append(int(values[0]) if values else None)
+        return found
+
+    def wait_for_connections(self, count: int, timeout: float = 30) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.paths) >= count, timeout), (
+                f"{len(self.paths)} connection(s) instead of {count}")
+
+    def _handle(self, connection: ServerConnection) -> None:
+        assert connection.request is not None
+        path = connection.request.path
+        values = parse_qs(urlsplit(path).query).get("cursor")
+        with self._cond:
+            if values:
+                cursor = int(values[0])
+                index = next((i for i, (at, _) in enumerate(self.events)
+                              if at is not None and at >= cursor), len(self.events))
+            else:
+                index = len(self.events)
+            self.paths.append(path)
+            cut_after = self.cut_first_after if len(self.paths) == 1 else None
+            self._cond.notify_all()
+        sent = 0
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda start=index: self._closed or (
+                    not self.silent and start < len(self.events)), 0.5)
+                if self._closed:
+                    return
+                batch = [] if self.silent else [frame for _, frame in self.events[index:]]
+                index += len(batch)
+            for frame in batch:
+                if cut_after is not None and sent >= cut_after:
+                    connection.close()
+                    return
+                try:
+                    connection.send(frame)
+                except ConnectionClosed:  # the client went away
+                    return
+                sent += 1
+            if batch == [] and connection.state.name == "CLOSED":
+                return
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._server.shutdown()

@@ -27,7 +27,10 @@ from tweepy.client import Response
 
 import config
 import transform
-from utility import Journal, ReplaySource, TweetServer, TwitterSource, tweet_from_payload
+from sources import tweet_from_payload
+from sources.replay import ReplaySource
+from sources.twitter import TwitterSource
+from utility import Journal, TweetServer
 
 PROJECT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "v2_stream_payloads.jsonl"
@@ -342,7 +345,7 @@ def test_replay_emits_payload_and_bare_lines_and_skips_bad_ones(
         b'{"id": "14", "text": "\xff\xfe"}',
         '{"errors": [{"title": "operational-disconnect", "detail": "gone"}]}',
     ])
-    caplog.set_level(logging.WARNING, logger="utility")
+    caplog.set_level(logging.WARNING, logger="sources.replay")
     source = ReplaySource(path, rate=0, loop=False)
     assert run_replay(source) == [payload["data"], bare]
     assert source.skipped == 5
@@ -444,7 +447,7 @@ def test_recorded_stream_payloads_become_tweets(caplog: pytest.LogCaptureFixture
     expected = [json.loads(line)["data"] for line in raw_lines if b'"data"' in line]
     emitted: list[dict[str, Any]] = []
     source = TwitterSource(TOKEN, emitted.append)
-    caplog.set_level(logging.WARNING, logger="utility")
+    caplog.set_level(logging.WARNING, logger="sources.twitter")
     for raw in raw_lines:
         source.on_data(raw)
     source.on_data(b"\x00 not json")
@@ -513,7 +516,7 @@ def test_sync_rules_up_to_date_changes_nothing(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     source, fake = source_with_rules(monkeypatch, [tweepy.StreamRule("covid", TAG, "1")])
-    caplog.set_level(logging.INFO, logger="utility")
+    caplog.set_level(logging.INFO, logger="sources.twitter")
     source.sync_rules(["covid"])
     assert (fake.added, fake.deleted) == ([], [])
     assert "already up to date" in caplog.text
@@ -624,7 +627,9 @@ def test_cli_help_lists_the_options(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("args", "named"),
-    [(["--port", "abc"], "--port"), (["--replay-file", "/nonexistent"], "--replay-file")],
+    [(["--port", "abc"], "--port"),
+     (["--source", "replay", "--replay-file", "/nonexistent"], "--replay-file"),
+     (["--source", "bluesky", "--jetstream-url", "http://x/subscribe"], "--jetstream-url")],
 )
 def test_cli_bad_value_is_one_line_and_status_2(
     tmp_path: Path, args: list[str], named: str
@@ -639,14 +644,15 @@ def test_cli_bad_value_is_one_line_and_status_2(
 def test_cli_twitter_without_a_token_says_what_to_do(tmp_path: Path) -> None:
     result = run_cli("--source", "twitter", cwd=tmp_path)
     assert result.returncode == 2
-    assert "TWITTER_BEARER_TOKEN" in result.stderr and "--source replay" in result.stderr
+    assert "TWITTER_BEARER_TOKEN" in result.stderr and "--source bluesky" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_cli_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        result = run_cli("--port", str(port), "--ack-port", str(free_port()), cwd=tmp_path)
+        result = run_cli("--source", "replay", "--port", str(port), "--ack-port",
+                         str(free_port()), cwd=tmp_path)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -658,7 +664,7 @@ def start_producer(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], i
     """Start stream.py and return once its socket is listening (acks on port + 1...)."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(PROJECT / "stream.py"), "--port", str(port),
+        [sys.executable, str(PROJECT / "stream.py"), "--source", "replay", "--port", str(port),
          "--ack-port", str(ACK_PORTS.setdefault(port, free_port())), *args],
         cwd=tmp_path, env=clean_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
         text=True,
@@ -696,7 +702,8 @@ def test_cli_replay_delivers_everything_then_exits_0(tmp_path: Path) -> None:
         rest = proc.stderr.read()
         proc.stderr.close()
     assert [without_delivery(json.loads(line)) for line in received.splitlines()] == sent
-    assert "summary: 3 tweets emitted, 3 sent, 3 stored, 0 refused, 0 kept in the journal" in rest
+    assert ("summary: 3 tweets emitted, 1 bad lines skipped; 3 sent, 3 stored, 0 refused, "
+            "0 held") in rest
     assert "Traceback" not in rest
 
 
@@ -794,7 +801,7 @@ def test_the_journal_keeps_what_was_not_acknowledged(tmp_path: Path) -> None:
 
 def test_cli_warns_when_the_socket_is_reachable_from_the_network(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, str(PROJECT / "stream.py"), "--host", "0.0.0.0",
+        [sys.executable, str(PROJECT / "stream.py"), "--source", "replay", "--host", "0.0.0.0",
          "--port", str(free_port()), "--ack-port", str(free_port()), "--loop", "--rate", "1"],
         cwd=tmp_path, env=clean_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
         text=True,

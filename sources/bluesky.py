@@ -1,0 +1,523 @@
+"""Bluesky posts, live and free, from Bluesky's public Jetstream service.
+
+Jetstream turns the Bluesky network into JSON: one event per WebSocket text
+frame from ``wss://HOST/subscribe?wantedCollections=app.bsky.feed.post``, no
+account and no key (DESIGN.md, "Bluesky posts"). This module has two parts:
+
+* pure functions: :class:`KeywordMatcher` (a keyword as a whole word, or a
+  tag) and :func:`read_event` (one frame -> a :class:`Post`, or why not), and
+  :func:`wire_tweet` (a post -> the tweet object of the wire format);
+* :class:`BlueskySource`, the WebSocket client: it rotates through the hosts,
+  backs off with jitter, reconnects with a cursor a few seconds before the last
+  event it handled (so a dropped connection loses nothing), keeps that cursor
+  in a file beside the journal (so a restart goes on where it stopped), drops
+  the posts a rewind delivers again, and reconnects when a host goes silent.
+
+Typical use (what ``stream.py --source bluesky`` does)::
+
+    source = BlueskySource(urls, KeywordMatcher(keywords), server.put,
+                           cursor_path=journal_path / BlueskySource.CURSOR_FILE)
+    source.run(stop)          # until stop is set; NoHostError if none answers at start
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import websockets
+from websockets.sync.client import ClientConnection, connect
+
+import transform
+import utility
+from sources import Emit, Tweet
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"covid19-live-stream (websockets/{websockets.__version__})"
+POST_COLLECTION = "app.bsky.feed.post"
+_FACET_TAG = "app.bsky.richtext.facet#tag"
+
+# what read_event makes of a frame
+POST = "post"  # a new post with text: match it against the keywords
+OTHER = "other"  # a well-formed event that is no new post (identity, account, like, delete...)
+MALFORMED = "malformed"  # not JSON, not an event, or a post record without text
+
+
+class NoHostError(ConnectionError):
+    """No Jetstream host answered in time at start; ``str(err)`` is one line."""
+
+
+# --- pure: events -> posts -> wire tweets -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Post:
+    """The parts of a post-creating Jetstream event that the pipeline uses."""
+
+    did: str
+    rkey: str
+    text: str
+    created_at: str | None
+    lang: str | None
+    facets: Any  # the record's facets as they came (checked when used)
+    tags: tuple[str, ...]  # record.tags and the tags of #tag facets
+
+    @property
+    def uri(self) -> str:
+        """The post's at:// URI, its id on the wire."""
+        return f"at://{self.did}/{POST_COLLECTION}/{self.rkey}"
+
+
+def read_event(frame: str | bytes) -> tuple[str, Post | None, int | None]:
+    """``(verdict, post, time_us)`` of one Jetstream frame.
+
+    ``verdict`` is POST (``post`` is set), OTHER or MALFORMED (``post`` is
+    None). ``time_us`` is the event's time (microseconds since the epoch) when
+    it has one, whatever the verdict: it is where a reconnect resumes.
+
+    A post is an event with ``kind == "commit"``, ``commit.operation ==
+    "create"``, ``commit.collection == "app.bsky.feed.post"`` and a record
+    that is an object with a string ``text``.
+    """
+    if isinstance(frame, bytes):
+        return MALFORMED, None, None  # text frames only: compressed frames were not asked for
+    try:
+        event = json.loads(frame)
+    except (ValueError, RecursionError):
+        return MALFORMED, None, None
+    if not isinstance(event, dict):
+        return MALFORMED, None, None
+    time_us = event.get("time_us")
+    if type(time_us) is not int or time_us <= 0:
+        time_us = None
+    did, kind, commit = event.get("did"), event.get("kind"), event.get("commit")
+    if not isinstance(did, str) or not isinstance(kind, str):
+        return MALFORMED, None, time_us
+    if kind != "commit":
+        return OTHER, None, time_us  # identity, account (sent whatever the collection)
+    if not isinstance(commit, dict):
+        return MALFORMED, None, time_us
+    if commit.get("operation") != "create" or commit.get("collection") != POST_COLLECTION:
+        return OTHER, None, time_us  # update, delete, or another collection
+    rkey, record = commit.get("rkey"), commit.get("record")
+    if (not did.startswith("did:") or not isinstance(rkey, str) or not rkey
+            or "/" in rkey or not isinstance(record, dict)
+            or not isinstance(record.get("text"), str)):
+        return MALFORMED, None, time_us
+    langs, created = record.get("langs"), record.get("createdAt")
+    lang = langs[0] if isinstance(langs, list) and langs and isinstance(langs[0], str) else None
+    post = Post(did=did, rkey=rkey, text=record["text"],
+                created_at=created if isinstance(created, str) else None, lang=lang,
+                facets=record.get("facets"), tags=_tags(record))
+    return POST, post, time_us
+
+
+def _tags(record: dict[str, Any]) -> tuple[str, ...]:
+    """``record.tags`` and the ``tag`` of every ``#tag`` facet."""
+    tags, facets = record.get("tags"), record.get("facets")
+    found = [tag for tag in tags if isinstance(tag, str)] if isinstance(tags, list) else []
+    for facet in facets if isinstance(facets, list) else ():
+        features = facet.get("features") if isinstance(facet, dict) else None
+        for feature in features if isinstance(features, list) else ():
+            if (isinstance(feature, dict) and feature.get("$type") == _FACET_TAG
+                    and isinstance(feature.get("tag"), str)):
+                found.append(feature["tag"])
+    return tuple(found)
+
+
+class KeywordMatcher:
+    """Whether a post is about the keywords (DESIGN.md, "Keywords").
+
+    A post matches when, case-insensitively, a keyword occurs in its text as
+    posted as a whole word (not preceded or followed by a word character,
+    ``\\w``, Unicode), or equals one of its tags. With the default keywords,
+    ``#COVID19``, ``COVID-19`` and ``(covid)`` match; ``LongCovid``,
+    ``coronaviruses`` and ``covid2`` do not.
+    """
+
+    def __init__(self, keywords: Iterable[str]) -> None:
+        words = sorted({word.casefold() for word in keywords if word}, key=len, reverse=True)
+        if not words:
+            raise ValueError("at least one keyword is needed")
+        self.keywords = tuple(words)
+        self._words = re.compile(
+            r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)", re.IGNORECASE)
+        self._tags = frozenset(words)
+
+    def matches(self, text: str, tags: Iterable[str] = ()) -> bool:
+        """True when ``text`` holds a keyword as a whole word or a tag equals one."""
+        return (any(tag.casefold() in self._tags for tag in tags)
+                or self._words.search(text) is not None)
+
+
+def wire_tweet(post: Post) -> Tweet:
+    """The wire format's tweet object for ``post``.
+
+    ``text`` has the post's links and mentions taken out already
+    (:func:`transform.strip_post_markup`, which needs the record's facets);
+    the job's executors then clean it like any tweet. ``lang`` is absent when
+    the post names none.
+    """
+    tweet: Tweet = {"id": post.uri, "text": transform.strip_post_markup(post.text, post.facets)}
+    if post.created_at is not None:
+        tweet["created_at"] = post.created_at
+    if post.lang is not None:
+        tweet["lang"] = post.lang
+    tweet["author_id"] = post.did
+    tweet["url"] = f"https://bsky.app/profile/{post.did}/post/{post.rkey}"
+    return tweet
+
+
+def subscribe_url(base: str, cursor: int | None) -> str:
+    """``base`` (``wss://HOST/subscribe``) asking for posts only, uncompressed,
+    from ``cursor`` (a ``time_us``) on when given."""
+    parts = urlsplit(base)
+    query = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True)
+             if key not in ("wantedCollections", "cursor", "compress")]
+    query.append(("wantedCollections", POST_COLLECTION))
+    if cursor is not None:
+        query.append(("cursor", str(cursor)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def first_answering(urls: Sequence[str], timeout: float) -> str | None:
+    """The first of ``urls`` whose Jetstream answers a subscription within
+    ``timeout`` seconds in all, or None (``make run`` asks this to choose
+    between the live source and the sample replay)."""
+    deadline = time.monotonic() + timeout
+    for url in urls:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            with connect(subscribe_url(url, None), close_timeout=1, user_agent_header=USER_AGENT,
+                         open_timeout=min(left, BlueskySource.OPEN_TIMEOUT)):
+                return url
+        except (OSError, websockets.exceptions.WebSocketException) as err:
+            log.debug("Jetstream %s does not answer: %s", url, err)
+    return None
+
+
+# --- the cursor file ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a restarted source goes on: the last event's time and the posts
+    handled just before it (a rewind delivers them again)."""
+
+    time_us: int
+    recent: tuple[tuple[str, int], ...]  # (post uri, time_us), oldest first
+
+    def dumps(self) -> str:
+        return json.dumps({"time_us": self.time_us, "recent": [list(r) for r in self.recent]})
+
+    @classmethod
+    def loads(cls, text: str) -> Resume:
+        """Raises ValueError when ``text`` is not a cursor file's content."""
+        data = json.loads(text)
+        time_us, recent = data["time_us"], data.get("recent", [])
+        if type(time_us) is not int or not isinstance(recent, list):
+            raise ValueError("not a cursor")
+        pairs = tuple((uri, at) for uri, at in recent
+                      if isinstance(uri, str) and type(at) is int)
+        return cls(time_us, pairs)
+
+
+# --- the WebSocket client --------------------------------------------------------------
+
+
+class BlueskySource:
+    """Posts from Jetstream that match the keywords, each handed to ``emit``.
+
+    :meth:`run` connects to the first URL that answers, reads events until
+    ``stop`` is set and reconnects for as long as it runs. The hooks
+    (``on_connect``, ``on_frame``, ``on_connection_error``, ``on_stale``)
+    can be overridden; the constants below are the policy.
+
+    The counters (:attr:`events`, :attr:`posts`, :attr:`matched`, ...) and
+    :meth:`status` are for the once-a-minute status line.
+    """
+
+    #: File (in the journal's folder) keeping where to resume after a restart.
+    CURSOR_FILE = "jetstream-cursor.json"
+    #: At start, give up (NoHostError) if no host has answered within this.
+    START_TIMEOUT = 15.0
+    #: Most seconds one opening handshake may take.
+    OPEN_TIMEOUT = 10.0
+    #: Wait before reconnect attempt n: a random time up to
+    #: min(BACKOFF_MAX, BACKOFF_BASE * 2**n) seconds ("full jitter").
+    BACKOFF_BASE = 0.5
+    BACKOFF_MAX = 30.0
+    #: A reconnect resumes this many seconds before the last event handled: each
+    #: host stamps time_us with its own clock, and events come slightly out of order.
+    REWIND_SECONDS = 5.0
+    #: The cursor file is rewritten at most this often (each write is fsynced).
+    CURSOR_SAVE_SECONDS = 1.0
+    #: Jetstream keeps about a day of events; a cursor older than this is warned about.
+    RETENTION_SECONDS = 24 * 3600.0
+    #: Post ids remembered to drop what a rewind brings again.
+    RECENT_POSTS = 20_000
+    #: How long the ids of posts handled stay in the cursor file, past the rewind.
+    RECENT_KEEP_SECONDS = 120.0
+    #: Largest frame accepted; post events are a few kilobytes.
+    MAX_FRAME_BYTES = 4 * 1024 * 1024
+    #: How often a read without events checks ``stop`` and the watchdog.
+    POLL_SECONDS = 0.25
+    #: At most one warning about malformed frames per this many seconds.
+    MALFORMED_WARNING_SECONDS = 60.0
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        matcher: KeywordMatcher,
+        emit: Emit,
+        *,
+        cursor_path: Path | None = None,
+        stale_seconds: float = 60.0,
+        before_cursor_save: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``emit`` gets each matching post as a wire tweet. ``before_cursor_save``
+        runs before the cursor file is written: stream.py makes the journal
+        durable there, so the cursor never runs ahead of what was kept."""
+        if not urls:
+            raise ValueError("at least one Jetstream URL is needed")
+        self.urls = tuple(urls)
+        self.matcher = matcher
+        self._emit = emit
+        self.cursor_path = cursor_path
+        self.stale_seconds = stale_seconds
+        self._before_cursor_save = before_cursor_save
+        self._clock = clock
+        #: frames received
+        self.events = 0
+        #: new posts with text among them
+        self.posts = 0
+        #: posts that matched the keywords and were handed to emit
+        self.matched = 0
+        #: matching posts dropped because a rewind delivered them again
+        self.repeats = 0
+        #: matching posts emit refused (the producer's buffer was full)
+        self.refused = 0
+        #: frames that were not events, and post records without text
+        self.malformed = 0
+        #: connections made after the first
+        self.reconnects = 0
+        #: set once a host has answered
+        self.connected = threading.Event()
+        self.url: str | None = None  # the host in use
+        self._last_time_us: int | None = None
+        self._recent: OrderedDict[str, int] = OrderedDict()  # post uri -> time_us
+        self._saved_time_us: int | None = None
+        self._next_save = 0.0
+        self._last_malformed_warning = -float("inf")
+        self._attempt = 0
+        self._rng = random.Random()
+        self._load_cursor()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} url={self.url!r} matched={self.matched}>"
+
+    # -- running
+
+    def run(self, stop: threading.Event) -> None:
+        """Read posts until ``stop`` is set, reconnecting whenever a host fails.
+
+        Raises NoHostError when no host answered within START_TIMEOUT of the
+        start; once connected, it never gives up.
+        """
+        deadline = time.monotonic() + self.START_TIMEOUT
+        tried: list[str] = []
+        turn = 0
+        while not stop.is_set():
+            url = self.urls[turn % len(self.urls)]
+            turn += 1
+            if not self.connected.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise NoHostError(self._no_host_line(tried))
+                tried.append(url)
+            else:
+                left = self.OPEN_TIMEOUT
+            try:
+                self._session(url, min(self.OPEN_TIMEOUT, left), stop)
+            except (OSError, websockets.exceptions.WebSocketException) as err:
+                self.on_connection_error(url, err)
+            if stop.is_set():
+                break
+            self._attempt += 1
+            wait = self._backoff()
+            if not self.connected.is_set():
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
+            stop.wait(wait)
+        self.save_cursor(force=True)
+
+    def _session(self, url: str, open_timeout: float, stop: threading.Event) -> None:
+        """One connection: open it, read until stop, silence or a failure."""
+        target = subscribe_url(url, self._resume_cursor())
+        with connect(target, open_timeout=open_timeout, max_size=self.MAX_FRAME_BYTES,
+                     close_timeout=2, user_agent_header=USER_AGENT) as websocket:
+            if self.connected.is_set():
+                self.reconnects += 1
+            self.url = url
+            self.connected.set()
+            self.on_connect(url, target)
+            self._read(websocket, stop)
+
+    def _read(self, websocket: ClientConnection, stop: threading.Event) -> None:
+        last_event = time.monotonic()
+        while not stop.is_set():
+            try:
+                frame = websocket.recv(timeout=self.POLL_SECONDS)
+            except TimeoutError:
+                if time.monotonic() - last_event >= self.stale_seconds:
+                    self.on_stale(self.url or "")
+                    return
+                self.save_cursor()
+                continue
+            last_event = time.monotonic()
+            self._attempt = 0  # events flow: the next failure starts the backoff afresh
+            self.on_frame(frame)
+            self.save_cursor()
+
+    def _backoff(self) -> float:
+        ceiling = min(self.BACKOFF_MAX, self.BACKOFF_BASE * 2 ** min(self._attempt, 16))
+        return self._rng.uniform(0, ceiling)
+
+    def _no_host_line(self, tried: list[str]) -> str:
+        names = ", ".join(dict.fromkeys(tried)) or ", ".join(self.urls)
+        return (f"no Jetstream host answered within {self.START_TIMEOUT:g} s (tried {names}); "
+                "check the network or a proxy, or use --source replay to run offline")
+
+    # -- hooks
+
+    def on_connect(self, url: str, target: str) -> None:
+        """Called once a host has answered."""
+        if self._last_time_us is None:
+            log.info("connected to %s: live posts from now on", url)
+        else:
+            log.info("connected to %s: resuming %.0f s before the last event handled "
+                     "(cursor %d)", url, self.REWIND_SECONDS, self._resume_cursor())
+
+    def on_frame(self, frame: str | bytes) -> None:
+        """Handle one frame: a matching new post goes to ``emit``."""
+        self.events += 1
+        verdict, post, time_us = read_event(frame)
+        if time_us is not None:
+            self._last_time_us = time_us
+        if verdict == MALFORMED:
+            self.malformed += 1
+            now = time.monotonic()
+            if now - self._last_malformed_warning >= self.MALFORMED_WARNING_SECONDS:
+                self._last_malformed_warning = now
+                log.warning("skipping a Jetstream frame that is no event or a post without "
+                            "text (%d so far): %.80r", self.malformed, frame)
+            return
+        if post is None:
+            return
+        self.posts += 1
+        if not self.matcher.matches(post.text, post.tags):
+            return
+        uri = post.uri
+        if uri in self._recent:
+            self.repeats += 1  # a rewind brought it again
+            return
+        if not self._emit(wire_tweet(post)):
+            self.refused += 1  # counted and logged by the server; a rewind may bring it back
+            return
+        self.matched += 1
+        self._recent[uri] = time_us or 0
+        if len(self._recent) > self.RECENT_POSTS:
+            self._recent.popitem(last=False)
+
+    def on_connection_error(self, url: str, err: BaseException) -> None:
+        """Called when connecting fails or a connection breaks. Before the first
+        connection this is only a debug line: :class:`NoHostError` says it all."""
+        reason = " ".join(str(err).split()) or type(err).__name__
+        level = logging.WARNING if self.connected.is_set() else logging.DEBUG
+        log.log(level, "Jetstream %s: %s; reconnecting with backoff", url, reason[:200])
+
+    def on_stale(self, url: str) -> None:
+        """Called when no event has come for ``stale_seconds``: the host is silent."""
+        log.warning("no event from %s for %g s; reconnecting to another host",
+                    url, self.stale_seconds)
+
+    # -- status
+
+    def lag_seconds(self) -> float | None:
+        """Now minus the last event's time_us, in seconds (None before any event)."""
+        if self._last_time_us is None:
+            return None
+        return self._clock() - self._last_time_us / 1e6
+
+    def status(self) -> str:
+        """One status line: events, posts, matches, reconnects and lag."""
+        lag = self.lag_seconds()
+        return (f"bluesky: {self.events:,} events, {self.posts:,} posts, {self.matched:,} "
+                f"matched ({self.repeats:,} repeats dropped, {self.refused:,} refused, "
+                f"{self.malformed:,} malformed), {self.reconnects:,} reconnects, lag "
+                + ("-" if lag is None else f"{lag:.1f} s")
+                + (f", host {self.url}" if self.url else ""))
+
+    # -- the cursor
+
+    def _resume_cursor(self) -> int | None:
+        if self._last_time_us is None:
+            return None
+        return max(1, self._last_time_us - int(self.REWIND_SECONDS * 1_000_000))
+
+    def _load_cursor(self) -> None:
+        if self.cursor_path is None or not self.cursor_path.exists():
+            return
+        try:
+            resume = Resume.loads(self.cursor_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("ignoring the Jetstream cursor file %s (%s): starting from the live "
+                        "tip", self.cursor_path, err)
+            return
+        self._last_time_us = self._saved_time_us = resume.time_us
+        self._recent.update(resume.recent)
+        age = self._clock() - resume.time_us / 1e6
+        if age > self.RETENTION_SECONDS:
+            log.warning("the Jetstream cursor is %.1f h old; Jetstream keeps about a day, so "
+                        "posts older than that are not sent again", age / 3600)
+        else:
+            log.info("resuming Bluesky posts from %s (%.0f s ago)", self.cursor_path, age)
+
+    def save_cursor(self, *, force: bool = False) -> None:
+        """Write the cursor file (at most every CURSOR_SAVE_SECONDS unless ``force``).
+
+        Never raises: a failed write is logged, and the previous file stays.
+        """
+        if self.cursor_path is None or self._last_time_us is None:
+            return
+        now = time.monotonic()
+        if self._last_time_us == self._saved_time_us or (not force and now < self._next_save):
+            return
+        self._next_save = now + self.CURSOR_SAVE_SECONDS
+        keep_after = self._last_time_us - int(
+            (self.REWIND_SECONDS + self.RECENT_KEEP_SECONDS) * 1_000_000)
+        recent = tuple((uri, at) for uri, at in self._recent.items() if at >= keep_after)
+        try:
+            if self._before_cursor_save is not None:
+                self._before_cursor_save()
+            utility.write_atomically(self.cursor_path,
+                                     Resume(self._last_time_us, recent).dumps())
+        except OSError as err:
+            log.warning("cannot save the Jetstream cursor to %s: %s", self.cursor_path,
+                        err.strerror or err)
+            return
+        self._saved_time_us = self._last_time_us
+

@@ -1,0 +1,487 @@
+"""The Bluesky source: Jetstream events -> matching posts -> wire tweets.
+
+A local WebSocket server (tests/processes.py, JetstreamStandIn) stands in for
+Jetstream and serves events the tests write themselves, in the shape DESIGN.md
+documents. Waits are on events and conditions, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from processes import T0_US, JetstreamStandIn, clean_env, facet, post_event
+
+import transform
+from sources import bluesky
+from sources.bluesky import (
+    MALFORMED,
+    OTHER,
+    POST,
+    BlueskySource,
+    KeywordMatcher,
+    NoHostError,
+    read_event,
+    subscribe_url,
+    wire_tweet,
+)
+
+PROJECT = Path(__file__).resolve().parents[1]
+DEFAULT_KEYWORDS = ("covid", "covid19", "covid-19", "coronavirus", "sars-cov-2")
+TIMEOUT = 30
+
+
+def covid_posts(count: int, start: int = 0, *, step_us: int = 1_000_000) -> list[dict[str, Any]]:
+    return [post_event(f"k{n}", f"post {n} about covid", T0_US + n * step_us)
+            for n in range(start, start + count)]
+
+
+def uri(rkey: str, did: str = "did:plc:alice") -> str:
+    return f"at://{did}/app.bsky.feed.post/{rkey}"
+
+
+# --- events ---------------------------------------------------------------------------
+
+
+def test_every_kind_and_operation_but_a_new_post_is_other() -> None:
+    commit = post_event("k1", "covid", T0_US)["commit"]
+    others = [
+        {"did": "did:plc:a", "time_us": T0_US, "kind": "identity",
+         "identity": {"did": "did:plc:a", "seq": 1, "time": "2026-11-30T08:00:00Z"}},
+        {"did": "did:plc:a", "time_us": T0_US, "kind": "account",
+         "account": {"active": True, "did": "did:plc:a", "seq": 2}},
+        {"did": "did:plc:a", "time_us": T0_US, "kind": "commit",
+         "commit": {**commit, "operation": "update"}},
+        {"did": "did:plc:a", "time_us": T0_US, "kind": "commit",
+         "commit": {"rev": "r", "operation": "delete", "collection": "app.bsky.feed.post",
+                    "rkey": "k1"}},
+        {"did": "did:plc:a", "time_us": T0_US, "kind": "commit",
+         "commit": {**commit, "collection": "app.bsky.feed.like",
+                    "record": {"$type": "app.bsky.feed.like", "subject": {}}}},
+        {"did": "did:plc:a", "time_us": T0_US, "kind": "commit",
+         "commit": {**commit, "collection": "app.bsky.feed.repost"}},
+    ]
+    for event in others:
+        assert read_event(json.dumps(event)) == (OTHER, None, T0_US), event
+    verdict, post, time_us = read_event(json.dumps(post_event("k1", "covid", T0_US)))
+    assert (verdict, time_us) == (POST, T0_US)
+    assert post is not None and post.uri == uri("k1")
+
+
+@pytest.mark.parametrize("frame", [
+    "not json", "[1, 2]", "null", '"text"', "{}", b'{"did": "did:plc:a"}',
+    json.dumps({"did": "did:plc:a", "time_us": 5, "kind": "commit", "commit": "x"}),
+    json.dumps({"did": 7, "time_us": 5, "kind": "commit"}),
+    "[" * 100_000,
+])
+def test_malformed_frames(frame: str | bytes) -> None:
+    assert read_event(frame)[:2] == (MALFORMED, None)
+
+
+@pytest.mark.parametrize("record", [
+    {"$type": "app.bsky.feed.post", "createdAt": "2026-11-30T08:00:01.000Z"},
+    {"$type": "app.bsky.feed.post", "text": None},
+    {"$type": "app.bsky.feed.post", "text": ["covid"]},
+])
+def test_a_post_without_text_is_malformed_but_keeps_its_time(record: dict[str, Any]) -> None:
+    event = post_event("k1", "x", T0_US)
+    event["commit"]["record"] = record
+    assert read_event(json.dumps(event)) == (MALFORMED, None, T0_US)
+    event["commit"].pop("record")
+    assert read_event(json.dumps(event)) == (MALFORMED, None, T0_US)
+
+
+def test_the_wire_tweet_has_the_documented_fields_in_order() -> None:
+    event = post_event("3mzkey", "Masks on @bob.bsky.social see cdc.gov/covid...",
+                       T0_US, did="did:plc:abc123", langs=["en", "de"])
+    text = event["commit"]["record"]["text"]
+    event["commit"]["record"]["facets"] = [
+        facet(text, "@bob.bsky.social", "mention", did="did:plc:bob")]
+    _, post, _ = read_event(json.dumps(event))
+    assert post is not None
+    tweet = wire_tweet(post)
+    assert list(tweet) == ["id", "text", "created_at", "lang", "author_id", "url"]
+    assert tweet["id"] == "at://did:plc:abc123/app.bsky.feed.post/3mzkey"
+    assert tweet["url"] == "https://bsky.app/profile/did:plc:abc123/post/3mzkey"
+    assert (tweet["lang"], tweet["author_id"]) == ("en", "did:plc:abc123")
+    assert tweet["created_at"] == "2026-11-30T08:00:01.000Z"
+    assert transform.clean_text(tweet["text"]) == "Masks on see cdc.gov/covid..."
+    # a post naming no language has no lang at all
+    _, bare, _ = read_event(json.dumps(post_event("k2", "covid", T0_US, langs=[])))
+    assert bare is not None and "lang" not in wire_tweet(bare)
+
+
+# --- keywords -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "matches"), [
+    ("#COVID19 is back", True),
+    ("COVID-19 numbers", True),
+    ("masks (covid) again", True),
+    ("Covid.", True),
+    ("sars-cov-2 variant", True),
+    ("Coronavirus update", True),
+    ("LongCovid is real", False),
+    ("coronaviruses in bats", False),
+    ("covid2 is not a word", False),
+    ("postcovid", False),
+    ("covid_19 with an underscore", False),
+    ("\u043a\u043e\u0432\u0438\u0434covid", False),  # Cyrillic letters are word characters
+    ("\u65e5\u672ccovid", False),  # so are CJK ones
+    ("Nothing to see here", False),
+])
+def test_keywords_match_whole_words_in_any_case(text: str, matches: bool) -> None:
+    assert KeywordMatcher(DEFAULT_KEYWORDS).matches(text) is matches
+
+
+def test_a_tag_alone_matches() -> None:
+    matcher = KeywordMatcher(DEFAULT_KEYWORDS)
+    assert matcher.matches("nothing in the text", ["COVID19"])
+    assert not matcher.matches("nothing in the text", ["LongCovid"])
+    text = "see #Covid19"
+    event = post_event("k1", "tagged only", T0_US, tags=["news"])
+    event["commit"]["record"]["facets"] = [
+        {"index": {"byteStart": 0, "byteEnd": 3},
+         "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": "Coronavirus"}]}]
+    _, post, _ = read_event(json.dumps(event))
+    assert post is not None and post.tags == ("news", "Coronavirus")
+    assert matcher.matches(post.text, post.tags)
+    assert matcher.matches(text)
+
+
+def test_other_keywords_are_escaped() -> None:
+    matcher = KeywordMatcher(["c++", "long covid"])
+    assert matcher.matches("learning C++ today")
+    assert matcher.matches("Long Covid clinics")
+    assert not matcher.matches("abc++")  # preceded by a word character
+
+
+# --- cleaning a post -------------------------------------------------------------------------
+
+
+def clean_post(text: str, facets: list[dict[str, Any]] | None = None) -> str:
+    return transform.clean_text(transform.strip_post_markup(text, facets))
+
+
+def test_facets_are_utf8_byte_ranges_after_multibyte_text() -> None:
+    text = "😷 Impfung für ältere 日本 nytimes.com/2026/11/cov... #COVID19 @carol.example.com"
+    facets = [facet(text, "nytimes.com/2026/11/cov...", uri="https://nytimes.com/x"),
+              facet(text, "#COVID19", "tag", tag="COVID19"),
+              facet(text, "@carol.example.com", "mention", did="did:plc:carol")]
+    assert clean_post(text, facets) == "Impfung für ältere 日本 COVID19"
+
+
+@pytest.mark.parametrize("index", [
+    {"byteStart": 5, "byteEnd": 5},  # empty
+    {"byteStart": 9, "byteEnd": 4},  # reversed
+    {"byteStart": 4, "byteEnd": 400},  # past the end
+    {"byteStart": 1, "byteEnd": 8},  # inside the emoji's four bytes
+    {"byteStart": -3, "byteEnd": 4},
+    {"byteStart": "0", "byteEnd": 4},
+    {"byteStart": True, "byteEnd": 4},
+])
+def test_a_bad_facet_range_is_ignored(index: dict[str, Any]) -> None:
+    text = "😷 covid link.example/x"
+    facets = [{"index": index, "features": [{"$type": "app.bsky.richtext.facet#link"}]}]
+    assert clean_post(text, facets) == "covid link.example/x"
+
+
+def test_malformed_facets_are_ignored_and_overlaps_replaced_once() -> None:
+    text = "covid abc def"
+    assert clean_post(text, "not a list") == "covid abc def"  # type: ignore[arg-type]
+    assert clean_post(text, [1, {"index": None}, {"index": {}, "features": "x"}]) == text
+    overlapping = [
+        {"index": {"byteStart": 6, "byteEnd": 10}, "features": [
+            {"$type": "app.bsky.richtext.facet#link"}]},
+        {"index": {"byteStart": 8, "byteEnd": 13}, "features": [
+            {"$type": "app.bsky.richtext.facet#mention"}]},
+    ]
+    assert transform.strip_post_markup(text, overlapping) == "covid  "
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("hi @alice.bsky.social and @bob", "hi and"),
+    ("@carol.example.com: covid", ": covid"),
+    ("mail info@who.int about covid", "mail info@who.int about covid"),
+    ("(@dave.co.uk) covid", "( ) covid"),  # replaced by one space, as a mention is
+    ("@a-b.c-d.e covid", "covid"),
+])
+def test_domain_handles_without_a_facet_are_dropped(text: str, expected: str) -> None:
+    assert clean_post(text) == expected
+
+
+# --- the client against a local Jetstream --------------------------------------------------------
+
+
+@pytest.fixture
+def jetstream() -> Iterator[JetstreamStandIn]:
+    stand_in = JetstreamStandIn()
+    yield stand_in
+    stand_in.close()
+
+
+class Collector:
+    """``emit`` for a source: keeps the wire tweets and lets a test wait for them."""
+
+    def __init__(self, accept: bool = True) -> None:
+        self.tweets: list[dict[str, Any]] = []
+        self.accept = accept
+        self._cond = threading.Condition()
+
+    def __call__(self, tweet: dict[str, Any]) -> bool:
+        with self._cond:
+            if self.accept:
+                self.tweets.append(tweet)
+            self._cond.notify_all()
+            return self.accept
+
+    def wait_for(self, count: int) -> list[str]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.tweets) >= count, TIMEOUT), (
+                f"{len(self.tweets)} tweets instead of {count}")
+            return [tweet["id"] for tweet in self.tweets]
+
+
+class Running:
+    """A BlueskySource running in a thread until the test ends."""
+
+    def __init__(self, source: BlueskySource) -> None:
+        self.source = source
+        self.stop = threading.Event()
+        self.error: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.source.run(self.stop)
+        except NoHostError as err:
+            self.error.append(err)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(TIMEOUT)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def start() -> Iterator[Any]:
+    running: list[Running] = []
+
+    def start_source(urls: list[str], emit: Collector, **options: Any) -> BlueskySource:
+        source = BlueskySource(urls, KeywordMatcher(DEFAULT_KEYWORDS), emit, **options)
+        source.BACKOFF_BASE = 0.01  # reconnect at once: the tests wait on events anyway
+        running.append(Running(source))
+        return source
+
+    yield start_source
+    for run in running:
+        run.close()
+
+
+def test_matching_posts_arrive_in_order_and_the_rest_is_counted(
+    jetstream: JetstreamStandIn, start: Any
+) -> None:
+    emitted = Collector()
+    source = start([jetstream.url], emitted)
+    jetstream.wait_for_connections(1)
+    assert jetstream.paths[0] == "/subscribe?wantedCollections=app.bsky.feed.post"
+    like = post_event("l1", "covid", T0_US + 2)
+    like["commit"]["collection"] = "app.bsky.feed.like"
+    jetstream.publish(
+        post_event("k1", "First covid post", T0_US + 1),
+        like,
+        {"did": "did:plc:a", "time_us": T0_US + 3, "kind": "identity", "identity": {}},
+        "{broken",
+        post_event("k2", "nothing to see", T0_US + 4),
+        post_event("k3", "#COVID19 second", T0_US + 5, did="did:plc:bob"),
+        post_event("k4", "tag only", T0_US + 6, tags=["covid"]),
+    )
+    assert emitted.wait_for(3) == [uri("k1"), uri("k3", "did:plc:bob"), uri("k4")]
+    assert emitted.tweets[1]["text"] == "#COVID19 second"
+    assert (source.events, source.posts, source.matched, source.malformed) == (7, 4, 3, 1)
+    status = source.status()
+    assert "7 events, 4 posts, 3 matched" in status and "0 reconnects" in status
+    assert re.search(r", lag -?[0-9]+\.[0-9] s,", status), status
+
+
+def test_a_dropped_connection_resumes_from_a_rewound_cursor_without_repeats(
+    jetstream: JetstreamStandIn, start: Any
+) -> None:
+    jetstream.cut_first_after = 3
+    emitted = Collector()
+    source = start([jetstream.url], emitted)
+    jetstream.wait_for_connections(1)
+    posts = covid_posts(6)  # one second apart
+    jetstream.publish(*posts)
+    ids = emitted.wait_for(6)
+    assert ids == [uri(f"k{n}") for n in range(6)]  # each once, in order
+    cursors = jetstream.cursors()
+    assert cursors[0] is None
+    # the reconnect asks for everything from 5 s before the last event handled (k2)
+    assert cursors[1] == T0_US + 2_000_000 - 5_000_000
+    assert source.repeats == 3 and source.reconnects == 1
+
+
+def test_a_silent_host_is_left_for_the_next_one(jetstream: JetstreamStandIn, start: Any) -> None:
+    quiet = JetstreamStandIn()
+    quiet.silent = True
+    try:
+        emitted = Collector()
+        source = start([quiet.url, jetstream.url], emitted, stale_seconds=0.5)
+        quiet.wait_for_connections(1)
+        jetstream.wait_for_connections(1)  # the watchdog gave up on the quiet one
+        jetstream.publish(*covid_posts(2))
+        assert emitted.wait_for(2) == [uri("k0"), uri("k1")]
+        assert source.url == jetstream.url
+    finally:
+        quiet.close()
+
+
+def test_a_refusing_host_is_skipped(jetstream: JetstreamStandIn, start: Any) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{closed.getsockname()[1]}/subscribe"
+    emitted = Collector()
+    start([dead, jetstream.url], emitted)
+    jetstream.wait_for_connections(1)
+    jetstream.publish(*covid_posts(1))
+    assert emitted.wait_for(1) == [uri("k0")]
+
+
+def test_a_restart_resumes_from_the_cursor_file(
+    jetstream: JetstreamStandIn, tmp_path: Path, start: Any
+) -> None:
+    cursor = tmp_path / BlueskySource.CURSOR_FILE
+    synced: list[int] = []
+    first = Collector()
+    source = BlueskySource([jetstream.url], KeywordMatcher(DEFAULT_KEYWORDS), first,
+                           cursor_path=cursor, before_cursor_save=lambda: synced.append(1))
+    run = Running(source)
+    jetstream.wait_for_connections(1)
+    jetstream.publish(*covid_posts(3))
+    first.wait_for(3)
+    run.close()  # a clean stop writes the cursor
+    saved = json.loads(cursor.read_text())
+    assert saved["time_us"] == T0_US + 2_000_000
+    assert [entry[0] for entry in saved["recent"]] == [uri(f"k{n}") for n in range(3)]
+    assert synced, "the journal is made durable before the cursor is written"
+
+    jetstream.publish(*covid_posts(2, start=3))  # while stream.py is down
+    second = Collector()
+    start([jetstream.url], second, cursor_path=cursor)
+    assert second.wait_for(2) == [uri("k3"), uri("k4")]  # nothing lost, nothing twice
+    assert jetstream.cursors()[1] == T0_US + 2_000_000 - 5_000_000
+
+
+def test_a_torn_cursor_file_starts_from_the_live_tip(
+    jetstream: JetstreamStandIn, tmp_path: Path, start: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    cursor = tmp_path / BlueskySource.CURSOR_FILE
+    cursor.write_text('{"time_us": 17960000')
+    caplog.set_level(logging.WARNING, logger="sources.bluesky")
+    start([jetstream.url], Collector(), cursor_path=cursor)
+    jetstream.wait_for_connections(1)
+    assert jetstream.cursors() == [None]
+    assert "ignoring the Jetstream cursor file" in caplog.text
+
+
+def test_a_refused_post_is_not_remembered_so_a_rewind_can_bring_it(
+    jetstream: JetstreamStandIn, start: Any
+) -> None:
+    emitted = Collector(accept=False)
+    source = start([jetstream.url], emitted)
+    jetstream.wait_for_connections(1)
+    jetstream.publish(*covid_posts(1))
+    with emitted._cond:
+        assert emitted._cond.wait_for(lambda: source.refused == 1, TIMEOUT)
+    assert source.matched == 0 and uri("k0") not in source._recent
+
+
+def test_no_host_at_start_raises_naming_the_urls() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{closed.getsockname()[1]}/subscribe"
+    source = BlueskySource([dead], KeywordMatcher(DEFAULT_KEYWORDS), Collector())
+    source.START_TIMEOUT = 0.5
+    with pytest.raises(NoHostError) as err:
+        source.run(threading.Event())
+    message = str(err.value)
+    assert dead in message and "--source replay" in message and "\n" not in message
+
+
+def test_the_subscribe_url_asks_for_posts_uncompressed_from_the_cursor() -> None:
+    url = subscribe_url("wss://h.example/subscribe?compress=true&wantedDids=did:plc:a", 42)
+    assert url == ("wss://h.example/subscribe?wantedDids=did%3Aplc%3Aa"
+                   "&wantedCollections=app.bsky.feed.post&cursor=42")
+    assert subscribe_url("ws://127.0.0.1:1/subscribe", None) == (
+        "ws://127.0.0.1:1/subscribe?wantedCollections=app.bsky.feed.post")
+
+
+def test_a_cursor_that_cannot_be_saved_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def disk_full() -> None:
+        raise OSError(28, "No space left on device")
+
+    source = BlueskySource(["ws://x/subscribe"], KeywordMatcher(["covid"]), Collector(),
+                           cursor_path=tmp_path / "c.json", before_cursor_save=disk_full)
+    source.on_frame(json.dumps(post_event("k1", "covid", T0_US)))
+    caplog.set_level(logging.WARNING, logger="sources.bluesky")
+    source.save_cursor(force=True)
+    assert "No space left on device" in caplog.text
+    assert not (tmp_path / "c.json").exists()
+
+
+# --- stream.py --source bluesky -----------------------------------------------------------------
+
+
+def test_cli_exits_1_with_one_line_when_no_host_answers(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{closed.getsockname()[1]}/subscribe"
+    ports = []
+    for _ in range(2):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        ports.append(probe)
+    numbers = [str(p.getsockname()[1]) for p in ports]
+    for probe in ports:
+        probe.close()
+    result = subprocess.run(
+        [sys.executable, str(PROJECT / "stream.py"), "--source", "bluesky",
+         "--jetstream-url", dead, "--port", numbers[0], "--ack-port", numbers[1],
+         "--journal-path", str(tmp_path / "journal")],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines()
+              if "error" in line.lower() or "warning" in line.lower()]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("stream.py: error: no Jetstream host answered within 15 s")
+    assert dead in errors[0] and "--source replay" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_status_line_names_every_figure() -> None:
+    source = BlueskySource(["ws://x/subscribe"], KeywordMatcher(["covid"]), Collector(),
+                           clock=lambda: T0_US / 1e6 + 2.5)
+    assert "lag -" in source.status()
+    source.on_frame(json.dumps(post_event("k1", "covid", T0_US)))
+    source.on_frame(json.dumps(post_event("k1", "covid", T0_US)))  # again: a repeat
+    status = source.status()
+    assert status.startswith("bluesky: 2 events, 2 posts, 1 matched (1 repeats dropped")
+    assert "0 reconnects, lag 2.5 s" in status
+
+
+def test_module_docstring_is_the_usage() -> None:
+    assert bluesky.__doc__ and "wantedCollections=app.bsky.feed.post" in bluesky.__doc__
