@@ -4,11 +4,14 @@ Usage: spark_streaming.py [--host HOST] [--port PORT] [--batch-seconds SECONDS]
                           [--master URL] [--mongo-uri URI] [--duration SECONDS] ...
 
 Every batch (20 s by default) this job reads the tweets that stream.py sent to
-HOST:PORT, parses and cleans them on the executors, fetches the world's total
-case count once on the driver and stores one document
+HOST:PORT, parses and cleans them on the executors, gets the world's total
+case count on the driver (--case-source: worldometers once a batch, or WHO's
+daily file at most once an hour) and stores one document
 
     {"content": [cleaned tweets, in arrival order],
-     "timestamp": <batch time, UTC>, "total_case_count": <int or null>}
+     "timestamp": <batch time, UTC>, "total_case_count": <int or null>,
+     "case_count_as_of": <the date the count is for, or null>,
+     "case_count_source": "worldometers" | "who" | null}
 
 in MongoDB (--mongo-uri / MONGODB_URI) or, without a URI, in the embedded store
 at EMBEDDED_DB_PATH. Empty batches store nothing.
@@ -16,6 +19,7 @@ at EMBEDDED_DB_PATH. Empty batches store nothing.
 Run stream.py first in one terminal, then in a second one:
 
     python spark_streaming.py                   # 20 s batches, embedded store
+    python spark_streaming.py --case-source who  # WHO's count, still updated
     python spark_streaming.py --batch-seconds 5 --duration 60
 """
 
@@ -73,6 +77,8 @@ class BatchStats:
     parts: int = 0  # documents written (more than one only past 16 MB)
     spooled: bool = False  # the store was down: the documents wait in the spool
     out_of_order: int = 0  # sequenced tweets after a gap, dropped until resent
+    case_count_as_of: datetime | None = None  # the moment the count is for
+    case_count_source: str | None = None  # "worldometers" or "who"
 
     def summary(self) -> str:
         """The one log line of this batch."""
@@ -83,12 +89,15 @@ class BatchStats:
             dropped += f", {self.out_of_order} after a gap"
         if not self.kept:
             return f"batch {when}: {self.lines} lines, nothing to store ({dropped})"
-        count = "none" if self.total_case_count is None else f"{self.total_case_count:,}"
-        age = "fresh" if self.count_fresh else "carried over"
         where = "spooled (store down)" if self.spooled else "write"
         parts = f" in {self.parts} parts" if self.parts > 1 else ""
         return (f"batch {when}: {self.lines} lines, {self.kept} kept ({dropped}), "
-                f"count {count} ({age}), {where}{parts} {self.write_ms:.0f} ms")
+                f"count {self.count_text()}, {where}{parts} {self.write_ms:.0f} ms")
+
+    def count_text(self) -> str:
+        """``704,753,890 (worldometers, as of 2024-04-13, fresh)``."""
+        return scrape.CaseCount(self.total_case_count, self.case_count_as_of,
+                                self.case_count_source, self.count_fresh).describe()
 
 
 class RecentIds:
@@ -297,6 +306,8 @@ class BatchMetrics(StreamingListener):
                 lines=stats.lines, kept=stats.kept, empty=stats.empty,
                 malformed=stats.malformed, duplicates=stats.duplicates,
                 out_of_order=stats.out_of_order, total_case_count=stats.total_case_count,
+                case_count_as_of=stats.case_count_as_of,
+                case_count_source=stats.case_count_source,
                 count_fresh=stats.count_fresh, write_ms=stats.write_ms, spooled=stats.spooled)
         try:
             self.collection.replace_one({"_id": when}, document, upsert=True)
@@ -332,7 +343,7 @@ class BatchWriter:
     def __init__(
         self,
         store: storage.DurableStore,
-        case_count: Callable[[], tuple[int | None, bool]],
+        case_count: Callable[[], scrape.CaseCount],
         *,
         on_batch: Callable[[BatchStats], None] | None = None,
         seen_ids: RecentIds | None = None,
@@ -431,11 +442,13 @@ class BatchWriter:
             stats = BatchStats(batch_time, lines, len(content), empty, len(malformed),
                                duplicates, out_of_order=out_of_order)
             if content:
-                count, fresh = self.case_count()
-                documents = self._documents(batch_time, content, marks, count)
+                reading = self.case_count()
+                documents = self._documents(batch_time, content, marks, reading)
                 started = time.perf_counter()
                 stored = self.store.write(documents)
-                stats = replace(stats, total_case_count=count, count_fresh=fresh,
+                stats = replace(stats, total_case_count=reading.total,
+                                count_fresh=reading.fresh, case_count_as_of=reading.as_of,
+                                case_count_source=reading.source,
                                 write_ms=(time.perf_counter() - started) * 1000,
                                 document_id=documents[0]["_id"], parts=len(documents),
                                 spooled=not stored)
@@ -462,7 +475,7 @@ class BatchWriter:
         batch_time: datetime,
         content: list[str],
         marks: list[tuple[str | None, int | None]],
-        count: int | None,
+        reading: scrape.CaseCount,
     ) -> list[dict[str, Any]]:
         """The batch's document, or its parts when it would pass 16 MB; each
         part records how far it takes each producer's sequence."""
@@ -470,7 +483,8 @@ class BatchWriter:
         documents, start = [], 0
         final = self.delivery.batch_committed()
         for number, part in enumerate(parts, start=1):
-            document = transform.build_document(batch_time, part, count)
+            document = transform.build_document(batch_time, part, reading.total,
+                                                reading.as_of, reading.source)
             document["_id"] = transform.part_id(batch_time, number)
             if len(parts) > 1:
                 document["part"] = {"number": number, "of": len(parts)}
@@ -602,9 +616,11 @@ def main(argv: list[str] | None = None) -> int:
         log.info("already stored, by producer: %s",
                  ", ".join(f"{source} up to seq {seq}" for source, seq in delivered.items()))
     log.info("reading tweets from %s:%d (acks to port %d), %g s batches, master %s, "
-             "case count from %s", settings.host, settings.port, settings.ack_port,
-             settings.batch_seconds, settings.master, settings.worldometer_url)
-    counter = scrape.CaseCounter(settings.worldometer_url, settings.scrape_timeout)
+             "case count from %s (%s)", settings.host, settings.port, settings.ack_port,
+             settings.batch_seconds, settings.master, settings.case_source,
+             settings.who_url if settings.case_source == "who" else settings.worldometer_url)
+    counter = scrape.open_counter(settings)
+    counter.start()  # the first batch has a count, and a stale one is said at start
     acks = AckClient(settings.host, settings.ack_port)
     writer = BatchWriter(durable, counter.current, delivery=Delivery(delivered), acks=acks,
                          quarantine=Quarantine(settings.quarantine_path))

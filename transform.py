@@ -4,7 +4,8 @@ No I/O and no state here, so Spark can run :func:`process_line` on executors
 and each rule can be tested alone. The contracts are in DESIGN.md:
 
 * wire format: one JSON tweet object per line, with at least ``id`` and ``text``;
-* cleaning: :func:`clean_text`, rules applied in the documented order;
+* cleaning: :func:`clean_text`, rules applied in the documented order, after
+  :func:`strip_post_markup` for a Bluesky post (its links and mentions);
 * stored document: :func:`build_document`.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -92,6 +94,76 @@ def clean_text(text: str) -> str:
     return " ".join(text.split())  # str.split uses the same whitespace as \s
 
 
+# --- Bluesky posts: the two steps before the ordinary cleaning -----------------
+
+_FACET_LINK = "app.bsky.richtext.facet#link"
+_FACET_MENTION = "app.bsky.richtext.facet#mention"
+# '@' at the start or after a non-word character, then two or more labels of
+# [A-Za-z0-9-] joined by dots: a domain handle such as @alice.bsky.social
+_DOMAIN_MENTION = re.compile(r"(?<!\w)@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+
+
+def strip_post_markup(text: str, facets: Any = None) -> str:
+    """A Bluesky post's text with its links and mentions replaced by one space each.
+
+    a. Each facet whose features include a link or a mention marks a range
+       ``[byteStart, byteEnd)`` of the text **in UTF-8 bytes**; that range is
+       replaced. A facet whose range is empty, reversed, past the end of the
+       text or not on character boundaries is ignored; overlapping ranges are
+       replaced as one. (Links are shown shortened and often without a scheme,
+       e.g. ``nytimes.com/2026/11/cov...``: only the facet finds them.)
+    b. ``@`` + a domain handle (``@alice.bsky.social``) without a facet, where
+       ``@`` starts the text or follows a non-word character (``info@who.int``
+       stays).
+
+    :func:`clean_text` then applies the ordinary rules. ``#tag`` facets keep
+    their text. ``facets`` is the record's ``facets`` as it came; anything in
+    it that is not a well-formed facet is ignored.
+    """
+    ranges = sorted(_facet_ranges(text, facets)) if facets else []
+    if ranges:
+        data = text.encode("utf-8", "surrogatepass")
+        pieces, position = [], 0
+        for start, end in ranges:
+            if end <= position:
+                continue  # inside a range already replaced
+            pieces.append(data[position:max(start, position)])
+            if start >= position:
+                pieces.append(b" ")
+            position = end
+        pieces.append(data[position:])
+        text = b"".join(pieces).decode("utf-8", "surrogatepass")
+    if "@" in text:
+        text = _DOMAIN_MENTION.sub(" ", text)
+    return text
+
+
+def _facet_ranges(text: str, facets: Any) -> Iterator[tuple[int, int]]:
+    """The valid byte ranges of ``facets`` that hold a link or a mention."""
+    if not isinstance(facets, list):
+        return
+    data = text.encode("utf-8", "surrogatepass")
+    for facet in facets:
+        if not isinstance(facet, dict):
+            continue
+        index, features = facet.get("index"), facet.get("features")
+        if not isinstance(index, dict) or not isinstance(features, list):
+            continue
+        if not any(isinstance(feature, dict)
+                   and feature.get("$type") in (_FACET_LINK, _FACET_MENTION)
+                   for feature in features):
+            continue
+        start, end = index.get("byteStart"), index.get("byteEnd")
+        if (type(start) is int and type(end) is int and 0 <= start < end <= len(data)
+                and _on_boundary(data, start) and _on_boundary(data, end)):
+            yield start, end
+
+
+def _on_boundary(data: bytes, offset: int) -> bool:
+    """True when ``offset`` starts a character of the UTF-8 ``data`` (or is its end)."""
+    return offset == len(data) or data[offset] & 0xC0 != 0x80  # not a continuation byte
+
+
 # --- wire format -------------------------------------------------------------
 
 
@@ -165,14 +237,27 @@ def batch_id(batch_time: datetime) -> str:
 
 
 def build_document(
-    batch_time: datetime, content: list[str], total_case_count: int | None
+    batch_time: datetime,
+    content: list[str],
+    total_case_count: int | None,
+    case_count_as_of: datetime | None = None,
+    case_count_source: str | None = None,
 ) -> dict[str, Any]:
-    """The document stored for one batch, in the contract's shape plus ``_id``."""
+    """The document stored for one batch, in the contract's shape plus ``_id``.
+
+    ``case_count_as_of`` is the moment the count is for and
+    ``case_count_source`` where it came from ("worldometers" or "who"); both
+    are null when there is no count.
+    """
+    if total_case_count is None:
+        case_count_as_of = case_count_source = None
     return {
         "_id": batch_id(batch_time),
         "content": list(content),
         "timestamp": to_utc(batch_time),
         "total_case_count": total_case_count,
+        "case_count_as_of": None if case_count_as_of is None else to_utc(case_count_as_of),
+        "case_count_source": case_count_source,
     }
 
 

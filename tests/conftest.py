@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from processes import PageServer
@@ -68,3 +70,21 @@ def page() -> Iterator[PageServer]:
     server = PageServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """For a program's main() run in the test process: none of the project's
+    variables, no .env (a temporary working folder), and root logging restored
+    after main() configured it."""
+    for opt in config.OPTIONS.values():
+        monkeypatch.delenv(opt.env, raising=False)
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)

@@ -11,12 +11,15 @@ import mongomock
 import pymongo.errors
 import pytest
 
+import scrape
 import storage
 import transform
 from spark_streaming import GAP, NEW, RESENT, BatchWriter, Delivery, Quarantine
 
 BATCH = datetime(2026, 11, 28, 22, 46, 20, tzinfo=UTC)
 COUNT = 704_753_890
+AS_OF = datetime(2024, 4, 13, tzinfo=UTC)
+READING = scrape.CaseCount(COUNT, AS_OF, "worldometers", fresh=True)
 
 
 def seq_record(seq: int, text: str | None = None, source: str = "p1") -> transform.Record:
@@ -86,11 +89,11 @@ def test_an_unknown_source_starts_where_it_is_first_seen() -> None:
 
 
 def test_a_restarted_job_stores_only_what_it_had_not(store, durable) -> None:
-    first = BatchWriter(durable, lambda: (COUNT, True), acks=Acks())
+    first = BatchWriter(durable, lambda: READING, acks=Acks())
     first.write_records(BATCH, [seq_record(i) for i in range(1, 6)])
     # killed before its ack arrived: the producer sends 1..8 to the new job
     acks = Acks()
-    second = BatchWriter(durable, lambda: (COUNT, True),
+    second = BatchWriter(durable, lambda: READING,
                          delivery=Delivery(durable.delivered()), acks=acks)
     stats = second.write_records(BATCH.replace(second=40), [seq_record(i) for i in range(1, 9)])
     assert (stats.kept, stats.duplicates) == (3, 5)
@@ -109,7 +112,7 @@ def test_a_failed_batch_is_not_acknowledged_and_comes_back(store, tmp_path) -> N
 
     acks = Acks()
     failing = storage.DurableStore(Down(store.collection, "down"), Broken(tmp_path / "s"), ())
-    writer = BatchWriter(failing, lambda: (COUNT, True), acks=acks)
+    writer = BatchWriter(failing, lambda: READING, acks=acks)
     writer.process(BATCH, FakeRdd([seq_record(1), seq_record(2)]))
     assert acks.lines == []  # nothing acknowledged: the producer keeps both
 
@@ -179,7 +182,8 @@ def test_the_spool_holds_no_secret(tmp_path) -> None:
     spool = storage.Spool(tmp_path / "spool.jsonl")
     spool.append([transform.build_document(BATCH, ["a"], 1)])
     text = (tmp_path / "spool.jsonl").read_text()
-    assert set(json.loads(text)) == {"_id", "content", "timestamp", "total_case_count"}
+    assert set(json.loads(text)) == {"_id", "content", "timestamp", "total_case_count",
+                                     "case_count_as_of", "case_count_source"}
 
 
 # --- documents past 16 MB ------------------------------------------------------------------
@@ -188,7 +192,7 @@ def test_the_spool_holds_no_secret(tmp_path) -> None:
 def test_a_batch_past_16_mb_is_split_into_parts_that_fit(store, durable) -> None:
     texts = [f"{i:06d} " + "x" * 4_000 for i in range(5_000)]  # about 20 MB
     records = [seq_record(i + 1, text) for i, text in enumerate(texts)]
-    writer = BatchWriter(durable, lambda: (COUNT, True))
+    writer = BatchWriter(durable, lambda: READING)
     stats = writer.write_records(BATCH, records)
     documents = list(store.collection.find().sort("_id", 1))
     assert stats.parts == len(documents) == 2
@@ -269,7 +273,7 @@ def test_malformed_lines_go_to_a_bounded_quarantine(tmp_path) -> None:
 
 def test_every_batch_repeats_the_acks_so_a_lost_one_is_made_good(durable) -> None:
     acks = Acks()
-    writer = BatchWriter(durable, lambda: (COUNT, True), acks=acks)
+    writer = BatchWriter(durable, lambda: READING, acks=acks)
     writer.write_records(BATCH, [seq_record(1), seq_record(2)])
     writer.write_records(BATCH.replace(second=40), [])  # an empty batch
     assert acks.lines == [transform.ack_line("p1", 2)] * 2

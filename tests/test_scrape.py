@@ -10,27 +10,42 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
+from processes import Clock
 
+import config
 import scrape
 from scrape import (
     MAX_PAGE_BYTES,
+    NO_COUNT,
+    CaseCount,
     CaseCounter,
     CaseCountError,
     CounterNotFoundError,
     fetch_page,
     fetch_total_cases,
+    parse_last_updated,
     parse_total_cases,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "worldometers.html"
 CASES = 704_753_890
+AS_OF = datetime(2024, 4, 13, tzinfo=UTC)  # the saved page's "Last updated:" line
+FRESH = CaseCount(CASES, AS_OF, "worldometers", fresh=True)
+CARRIED = FRESH.carried_over()
+
+
+def soon_after() -> datetime:
+    """A clock a day after the saved page's date: its reading is not stale (no warning)."""
+    return AS_OF + timedelta(days=1)
+
 TIMEOUT = 0.5  # client timeout for the tests that make the server hang
 
 Route = Callable[[BaseHTTPRequestHandler], None]
@@ -155,6 +170,81 @@ def test_sample_page_is_the_projects_own_and_reasonably_sized() -> None:
 def test_parse_sample_page() -> None:
     assert parse_total_cases(SAMPLE.read_bytes()) == CASES
     assert parse_total_cases(SAMPLE.read_text(encoding="utf-8")) == CASES
+
+
+def test_sample_page_says_when_the_counters_stopped() -> None:
+    html = SAMPLE.read_text(encoding="utf-8")
+    assert "Last updated: April 13, 2024, 00:00 GMT</div>" in html
+    assert "no longer updated" in html
+    assert parse_last_updated(SAMPLE.read_bytes()) == AS_OF
+    assert parse_last_updated(html) == AS_OF
+
+
+# --------------------------------------------------------------------------
+# parse_last_updated: pure
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('<div style="font-size:13px">Last updated: November 28, 2026, 09:00 GMT</div>',
+         datetime(2026, 11, 28, 9, 0, tzinfo=UTC)),
+        ("Last updated: April 13, 2024, 00:00 GMT", AS_OF),
+        ("Last updated: April 13, 2024", AS_OF),  # no time: midnight
+        ("Last updated:&nbsp;April&nbsp;13,&nbsp;2024,&nbsp;00:00&nbsp;GMT", AS_OF),
+        ("Last\u00a0updated:\u00a0April 13, 2024, 00:00\u00a0GMT", AS_OF),
+        ("Last updated:\n    April 13,\n 2024, 7:05 GMT", datetime(2024, 4, 13, 7, 5, tzinfo=UTC)),
+        ("Last updated: <span>Apr 13, 2024</span>, <b>23:59</b> GMT",
+         datetime(2024, 4, 13, 23, 59, tzinfo=UTC)),
+        ("last UPDATED: sept 1, 2025, 10:00 UTC", datetime(2025, 9, 1, 10, 0, tzinfo=UTC)),
+        ("Last updated: April 13 2024 00:00", AS_OF),
+        ("<!-- Last updated: May 1, 2020 --><p>Last updated: April 13, 2024</p>", AS_OF),
+        ("<script>x = 'Last updated: May 1, 2020'</script>Last updated: April 13, 2024", AS_OF),
+        ("Last updated: February 30, 2024, 00:00 GMT", None),  # no such day
+        ("Last updated: Smarch 13, 2024", None),
+        ("Last updated: yesterday", None),
+        ("Updated: April 13, 2024", None),
+        ("The tracker is no longer updated since April 13, 2024", None),
+        ("", None),
+    ],
+)
+def test_parse_last_updated(text: str, expected: datetime | None) -> None:
+    assert parse_last_updated(text) == expected
+    assert parse_last_updated(text.encode()) == expected
+    assert parse_last_updated(page(f"<div>{text}</div>")) == expected
+
+
+def test_parse_last_updated_gives_aware_utc() -> None:
+    found = parse_last_updated(SAMPLE.read_bytes())
+    assert found is not None
+    assert found.tzinfo is UTC
+
+
+# --------------------------------------------------------------------------
+# CaseCount
+
+
+def test_case_count_describes_itself_in_one_short_line() -> None:
+    assert FRESH.describe() == "704,753,890 (worldometers, as of 2024-04-13, fresh)"
+    assert CARRIED.describe() == "704,753,890 (worldometers, as of 2024-04-13, carried over)"
+    at_nine = CaseCount(5, datetime(2026, 11, 28, 9, tzinfo=UTC), "who", fresh=True)
+    assert at_nine.describe() == "5 (who, as of 2026-11-28 09:00 UTC, fresh)"
+    undated = CaseCount(5, None, "worldometers")
+    assert undated.describe() == "5 (worldometers, date unknown, carried over)"
+    assert NO_COUNT.describe() == "none (no count obtained yet)"
+    assert CaseCount() == NO_COUNT and NO_COUNT.carried_over() is NO_COUNT
+
+
+def test_case_count_keeps_its_fields_consistent() -> None:
+    for bad in (dict(total=1), dict(source="who"), dict(as_of=AS_OF),
+                dict(total=1, source="who", as_of=datetime(2024, 4, 13))):  # naive
+        with pytest.raises(ValueError):
+            CaseCount(**bad)  # type: ignore[arg-type]
+    paris = datetime(2024, 4, 13, 2, tzinfo=timezone(timedelta(hours=2)))
+    assert CaseCount(1, paris, "who").as_of == AS_OF
+    assert CaseCount(1, paris, "who").as_of.tzinfo is UTC  # type: ignore[union-attr]
+    with pytest.raises(AttributeError):
+        FRESH.total = 1  # type: ignore[misc]
 
 
 # --------------------------------------------------------------------------
@@ -424,17 +514,17 @@ def scrape_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging
 
 def test_counter_success_then_failure_keeps_the_last_good(server: LocalServer) -> None:
     url = server.serve("/flaky", SAMPLE.read_bytes())
-    with CaseCounter(url, timeout=5) as counter:
-        assert counter.current() == (CASES, True)
+    with CaseCounter(url, timeout=5, clock=soon_after) as counter:
+        assert counter.current() == FRESH
         server.serve("/flaky", "oops", status=500)
-        assert counter.current() == (CASES, False)
+        assert counter.current() == CARRIED
         assert counter.last_good == CASES
 
 
 def test_counter_failure_before_any_success(server: LocalServer) -> None:
     url = server.serve("/down", "oops", status=503)
-    with CaseCounter(url, timeout=5) as counter:
-        assert counter.current() == (None, False)
+    with CaseCounter(url, timeout=5, clock=soon_after) as counter:
+        assert counter.current() == NO_COUNT
         assert counter.last_good is None
 
 
@@ -443,11 +533,11 @@ def test_counter_warns_once_per_failure_window_and_logs_recovery(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="scrape")
     url = server.serve("/flaky", SAMPLE.read_bytes())
-    with CaseCounter(url, timeout=5) as counter:
-        assert counter.current() == (CASES, True)
+    with CaseCounter(url, timeout=5, clock=soon_after) as counter:
+        assert counter.current() == FRESH
         server.serve("/flaky", "oops", status=500)
         for _ in range(3):
-            assert counter.current() == (CASES, False)
+            assert counter.current() == CARRIED
         warnings = scrape_records(caplog, logging.WARNING)
         assert len(warnings) == 1
         message = warnings[0].getMessage()
@@ -456,7 +546,7 @@ def test_counter_warns_once_per_failure_window_and_logs_recovery(
         assert len(scrape_records(caplog, logging.DEBUG)) >= 2
 
         server.serve("/flaky", SAMPLE.read_bytes())
-        assert counter.current() == (CASES, True)
+        assert counter.current() == FRESH
         infos = scrape_records(caplog, logging.INFO)
         assert len(infos) == 1
         assert "available again after 3 failed attempts" in infos[0].getMessage()
@@ -472,16 +562,16 @@ def test_counter_warning_before_any_success_says_there_is_no_count(
     server: LocalServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     server.routes["/slow"] = hang(server.release)
-    with CaseCounter(server.url("/slow"), timeout=TIMEOUT) as counter:
-        assert counter.current() == (None, False)
+    with CaseCounter(server.url("/slow"), timeout=TIMEOUT, clock=soon_after) as counter:
+        assert counter.current() == NO_COUNT
     (warning,) = scrape_records(caplog, logging.WARNING)
     assert "no count obtained yet" in warning.getMessage()
 
 
 def test_counter_survives_a_page_without_the_counter(server: LocalServer) -> None:
     url = server.serve("/none", NO_COUNTER)
-    with CaseCounter(url, timeout=5) as counter:
-        assert counter.current() == (None, False)
+    with CaseCounter(url, timeout=5, clock=soon_after) as counter:
+        assert counter.current() == NO_COUNT
 
 
 def test_counter_keeps_one_given_session(server: LocalServer) -> None:
@@ -501,33 +591,104 @@ def test_counter_keeps_one_given_session(server: LocalServer) -> None:
     assert CountingSession.calls == 3
 
 
+def test_counter_reads_the_date_from_the_last_updated_line(server: LocalServer) -> None:
+    later = SAMPLE.read_text().replace("April 13, 2024, 00:00 GMT", "November 28, 2026, 09:00 GMT")
+    url = server.serve("/later", later)
+    with CaseCounter(url, timeout=5, clock=soon_after) as counter:
+        reading = counter.current()
+    assert reading == CaseCount(CASES, datetime(2026, 11, 28, 9, tzinfo=UTC), "worldometers",
+                                fresh=True)
+
+
+def test_counter_page_without_a_date_gives_none_and_warns_once(
+    server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    undated = SAMPLE.read_text().replace("Last updated: April 13, 2024, 00:00 GMT", "")
+    url = server.serve("/undated", undated)
+    with CaseCounter(url, timeout=5, clock=soon_after) as counter:
+        for _ in range(3):
+            assert counter.current() == CaseCount(CASES, None, "worldometers", fresh=True)
+    (warning,) = scrape_records(caplog, logging.WARNING)
+    assert "Last updated" in warning.getMessage()
+    assert url in warning.getMessage()
+
+
+def test_counter_start_logs_the_first_reading(
+    server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="scrape")
+    with CaseCounter(server.url("/page"), timeout=5, clock=soon_after) as counter:
+        assert counter.start() == FRESH
+    (info,) = scrape_records(caplog, logging.INFO)
+    assert info.getMessage() == (
+        "case count at start: 704,753,890 (worldometers, as of 2024-04-13, fresh)")
+    assert not scrape_records(caplog, logging.WARNING)  # a day old: not stale
+
+
+def test_stale_count_warns_at_start_then_once_a_day(
+    server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock(datetime(2026, 11, 29, 12, tzinfo=UTC))
+    age = (clock.now - AS_OF).days
+    with CaseCounter(server.url("/page"), timeout=5, clock=clock) as counter:
+        assert counter.start() == FRESH
+        warnings = scrape_records(caplog, logging.WARNING)
+        assert [w.getMessage() for w in warnings] == [
+            f"the worldometers case count is as of 2024-04-13 ({age} days old): worldometers "
+            "stopped updating its counters; use --case-source who for WHO's figures"
+        ]
+        for _ in range(3):  # batches within the day: no more warnings
+            counter.current()
+            clock.advance(hours=7)
+        assert len(scrape_records(caplog, logging.WARNING)) == 1
+        clock.advance(hours=2, minutes=59)  # 23:59 after the first warning
+        counter.current()
+        assert len(scrape_records(caplog, logging.WARNING)) == 1
+        clock.advance(minutes=1)  # a day after it
+        counter.current()
+        counter.current()
+        assert len(scrape_records(caplog, logging.WARNING)) == 2
+        clock.advance(days=1)
+        counter.current()
+        assert len(scrape_records(caplog, logging.WARNING)) == 3
+        assert f"({age + 2} days old)" in scrape_records(caplog, logging.WARNING)[-1].getMessage()
+
+
+def test_staleness_threshold_is_30_days() -> None:
+    alarm = scrape.staleness_warning("worldometers")
+    assert not alarm.check(FRESH, AS_OF + timedelta(days=30))
+    assert not alarm.check(NO_COUNT, AS_OF + timedelta(days=300))
+    assert not alarm.check(CaseCount(CASES, None, "worldometers"), AS_OF + timedelta(days=300))
+    assert alarm.check(CARRIED, AS_OF + timedelta(days=30, seconds=1))
+    assert not alarm.check(CARRIED, AS_OF + timedelta(days=31))  # within the day
+
+
+def test_open_counter_follows_the_case_source() -> None:
+    settings = config.Settings(worldometer_url="http://127.0.0.1:9/w", scrape_timeout=3)
+    with scrape.open_counter(settings) as counter:
+        assert isinstance(counter, CaseCounter)
+        assert (counter.url, counter.timeout, counter.source) == (
+            "http://127.0.0.1:9/w", 3, "worldometers")
+    with pytest.raises(ValueError, match="unknown case source"):
+        scrape.open_counter(replace(settings, case_source="cdc"))
+
+
 # --------------------------------------------------------------------------
 # command line
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No stray variables or .env; root logging restored after main() replaced it."""
-    for name in ("WORLDOMETER_URL", "SCRAPE_TIMEOUT", "LOG_LEVEL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
-
-
-@pytest.mark.usefixtures("clean_env")
+@pytest.mark.usefixtures("cli_env")
 def test_cli_prints_the_count(server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert scrape.main(["--url", server.url("/page")]) == 0
-    assert capsys.readouterr().out == f"{CASES}\n"
+    captured = capsys.readouterr()
+    assert captured.out == f"{CASES}\n"
+    info, stale = captured.err.splitlines()
+    assert " INFO " in info
+    assert info.endswith("case count 704,753,890 (worldometers, as of 2024-04-13, fresh)")
+    assert " WARNING " in stale and "--case-source who" in stale
 
 
-@pytest.mark.usefixtures("clean_env")
+@pytest.mark.usefixtures("cli_env")
 def test_cli_timeout_alias(server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
     server.routes["/slow"] = hang(server.release)
     assert scrape.main(["--url", server.url("/slow"), "--timeout", str(TIMEOUT)]) == 1
@@ -538,7 +699,7 @@ def test_cli_timeout_alias(server: LocalServer, capsys: pytest.CaptureFixture[st
     assert lines[0].startswith("scrape.py: error: cannot fetch ")
 
 
-@pytest.mark.usefixtures("clean_env")
+@pytest.mark.usefixtures("cli_env")
 def test_cli_failure_exits_1_with_one_line(
     server: LocalServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -550,7 +711,7 @@ def test_cli_failure_exits_1_with_one_line(
     assert captured.err == expected
 
 
-@pytest.mark.usefixtures("clean_env")
+@pytest.mark.usefixtures("cli_env")
 def test_cli_rejects_a_non_http_url(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         scrape.main(["--url", "ftp://x"])
@@ -561,7 +722,7 @@ def test_cli_rejects_a_non_http_url(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--worldometer-url" in lines[0]
 
 
-@pytest.mark.usefixtures("clean_env")
+@pytest.mark.usefixtures("cli_env")
 def test_cli_reads_the_url_from_the_environment(
     server: LocalServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -576,5 +737,6 @@ def test_cli_help_explains_every_option() -> None:
         capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
     )
     assert result.returncode == 0
-    for text in ("--url", "--timeout", "--log-level", "WORLDOMETER_URL", "SCRAPE_TIMEOUT"):
+    for text in ("--url", "--timeout", "--log-level", "WORLDOMETER_URL", "SCRAPE_TIMEOUT",
+                 "--case-source", "CASE_SOURCE", "--who-url", "WHO_DATA_URL"):
         assert text in result.stdout

@@ -6,7 +6,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 
 from bench.bigpage import build_page
 from scrape import (
+    NO_COUNT,
+    CaseCount,
     CaseCounter,
     CaseCountError,
     CounterNotFoundError,
@@ -27,6 +30,14 @@ from scrape import (
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "worldometers.html"
 CASES = 704_753_890
+AS_OF = datetime(2024, 4, 13, tzinfo=UTC)  # the saved page's "Last updated:" line
+FRESH = CaseCount(CASES, AS_OF, "worldometers", fresh=True)
+CARRIED = FRESH.carried_over()
+
+
+def soon_after() -> datetime:
+    """A clock a day after the saved page's date: its reading is not stale (no warning)."""
+    return AS_OF + timedelta(days=1)
 
 
 def block(label: str, number: str, tag: str = "div", id_attr: str = 'id="maincounter-wrap"',
@@ -241,10 +252,10 @@ def site() -> Iterator[PageServer]:
 
 
 def test_an_unchanged_page_is_not_downloaded_again(site: PageServer) -> None:
-    with CaseCounter(site.url, timeout=5) as counter:
-        assert counter.current() == (CASES, True)
-        assert counter.current() == (CASES, True)  # fresh: the server says it is unchanged
-        assert counter.current() == (CASES, True)
+    with CaseCounter(site.url, timeout=5, clock=soon_after) as counter:
+        assert counter.current() == FRESH
+        assert counter.current() == FRESH  # fresh: the server says it is unchanged
+        assert counter.current() == FRESH
     assert site.full_downloads == 1
     assert site.not_modified == 2
     assert "If-None-Match" not in site.requests[0]
@@ -252,39 +263,52 @@ def test_an_unchanged_page_is_not_downloaded_again(site: PageServer) -> None:
     assert counter.not_modified == 2
 
 
+def test_the_date_and_freshness_are_kept_after_a_304(site: PageServer) -> None:
+    site.body = site.body.replace(b"April 13, 2024, 00:00 GMT", b"November 28, 2026, 09:00 GMT")
+    dated = CaseCount(CASES, datetime(2026, 11, 28, 9, tzinfo=UTC), "worldometers", fresh=True)
+    with CaseCounter(site.url, timeout=5, clock=soon_after) as counter:
+        assert counter.current() == dated
+        assert counter.current() == dated  # a 304: the page's date, not none, and fresh
+        site.status = 503
+        assert counter.current() == dated.carried_over()
+        site.status = 200
+        assert counter.current() == dated
+    assert (site.full_downloads, site.not_modified) == (1, 2)
+
+
 def test_last_modified_is_used_without_an_etag(site: PageServer) -> None:
     site.etag = None
     site.last_modified = "Sat, 28 Nov 2026 22:00:00 GMT"
-    with CaseCounter(site.url, timeout=5) as counter:
-        assert counter.current() == (CASES, True)
-        assert counter.current() == (CASES, True)
+    with CaseCounter(site.url, timeout=5, clock=soon_after) as counter:
+        assert counter.current() == FRESH
+        assert counter.current() == FRESH
     assert (site.full_downloads, site.not_modified) == (1, 1)
     assert site.requests[1]["If-Modified-Since"] == site.last_modified
     assert "If-None-Match" not in site.requests[1]
 
 
 def test_a_changed_page_is_downloaded_and_read(site: PageServer) -> None:
-    with CaseCounter(site.url, timeout=5) as counter:
-        assert counter.current() == (CASES, True)
+    with CaseCounter(site.url, timeout=5, clock=soon_after) as counter:
+        assert counter.current() == FRESH
         site.body = site.body.replace(b"704,753,890", b"704,800,001")
         site.etag = '"v2"'
-        assert counter.current() == (704_800_001, True)
-        assert counter.current() == (704_800_001, True)
+        assert counter.current() == replace(FRESH, total=704_800_001)
+        assert counter.current() == replace(FRESH, total=704_800_001)
     assert (site.full_downloads, site.not_modified) == (2, 1)
     assert site.requests[2]["If-None-Match"] == '"v2"'
 
 
 def test_validators_are_those_of_the_last_good_page(site: PageServer) -> None:
-    with CaseCounter(site.url, timeout=5) as counter:
-        assert counter.current() == (CASES, True)
+    with CaseCounter(site.url, timeout=5, clock=soon_after) as counter:
+        assert counter.current() == FRESH
         good = site.body
         site.body, site.etag = b"<html>maintenance</html>", '"broken"'
-        assert counter.current() == (CASES, False)  # no counter: the last good one, stale
+        assert counter.current() == CARRIED  # no counter: the last good one, stale
         assert site.requests[-1]["If-None-Match"] == '"v1"'
-        assert counter.current() == (CASES, False)
+        assert counter.current() == CARRIED
         assert site.requests[-1]["If-None-Match"] == '"v1"'  # not the broken page's
         site.body, site.etag = good, '"v1"'
-        assert counter.current() == (CASES, True)  # back to the good page: a 304
+        assert counter.current() == FRESH  # back to the good page: a 304
     assert site.not_modified == 1
 
 
@@ -292,21 +316,21 @@ def test_not_modified_after_failures_ends_the_failure_window(
     site: PageServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="scrape")
-    with CaseCounter(site.url, timeout=5) as counter:
-        assert counter.current() == (CASES, True)
+    with CaseCounter(site.url, timeout=5, clock=soon_after) as counter:
+        assert counter.current() == FRESH
         site.status = 503
-        assert counter.current() == (CASES, False)
+        assert counter.current() == CARRIED
         site.status = 200
-        assert counter.current() == (CASES, True)
+        assert counter.current() == FRESH
     assert site.not_modified == 1
     assert any("available again after 1 failed" in r.getMessage() for r in caplog.records)
 
 
 def test_no_validators_are_sent_before_a_count_was_obtained(site: PageServer) -> None:
     site.body = b"<html>no counter yet</html>"
-    with CaseCounter(site.url, timeout=5) as counter:
-        assert counter.current() == (None, False)
-        assert counter.current() == (None, False)
+    with CaseCounter(site.url, timeout=5, clock=soon_after) as counter:
+        assert counter.current() == NO_COUNT
+        assert counter.current() == NO_COUNT
     assert all("If-None-Match" not in request for request in site.requests)
     assert site.full_downloads == 2
 
@@ -325,5 +349,5 @@ def test_a_304_to_an_unconditional_request_is_an_error(site: PageServer) -> None
     site.always_304 = True
     with pytest.raises(CaseCountError, match="304"):
         fetch_page_if_changed(site.url, timeout=5)
-    with CaseCounter(site.url, timeout=5) as counter:
-        assert counter.current() == (None, False)
+    with CaseCounter(site.url, timeout=5, clock=soon_after) as counter:
+        assert counter.current() == NO_COUNT

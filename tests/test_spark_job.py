@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -13,12 +14,16 @@ import pymongo.errors
 import pytest
 
 import config
+import scrape
 import spark_streaming
 import storage
 import transform
 from spark_streaming import BatchStats, BatchWriter
 
 COUNT = 704_753_890
+AS_OF = datetime(2024, 4, 13, tzinfo=UTC)
+READING = scrape.CaseCount(COUNT, AS_OF, "worldometers", fresh=True)
+TEST_WAIT_SECONDS = 120
 BATCH_WAIT_SECONDS = 60
 
 
@@ -60,10 +65,14 @@ class JobRun:
         self.ssc.start()
 
     def wait_for(self, done: Callable[[list[BatchStats]], bool]) -> list[BatchStats]:
-        """Batches seen until ``done(batches)`` holds (each get waits for Spark's next batch)."""
+        """Batches seen until ``done(batches)`` holds (each get waits for Spark's next
+        batch); fails after TEST_WAIT_SECONDS in all, so a test never hangs."""
         seen: list[BatchStats] = []
+        deadline = time.monotonic() + TEST_WAIT_SECONDS
         while not done(seen):
-            seen.append(self.batches.get(timeout=BATCH_WAIT_SECONDS))
+            left = deadline - time.monotonic()
+            assert left > 0, f"not done after {TEST_WAIT_SECONDS} s: {seen}"
+            seen.append(self.batches.get(timeout=min(left, BATCH_WAIT_SECONDS)))
         return seen
 
     def stop(self) -> None:
@@ -89,7 +98,7 @@ def total(batches: list[BatchStats], field: str) -> int:
 
 @pytest.mark.spark
 def test_batches_are_stored_in_the_contract_shape(run_job, tweet_socket, store, durable) -> None:
-    job = run_job(BatchWriter(durable, lambda: (COUNT, True)))
+    job = run_job(BatchWriter(durable, lambda: READING))
     tweet_socket.send(b"")  # waits for the receiver to connect
     # a batch that received nothing writes nothing
     job.wait_for(lambda seen: len(seen) >= 2)
@@ -124,11 +133,13 @@ def test_batches_are_stored_in_the_contract_shape(run_job, tweet_socket, store, 
         "x",
     ]
     for doc in documents:
-        assert set(doc) == {"_id", "content", "timestamp", "total_case_count"}
+        assert set(doc) == {"_id", "content", "timestamp", "total_case_count",
+                            "case_count_as_of", "case_count_source"}
         assert isinstance(doc["timestamp"], datetime)
         assert doc["timestamp"].utcoffset().total_seconds() == 0
         assert type(doc["total_case_count"]) is int
         assert doc["total_case_count"] == COUNT
+        assert doc["case_count_as_of"] == AS_OF and doc["case_count_source"] == "worldometers"
     # Spark's own figures for the same batches, next to the job's counts
     metrics: dict[str, dict] = {}
     while sum(m["records"] for m in metrics.values()) < 8:
@@ -166,7 +177,7 @@ def test_a_store_outage_spools_and_loses_nothing(run_job, tweet_socket, store, t
     flaky = FailingStore(store, failures=2)  # the first try and its one retry fail
     spool = storage.Spool(tmp_path / "spool.jsonl")
     job = run_job(BatchWriter(storage.DurableStore(flaky, spool, retry_delays=(0.01,)),
-                              lambda: (None, False)))
+                              lambda: scrape.NO_COUNT))
     tweet_socket.send(tweet("1", "written while the store is down"))
     batches = job.wait_for(lambda seen: total(seen, "kept") >= 1)
     assert batches[-1].spooled
@@ -178,6 +189,7 @@ def test_a_store_outage_spools_and_loses_nothing(run_job, tweet_socket, store, t
     assert [doc["content"] for doc in documents] == [["written while the store is down"],
                                                      ["written after it"]]
     assert documents[0]["total_case_count"] is None
+    assert documents[0]["case_count_as_of"] is None and documents[0]["case_count_source"] is None
     assert len(spool) == 0
 
 
@@ -185,11 +197,11 @@ def test_a_store_outage_spools_and_loses_nothing(run_job, tweet_socket, store, t
 def test_a_failing_batch_does_not_stop_the_stream(run_job, tweet_socket, durable) -> None:
     calls = []
 
-    def count() -> tuple[int, bool]:
+    def count() -> scrape.CaseCount:
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("a bug in one batch")
-        return COUNT, True
+        return READING
 
     job = run_job(BatchWriter(durable, count))
     tweet_socket.send(tweet("1", "lost to the failure"))
@@ -214,7 +226,7 @@ def test_writing_the_same_batch_twice_leaves_one_document(store, durable) -> Non
     records = [ok("1", "a"), ok("2", "b")]
     # a second writer, as after a restart, sees the same batch again
     for _ in range(2):
-        BatchWriter(durable, lambda: (COUNT, True)).write_records(BATCH, records)
+        BatchWriter(durable, lambda: READING).write_records(BATCH, records)
     assert store.collection.count_documents({}) == 1
     assert store.collection.find_one()["content"] == ["a", "b"]
 
@@ -222,9 +234,9 @@ def test_writing_the_same_batch_twice_leaves_one_document(store, durable) -> Non
 def test_the_count_is_fetched_once_per_batch_and_not_for_empty_ones(durable) -> None:
     calls = []
 
-    def count() -> tuple[int, bool]:
+    def count() -> scrape.CaseCount:
         calls.append(1)
-        return COUNT, True
+        return READING
 
     writer = BatchWriter(durable, count)
     writer.write_records(BATCH, [ok(str(i), f"t{i}") for i in range(50)])
@@ -234,7 +246,7 @@ def test_the_count_is_fetched_once_per_batch_and_not_for_empty_ones(durable) -> 
 
 
 def test_redelivered_ids_are_dropped_across_batches(durable) -> None:
-    writer = BatchWriter(durable, lambda: (COUNT, True))
+    writer = BatchWriter(durable, lambda: READING)
     first = writer.write_records(BATCH, [ok("1", "a")])
     second = writer.write_records(BATCH.replace(second=40), [ok("1", "a"), ok("2", "b")])
     assert (first.kept, second.kept, second.duplicates) == (1, 1, 1)
@@ -248,10 +260,12 @@ def test_recent_ids_forget_the_oldest() -> None:
 
 
 def test_batch_summary_is_one_line() -> None:
-    stats = BatchStats(BATCH, 10, 8, 1, 1, 0, COUNT, True, 12.3, "id")
+    stats = BatchStats(BATCH, 10, 8, 1, 1, 0, COUNT, True, 12.3, "id",
+                       case_count_as_of=AS_OF, case_count_source="worldometers")
     line = stats.summary()
     assert "\n" not in line
-    assert "10 lines, 8 kept" in line and "704,753,890" in line and "12 ms" in line
+    assert "10 lines, 8 kept" in line and "12 ms" in line
+    assert "count 704,753,890 (worldometers, as of 2024-04-13, fresh)" in line
 
 
 @pytest.mark.spark
@@ -259,7 +273,7 @@ def test_hostile_input_is_counted_quarantined_and_never_loses_a_batch(
     run_job, tweet_socket, store, durable, tmp_path
 ) -> None:
     quarantine = spark_streaming.Quarantine(tmp_path / "quarantine.jsonl")
-    job = run_job(BatchWriter(durable, lambda: (COUNT, True), quarantine=quarantine))
+    job = run_job(BatchWriter(durable, lambda: READING, quarantine=quarantine))
     hostile = [
         b"\xff\xfe\xfd not utf-8 at all\n",
         b"{not json\n",

@@ -62,10 +62,13 @@ def test_clean_text(raw: str, expected: str) -> None:
     assert clean_text(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "   ", "😷🙏 https://t.co/x @who", "RT @a: #", "\x00\ud800"])
+@pytest.mark.parametrize("raw", ["", "   ", "😷🙏 https://t.co/x @who", "RT @a: ", "\x00\ud800"])
 def test_text_with_nothing_left_cleans_to_empty(raw: str) -> None:
-    # "#" alone stays (it is no hashtag), so the RT case keeps it
-    assert clean_text(raw) in ("", "#")
+    assert clean_text(raw) == ""
+
+
+def test_a_lone_hash_is_no_hashtag_and_stays() -> None:
+    assert clean_text("RT @a: #") == "#"
 
 
 def test_cleaned_text_can_always_be_encoded_as_utf8() -> None:
@@ -150,18 +153,27 @@ def test_encode_tweet_is_one_ascii_line_that_round_trips(text: str) -> None:
 
 def test_build_document_has_the_contract_shape() -> None:
     moment = datetime(2026, 11, 28, 22, 46, 20, 123456, tzinfo=UTC)
-    doc = transform.build_document(moment, ["a", "b"], 704753890)
+    as_of = datetime(2026, 11, 23, tzinfo=UTC)
+    doc = transform.build_document(moment, ["a", "b"], 778_000_000, as_of, "who")
     assert doc == {
         "_id": "2026-11-28T22:46:20.123Z",
         "content": ["a", "b"],
         "timestamp": datetime(2026, 11, 28, 22, 46, 20, 123000, tzinfo=UTC),
-        "total_case_count": 704753890,
+        "total_case_count": 778_000_000,
+        "case_count_as_of": as_of,
+        "case_count_source": "who",
     }
 
 
-def test_build_document_accepts_no_count() -> None:
-    doc = transform.build_document(datetime(2026, 1, 1, tzinfo=UTC), ["a"], None)
-    assert doc["total_case_count"] is None
+def test_build_document_accepts_no_count_and_then_has_no_date_or_source() -> None:
+    doc = transform.build_document(datetime(2026, 1, 1, tzinfo=UTC), ["a"], None,
+                                   datetime(2026, 1, 1, tzinfo=UTC), "who")
+    assert (doc["total_case_count"], doc["case_count_as_of"], doc["case_count_source"]) == (
+        None, None, None)
+    unknown_date = transform.build_document(datetime(2026, 1, 1, tzinfo=UTC), ["a"], 5,
+                                            None, "worldometers")
+    assert unknown_date["case_count_as_of"] is None
+    assert unknown_date["case_count_source"] == "worldometers"
 
 
 def test_batch_time_in_another_zone_is_stored_as_utc() -> None:
