@@ -12,7 +12,8 @@ JONGODB     := .tools/node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/
 .PHONY: help install check-java run demo test lint bench diagram clean
 
 help:
-	@echo "make run      both processes (replay source, embedded store) until Ctrl-C"
+	@echo "make run      both processes until Ctrl-C: live Bluesky posts (X with TWITTER_BEARER_TOKEN),"
+	@echo "              the sample replay when no Jetstream host answers; embedded store in data/db"
 	@echo "make demo     offline demo: ~3 short batches from the sample file, then what was stored"
 	@echo "make test     lint + the whole test suite"
 	@echo "make bench    benchmark: bare Spark receiver vs full pipeline, parse speed (< 10 min)"
@@ -23,6 +24,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 	  || { echo "error: $(PYTHON) is older than Python 3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@echo "Installing the pinned requirements into $(VENV): the first time, pyspark is a ~450 MB download and a wheel build (minutes); pip keeps it in its cache"
+	$(PY) -m pip install --progress-bar on -r requirements.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
 

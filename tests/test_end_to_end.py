@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import signal
+import socket
 import subprocess
 import sys
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
-from processes import PROJECT, clean_env, expected_content, free_port, job, producer
+from processes import (
+    PROJECT,
+    T0_US,
+    JetstreamStandIn,
+    Program,
+    clean_env,
+    expected_content,
+    facet,
+    free_port,
+    job,
+    post_event,
+    producer,
+)
 
 import config
 import storage
+import transform
 
 SAMPLE = PROJECT / "samples" / "tweets.jsonl"
 
@@ -46,12 +64,91 @@ def test_stream_and_spark_processes_store_the_sample_file(tmp_path, page) -> Non
     assert documents
     assert [text for doc in documents for text in doc["content"]] == content
     for doc in documents:
-        assert set(doc) == {"_id", "content", "timestamp", "total_case_count", "delivery"}
+        assert set(doc) == {"_id", "content", "timestamp", "total_case_count",
+                            "case_count_as_of", "case_count_source", "delivery"}
         assert isinstance(doc["timestamp"], datetime)
         assert doc["total_case_count"] == 704_753_890
+        assert doc["case_count_source"] == "worldometers"
+        assert doc["case_count_as_of"] == datetime(2024, 4, 13)  # naive UTC from MontyDB
     # the producer numbered the tweets 1..sent; the last document accounts for all of them
     (mark,) = documents[-1]["delivery"]
     assert mark["last_seq"] == sent
+
+
+def bluesky_posts(start: int, count: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """Jetstream events, one second apart: matching posts of every kind the
+    cleaning rules know, with others between them; and the stored texts expected."""
+    events, expected = [], []
+    for n in range(start, start + count):
+        at = T0_US + n * 1_000_000
+        kind = n % 5
+        if kind == 0:
+            text = f"Masks on @bob.bsky.social see cdc.gov/covid-{n}..."
+            event = post_event(f"k{n}", text, at, facets=[
+                facet(text, f"cdc.gov/covid-{n}...", uri="https://cdc.gov/x"),
+                facet(text, "@bob.bsky.social", "mention", did="did:plc:bob")])
+        elif kind == 1:
+            event = post_event(f"k{n}", f"😷 日本 #COVID19 post {n} @carol.example.com", at)
+        elif kind == 2:
+            event = post_event(f"k{n}", f"LongCovid only {n}", at)  # no match
+        elif kind == 3:
+            event = post_event(f"k{n}", f"tagged {n} &amp; more", at, tags=["Covid"])
+        else:
+            event = {"did": "did:plc:x", "time_us": at, "kind": "identity", "identity": {}}
+        events.append(event)
+        record = event.get("commit", {}).get("record")
+        if record and kind != 2:
+            expected.append(transform.clean_text(
+                transform.strip_post_markup(record["text"], record.get("facets"))))
+    return events, expected
+
+
+def bluesky_producer(tmp_path: Path, url: str, port: int, ack_port: int) -> Program:
+    program = Program(["stream.py", "--source", "bluesky", "--jetstream-url", url,
+                       "--port", str(port), "--ack-port", str(ack_port),
+                       "--journal-path", str(tmp_path / "journal")])
+    program.wait_for_text("connected to ")
+    return program
+
+
+@pytest.mark.e2e
+def test_bluesky_posts_are_stored_once_each_across_a_drop_and_a_restart(tmp_path, page) -> None:
+    jetstream = JetstreamStandIn()
+    jetstream.cut_first_after = 7  # the first connection drops mid-stream
+    port, ack_port = free_port(), free_port()
+    first, expected1 = bluesky_posts(0, 15)
+    second, expected2 = bluesky_posts(15, 10)
+    third, expected3 = bluesky_posts(25, 10)
+    source = bluesky_producer(tmp_path, jetstream.url, port, ack_port)
+    consumer = job(tmp_path, port, ack_port, page.url)
+    try:
+        jetstream.publish(*first)
+        consumer.wait_for(lambda _: consumer.kept() >= len(expected1))
+        source.kill()  # SIGKILL: no goodbye, the cursor file is what it last wrote
+        jetstream.publish(*second)  # while stream.py is down
+        source = bluesky_producer(tmp_path, jetstream.url, port, ack_port)
+        jetstream.publish(*third)
+        total = len(expected1) + len(expected2) + len(expected3)
+        consumer.wait_for(lambda _: consumer.kept() >= total)
+        assert source.stop(signal.SIGTERM) == 0, source.log
+        assert consumer.stop() == 0, consumer.log
+    finally:
+        source.kill()
+        consumer.kill()
+        jetstream.close()
+    assert "Traceback" not in consumer.log + source.log
+    cursors = jetstream.cursors()
+    assert cursors[0] is None and all(c is not None for c in cursors[1:]), cursors
+    assert len(cursors) >= 3  # the drop and the restart each reconnected with a cursor
+
+    store = storage.open_store(config.Settings(embedded_db_path=tmp_path / "db"))
+    try:
+        documents = list(store.collection.find().sort("timestamp", 1))
+    finally:
+        store.close()
+    stored = [text for doc in documents for text in doc["content"]]
+    assert stored == expected1 + expected2 + expected3  # once each, cleaned, in order
+    assert consumer.kept() == len(stored)
 
 
 # --- command lines --------------------------------------------------------------------
@@ -87,3 +184,59 @@ def test_an_unreachable_mongodb_fails_in_one_line_without_its_password() -> None
     assert result.returncode == 1
     assert "pa55-w0rd" not in result.stderr + result.stdout
     assert "cannot reach MongoDB at mongodb://analyst:***@127.0.0.1" in result.stderr
+
+
+# --- the launcher (make run / make demo) ---------------------------------------------------
+
+
+def load_launcher() -> Any:
+    spec = importlib.util.spec_from_file_location("launch", PROJECT / "scripts" / "launch.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_run_says_it_takes_live_bluesky_posts_when_jetstream_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    launch = load_launcher()
+    jetstream = JetstreamStandIn()
+    try:
+        monkeypatch.chdir(tmp_path)  # no developer .env
+        for name in {opt.env for opt in config.OPTIONS.values()}:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("JETSTREAM_URLS", jetstream.url)
+        assert launch.live_source() == ["--source", "bluesky"]
+        monkeypatch.setenv("TWITTER_BEARER_TOKEN", "t0ken")
+        assert launch.live_source() == ["--source", "twitter"]
+    finally:
+        jetstream.close()
+    first, second = capsys.readouterr().out.splitlines()
+    assert first.startswith("make run: live Bluesky posts from Jetstream (ws://127.0.0.1:")
+    assert second.startswith("make run: live posts from the X API")
+    assert "t0ken" not in first + second
+
+
+def test_make_run_falls_back_to_the_replay_and_stops_when_stream_py_fails(
+    tmp_path: Path
+) -> None:
+    """Offline, `make run` says so in its first line and replays the sample file;
+    when stream.py cannot start, the pair stops with its error and status."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{closed.getsockname()[1]}/subscribe"
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # stream.py cannot listen here
+        result = subprocess.run(
+            [sys.executable, str(PROJECT / "scripts" / "launch.py"), "run"], cwd=tmp_path,
+            env=clean_env(JETSTREAM_URLS=dead, STREAM_PORT=str(taken.getsockname()[1]),
+                          ACK_PORT=str(free_port())),
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines()[0] == (
+        "make run: no Jetstream host answered within 15 s (offline?): replaying the sample "
+        "file samples/tweets.jsonl instead")
+    assert "stream.py: error: cannot listen on 127.0.0.1:" in result.stderr
+    assert "launch: stream.py stopped with status 1; stopping spark_streaming.py" in result.stderr
+    assert "Traceback" not in result.stderr
