@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import config
 import transform
 from sources import tweet_from_payload
 from sources.replay import ReplaySource
-from sources.twitter import TwitterSource
+from sources.twitter import DailyCap, TwitterSource
 from utility import Journal, TweetServer
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -458,6 +459,49 @@ def test_recorded_stream_payloads_become_tweets(caplog: pytest.LogCaptureFixture
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2
     assert "operational-disconnect" in warnings[0]
+
+
+def test_the_daily_cap_counts_posts_read_per_utc_day_across_restarts(tmp_path: Path) -> None:
+    now = [datetime(2026, 11, 29, 23, 59, 0, tzinfo=UTC).timestamp()]
+    path = tmp_path / DailyCap.FILE
+    cap = DailyCap(3, path, clock=lambda: now[0])
+    assert [cap.count() for _ in range(3)] == [False, False, True]  # the third reaches it
+    assert cap.reached and cap.seconds_to_reset() == 60
+    again = DailyCap(3, path, clock=lambda: now[0])  # a restart the same day
+    assert again.reached and again.used == 3
+    now[0] += 61  # the next UTC day
+    assert not again.reached and again.used == 0 and again.day == "2026-11-30"
+    path.write_text('{"day": "2026-11-30", "posts": "many"}')
+    assert DailyCap(3, path, clock=lambda: now[0]).used == 0  # unreadable: counted afresh
+
+
+def test_at_the_cap_the_stream_disconnects_and_the_status_says_so(tmp_path: Path) -> None:
+    emitted: list[dict[str, Any]] = []
+    cap = DailyCap(2, tmp_path / DailyCap.FILE)
+    source = TwitterSource(TOKEN, emitted.append, daily_cap=cap)
+    source.running = True  # as while tweepy streams
+    source.on_data(json.dumps({"data": {"id": "1", "text": "a"}}))
+    assert source.running
+    source.on_data(json.dumps({"errors": [{"title": "not a post"}]}))  # not billed, not counted
+    source.on_data(json.dumps({"data": {"id": "2", "text": "b"}}))
+    assert not source.running  # tweepy stops after this message
+    assert [tweet["id"] for tweet in emitted] == ["1", "2"]  # what was read is kept
+    assert json.loads((tmp_path / DailyCap.FILE).read_text())["posts"] == 2
+    assert source.status().startswith("twitter: 2 posts read, 2 of 2 today")
+
+    stop = threading.Event()
+    waiter = LogWaiter()
+    logging.getLogger("sources.twitter").addHandler(waiter)
+    runner = threading.Thread(target=source.run, args=(stop,))
+    runner.start()  # the cap is reached: it waits for the next UTC day instead of connecting
+    try:
+        waiter.wait_for("daily cap of 2 X posts reached")
+    finally:
+        stop.set()
+        runner.join(TIMEOUT)
+        logging.getLogger("sources.twitter").removeHandler(waiter)
+    assert not runner.is_alive()
+    assert waiter.count("daily cap") == 1
 
 
 class FakeRulesApi:
