@@ -294,28 +294,3 @@ def split_content(content: list[str], max_bytes: int = MAX_CONTENT_BYTES) -> lis
 def part_id(batch_time: datetime, part: int) -> str:
     """``_id`` of part ``part`` (1-based) of a batch: the batch id, then ``#2``, ``#3``..."""
     return batch_id(batch_time) if part == 1 else f"{batch_id(batch_time)}#{part}"
-
-
-# --- the control channel (Spark driver -> producer) ---------------------------
-
-
-def ack_line(source: str, seq: int) -> bytes:
-    """The ack for ``source`` up to ``seq``: all of it is stored, the producer may forget it."""
-    return f"ack {source} {seq}\n".encode("ascii")
-
-
-def resend_line(source: str, seq: int) -> bytes:
-    """The request to send ``source``'s tweets again from ``seq`` on (the job saw a gap)."""
-    return f"resend {source} {seq}\n".encode("ascii")
-
-
-def parse_control_line(line: bytes) -> tuple[str, str, int] | None:
-    """``(verb, source, seq)`` of an ack or resend line; None if it is neither."""
-    try:
-        verb, source, seq = line.decode("ascii").split()
-        number = int(seq)
-    except (UnicodeDecodeError, ValueError):
-        return None
-    if verb not in ("ack", "resend") or number < 0:
-        return None
-    return verb, source, number

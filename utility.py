@@ -1,11 +1,12 @@
 """The socket the producer serves: how tweets reach Spark.
 
-* :class:`TweetServer` is the TCP socket Spark's receiver connects to. Sources
-  (:mod:`sources`) hand it tweets with :meth:`TweetServer.put`; a sender
-  thread writes them to the consumer, one JSON object per line
-  (:func:`transform.encode_tweet`), holding them while no consumer is connected.
-* :class:`Journal` keeps every accepted tweet on disk until the Spark job
-  acknowledges it as stored.
+:class:`TweetServer` is the TCP socket Spark's receiver connects to. Sources
+(:mod:`sources`) hand it tweets with :meth:`TweetServer.put`, which numbers
+them and queues them in the :class:`journal.Journal`; once a tweet is on disk
+a sender thread writes it to the consumer, one JSON object per line, straight
+from the journal's file. A tweet is kept until the Spark job acknowledges it
+as stored on the control port (:mod:`control`), and sent again to the next
+consumer until then.
 
 ``stream.py`` wires one source to one server.
 """
@@ -13,177 +14,53 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import itertools
-import json
 import logging
 import math
-import os
 import select
 import socket
 import threading
 import time
-import uuid
-from collections import deque
-from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
-import transform
+import control
+from journal import Journal
 
 log = logging.getLogger(__name__)
 
 
-
-# --- the socket Spark reads ------------------------------------------------------
-
-
-class Journal:
-    """The producer's durable record of the tweets it accepted, kept until the
-    Spark job acknowledges them as stored.
-
-    A folder with three files: ``tweets.jsonl`` (the wire lines, with their
-    sequence numbers, appended), ``acked`` (the highest acknowledged sequence
-    number) and ``source-id`` (this producer's id, made once). On start the
-    unacknowledged lines are read back to be sent again, and numbering goes on
-    where it stopped, so the job can tell a resent tweet from a new one.
-    """
-
-    LINES = "tweets.jsonl"
-    ACKED = "acked"
-    SOURCE_ID = "source-id"
-    #: Rewrite the lines file without its acknowledged lines past this size.
-    COMPACT_BYTES = 64 * 1024 * 1024
-
-    def __init__(self, path: Path) -> None:
-        """Open (or create) the journal at ``path``. Raises OSError if it cannot
-        be used, including when another producer has it open."""
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = (self.path / "lock").open("w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise OSError(f"journal {self.path} is in use by another stream.py") from None
-        id_file = self.path / self.SOURCE_ID
-        if not id_file.exists():
-            write_atomically(id_file, uuid.uuid4().hex[:12])
-        self.source = id_file.read_text().strip()
-        acked_file = self.path / self.ACKED
-        self.acked = int(acked_file.read_text()) if acked_file.exists() else 0
-        #: ``(seq, line)`` of every journaled line not acknowledged yet, in order
-        self.unacked: list[tuple[int, bytes]] = []
-        last = self.acked
-        lines_file = self.path / self.LINES
-        if lines_file.exists():
-            with lines_file.open("rb") as handle:
-                for line in handle:
-                    seq = _line_seq(line)
-                    if seq is None:
-                        continue  # a line torn by a crash mid-write
-                    last = max(last, seq)
-                    if seq > self.acked:
-                        self.unacked.append((seq, line if line.endswith(b"\n") else line + b"\n"))
-        self.next_seq = last + 1
-        self._file = lines_file.open("ab")
-
-    def append(self, line: bytes) -> None:
-        """Record one wire line (buffered: :meth:`flush` makes it reach the OS)."""
-        self._file.write(line)
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def sync(self) -> None:
-        """Flush and fsync: every line appended so far survives a power cut."""
-        if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-
-    def ack(self, seq: int, unacked: Iterable[bytes]) -> None:
-        """Remember that everything up to ``seq`` is stored; ``unacked`` (the
-        lines after it) are what a compaction keeps."""
-        if seq <= self.acked:
-            return
-        self.acked = seq
-        write_atomically(self.path / self.ACKED, str(seq))
-        if self._file.tell() > self.COMPACT_BYTES:
-            self._file.close()
-            tmp = self.path / (self.LINES + ".tmp")
-            with tmp.open("wb") as handle:
-                handle.writelines(unacked)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path / self.LINES)
-            self._file = (self.path / self.LINES).open("ab")
-
-    def close(self) -> None:
-        """Flush and fsync: what was accepted survives for the next start."""
-        if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._lock.close()  # releases the flock
-
-
-def _line_seq(line: bytes) -> int | None:
-    try:
-        seq = json.loads(line).get("seq")
-    except (ValueError, AttributeError):
-        return None
-    return seq if isinstance(seq, int) else None
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all: a crash or a full disk leaves the old
-    content or the new, never a mix. Raises OSError (the old content stays)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a power cut
-    finally:
-        os.close(directory)
-
-
 class TweetServer:
-    """A TCP server that feeds one consumer at a time with newline-delimited JSON tweets.
+    """A TCP server that feeds one consumer at a time with the journal's tweets.
 
     Typical use::
 
-        server = TweetServer("127.0.0.1", 5555, buffer_size=10_000)
+        server = TweetServer("127.0.0.1", 5555, Journal(path), ack_port=5556, secret=secret)
         server.start()
-        server.put({"id": "1", "text": "hello"})   # never blocks
-        server.wait_until_drained(timeout=None)    # True once a consumer got it all
+        server.put({"id": "1", "text": "hello"})   # never waits for the disk or a consumer
+        server.wait_until_drained(timeout=None)    # True once the job has stored it all
         server.close()
 
-    Each accepted tweet gets a sequence number and this producer's source id
-    (wire fields ``seq`` and ``src``). Without ``ack_port`` a tweet is done once
-    written to a consumer. With ``ack_port`` the server also listens there for
-    the Spark job's ``ack``/``resend`` lines (:mod:`transform`): a tweet is kept,
-    and sent again to the next consumer, until it is acknowledged as stored;
-    with a ``journal`` it is kept on disk too, across restarts.
+    Each tweet gets a sequence number and this producer's source id (wire
+    fields ``seq`` and ``src``). With ``ack_port`` the server listens there for
+    the job's authenticated ``ack``/``resend`` lines: a tweet is sent again to
+    each new consumer until it is acknowledged. An ``ack`` above the highest
+    seq sent is refused, and a ``resend`` rewinds at most once every
+    RESEND_MIN_SECONDS. Without ``ack_port`` (tests, tools) a tweet is done
+    once written to a consumer.
 
-    At most ``buffer_size`` tweets are held (waiting or unacknowledged); past
-    that, new tweets are refused and counted in :attr:`dropped`, so an accepted
-    tweet is never dropped.
+    A consumer that does not read for SEND_TIMEOUT seconds is dropped; what it
+    was sent and did not acknowledge goes to the next one.
     """
 
-    #: Most lines joined into one ``sendall`` call.
-    SEND_BATCH_LINES = 256
+    #: Most bytes of the journal sent in one go.
+    SEND_CHUNK_BYTES = 256 * 1024
+    #: A consumer that takes nothing for this long is dropped.
+    SEND_TIMEOUT = 30.0
     #: How often an idle sender checks whether its consumer has gone away.
     IDLE_CHECK_SECONDS = 0.5
-    #: At most one "buffer full" warning per this many seconds.
-    DROP_WARNING_INTERVAL = 10.0
+    #: A resend request rewinds the sender at most once per this many seconds.
+    RESEND_MIN_SECONDS = 1.0
+    #: At most one warning about refused control lines per this many seconds.
+    REFUSED_WARNING_SECONDS = 60.0
     #: Pause after a failed ``accept`` (for example too many open files).
     ACCEPT_RETRY_SECONDS = 1.0
     #: How long :meth:`close` waits for the sender thread to finish.
@@ -194,48 +71,48 @@ class TweetServer:
         self,
         host: str,
         port: int,
-        buffer_size: int,
+        journal: Journal,
         *,
         ack_port: int | None = None,
-        journal: Journal | None = None,
+        secret: bytes | None = None,
     ) -> None:
-        if buffer_size < 1:
-            raise ValueError("buffer_size must be at least 1")
+        if ack_port is not None and secret is None:
+            raise ValueError("a control port needs the control secret")
         self.host = host
         self.port = port
         self.ack_port = ack_port
-        self.buffer_size = buffer_size
         self.journal = journal
-        self.source = journal.source if journal else uuid.uuid4().hex[:12]
+        self.source = journal.source
+        self._secret = secret
         #: tweets written to a consumer socket (resends included)
         self.sent = 0
-        #: tweets refused because the buffer was full
-        self.dropped = 0
         #: consumers accepted so far
         self.connections = 0
-        #: tweets acknowledged as stored by the Spark job
+        #: tweets acknowledged as stored by the Spark job, since start
         self.acked = 0
-        # (seq, line) of every tweet held, in order of their consecutive seqs; those
-        # before _cursor were written to the current consumer (and wait for an ack)
-        self._held: deque[tuple[int, bytes]] = deque(journal.unacked if journal else ())
-        self._next_seq = journal.next_seq if journal else 1
-        self._cursor = self._first_held()  # seq of the next line to write
-        self._rewinds = 0  # resend requests so far
+        #: control lines refused: acks beyond what was sent
+        self.refused_acks = 0
+        # what the journal holds at start may have been sent before a restart
+        self._highest_sent = journal.committed
         self._cond = threading.Condition()
+        self._cursor = journal.first_held()  # seq of the next tweet to write
+        self._rewinds = 0  # resend requests that rewound the sender
+        self._last_rewind = -math.inf
+        self._last_refused_warning = -math.inf
         self._closing = threading.Event()
         self._listener: socket.socket | None = None
-        self._ack_listener: socket.socket | None = None
+        self._control: control.ControlServer | None = None
         self._consumer: socket.socket | None = None
-        self._threads: list[threading.Thread] = []
-        self._last_drop_warning = -math.inf
-        if self._held:
-            log.info("journal %s: %d unacknowledged tweets will be sent again",
-                     journal.path if journal else "", len(self._held))
+        self._sender: threading.Thread | None = None
+        journal.on_commit = self._committed
+        if journal.held:
+            log.info("journal %s: %d unacknowledged tweets will be sent again", journal.path,
+                     journal.held)
 
     # -- life cycle
 
     def start(self) -> None:
-        """Bind and listen (and the ack port, if any), then start serving.
+        """Bind and listen (and the control port, if any), then start serving.
 
         Raises OSError (``socket.gaierror`` included) when an address cannot be
         bound; nothing is left open in that case.
@@ -244,19 +121,18 @@ class TweetServer:
             raise RuntimeError("TweetServer already started")
         self._listener = _listen(self.host, self.port, self.LISTEN_BACKLOG)
         if self.ack_port is not None:
+            assert self._secret is not None
             try:
-                self._ack_listener = _listen(self.host, self.ack_port, self.LISTEN_BACKLOG)
+                control_listener = _listen(self.host, self.ack_port, self.LISTEN_BACKLOG)
             except OSError:
                 self._listener.close()
                 self._listener = None
                 raise
-            self._spawn(self._serve_acks, "ack-listener")
-        self._spawn(self._serve, "tweet-server")
-
-    def _spawn(self, target: Callable[[], None], name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
+            self._control = control.ControlServer(control_listener, self._secret, self.source,
+                                                  self.ack, self.resend_from)
+            self._control.start()
+        self._sender = threading.Thread(target=self._serve, name="tweet-server", daemon=True)
+        self._sender.start()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -268,17 +144,17 @@ class TweetServer:
 
     @property
     def ack_address(self) -> tuple[str, int] | None:
-        """``(host, port)`` of the ack listener, or None without one."""
-        if self._ack_listener is None:
+        """``(host, port)`` of the control port, or None without one."""
+        if self._control is None:
             return None
-        host, port = self._ack_listener.getsockname()[:2]
+        host, port = self._control.listener.getsockname()[:2]
         return host, port
 
     def close(self) -> None:
-        """Stop serving: close the consumer connection and the listening sockets.
+        """Stop serving, then close the journal (what was put is written first).
 
-        Tweets still held are kept by the journal, if there is one (see
-        :attr:`pending`). Safe to call twice.
+        Tweets not acknowledged stay in the journal for the next start. Safe to
+        call twice.
         """
         with self._cond:
             if self._closing.is_set():
@@ -286,135 +162,116 @@ class TweetServer:
             self._closing.set()
             consumer = self._consumer
             self._cond.notify_all()
-        for sock in (consumer, self._listener, self._ack_listener):
+        for sock in (consumer, self._listener):
             if sock is not None:
                 with contextlib.suppress(OSError):  # already gone
-                    sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept/sendall
-        for thread in self._threads:
-            if thread is not threading.current_thread():
-                thread.join(self.CLOSE_TIMEOUT)
-        for sock in (self._listener, self._ack_listener):
-            if sock is not None:
-                sock.close()
-        if self.journal is not None:
-            with self._cond:
-                self.journal.close()
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept/send
+        if self._control is not None:
+            self._control.close()
+            with contextlib.suppress(OSError):
+                self._control.listener.shutdown(socket.SHUT_RDWR)
+        if self._sender is not None:
+            self._sender.join(self.CLOSE_TIMEOUT)
+        for listener in (self._listener, self._control.listener if self._control else None):
+            if listener is not None:
+                listener.close()
+        self.journal.close()
 
     # -- producer side
 
     def put(self, tweet: dict[str, Any]) -> bool:
-        """Accept one tweet for the consumer; never blocks, thread-safe.
+        """Accept one tweet for the consumer; never waits for the disk. Thread-safe.
 
-        Returns False (and counts it in :attr:`dropped`) when the buffer is
-        full. Raises TypeError or ValueError if the tweet cannot be encoded.
+        Returns False when the journal refuses it (full, or the disk is); see
+        :attr:`dropped`. Raises TypeError or ValueError if it cannot be encoded.
         """
-        warn_total = None
-        with self._cond:
-            accepted = len(self._held) < self.buffer_size
-            if not accepted:
-                self.dropped += 1
-                warn_total = self._drop_warning_due()
-            else:
-                seq = self._next_seq
-                line = transform.encode_tweet({**tweet, "seq": seq, "src": self.source})
-                self._next_seq += 1
-                if self.journal is not None:
-                    self.journal.append(line)
-                self._held.append((seq, line))
-                self._cond.notify_all()
-        if warn_total is not None:
-            log.warning(
-                "tweet buffer full (%d held): refusing new tweets until the job catches "
-                "up; %d refused so far", self.buffer_size, warn_total,
-            )
-        return accepted
+        return self.journal.put(tweet)
 
-    def sync(self) -> None:
-        """Make every tweet accepted so far durable in the journal (flush and fsync).
+    def sync(self, timeout: float | None = None) -> None:
+        """Wait until every tweet put so far is on disk (accepted). A source that can
+        resume (Jetstream's cursor, the replay position) calls this before it
+        records how far it got. Raises OSError when that does not happen in
+        ``timeout`` seconds (a full disk, say)."""
+        if not self.journal.wait_committed(timeout=timeout):
+            raise OSError(f"the journal {self.journal.path} has not written everything put: "
+                          f"{self.journal.disk_error or 'closed or too slow'}")
 
-        A source that can resume (Jetstream's cursor) calls this before it
-        records how far it got. Raises OSError when the disk refuses.
-        """
-        with self._cond:
-            if self.journal is not None:
-                self.journal.sync()
+    @property
+    def dropped(self) -> int:
+        """Tweets refused: the journal was full or the disk was."""
+        return self.journal.refused_full + self.journal.refused_disk
 
     @property
     def pending(self) -> int:
-        """Tweets held: not yet written to a consumer, or (with acks) not yet acknowledged."""
-        with self._cond:
-            return len(self._held)
+        """Tweets held: not yet acknowledged (or, without acks, not yet written)."""
+        return self.journal.held
 
     def wait_until_drained(self, timeout: float | None = None) -> bool:
-        """Block until every tweet accepted so far is done: written to a
-        consumer or, with acks, acknowledged as stored.
-
-        Returns True when drained, False when ``timeout`` seconds passed first
-        or the server was closed with tweets still pending.
-        """
+        """Block until every tweet put so far is done: acknowledged as stored (or,
+        without acks, written to a consumer). False when ``timeout`` seconds passed
+        first or the server was closed with tweets still held."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            self._cond.wait_for(lambda: not self._held or self._closing.is_set(), timeout)
-            return not self._held
+            while self.journal.held and not self._closing.is_set():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._cond.wait(self.IDLE_CHECK_SECONDS if left is None
+                                else min(left, self.IDLE_CHECK_SECONDS))
+            return not self.journal.held
 
-    # -- acknowledgements
-
-    def ack(self, seq: int) -> None:
-        """Forget the tweets up to ``seq``: the job has stored them."""
+    def _committed(self) -> None:
+        """The journal wrote more: wake the sender."""
         with self._cond:
-            forgotten = 0
-            while self._held and self._held[0][0] <= seq:
-                self._held.popleft()
-                forgotten += 1
-            self._cursor = max(self._cursor, self._first_held())
-            self.acked += forgotten
-            if self.journal is not None:
-                self.journal.ack(seq, (line for _, line in self._held))
             self._cond.notify_all()
 
-    def resend_from(self, seq: int) -> None:
-        """Write the held tweets from ``seq`` on again (the job saw a gap)."""
+    # -- the control port's callbacks
+
+    def ack(self, seq: int) -> bool:
+        """Forget the tweets up to ``seq``: the job has stored them. Refused (False)
+        when ``seq`` is beyond the highest seq sent: no job can have stored it."""
         with self._cond:
-            self._cursor = max(min(self._cursor, seq), self._first_held())
-            self._rewinds += 1
+            highest, before = self._highest_sent, self.journal.held
+            refused = seq > highest
+            if refused:
+                self.refused_acks += 1
+                now = time.monotonic()
+                warn = now - self._last_refused_warning >= self.REFUSED_WARNING_SECONDS
+                if warn:
+                    self._last_refused_warning = now
+        if refused:
+            if warn:
+                log.warning("refused an ack up to seq %d: only seqs up to %d were sent (%d "
+                            "refused so far)", seq, highest, self.refused_acks)
+            return False
+        try:
+            self.journal.ack(seq)
+        except OSError as err:  # the next batch repeats the ack
+            log.warning("cannot record an ack in the journal %s: %s", self.journal.path,
+                        err.strerror or err)
+            return False
+        with self._cond:
+            self.acked += max(0, before - self.journal.held)
+            self._cursor = max(self._cursor, self.journal.first_held())
             self._cond.notify_all()
-        log.info("the job asked for the tweets from seq %d again", seq)
+        return True
 
-    def _serve_acks(self) -> None:
-        assert self._ack_listener is not None
-        while not self._closing.is_set():
-            try:
-                conn, _ = self._ack_listener.accept()
-            except OSError:
-                if self._closing.is_set():
-                    return
-                self._closing.wait(self.ACCEPT_RETRY_SECONDS)
-                continue
-            self._spawn(lambda conn=conn: self._read_acks(conn), "ack-reader")
-
-    def _read_acks(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as lines:
-            for line in lines:
-                control = transform.parse_control_line(line)
-                if control is None:
-                    log.warning("ignoring a line on the ack port that is no ack")
-                    continue
-                verb, source, seq = control
-                if source != self.source:
-                    continue  # for another producer
-                if verb == "ack":
-                    self.ack(seq)
-                else:
-                    self.resend_from(seq)
+    def resend_from(self, seq: int) -> tuple[int, int]:
+        """Send the held tweets from ``seq`` on again (the job saw a gap), at most
+        once per RESEND_MIN_SECONDS; ``(first seq held, next seq)`` for the answer."""
+        with self._cond:
+            first = self.journal.first_held()
+            now = time.monotonic()
+            target = max(seq, first)
+            if now - self._last_rewind >= self.RESEND_MIN_SECONDS and target < self._cursor:
+                self._last_rewind = now
+                self._cursor = target
+                self._rewinds += 1
+                self._cond.notify_all()
+                log.info("the job asked for the tweets from seq %d again", target)
+            return first, self.journal.next_seq
 
     # -- sender thread
-
-    def _drop_warning_due(self) -> int | None:
-        """The running total if a drop warning is due now (call with the lock held)."""
-        now = time.monotonic()
-        if now - self._last_drop_warning < self.DROP_WARNING_INTERVAL:
-            return None
-        self._last_drop_warning = now
-        return self.dropped
 
     def _serve(self) -> None:
         """Accept one consumer at a time and feed it until it goes or we close."""
@@ -434,7 +291,8 @@ class TweetServer:
                         return
                     self._consumer = conn
                     self.connections += 1
-                    self._cursor = self._first_held()  # it gets every unacknowledged tweet
+                    # it gets every tweet not acknowledged
+                    self._cursor = self.journal.first_held()
                 log.info("consumer connected from %s:%d", peer[0], peer[1])
                 try:
                     self._feed(conn)
@@ -442,47 +300,50 @@ class TweetServer:
                     with self._cond:
                         self._consumer = None
 
-    def _first_held(self) -> int:
-        """Seq of the oldest tweet held, or of the next one to come (lock held)."""
-        return self._held[0][0] if self._held else self._next_seq
-
-    def _unsent(self) -> bool:
-        return bool(self._held) and self._held[-1][0] >= self._cursor
-
     def _feed(self, conn: socket.socket) -> None:
-        """Write held lines to ``conn`` until it disconnects or we close."""
-        acks = self._ack_listener is not None
+        """Write the journal's tweets to ``conn`` until it disconnects, stalls or we close."""
+        conn.settimeout(self.SEND_TIMEOUT)
+        acks = self._control is not None
         while True:
             with self._cond:
                 self._cond.wait_for(
-                    lambda: self._unsent() or self._closing.is_set(), self.IDLE_CHECK_SECONDS
-                )
+                    lambda: self._cursor <= self.journal.committed or self._closing.is_set(),
+                    self.IDLE_CHECK_SECONDS)
                 if self._closing.is_set():
                     return
-                start = self._cursor - self._first_held()
-                batch = [line for _, line in itertools.islice(
-                    self._held, start, start + self.SEND_BATCH_LINES)]
-                after = self._cursor + len(batch)
-                rewinds = self._rewinds
-                if self.journal is not None and batch:
-                    self.journal.flush()  # written ahead: what is sent is on record
+                first, rewinds = self._cursor, self._rewinds
+            spans = self.journal.spans(first, self.journal.committed, self.SEND_CHUNK_BYTES)
+            if spans:
+                with self._cond:  # before the send: the job may ack as soon as it reads
+                    self._highest_sent = max(self._highest_sent, spans[-1].last)
             try:
                 if peer_has_closed(conn):
                     raise ConnectionResetError("consumer closed the connection")
-                if batch:
-                    conn.sendall(b"".join(batch))
+                for span in spans:
+                    try:
+                        with span.path.open("rb") as segment:
+                            conn.sendfile(segment, span.offset, span.length)
+                    except FileNotFoundError:
+                        continue  # acknowledged meanwhile: nothing to send
+            except TimeoutError:
+                log.warning("consumer took nothing for %g s: dropped; what it was sent goes "
+                            "to the next consumer", self.SEND_TIMEOUT)
+                return
             except OSError:  # BrokenPipeError, ConnectionResetError, ...
                 if not self._closing.is_set():
                     log.info("consumer disconnected; holding tweets until one reconnects")
                 return
+            if not spans:
+                continue
+            last = spans[-1].last
             with self._cond:
-                self.sent += len(batch)
+                self.sent += sum(span.last - span.first + 1 for span in spans)
                 if self._rewinds == rewinds:  # no resend request meanwhile
-                    self._cursor = max(self._cursor, after)
-                if not acks:  # written is done
-                    while self._held and self._held[0][0] < after:
-                        self._held.popleft()
-                self._cond.notify_all()
+                    self._cursor = max(self._cursor, last + 1)
+            if not acks:  # written is done
+                self.journal.ack(last)
+                with self._cond:
+                    self._cond.notify_all()
 
 
 def _listen(host: str, port: int, backlog: int) -> socket.socket:
@@ -503,16 +364,16 @@ def _listen(host: str, port: int, backlog: int) -> socket.socket:
 def peer_has_closed(sock: socket.socket) -> bool:
     """True when the other end has closed ``sock``; never waits.
 
-    For connections where the other end never writes (the tweet consumer, the
-    producer's ack port): checked before each write, so that nothing is written
-    into a connection already closed, where it would be lost without an error.
-    Anything the other end does send is read and ignored.
+    For the tweet consumer, which never writes: checked before each write, so
+    that nothing is written into a connection already closed, where it would
+    be lost without an error. Anything the consumer does send is read and
+    ignored.
     """
     readable, _, _ = select.select([sock], [], [], 0)
     if not readable:
         return False
     try:
-        return sock.recv(4096) == b""
+        return sock.recv(4096, socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
         return False
     except OSError:  # reset

@@ -1,0 +1,532 @@
+"""The control channel: how the Spark job tells stream.py what is stored, authenticated.
+
+stream.py keeps every tweet until the job says it is stored. The job says so
+on the producer's control port (``ACK_PORT``): ``ack SRC N`` (everything of
+producer SRC up to seq N is stored: forget it) and ``resend SRC N`` (the job
+saw a gap: send again from N). Whoever can send those lines can make the
+producer forget tweets, so every line is authenticated with a secret both
+programs hold and no other process can read:
+
+* the secret is ``CONTROL_SECRET`` (environment or ``.env``; what a cluster
+  uses), or else the file ``CONTROL_SECRET_FILE``, made on first use with
+  32 random bytes and mode 0600 (a file others may read is refused);
+* each connection starts with a challenge: the producer sends ``hello NP``
+  (a random nonce), the job answers ``auth NJ MAC`` (its own nonce and an
+  HMAC-SHA256 of both), the producer proves it holds the secret too with
+  ``ok MAC``; every later line carries an HMAC of the line, both nonces, its
+  direction and its number on the connection, so a line cannot be forged,
+  replayed on another connection, or reordered;
+* the producer answers each ``resend`` with ``held SRC FIRST NEXT``: the
+  oldest seq it still holds and the next one it will give. What it no longer
+  holds was acknowledged (or lost with its journal): only then may the job
+  skip a gap (:class:`Delivery`).
+
+A line that fails any check is logged once and the connection closed; it
+never changes anything. Then, on the producer's side, an ``ack`` above the
+highest seq sent is refused and ``resend`` requests are rate-limited (see
+:class:`utility.TweetServer`).
+
+Both programs import this module: the producer runs a :class:`ControlServer`,
+the job a :class:`ControlClient` and a :class:`Delivery`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import select
+import socket
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import journal
+
+log = logging.getLogger(__name__)
+
+SECRET_BYTES = 32
+MIN_SECRET_CHARS = 16
+#: a control line is short; anything longer is not ours
+MAX_LINE = 512
+HANDSHAKE_TIMEOUT = 5.0
+MAC_CHARS = 32  # hex characters of HMAC-SHA256 kept (128 bits)
+
+ACK, RESEND, HELD = "ack", "resend", "held"
+
+
+class ControlError(Exception):
+    """The control channel cannot be used as configured; ``str(err)`` is one line."""
+
+
+class ProtocolError(Exception):
+    """A peer broke the protocol (bad line, bad MAC, timeout); the connection is dropped."""
+
+
+# --- the secret ---------------------------------------------------------------------
+
+
+def load_secret(env_secret: str | None, path: Path) -> bytes:
+    """The shared secret: ``env_secret`` (CONTROL_SECRET) when set, else the file at
+    ``path``, created with a new random secret (mode 0600) if it does not exist.
+
+    Raises ControlError (one line) when the secret is too short, or the file
+    is readable by others, not a regular file, or cannot be read or made.
+    """
+    if env_secret is not None:
+        if len(env_secret) < MIN_SECRET_CHARS:
+            raise ControlError(f"CONTROL_SECRET must be at least {MIN_SECRET_CHARS} "
+                               "characters (e.g. python -c 'import secrets; "
+                               "print(secrets.token_hex(32))')")
+        return env_secret.encode("utf-8")
+    try:
+        return _secret_file(path)
+    except OSError as err:
+        raise ControlError(f"cannot use the control secret file {path}: "
+                           f"{err.strerror or err}") from None
+
+
+def _secret_file(path: Path) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        # write it whole under another name, then link it in: if both programs make one
+        # at once, one link wins and both read the winner's
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, journal.PRIVATE_FILE)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(SECRET_BYTES) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+                journal.sync_directory(path.parent)
+                log.info("made a new control secret in %s (readable by you only)", path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd) as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ControlError(f"the control secret {path} is not a regular file")
+        if info.st_uid != os.getuid():
+            raise ControlError(f"the control secret {path} belongs to another user")
+        if info.st_mode & 0o077:
+            raise ControlError(f"the control secret {path} can be read by others; "
+                               f"run: chmod 600 {path}")
+        secret = handle.read().strip()
+    if len(secret) < MIN_SECRET_CHARS:
+        raise ControlError(f"the control secret {path} is too short; delete it to make a "
+                           "new one")
+    return secret.encode("utf-8")
+
+
+# --- lines -------------------------------------------------------------------------------
+
+
+def _mac(secret: bytes, *parts: str) -> str:
+    return hmac.new(secret, "|".join(parts).encode("utf-8"),
+                    hashlib.sha256).hexdigest()[:MAC_CHARS]
+
+
+@dataclass
+class _Session:
+    """One authenticated connection's state: the nonces and each direction's line count."""
+
+    secret: bytes
+    producer_nonce: str
+    job_nonce: str
+    sent: int = 0
+    received: int = 0
+
+    def seal(self, direction: str, body: str) -> bytes:
+        mac = _mac(self.secret, direction, self.producer_nonce, self.job_nonce,
+                   str(self.sent), body)
+        self.sent += 1
+        return f"{body} {mac}\n".encode("ascii")
+
+    def open(self, direction: str, line: bytes) -> list[str]:
+        """The words of an authenticated line; ProtocolError if it is not one."""
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            raise ProtocolError("a line that is not ASCII") from None
+        body, _, mac = text.rstrip("\n").rpartition(" ")
+        expected = _mac(self.secret, direction, self.producer_nonce, self.job_nonce,
+                        str(self.received), body)
+        if not body or not hmac.compare_digest(mac, expected):
+            raise ProtocolError("a line whose MAC does not match (not from a holder of "
+                                "the control secret)")
+        self.received += 1
+        return body.split()
+
+
+def _words(line: bytes) -> list[str]:
+    try:
+        return line.decode("ascii").split()
+    except UnicodeDecodeError:
+        raise ProtocolError("a line that is not ASCII") from None
+
+
+def _seq_words(words: list[str], verb: str) -> tuple[str, int]:
+    """``(source, seq)`` of ``verb SOURCE SEQ``."""
+    if len(words) != 3 or words[0] != verb or not words[1].isalnum():
+        raise ProtocolError(f"not a {verb} line")
+    if not words[2].isdigit() or len(words[2]) > 18:
+        raise ProtocolError(f"a {verb} line with a bad seq")
+    return words[1], int(words[2])
+
+
+class _LineReader:
+    """Reads ``\\n``-terminated lines of at most MAX_LINE bytes from a socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = b""
+
+    def readline(self) -> bytes | None:
+        """The next line, None at end of stream; ProtocolError if it is too long.
+        Raises TimeoutError (OSError) per the socket's timeout."""
+        while b"\n" not in self._buffer:
+            if len(self._buffer) > MAX_LINE:
+                raise ProtocolError("a line too long for the control channel")
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        if len(line) > MAX_LINE:
+            raise ProtocolError("a line too long for the control channel")
+        return line + b"\n"
+
+    def pending(self) -> bool:
+        """True when a whole line is buffered."""
+        return b"\n" in self._buffer
+
+
+# --- the producer's side -------------------------------------------------------------
+
+
+class ControlServer:
+    """The producer's control port: authenticates each connection and hands
+    its ``ack`` and ``resend`` lines to the callbacks.
+
+    ``on_ack(seq)`` applies an acknowledgement; ``on_resend(seq)`` returns
+    ``(first held, next seq)`` for the ``held`` answer. Lines for another
+    producer's source id are ignored. Any failure closes that connection only.
+    """
+
+    #: most connections served at once; more are refused (a flood cannot exhaust threads)
+    MAX_CONNECTIONS = 8
+    #: how long a connection may stay silent before it is closed (the job writes every batch)
+    IDLE_TIMEOUT = 600.0
+
+    def __init__(self, listener: socket.socket, secret: bytes, source: str,
+                 on_ack: Callable[[int], None],
+                 on_resend: Callable[[int], tuple[int, int]]) -> None:
+        self.listener = listener
+        self.secret = secret
+        self.source = source
+        self.on_ack = on_ack
+        self.on_resend = on_resend
+        #: lines and connections refused so far
+        self.rejected = 0
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        self._threads: set[threading.Thread] = set()
+        self._thread = threading.Thread(target=self._accept, name="control-listener",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                conn, peer = self.listener.accept()
+            except OSError:
+                if self._closing.is_set():
+                    return
+                self._closing.wait(1.0)  # e.g. too many open files: try again soon
+                continue
+            with self._lock:
+                self._threads = {t for t in self._threads if t.is_alive()}
+                if len(self._threads) >= self.MAX_CONNECTIONS or self._closing.is_set():
+                    conn.close()
+                    self.rejected += 1
+                    continue
+                thread = threading.Thread(target=self._serve, args=(conn, peer),
+                                          name="control-conn", daemon=True)
+                self._threads.add(thread)
+                self._connections.add(conn)
+            thread.start()
+
+    def _serve(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        try:
+            with conn:
+                self._handle(conn)
+        except ProtocolError as err:
+            self.rejected += 1
+            log.warning("control port: dropped a connection from %s:%d: %s", peer[0],
+                        peer[1], err)
+        except OSError as err:
+            if not self._closing.is_set() and not isinstance(err, TimeoutError):
+                log.debug("control connection from %s:%d ended: %s", peer[0], peer[1], err)
+            elif isinstance(err, TimeoutError) and not self._closing.is_set():
+                self.rejected += 1
+                log.warning("control port: dropped a connection from %s:%d that did not "
+                            "authenticate in time or went silent", peer[0], peer[1])
+        finally:
+            with self._lock:
+                self._connections.discard(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(HANDSHAKE_TIMEOUT)
+        reader = _LineReader(conn)
+        producer_nonce = secrets.token_hex(16)
+        conn.sendall(f"hello {producer_nonce}\n".encode("ascii"))
+        line = reader.readline()
+        if line is None:
+            return
+        words = _words(line)
+        if len(words) != 3 or words[0] != "auth" or not words[1].isalnum():
+            raise ProtocolError("no authentication (not the Spark job, or an old version)")
+        job_nonce = words[1]
+        if not hmac.compare_digest(words[2], _mac(self.secret, "auth", producer_nonce,
+                                                  job_nonce)):
+            raise ProtocolError("wrong control secret (CONTROL_SECRET / CONTROL_SECRET_FILE "
+                                "differ between the two programs?)")
+        session = _Session(self.secret, producer_nonce, job_nonce)
+        conn.sendall(f"ok {_mac(self.secret, 'ok', producer_nonce, job_nonce)}\n"
+                     .encode("ascii"))
+        conn.settimeout(self.IDLE_TIMEOUT)
+        while not self._closing.is_set():
+            line = reader.readline()
+            if line is None:
+                return
+            words = session.open("job", line)
+            verb = words[0] if words else ""
+            source, seq = _seq_words(words, verb if verb in (ACK, RESEND) else ACK)
+            if source != self.source:
+                continue  # for another producer
+            if verb == ACK:
+                self.on_ack(seq)
+            else:
+                first, following = self.on_resend(seq)
+                conn.sendall(session.seal("producer", f"{HELD} {source} {first} {following}"))
+
+    def close(self) -> None:
+        self._closing.set()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+# --- the job's side ------------------------------------------------------------------------
+
+
+class ControlClient:
+    """Sends ``ack``/``resend`` lines to the producer's control port and reads its
+    ``held`` answers. A lost line costs nothing but a resend (the acks are
+    repeated every batch), so failures are logged once and retried with the
+    next batch; a producer that fails the authentication is never trusted."""
+
+    TIMEOUT = 2.0
+
+    def __init__(self, host: str, port: int, secret: bytes) -> None:
+        self.address = (host, port)
+        self.secret = secret
+        self._sock: socket.socket | None = None
+        self._reader: _LineReader | None = None
+        self._session: _Session | None = None
+        self._failing = False
+
+    def send(self, acks: dict[str, int], resends: dict[str, int]) -> dict[str, tuple[int, int]]:
+        """Send the acks and resend requests; the ``held`` answers that have come,
+        ``{source: (first held, next seq)}`` (answers to this call's resends may
+        come with a later call's)."""
+        if not acks and not resends and self._sock is None:
+            return {}
+        try:
+            if self._sock is not None and _peer_closed(self._sock):
+                self.close()  # the producer restarted: a write would vanish silently
+            if self._sock is None:
+                self._connect()
+            assert self._session is not None and self._sock is not None
+            lines = [self._session.seal("job", f"{ACK} {src} {seq}")
+                     for src, seq in acks.items()]
+            lines += [self._session.seal("job", f"{RESEND} {src} {seq}")
+                      for src, seq in resends.items()]
+            if lines:
+                self._sock.sendall(b"".join(lines))
+            answers = self._answers()
+        except (OSError, ProtocolError) as err:
+            self.close()
+            if not self._failing:
+                log.warning("cannot use the producer's control port %s:%d (%s); it keeps the "
+                            "tweets until they are acknowledged", *self.address, err)
+            self._failing = True
+            return {}
+        if self._failing:
+            log.info("acknowledgements reach the producer again")
+        self._failing = False
+        return answers
+
+    def _connect(self) -> None:
+        sock = socket.create_connection(self.address, timeout=self.TIMEOUT)
+        try:
+            reader = _LineReader(sock)
+            line = reader.readline()
+            words = _words(line) if line is not None else []
+            if len(words) != 2 or words[0] != "hello" or not words[1].isalnum():
+                raise ProtocolError("the control port did not greet as stream.py does")
+            producer_nonce, job_nonce = words[1], secrets.token_hex(16)
+            proof = _mac(self.secret, "auth", producer_nonce, job_nonce)
+            sock.sendall(f"auth {job_nonce} {proof}\n".encode("ascii"))
+            line = reader.readline()
+            words = _words(line) if line is not None else []
+            if (len(words) != 2 or words[0] != "ok" or not hmac.compare_digest(
+                    words[1], _mac(self.secret, "ok", producer_nonce, job_nonce))):
+                raise ProtocolError("the control port refused the secret or does not hold it "
+                                    "(CONTROL_SECRET / CONTROL_SECRET_FILE differ?)")
+        except BaseException:
+            sock.close()
+            raise
+        self._sock, self._reader = sock, reader
+        self._session = _Session(self.secret, producer_nonce, job_nonce)
+
+    def _answers(self) -> dict[str, tuple[int, int]]:
+        """The ``held`` lines already received (never waits)."""
+        assert self._sock is not None and self._reader is not None
+        answers: dict[str, tuple[int, int]] = {}
+        while self._reader.pending() or select.select([self._sock], [], [], 0)[0]:
+            line = self._reader.readline()
+            if line is None:
+                raise ConnectionResetError("the producer closed the control connection")
+            assert self._session is not None
+            words = self._session.open("producer", line)
+            if len(words) != 4 or words[0] != HELD or not words[1].isalnum() \
+                    or not words[2].isdigit() or not words[3].isdigit():
+                raise ProtocolError("not a held line")
+            answers[words[1]] = (int(words[2]), int(words[3]))
+        return answers
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = self._reader = self._session = None
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """True when the other end has closed ``sock`` and nothing is left to read."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:  # reset
+        return True
+
+
+# --- what the job has stored, per producer ----------------------------------------------------
+
+NEW, RESENT, GAP = "new", "resent", "gap"
+
+
+class Delivery:
+    """Which of each producer's sequence numbers are handled, so that a tweet
+    the producer sends again (it keeps everything until acknowledged) is
+    stored once, and a gap is noticed and asked for again (go-back-N).
+
+    ``committed[source]`` is the highest seq such that every seq up to it has
+    been handled. Work on a batch happens in a copy; :meth:`commit` keeps it.
+
+    A gap stays open for as long as the producer still holds its tweets,
+    however many batches that takes (a backlog of batches queued in Spark
+    does not matter): only the producer's ``held`` answer saying its oldest
+    held seq is past the gap lets the job skip it. Those tweets were
+    acknowledged before (by a job whose record of it was lost) or lost with
+    the producer's journal; either way they cannot come again.
+    """
+
+    def __init__(self, committed: dict[str, int] | None = None) -> None:
+        self.committed: dict[str, int] = dict(committed or {})
+        self._batch: dict[str, int] = {}
+        self._gaps: dict[str, int] = {}  # source -> smallest seq seen past a gap
+        self._first_seen: dict[str, int] = {}  # new sources: their first seq this batch
+        self._held: dict[str, tuple[int, int]] = {}  # source -> latest (first held, next)
+        self._open: dict[str, int] = {}  # gaps not filled yet: source -> first seq past it
+        #: seqs skipped because the producer no longer held them
+        self.skipped = 0
+
+    def begin(self) -> None:
+        self._batch = dict(self.committed)
+        self._gaps = {}
+        self._first_seen = {}
+
+    def admit(self, source: str, seq: int) -> str:
+        """NEW (store it), RESENT (already handled) or GAP (an earlier seq is missing)."""
+        if source not in self.committed:
+            self._first_seen.setdefault(source, seq)
+        done = self._batch.get(source, seq - 1)
+        if seq <= done:
+            return RESENT
+        if seq > done + 1:
+            self._gaps[source] = min(seq, self._gaps.get(source, seq))
+            return GAP
+        self._batch[source] = seq
+        return NEW
+
+    def batch_committed(self) -> dict[str, int]:
+        """The committed seqs this batch has reached so far (for its documents)."""
+        return {source: seq for source, seq in self._batch.items()
+                if self.committed.get(source) != seq}
+
+    def abort(self) -> None:
+        """The batch was not stored: keep nothing of it, but remember where a new
+        producer started, so that its resent tweets are not taken for a gap."""
+        for source, seq in self._first_seen.items():
+            self.committed.setdefault(source, seq - 1)
+
+    def held(self, answers: dict[str, tuple[int, int]]) -> None:
+        """The producers' latest ``held`` answers: ``{source: (first held, next seq)}``."""
+        self._held.update(answers)
+
+    def commit(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Keep the batch's progress; ``(acks, resends)`` to send to producers.
+
+        ``acks`` maps every source to its committed seq (repeated each batch,
+        so that an ack lost on the way is made good by the next one). A gap
+        stays open until it is filled, and its resend is asked for every batch
+        (the producer rate-limits them), so a lost request costs nothing.
+        """
+        self.committed = self._batch
+        for source, past_gap in self._gaps.items():
+            self._open[source] = min(past_gap, self._open.get(source, past_gap))
+        resends = {}
+        for source, past_gap in list(self._open.items()):
+            wanted = self.committed[source] + 1
+            if wanted >= past_gap:
+                del self._open[source]  # filled: the resent tweets came
+                continue
+            first_held = self._held.get(source, (0, 0))[0]
+            if first_held > wanted:
+                gone = min(first_held, past_gap) - 1
+                log.warning("tweets %s seq %d..%d are no longer held by the producer (stored "
+                            "before, or lost with its journal); going on without them",
+                            source, wanted, gone)
+                self.skipped += gone - wanted + 1
+                self.committed[source] = gone
+            # what came past the gap was dropped: it comes again from here
+            resends[source] = self.committed[source] + 1
+        return dict(self.committed), resends

@@ -1,0 +1,303 @@
+"""The control channel: only a holder of the secret can make stream.py forget,
+resend or skip anything, and nothing a peer sends can crash it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import control
+from journal import Journal
+from utility import TweetServer
+
+SECRET = b"a-control-secret-for-the-tests-0123456789"
+TIMEOUT = 10.0
+
+
+# --- the secret -------------------------------------------------------------------------
+
+
+def test_the_secret_file_is_made_once_and_private(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "control.secret"
+    first = control.load_secret(None, path)
+    assert len(first) == 64 and path.stat().st_mode & 0o777 == 0o600
+    assert control.load_secret(None, path) == first  # the other program reads the same
+
+
+def test_two_programs_making_the_secret_at_once_get_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "control.secret"
+    results: list[bytes] = []
+    start = threading.Barrier(8)
+
+    def load() -> None:
+        start.wait()
+        results.append(control.load_secret(None, path))
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert len(results) == 8 and len(set(results)) == 1
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_secret_file_others_can_read_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "control.secret"
+    path.write_text("x" * 64)
+    path.chmod(mode)
+    with pytest.raises(control.ControlError, match="can be read by others; run: chmod 600"):
+        control.load_secret(None, path)
+
+
+def test_control_secret_from_the_environment_wins_and_must_be_long(tmp_path: Path) -> None:
+    path = tmp_path / "never-made"
+    assert control.load_secret("s" * 16, path) == b"s" * 16
+    assert not path.exists()
+    with pytest.raises(control.ControlError, match="at least 16 characters"):
+        control.load_secret("short", path)
+
+
+# --- the producer's side against forged, replayed and broken lines ---------------------------
+
+
+class Producer:
+    """A TweetServer with a control port and a consumer that reads what it sends."""
+
+    def __init__(self, path: Path) -> None:
+        self.server = TweetServer("127.0.0.1", 0, Journal(path), ack_port=0, secret=SECRET)
+        self.server.start()
+        self.port = self.server.ack_address[1]  # type: ignore[index]
+        self.consumer = socket.create_connection(self.server.address, timeout=TIMEOUT)
+        self.reader = self.consumer.makefile("rb")
+
+    def put(self, count: int) -> list[int]:
+        for n in range(count):
+            assert self.server.put({"id": f"t{n}", "text": f"tweet {n}"})
+        return [json.loads(self.reader.readline())["seq"] for _ in range(count)]
+
+    def close(self) -> None:
+        self.reader.close()
+        self.consumer.close()
+        self.server.close()
+
+
+@pytest.fixture
+def producer(tmp_path: Path) -> Iterator[Producer]:
+    running = Producer(tmp_path / "journal")
+    yield running
+    running.close()
+
+
+class ControlLog(logging.Handler):
+    """Waits for the control port's log lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.cond = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.cond:
+            self.lines.append(record.getMessage())
+            self.cond.notify_all()
+
+    def wait_for(self, text: str, count: int = 1) -> None:
+        with self.cond:
+            assert self.cond.wait_for(
+                lambda: sum(text in line for line in self.lines) >= count, TIMEOUT), self.lines
+
+
+@pytest.fixture
+def control_log() -> Iterator[ControlLog]:
+    handler = ControlLog()
+    loggers = [logging.getLogger(name) for name in ("control", "utility")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    yield handler
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def raw_session(port: int) -> tuple[socket.socket, Any, str]:
+    """A connection to the control port after its greeting: (socket, reader, nonce)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    reader = sock.makefile("rb")
+    greeting = reader.readline().decode().split()
+    assert greeting[0] == "hello" and len(greeting) == 2
+    return sock, reader, greeting[1]
+
+
+def hung_up(reader: Any) -> bool:
+    """True when the producer has closed the connection (cleanly, or with a reset
+    because our line was left unread)."""
+    try:
+        return reader.readline() == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_the_job_acknowledges_and_the_producer_forgets(producer: Producer) -> None:
+    producer.put(5)
+    job = control.ControlClient("127.0.0.1", producer.port, SECRET)
+    job.send({producer.server.source: 3}, {})
+    job.send({producer.server.source: 5}, {})  # same connection: handled in order
+    assert producer.server.wait_until_drained(TIMEOUT)
+    job.close()
+
+
+@pytest.mark.parametrize("lines", [
+    [b"ack {src} 1000000000\n"],  # the old, unauthenticated protocol
+    [b"auth feedface 0123456789abcdef0123456789abcdef\n", b"ack {src} 5\n"],  # a guessed MAC
+    [b"\xff\xfe\x00binary\n"],
+    [b"x" * 5000 + b"\n"],
+    [b"auth\n"],
+    [b"resend {src} 0\n"] * 50,
+])
+def test_lines_without_the_secret_change_nothing(producer: Producer, control_log: ControlLog,
+                                                 lines: list[bytes]) -> None:
+    producer.put(5)
+    sock, reader, _ = raw_session(producer.port)
+    with sock, reader:
+        try:
+            for line in lines:
+                sock.sendall(line.replace(b"{src}", producer.server.source.encode()))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it hung up after the first bad line
+        assert hung_up(reader)
+    control_log.wait_for("control port: dropped a connection")
+    assert producer.server.pending == 5 and producer.server.acked == 0
+    # and it goes on serving the real job
+    job = control.ControlClient("127.0.0.1", producer.port, SECRET)
+    job.send({producer.server.source: 5}, {})
+    assert producer.server.wait_until_drained(TIMEOUT)
+    job.close()
+
+
+def test_a_job_with_another_secret_is_refused_and_told(producer: Producer,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    producer.put(3)
+    wrong = control.ControlClient("127.0.0.1", producer.port, b"another-secret-0123456789")
+    with caplog.at_level(logging.WARNING, logger="control"):
+        assert wrong.send({producer.server.source: 3}, {}) == {}
+        assert wrong.send({producer.server.source: 3}, {}) == {}  # warned once only
+    job_side = [r.getMessage() for r in caplog.records if "cannot use" in r.getMessage()]
+    assert len(job_side) == 1 and "CONTROL_SECRET" in job_side[0]
+    assert producer.server.pending == 3
+    wrong.close()
+
+
+def test_a_line_replayed_on_another_connection_is_refused(producer: Producer,
+                                                          control_log: ControlLog) -> None:
+    """A recorded authenticated line is worthless elsewhere: the MAC covers both nonces."""
+    producer.put(5)
+    sock, reader, nonce = raw_session(producer.port)
+    session = control._Session(SECRET, nonce, "cafe")
+    proof = control._mac(SECRET, "auth", nonce, "cafe")
+    sock.sendall(f"auth cafe {proof}\n".encode())
+    assert reader.readline().startswith(b"ok ")
+    recorded = session.seal("job", f"ack {producer.server.source} 2")
+    sock.sendall(recorded)
+    sock.sendall(recorded)  # the same line again on the same connection: wrong number
+    assert hung_up(reader)
+    sock.close()
+    control_log.wait_for("dropped a connection")
+    assert producer.server.acked == 2  # the first one counted, the repeat did not
+
+    again, again_reader, _ = raw_session(producer.port)
+    with again, again_reader:
+        again.sendall(f"auth cafe {proof}\n".encode())  # the old proof, a new nonce
+        assert hung_up(again_reader)
+    control_log.wait_for("dropped a connection", 2)
+    assert producer.server.acked == 2
+
+
+def test_an_ack_beyond_what_was_sent_is_refused(producer: Producer,
+                                                control_log: ControlLog) -> None:
+    producer.put(4)
+    producer.server.put({"id": "unsent", "text": "not read by anyone yet"})
+    job = control.ControlClient("127.0.0.1", producer.port, SECRET)
+    job.send({producer.server.source: 1_000_000_000}, {})
+    control_log.wait_for("refused an ack up to seq 1000000000")
+    assert producer.server.refused_acks >= 1 and producer.server.acked == 0
+    job.close()
+
+
+def test_resends_are_answered_and_rate_limited(producer: Producer,
+                                               control_log: ControlLog) -> None:
+    seqs = producer.put(5)
+    job = control.ControlClient("127.0.0.1", producer.port, SECRET)
+    src = producer.server.source
+    job.send({src: 0}, {src: 1})
+    again = [json.loads(producer.reader.readline())["seq"] for _ in range(5)]
+    assert again == seqs  # the first request rewinds the sender
+    for _ in range(20):
+        job.send({src: 0}, {src: 1})  # a flood within RESEND_MIN_SECONDS: no more rewinds
+    answers: dict[str, tuple[int, int]] = {}
+    while src not in answers:  # each resend is answered: wait for the answers to come
+        assert select.select([job._sock], [], [], TIMEOUT)[0], "no held answer"
+        answers = job.send({}, {})
+    assert answers[src] == (1, 6)  # it holds 1..5, the next seq is 6
+    assert sum("asked for the tweets from seq" in line for line in control_log.lines) == 1
+    job.close()
+
+
+def test_the_client_notices_a_restarted_producer(tmp_path: Path) -> None:
+    """After a restart the first ack must not vanish into the old, closed connection."""
+    first = Producer(tmp_path / "journal")
+    src = first.server.source
+    first.put(3)
+    job = control.ControlClient("127.0.0.1", first.port, SECRET)
+    job.send({src: 1}, {src: 4})  # the answer to the resend comes after the ack is applied
+    assert select.select([job._sock], [], [], TIMEOUT)[0]
+    assert job.send({}, {}) == {src: (2, 4)}
+    port = first.port
+    first.close()  # stream.py stops; its journal keeps seqs 2 and 3
+    second = TweetServer("127.0.0.1", 0, Journal(tmp_path / "journal"), ack_port=port,
+                         secret=SECRET)
+    second.start()
+    try:
+        consumer = socket.create_connection(second.address, timeout=TIMEOUT)
+        with consumer, consumer.makefile("rb") as reader:
+            assert [json.loads(reader.readline())["seq"] for _ in range(2)] == [2, 3]
+            job.send({src: 3}, {})
+            assert second.wait_until_drained(TIMEOUT)
+    finally:
+        job.close()
+        second.close()
+
+
+def test_the_connection_count_is_bounded(producer: Producer, control_log: ControlLog) -> None:
+    idle = [socket.create_connection(("127.0.0.1", producer.port), timeout=TIMEOUT)
+            for _ in range(control.ControlServer.MAX_CONNECTIONS + 3)]
+    try:
+        producer.put(2)
+        job_connected = threading.Event()
+
+        def job() -> None:
+            client = control.ControlClient("127.0.0.1", producer.port, SECRET)
+            client.send({producer.server.source: 2}, {})
+            client.close()
+            job_connected.set()
+
+        for sock in idle:  # the idle ones are dropped after the handshake timeout
+            sock.close()
+        thread = threading.Thread(target=job)
+        thread.start()
+        thread.join(TIMEOUT + control.HANDSHAKE_TIMEOUT)
+        assert job_connected.is_set()
+        assert producer.server.wait_until_drained(TIMEOUT)
+    finally:
+        for sock in idle:
+            sock.close()

@@ -1,0 +1,270 @@
+"""Crash-consistent files: records cut at any byte, a full disk, the group commit.
+
+A power cut or a SIGKILL can stop a write at any byte; a full disk can refuse
+one halfway. Each test below cuts or fails a write where that can happen and
+checks what the next open finds: every record written before, nothing joined.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import threading
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import journal
+import storage
+import transform
+from journal import Journal, RecordFile, records_of, scan, seal, unseal
+
+TIMEOUT = 10.0
+
+
+def tweet(n: int) -> dict[str, Any]:
+    return {"id": f"t{n}", "text": f"tweet number {n} about covid ✓"}
+
+
+def held_seqs(j: Journal) -> list[int]:
+    return [json.loads(line)["seq"]
+            for line in records_of(j.spans(j.first_held(), j.committed, 10**9))]
+
+
+def only_segment(path: Path) -> Path:
+    (segment,) = sorted(path.glob("seg-*.log"))
+    return segment
+
+
+# --- records ------------------------------------------------------------------------------
+
+
+def test_a_record_is_the_object_with_its_checksum_last() -> None:
+    obj = b'{"seq":1,"src":"ab","text":"x\\ny"}'
+    record = seal(obj)
+    assert record.endswith(b'"}\n') and record.count(b"\n") == 1
+    assert json.loads(record)["crc"] == f"{zlib.crc32(obj[:-1]):08x}"
+    assert unseal(record) == obj
+    # the wire parser reads a sealed line like any tweet: the crc member is ignored
+    assert transform.parse_line(seal(b'{"id":"1","text":"hi","seq":3,"src":"ab"}').decode()) \
+        == ("1", "hi", 3, "ab")
+
+
+def test_every_cut_and_every_flipped_byte_is_detected() -> None:
+    record = seal(b'{"seq":12,"src":"ab12","id":"9","text":"Ma\\u00dfnahmen \\u2713"}')
+    for cut in range(len(record)):
+        assert unseal(record[:cut]) is None, cut
+    for at in range(len(record) - 1):  # the final newline is the framing itself
+        damaged = bytearray(record)
+        damaged[at] ^= 0x01
+        assert unseal(bytes(damaged)) is None, at
+
+
+def test_scan_keeps_valid_records_skips_damage_and_finds_the_torn_tail() -> None:
+    records = [seal(b'{"n":%d}' % n) for n in range(4)]
+    damaged = records[1].replace(b'"n":1', b'"n":7')
+    data = records[0] + damaged + records[2] + records[3][:-5]
+    found = scan(data)
+    assert [record for _, record in found.records] == [records[0], records[2]]
+    assert found.damaged == 1 and found.end == len(records[0] + damaged + records[2])
+    assert found.torn == len(records[3]) - 5
+
+
+# --- the journal cut at every byte -----------------------------------------------------------
+
+
+def write_journal(path: Path, count: int) -> bytes:
+    j = Journal(path)
+    for n in range(1, count + 1):
+        assert j.put(tweet(n))
+    assert j.wait_committed(timeout=TIMEOUT)
+    j.close()
+    return only_segment(path).read_bytes()
+
+
+def test_a_journal_cut_at_any_byte_of_its_last_record_loses_only_that_record(
+    tmp_path: Path
+) -> None:
+    whole = write_journal(tmp_path / "template", 3)
+    last_start = whole.rindex(b"\n", 0, len(whole) - 1) + 1
+    for cut in range(last_start, len(whole) + 1):
+        path = tmp_path / f"cut-{cut}"
+        path.mkdir(mode=0o700)
+        (path / "source-id").write_text((tmp_path / "template" / "source-id").read_text())
+        (path / only_segment(tmp_path / "template").name).write_bytes(whole[:cut])
+        j = Journal(path)
+        try:
+            complete = cut == len(whole)
+            assert j.committed == (3 if complete else 2), cut
+            assert held_seqs(j) == ([1, 2, 3] if complete else [1, 2])
+            # the next tweet starts a record of its own: never joined onto a fragment
+            assert j.put(tweet(99)) and j.wait_committed(timeout=TIMEOUT)
+        finally:
+            j.close()
+        again = Journal(path)
+        try:
+            seqs = held_seqs(again)
+            assert seqs == ([1, 2, 3, 4] if cut == len(whole) else [1, 2, 3])
+            texts = [json.loads(line)["text"]
+                     for line in records_of(again.spans(1, again.committed, 10**9))]
+            assert texts[-1] == tweet(99)["text"]
+            assert scan(only_segment(path).read_bytes()).torn == 0
+        finally:
+            again.close()
+
+
+def test_a_damaged_record_is_a_hole_the_sender_steps_over(tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    whole = write_journal(tmp_path / "j", 5)
+    segment = only_segment(tmp_path / "j")
+    second = whole.index(b'{"seq":2,')
+    damaged = bytearray(whole)
+    damaged[second + 20] ^= 0x20  # a bit flip inside record 2
+    segment.write_bytes(bytes(damaged))
+    with caplog.at_level(logging.ERROR, logger="journal"):
+        j = Journal(tmp_path / "j")
+    try:
+        assert j.damaged == 1 and "1 damaged record(s)" in caplog.text
+        assert j.committed == 5 and held_seqs(j) == [1, 3, 4, 5]
+        spans = j.spans(1, 5, 10**9)
+        assert [(s.first, s.last) for s in spans] == [(1, 1), (3, 5)]
+        assert j.put(tweet(6)) and j.wait_committed(timeout=TIMEOUT)
+        assert held_seqs(j) == [1, 3, 4, 5, 6]
+    finally:
+        j.close()
+
+
+# --- putting and committing -----------------------------------------------------------------
+
+
+def test_put_never_waits_for_the_disk_and_commits_in_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncs: list[int] = []
+    release = threading.Event()
+    real_sync = os.fdatasync
+
+    def slow_sync(fd: int) -> None:
+        syncs.append(fd)
+        release.wait(TIMEOUT)  # the disk is slow: the first commit hangs here
+        real_sync(fd)
+
+    monkeypatch.setattr(journal.os, "fdatasync", slow_sync)
+    j = Journal(tmp_path / "j")
+    try:
+        assert j.put(tweet(0))
+        accepted = [j.put(tweet(n)) for n in range(1, 1001)]  # while the commit hangs
+        assert all(accepted) and j.committed == 0
+        release.set()
+        assert j.wait_committed(timeout=TIMEOUT) and j.committed == 1001
+        assert len(syncs) <= 3  # one commit for the first tweet, one or two for the rest
+    finally:
+        release.set()
+        j.close()
+
+
+def test_a_full_disk_refuses_new_tweets_keeps_the_rest_and_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    full = threading.Event()
+    full.set()
+    real_write = journal._write_all
+
+    def write(fd: int, data: bytes) -> None:
+        if full.is_set():
+            os.write(fd, data[: len(data) // 2])  # half of it reaches the disk, then ENOSPC
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(fd, data)
+
+    j = Journal(tmp_path / "j")
+    try:
+        assert j.put(tweet(1)) and j.wait_committed(timeout=TIMEOUT)  # before the disk fills
+        monkeypatch.setattr(journal, "_write_all", write)
+        caplog.set_level(logging.WARNING, logger="journal")
+        assert j.put(tweet(2))  # taken: it waits for room in memory
+        with j._cond:
+            assert j._cond.wait_for(lambda: j.disk_error is not None, TIMEOUT)
+        assert [j.put(tweet(n)) for n in (3, 4)] == [False, False]  # refused, counted
+        assert j.refused_disk == 2 and j.committed == 1
+        assert scan(only_segment(tmp_path / "j").read_bytes()).torn == 0  # the half is cut
+        full.clear()  # room again
+        with j._cond:  # the committer tries again within RETRY_SECONDS
+            assert j._cond.wait_for(lambda: j.disk_error is None, TIMEOUT)
+        assert j.wait_committed(2, timeout=TIMEOUT)
+        assert j.put(tweet(5)) and j.wait_committed(timeout=TIMEOUT)
+    finally:
+        full.clear()
+        j.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "the disk is full (No space left on device)" in errors[0]
+    assert any("writing again; 2 tweets were refused" in r.getMessage()
+               for r in caplog.records)
+    again = Journal(tmp_path / "j")
+    try:
+        texts = [json.loads(line)["text"] for line in records_of(again.spans(1, 9, 10**9))]
+        assert texts == [tweet(n)["text"] for n in (1, 2, 5)]
+    finally:
+        again.close()
+
+
+def test_segments_roll_over_and_go_once_acknowledged(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j", max_bytes=1024**2)  # segments of 128 KiB
+    try:
+        for chunk in range(30):  # committed 100 at a time: many segments
+            for n in range(chunk * 100, chunk * 100 + 100):
+                assert j.put(tweet(n))
+            assert j.wait_committed(timeout=TIMEOUT)
+        segments = sorted((tmp_path / "j").glob("seg-*.log"))
+        assert len(segments) >= 3
+        j.ack(2900)
+        left = sorted((tmp_path / "j").glob("seg-*.log"))
+        assert 1 <= len(left) < len(segments)
+        assert held_seqs(j)[0] == 2901 and j.held == 100
+        assert j.bytes_on_disk == sum(path.stat().st_size for path in left)
+    finally:
+        j.close()
+
+
+# --- the spool ------------------------------------------------------------------------------
+
+
+def test_a_spool_cut_at_any_byte_of_its_last_record_keeps_the_others(tmp_path: Path) -> None:
+    documents = [transform.build_document(datetime(2026, 11, 29, 12, 0, n, tzinfo=UTC),
+                                          [f"tweet {n}"], 704_753_890) for n in range(3)]
+    template = storage.Spool(tmp_path / "template.jsonl")
+    template.append(documents)
+    whole = (tmp_path / "template.jsonl").read_bytes()
+    last_start = whole.rindex(b"\n", 0, len(whole) - 1) + 1
+    for cut in range(last_start, len(whole) + 1):
+        path = tmp_path / f"spool-{cut}.jsonl"
+        path.write_bytes(whole[:cut])
+        spool = storage.Spool(path)
+        kept = spool.documents()  # never raises, cuts the torn tail
+        expected = documents if cut == len(whole) else documents[:2]
+        assert [d["_id"] for d in kept] == [d["_id"] for d in expected], cut
+        spool.append(documents[2:])  # appended after a cut: a record of its own
+        assert [d["_id"] for d in spool.documents()] == [d["_id"] for d in expected] + [
+            documents[2]["_id"]]
+
+
+def test_a_failed_spool_append_leaves_the_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = RecordFile(tmp_path / "r")
+    records.append([b'{"n":1}'])
+    before = (tmp_path / "r").read_bytes()
+
+    def full(fd: int, data: bytes) -> None:
+        os.write(fd, data[:3])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal, "_write_all", full)
+    with pytest.raises(OSError):
+        records.append([b'{"n":2}'])
+    assert (tmp_path / "r").read_bytes() == before
