@@ -74,8 +74,11 @@ class Settings:
     replay_file: Path = DEFAULT_REPLAY_FILE
     rate: float = 5.0
     loop: bool = False
-    buffer_size: int = 200_000
+    journal_max_bytes: int = 2 * 1024**3
     journal_path: Path = Path("data/journal")
+    # both: the control channel's shared secret
+    control_secret: str | None = field(default=None, repr=False)
+    control_secret_path: Path = Path("data/control.secret")
     # Spark job
     batch_seconds: float = 20.0
     master: str = "local[2]"
@@ -98,7 +101,7 @@ class Settings:
     @property
     def secrets(self) -> list[str]:
         """Strings that must never be written to a log line."""
-        found = [self.bearer_token] if self.bearer_token else []
+        found = [s for s in (self.bearer_token, self.control_secret) if s]
         if self.mongo_uri:
             password = urlsplit(self.mongo_uri).password
             if password:
@@ -256,6 +259,23 @@ def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse_optional
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4,
+               "tb": 1000**4, "tib": 1024**4}
+
+
+def _byte_size(raw: str) -> int:
+    """``2GiB``, ``500 MB``, ``1048576``: a number of bytes, at least 1 MiB."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", raw)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise ValueError(f"{raw!r} is not a size (e.g. 2GiB, 500MB or a number of bytes)")
+    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if value < 1024**2:
+        raise ValueError(f"{raw.strip()} is less than 1 MiB")
+    return value
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -287,8 +307,8 @@ OPTIONS: dict[str, Option] = {
         Option("port", "STREAM_PORT", "--port", _int_in(1, 65535),
                "TCP port of the tweet socket", "PORT"),
         Option("ack_port", "ACK_PORT", "--ack-port", _int_in(1, 65535),
-               "TCP port where the producer hears the job's acknowledgements (same host)",
-               "PORT"),
+               "TCP port of the control channel: where the producer hears the job's "
+               "authenticated acknowledgements (same host)", "PORT"),
         Option("source", "TWEET_SOURCE", "--source", _choice("bluesky", "twitter", "replay"),
                "where posts come from: bluesky (Bluesky's public Jetstream, free), twitter "
                "(X API filtered stream, paid per post read) or replay (a file); default: "
@@ -318,12 +338,19 @@ OPTIONS: dict[str, Option] = {
                "replay rate in tweets per second; 0 = as fast as possible", "N"),
         Option("loop", "REPLAY_LOOP", "--loop", _bool,
                "replay the file again and again (ids get a '~N' suffix per pass)", is_switch=True),
-        Option("buffer_size", "BUFFER_SIZE", "--buffer-size", _int_in(1, 10_000_000),
-               "tweets held until the job has stored them; past it new tweets are refused",
-               "N"),
+        Option("journal_max_bytes", "JOURNAL_MAX_BYTES", "--journal-max-bytes", _byte_size,
+               "most disk the journal of tweets not yet stored may take (e.g. 2GiB); past "
+               "it new tweets are refused, accepted ones are kept", "SIZE"),
         Option("journal_path", "JOURNAL_PATH", "--journal-path",
                lambda raw: Path(_non_empty(raw)),
                "folder where the producer keeps tweets until they are stored", "PATH"),
+        Option("control_secret", "CONTROL_SECRET", None, _non_empty,
+               "shared secret of the control channel (environment or .env only, never a "
+               "flag); unset = the file CONTROL_SECRET_FILE"),
+        Option("control_secret_path", "CONTROL_SECRET_FILE", "--control-secret-file",
+               lambda raw: Path(_non_empty(raw)),
+               "file holding the control channel's secret, made on first use, readable by "
+               "its owner only; both programs must use the same", "PATH"),
         Option("batch_seconds", "BATCH_SECONDS", "--batch-seconds", _number(0, inclusive=False),
                "length of one Spark Streaming batch in seconds", "SECONDS"),
         Option("master", "SPARK_MASTER", "--master", _master,
@@ -363,8 +390,10 @@ OPTIONS: dict[str, Option] = {
 
 STREAM_OPTIONS = ("source", "jetstream_urls", "keywords", "stale_seconds", "bearer_token",
                   "twitter_rules", "max_posts", "replay_file", "rate", "loop", "host", "port",
-                  "ack_port", "buffer_size", "journal_path", "log_level")
-SPARK_OPTIONS = ("host", "port", "ack_port", "batch_seconds", "master", "duration", "mongo_uri",
+                  "ack_port", "journal_max_bytes", "journal_path", "control_secret",
+                  "control_secret_path", "log_level")
+SPARK_OPTIONS = ("host", "port", "ack_port", "control_secret", "control_secret_path",
+                 "batch_seconds", "master", "duration", "mongo_uri",
                  "database", "collection", "embedded_db_path", "spool_path",
                  "quarantine_path", "batch_metrics", "case_source", "worldometer_url", "who_url",
                  "scrape_timeout", "log_level")
@@ -401,6 +430,8 @@ def build_parser(
         default = getattr(_DEFAULTS, name)
         separator = "; " if name == "twitter_rules" else ","
         shown = "" if name == "source" else f"; default: {_show_default(default, separator)}"
+        if name == "journal_max_bytes":
+            shown = f"; default: {default / 1024**3:g}GiB"
         help_text = f"{opt.help} [env {opt.env}{shown}]"
         flags = [opt.flag, *([aliases[name]] if aliases and name in aliases else [])]
         if opt.is_switch:

@@ -31,7 +31,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
@@ -46,10 +45,10 @@ from typing import Any
 from pyspark.streaming.listener import StreamingListener
 
 import config
+import control
 import scrape
 import storage
 import transform
-import utility
 
 log = logging.getLogger("spark_streaming")
 
@@ -69,7 +68,7 @@ class BatchStats:
     kept: int
     empty: int
     malformed: int
-    duplicates: int  # tweet ids seen before, and tweets resent by the producer
+    duplicates: int  # tweet ids seen before (a source delivered a tweet twice)
     total_case_count: int | None = None
     count_fresh: bool = False
     write_ms: float | None = None
@@ -77,6 +76,7 @@ class BatchStats:
     parts: int = 0  # documents written (more than one only past 16 MB)
     spooled: bool = False  # the store was down: the documents wait in the spool
     out_of_order: int = 0  # sequenced tweets after a gap, dropped until resent
+    resent: int = 0  # tweets the producer sent again that were handled already
     case_count_as_of: datetime | None = None  # the moment the count is for
     case_count_source: str | None = None  # "worldometers" or "who"
 
@@ -85,6 +85,8 @@ class BatchStats:
         when = transform.batch_id(self.batch_time)
         dropped = (f"{self.empty} empty, {self.malformed} malformed, "
                    f"{self.duplicates} duplicate")
+        if self.resent:
+            dropped += f", {self.resent} resent"
         if self.out_of_order:
             dropped += f", {self.out_of_order} after a gap"
         if not self.kept:
@@ -122,81 +124,6 @@ class RecentIds:
             self._ids.pop(tweet_id, None)
 
 
-NEW, RESENT, GAP = "new", "resent", "gap"
-
-
-class Delivery:
-    """Which of each producer's sequence numbers are stored, so that a tweet
-    the producer sends again (it keeps everything until acknowledged) is
-    stored once, and a gap is noticed and asked for again (go-back-N).
-
-    ``committed[source]`` is the highest seq such that every seq up to it has
-    been handled. Work on a batch happens in a copy, :meth:`commit` keeps it.
-    """
-
-    #: Batches a gap may stay open after asking for a resend before it is skipped
-    #: (the producer no longer holds those tweets, e.g. its journal was lost).
-    GAP_PATIENCE = 3
-
-    def __init__(self, committed: dict[str, int] | None = None) -> None:
-        self.committed: dict[str, int] = dict(committed or {})
-        self._open_gaps: dict[str, int] = {}  # source -> batches the gap stayed open
-        self._batch: dict[str, int] = {}
-        self._gaps: dict[str, int] = {}  # source -> smallest seq seen past a gap
-        self._first_seen: dict[str, int] = {}  # new sources: their first seq this batch
-
-    def begin(self) -> None:
-        self._batch = dict(self.committed)
-        self._gaps = {}
-        self._first_seen = {}
-
-    def admit(self, source: str, seq: int) -> str:
-        """NEW (store it), RESENT (already handled) or GAP (an earlier seq is missing)."""
-        if source not in self.committed:
-            self._first_seen.setdefault(source, seq)
-        done = self._batch.get(source, seq - 1)
-        if seq <= done:
-            return RESENT
-        if seq > done + 1:
-            self._gaps[source] = min(seq, self._gaps.get(source, seq))
-            return GAP
-        self._batch[source] = seq
-        return NEW
-
-    def batch_committed(self) -> dict[str, int]:
-        """The committed seqs this batch has reached so far (for its documents)."""
-        return {source: seq for source, seq in self._batch.items()
-                if self.committed.get(source) != seq}
-
-    def abort(self) -> None:
-        """The batch was not stored: keep nothing of it, but remember where a new
-        producer started, so that its resent tweets are not taken for a gap."""
-        for source, seq in self._first_seen.items():
-            self.committed.setdefault(source, seq - 1)
-
-    def commit(self) -> tuple[dict[str, int], dict[str, int]]:
-        """Keep the batch's progress; ``(acks, resends)`` to send to producers."""
-        acks = self.batch_committed()
-        self.committed = self._batch
-        resends = {}
-        for source, first_past_gap in self._gaps.items():
-            waited = self._open_gaps.get(source, 0) + 1
-            if waited > self.GAP_PATIENCE:
-                log.warning("tweets %s seq %d..%d never came back from the producer; going on "
-                            "without them", source, self.committed[source] + 1,
-                            first_past_gap - 1)
-                self._open_gaps.pop(source, None)
-                self.committed[source] = first_past_gap - 1
-                acks[source] = first_past_gap - 1
-                continue
-            self._open_gaps[source] = waited
-            resends[source] = self.committed[source] + 1
-        for source in acks:
-            if source not in self._gaps:
-                self._open_gaps.pop(source, None)
-        return acks, resends
-
-
 class Quarantine:
     """Malformed lines kept with their reason in a JSON-lines file, up to ``max_bytes``."""
 
@@ -222,44 +149,6 @@ class Quarantine:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.writelines(entries)
-
-
-class AckClient:
-    """Sends ``ack``/``resend`` lines to the producer's ack port; a lost ack
-    costs nothing but a resend, so failures are logged once and retried with
-    the next batch."""
-
-    TIMEOUT = 2.0
-
-    def __init__(self, host: str, port: int) -> None:
-        self.address = (host, port)
-        self._sock: socket.socket | None = None
-        self._failing = False
-
-    def send(self, lines: list[bytes]) -> None:
-        if not lines:
-            return
-        try:
-            if self._sock is not None and utility.peer_has_closed(self._sock):
-                self.close()  # the producer restarted: a write would vanish silently
-            if self._sock is None:
-                self._sock = socket.create_connection(self.address, timeout=self.TIMEOUT)
-            self._sock.sendall(b"".join(lines))
-        except OSError as err:
-            self.close()
-            if not self._failing:
-                log.warning("cannot reach the producer's ack port %s:%d (%s); it keeps the "
-                            "tweets until they are acknowledged", *self.address, err)
-            self._failing = True
-            return
-        if self._failing:
-            log.info("acknowledgements reach the producer again")
-        self._failing = False
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
 
 
 def _delay_ms(value: Any) -> int | None:
@@ -304,7 +193,7 @@ class BatchMetrics(StreamingListener):
         if stats is not None:
             document.update(
                 lines=stats.lines, kept=stats.kept, empty=stats.empty,
-                malformed=stats.malformed, duplicates=stats.duplicates,
+                malformed=stats.malformed, duplicates=stats.duplicates, resent=stats.resent,
                 out_of_order=stats.out_of_order, total_case_count=stats.total_case_count,
                 case_count_as_of=stats.case_count_as_of,
                 case_count_source=stats.case_count_source,
@@ -347,8 +236,8 @@ class BatchWriter:
         *,
         on_batch: Callable[[BatchStats], None] | None = None,
         seen_ids: RecentIds | None = None,
-        delivery: Delivery | None = None,
-        acks: AckClient | None = None,
+        delivery: control.Delivery | None = None,
+        acks: control.ControlClient | None = None,
         quarantine: Quarantine | None = None,
         max_content_bytes: int = transform.MAX_CONTENT_BYTES,
     ) -> None:
@@ -356,7 +245,7 @@ class BatchWriter:
         self.case_count = case_count
         self.on_batch = on_batch
         self.seen_ids = seen_ids or RecentIds()
-        self.delivery = delivery or Delivery()
+        self.delivery = delivery or control.Delivery()
         self.acks = acks
         self.quarantine = quarantine
         self.max_content_bytes = max_content_bytes
@@ -384,8 +273,13 @@ class BatchWriter:
             # plain tuples cross the wire (a NamedTuple costs ~2 µs more per tweet to pickle)
             records = [transform.Record._make(r) for r in rdd.collect()]
             stats = self.write_records(batch_time, records)
+        except (storage.SpoolError, storage.StoreUnavailableError) as err:
+            log.error("batch %s: %s; not acknowledged: stream.py keeps its tweets and sends "
+                      "them again", transform.batch_id(batch_time), err)
+            return
         except Exception:  # one bad batch must not stop the stream
-            log.exception("batch %s failed and was not stored", transform.batch_id(batch_time))
+            log.exception("batch %s failed and was not stored; not acknowledged",
+                          transform.batch_id(batch_time))
             return
         finally:
             with self._finished:
@@ -416,7 +310,7 @@ class BatchWriter:
         marks: list[tuple[str | None, int | None]] = []  # (source, seq) of each text
         malformed: list[transform.Record] = []
         new_ids: list[str] = []
-        lines = empty = duplicates = out_of_order = 0
+        lines = empty = duplicates = resent = out_of_order = 0
         self.delivery.begin()
         try:
             for record in records:
@@ -426,9 +320,9 @@ class BatchWriter:
                     continue
                 if record.seq is not None and record.source is not None:
                     verdict = self.delivery.admit(record.source, record.seq)
-                    if verdict != NEW:
-                        duplicates += verdict == RESENT
-                        out_of_order += verdict == GAP
+                    if verdict != control.NEW:
+                        resent += verdict == control.RESENT
+                        out_of_order += verdict == control.GAP
                         continue
                 if not self.seen_ids.add(record.tweet_id):
                     duplicates += 1
@@ -440,7 +334,7 @@ class BatchWriter:
                 content.append(record.text)
                 marks.append((record.source, record.seq))
             stats = BatchStats(batch_time, lines, len(content), empty, len(malformed),
-                               duplicates, out_of_order=out_of_order)
+                               duplicates, out_of_order=out_of_order, resent=resent)
             if content:
                 reading = self.case_count()
                 documents = self._documents(batch_time, content, marks, reading)
@@ -453,21 +347,29 @@ class BatchWriter:
                                 document_id=documents[0]["_id"], parts=len(documents),
                                 spooled=not stored)
             else:
+                progress = self.delivery.batch_committed()
+                # an idle or duplicate-only batch still moves the producers on: record
+                # it, so that a restarted job does not take it for a gap
+                if progress and not self.store.record_progress(progress):
+                    raise storage.StoreUnavailableError(
+                        "cannot record how far this batch got (the store is down)")
                 self.store.drain()  # an idle moment to write what the spool holds
         except BaseException:
             self.seen_ids.forget(new_ids)  # not stored: let the resent tweets in
             self.delivery.abort()
             raise
-        _, resends = self.delivery.commit()
+        acks, resends = self.delivery.commit()
         if self.quarantine is not None and malformed:
-            self.quarantine.add(batch_time, malformed)
+            try:
+                self.quarantine.add(batch_time, malformed)
+            except OSError as err:  # the batch is stored: only the copies are lost
+                log.warning("batch %s: cannot keep its %d malformed line(s) in %s: %s",
+                            transform.batch_id(batch_time), len(malformed),
+                            self.quarantine.path, err.strerror or err)
         if self.acks is not None:
             # every batch, empty ones too, repeats where each producer stands: an ack
             # lost on the way (the producer restarted) is made good by the next one
-            self.acks.send([transform.ack_line(source, seq)
-                            for source, seq in self.delivery.committed.items()]
-                           + [transform.resend_line(source, seq)
-                              for source, seq in resends.items()])
+            self.delivery.held(self.acks.send(acks, resends))
         return stats
 
     def _documents(
@@ -602,6 +504,10 @@ def main(argv: list[str] | None = None) -> int:
             "install it (Debian: apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
         )
     try:
+        secret = control.load_secret(settings.control_secret, settings.control_secret_path)
+    except control.ControlError as err:
+        raise SystemExit(f"spark_streaming.py: error: {err}") from None
+    try:
         store = storage.open_store(settings)
     except storage.StoreError as err:
         raise SystemExit(f"spark_streaming.py: error: {err}") from None
@@ -615,15 +521,15 @@ def main(argv: list[str] | None = None) -> int:
     if delivered:
         log.info("already stored, by producer: %s",
                  ", ".join(f"{source} up to seq {seq}" for source, seq in delivered.items()))
-    log.info("reading tweets from %s:%d (acks to port %d), %g s batches, master %s, "
+    log.info("reading tweets from %s:%d (control port %d), %g s batches, master %s, "
              "case count from %s (%s)", settings.host, settings.port, settings.ack_port,
              settings.batch_seconds, settings.master, settings.case_source,
              settings.who_url if settings.case_source == "who" else settings.worldometer_url)
     counter = scrape.open_counter(settings)
     counter.start()  # the first batch has a count, and a stale one is said at start
-    acks = AckClient(settings.host, settings.ack_port)
-    writer = BatchWriter(durable, counter.current, delivery=Delivery(delivered), acks=acks,
-                         quarantine=Quarantine(settings.quarantine_path))
+    acks = control.ControlClient(settings.host, settings.ack_port, secret)
+    writer = BatchWriter(durable, counter.current, delivery=control.Delivery(delivered),
+                         acks=acks, quarantine=Quarantine(settings.quarantine_path))
     metrics = settings.batch_metrics == "on" or (
         settings.batch_metrics == "auto" and not settings.mongo_uri)
     ssc = create_context(settings, writer, start_spark(settings),

@@ -10,11 +10,11 @@ a mongomock collection to the same :class:`BatchStore`.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from montydb.errors import MontyError
 from pymongo.errors import PyMongoError
 
 from config import Settings, redact_uri
+from journal import RecordFile
 
 log = logging.getLogger("storage")
 
@@ -45,6 +46,14 @@ SPOOL_JSON = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aw
 
 class StoreError(RuntimeError):
     """The store cannot be opened or used; ``str(err)`` is one line without secrets."""
+
+
+class StoreUnavailableError(RuntimeError):
+    """The store is down and what a batch needed written could not wait in the spool."""
+
+
+class SpoolError(RuntimeError):
+    """A batch could be neither stored nor spooled (e.g. a full disk); one line."""
 
 
 class BatchStore:
@@ -76,16 +85,33 @@ class BatchStore:
 
     def delivered(self) -> dict[str, int]:
         """Per producer source, the highest sequence number the stored documents
-        account for (their ``delivery`` field): what a restarted job must not store again."""
+        account for (their ``delivery`` field, and the progress records of batches
+        that stored no document): what a restarted job must not store again."""
         found: dict[str, int] = {}
         recent = (self.collection.find({"delivery": {"$exists": True}}, {"delivery": 1})
                   .sort("timestamp", pymongo.DESCENDING).limit(DELIVERY_SCAN_LIMIT))
-        for doc in recent:
-            for mark in doc.get("delivery") or ():
-                source, seq = mark.get("source"), mark.get("last_seq")
-                if isinstance(source, str) and isinstance(seq, int):
-                    found[source] = max(seq, found.get(source, -1))
+        marks = [mark for doc in recent for mark in doc.get("delivery") or ()]
+        marks += list(self.progress.find({}, {"source": 1, "last_seq": 1}))
+        for mark in marks:
+            source, seq = mark.get("source"), mark.get("last_seq")
+            if isinstance(source, str) and isinstance(seq, int):
+                found[source] = max(seq, found.get(source, -1))
         return found
+
+    @property
+    def progress(self) -> Any:
+        """The ``<collection>_delivery`` collection: one record per producer of how
+        far batches that stored no document took it."""
+        return self.sibling(f"{self.collection.name}_delivery")
+
+    def record_progress(self, reached: dict[str, int]) -> None:
+        """Record that every seq up to ``reached[source]`` is handled (a batch with
+        nothing to store: empty after cleaning, or only tweets seen before)."""
+        now = datetime.now(UTC)
+        for source, seq in reached.items():
+            self.progress.replace_one(
+                {"_id": source}, {"_id": source, "source": source, "last_seq": seq,
+                                  "timestamp": now}, upsert=True)
 
     def sibling(self, name: str) -> Any:
         """Another collection of the same database (``batch_metrics``)."""
@@ -105,40 +131,38 @@ class BatchStore:
 class Spool:
     """An append-only file of documents that could not be stored yet.
 
-    One document per line, as canonical Extended JSON (dates and 64-bit
-    integers keep their BSON types); each append is flushed and fsynced before
-    it returns, so a spooled document survives a crash of the job.
+    One document per record, as canonical Extended JSON (dates and 64-bit
+    integers keep their BSON types) sealed with a checksum
+    (:class:`journal.RecordFile`); each append is fsynced before it returns,
+    so a spooled document survives a crash of the job, and a record torn by
+    a crash or a full disk is cut off when the spool is read, never joined.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._file = RecordFile(self.path)
 
     def __len__(self) -> int:
-        if not self.path.exists():
-            return 0
-        with self.path.open("rb") as handle:
-            return sum(1 for line in handle if line.strip())
+        return len(self.documents())
 
     def append(self, documents: Sequence[dict[str, Any]]) -> None:
-        """Add ``documents`` durably at the end."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
-            for document in documents:
-                handle.write(json_util.dumps(document, json_options=SPOOL_JSON) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        """Add ``documents`` durably at the end; OSError leaves the spool as it was."""
+        self._file.append(json_util.dumps(document, json_options=SPOOL_JSON).encode("utf-8")
+                          for document in documents)
 
     def documents(self) -> list[dict[str, Any]]:
-        """Everything spooled, oldest first."""
-        if not self.path.exists():
-            return []
-        with self.path.open(encoding="utf-8") as handle:
-            return [json_util.loads(line, json_options=SPOOL_JSON) for line in handle
-                    if line.strip()]
+        """Everything spooled, oldest first (a torn last record cut off)."""
+        documents = []
+        for raw in self._file.read():
+            try:
+                documents.append(json_util.loads(raw, json_options=SPOOL_JSON))
+            except (ValueError, TypeError) as err:  # sealed, so never expected
+                log.error("%s: skipping a record that is no document: %s", self.path, err)
+        return documents
 
     def clear(self) -> None:
         """Empty the spool (after every document in it was stored)."""
-        self.path.unlink(missing_ok=True)
+        self._file.clear()
 
 
 class DurableStore:
@@ -168,7 +192,8 @@ class DurableStore:
 
     def write(self, documents: Sequence[dict[str, Any]]) -> bool:
         """Store ``documents`` in order; True if they reached the store, False
-        if they were spooled. Raises only if the spool itself cannot be written."""
+        if they were spooled. Raises SpoolError if the spool cannot be written
+        either (the documents are then nowhere: do not acknowledge them)."""
         with self._lock:
             if self._spooled and not self._drain():
                 self._to_spool(documents)
@@ -188,6 +213,19 @@ class DurableStore:
                     self._note_recovery()
                     return True
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def record_progress(self, reached: dict[str, int]) -> bool:
+        """:meth:`BatchStore.record_progress` now; False when it cannot be written
+        now (the store is down, or documents wait in the spool before it)."""
+        with self._lock:
+            if self._spooled and not self._drain():
+                return False
+            try:
+                self.store.record_progress(reached)
+            except STORE_ERRORS as err:
+                self._note_outage(err)
+                return False
+            return True
 
     def delivered(self) -> dict[str, int]:
         """:meth:`BatchStore.delivered`, counting the documents in the spool too."""
@@ -221,7 +259,11 @@ class DurableStore:
         return True
 
     def _to_spool(self, documents: Sequence[dict[str, Any]]) -> None:
-        self.spool.append(documents)
+        try:
+            self.spool.append(documents)
+        except OSError as err:
+            raise SpoolError(f"neither stored ({self.store.description} is down) nor spooled "
+                             f"({self.spool.path}: {err.strerror or err})") from None
         self._spooled += len(documents)
         log.debug("spooled %d document(s); %d waiting", len(documents), self._spooled)
 
@@ -245,7 +287,7 @@ def open_store(settings: Settings) -> BatchStore:
     store = _open_mongodb(settings) if settings.mongo_uri else _open_embedded(settings)
     try:
         store.ensure_indexes()
-    except PyMongoError as err:
+    except STORE_ERRORS as err:
         store.close()
         raise StoreError(f"cannot use {store.description}: {_one_line(err)}") from None
     return store
@@ -261,8 +303,12 @@ def _open_mongodb(settings: Settings) -> BatchStore:
         client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
             settings.mongo_uri, **options
         )
+    except PyMongoError as err:
+        raise StoreError(f"cannot reach MongoDB at {where}: {_one_line(err)}") from None
+    try:
         client.admin.command("ping")
     except PyMongoError as err:
+        client.close()
         raise StoreError(f"cannot reach MongoDB at {where}: {_one_line(err)}") from None
     collection = client[settings.database][settings.collection]
     return BatchStore(collection, settings.store_description, client)
@@ -276,7 +322,7 @@ def _open_embedded(settings: Settings) -> BatchStore:
         path.mkdir(parents=True, exist_ok=True)
         set_storage(str(path), storage="sqlite", use_bson=True)
         client = MontyClient(str(path))
-    except (OSError, ValueError) as err:
+    except (*STORE_ERRORS, ValueError) as err:
         raise StoreError(f"cannot open the embedded store at {path}: {err}") from None
     collection = client[settings.database][settings.collection]
     return BatchStore(collection, settings.store_description, client)

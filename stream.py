@@ -50,10 +50,12 @@ import requests
 import tweepy
 
 import config
+import control
+from journal import Journal
 from sources.bluesky import BlueskySource, KeywordMatcher, NoHostError
 from sources.replay import ReplaySource
 from sources.twitter import DailyCap, TwitterSource
-from utility import Journal, TweetServer
+from utility import TweetServer
 
 log = logging.getLogger("stream")
 
@@ -62,6 +64,8 @@ PROG = "stream.py"
 STOP_CHECK_SECONDS = 0.25
 #: How long to wait for a live source's thread after asking it to stop.
 DISCONNECT_TIMEOUT = BlueskySource.OPEN_TIMEOUT + 5.0
+#: Most seconds a source waits for the journal before it records how far it got.
+SYNC_TIMEOUT = 5.0
 #: How often a live source logs its status line.
 STATUS_SECONDS = 60.0
 
@@ -71,18 +75,23 @@ def main(argv: list[str] | None = None) -> int:
     settings = config.load_settings(PROG, config.STREAM_OPTIONS, argv, description=__doc__)
     config.configure_logging(settings)
 
+    try:
+        secret = control.load_secret(settings.control_secret, settings.control_secret_path)
+    except control.ControlError as err:
+        sys.stderr.write(f"{PROG}: error: {err}\n")
+        return 1
     stop = threading.Event()
     signals: list[int] = []
     restore = _install_stop_handlers(stop, signals)
     try:
-        journal = Journal(settings.journal_path)
+        journal = Journal(settings.journal_path, settings.journal_max_bytes)
     except OSError as err:
         sys.stderr.write(f"{PROG}: error: cannot use the journal {settings.journal_path}: "
                          f"{err.strerror or err}\n")
         restore()
         return 1
-    server = TweetServer(settings.host, settings.port, settings.buffer_size,
-                         ack_port=settings.ack_port, journal=journal)
+    server = TweetServer(settings.host, settings.port, journal, ack_port=settings.ack_port,
+                         secret=secret)
     try:
         try:
             server.start()
@@ -90,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             reason = err.strerror or str(err)
             sys.stderr.write(
                 f"{PROG}: error: cannot listen on {settings.host}:{settings.port} "
-                f"(acks {settings.ack_port}): {reason}\n"
+                f"(control port {settings.ack_port}): {reason}\n"
             )
             return 1
         host, port = server.address
@@ -108,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cap = "none" if settings.max_posts is None else f"{settings.max_posts:,}/day"
             what = f"rules={'; '.join(settings.twitter_rules)} cap={cap}"
-        log.info("source=%s %s; serving tweets on %s:%d, acks on port %d, journal %s "
-                 "(holds up to %d tweets)", settings.source, what, host, port,
-                 settings.ack_port, settings.journal_path, settings.buffer_size)
+        log.info("source=%s %s; serving tweets on %s:%d, control port %d, journal %s "
+                 "(up to %s)", settings.source, what, host, port, settings.ack_port,
+                 settings.journal_path, f"{settings.journal_max_bytes / 1024**2:,.0f} MiB")
 
         if settings.source == "replay":
             return _run_replay(settings, server, stop)
@@ -123,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.Event) -> int:
-    source = ReplaySource(settings.replay_file, settings.rate, settings.loop)
+    source = ReplaySource(settings.replay_file, settings.rate, settings.loop,
+                          position_path=settings.journal_path / ReplaySource.POSITION_FILE,
+                          before_save=lambda: server.sync(SYNC_TIMEOUT))
     try:
         emitted = source.run(server.put, stop)
     except OSError as err:
@@ -148,7 +159,8 @@ def _run_bluesky(
     source = BlueskySource(
         settings.jetstream_urls, KeywordMatcher(settings.keywords), server.put,
         cursor_path=settings.journal_path / BlueskySource.CURSOR_FILE,
-        stale_seconds=settings.stale_seconds, before_cursor_save=server.sync,
+        stale_seconds=settings.stale_seconds,
+        before_cursor_save=lambda: server.sync(SYNC_TIMEOUT),
     )
     error = _run_live(source.run, lambda: f"{source.status()}; {_server_status(server)}",
                       stop, "bluesky")

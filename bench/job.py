@@ -40,9 +40,9 @@ from typing import Any
 from pyspark.streaming.listener import StreamingListener
 
 import config
+import control
 import spark_streaming
 import storage
-import transform
 from bench.tweets import stamp_of
 
 LATENCY_SAMPLES_PER_WRITE = 2_000
@@ -134,7 +134,8 @@ def run_bare(args: argparse.Namespace) -> int:
         ssc = StreamingContext(spark_context, settings.batch_seconds)
     lines = ssc.socketTextStream(settings.host, settings.port,
                                  storageLevel=StorageLevel.MEMORY_AND_DISK)
-    acks = spark_streaming.AckClient(settings.host, args.ack_port)
+    secret = control.load_secret(None, settings.control_secret_path)
+    acks = control.ControlClient(settings.host, args.ack_port, secret)
     counted = 0
 
     def count(batch_time: Any, rdd: Any) -> None:
@@ -142,7 +143,7 @@ def run_bare(args: argparse.Namespace) -> int:
         lines_in_batch = rdd._jrdd.count()
         counted += lines_in_batch
         if lines_in_batch:
-            acks.send([transform.ack_line(args.ack_source, counted)])
+            acks.send({args.ack_source: counted}, {})
         OUT.emit("counted", lines=lines_in_batch)
 
     lines.foreachRDD(count)

@@ -32,8 +32,10 @@ import time
 from pathlib import Path
 
 import config
+import control as control_channel
 from bench.tweets import TweetFactory
-from utility import Journal, TweetServer
+from journal import Journal
+from utility import TweetServer
 
 TICK_SECONDS = 0.005
 REPORT_SECONDS = 0.25
@@ -68,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ack-port", type=int, required=True)
     parser.add_argument("--journal", type=Path, required=True)
-    parser.add_argument("--buffer-size", type=int, default=config.Settings().buffer_size)
+    parser.add_argument("--journal-max-bytes", type=int,
+                        default=config.Settings().journal_max_bytes)
     parser.add_argument("--max-pending", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args(argv)
@@ -76,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s producer %(levelname)s %(name)s: %(message)s")
 
     factory = TweetFactory(seed=args.seed)
-    server = TweetServer(args.host, args.port, args.buffer_size, ack_port=args.ack_port,
-                         journal=Journal(args.journal))
+    defaults = config.Settings()  # the secret: the file both programs find in their folder
+    secret = control_channel.load_secret(None, defaults.control_secret_path)
+    server = TweetServer(args.host, args.port, Journal(args.journal, args.journal_max_bytes),
+                         ack_port=args.ack_port, secret=secret)
     server.start()
     control = Control()
     threading.Thread(target=control.read, args=(sys.stdin,), daemon=True).start()
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         now = time.time()
         not_taken = 0
         for _ in range(count):
-            # past buffer_size TweetServer.put refuses the tweet (returns False)
+            # past JOURNAL_MAX_BYTES TweetServer.put refuses the tweet (returns False)
             not_taken += server.put(factory.next(stamp=now)) is False
         with lock:
             offered += count

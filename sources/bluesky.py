@@ -39,7 +39,7 @@ import websockets
 from websockets.sync.client import ClientConnection, connect
 
 import transform
-import utility
+from journal import Checkpoint
 from sources import Emit, Tweet
 
 log = logging.getLogger(__name__)
@@ -299,7 +299,10 @@ class BlueskySource:
         self._emit = emit
         self.cursor_path = cursor_path
         self.stale_seconds = stale_seconds
-        self._before_cursor_save = before_cursor_save
+        self._checkpoint = (None if cursor_path is None else
+                            Checkpoint(cursor_path, "Jetstream cursor",
+                                       every=self.CURSOR_SAVE_SECONDS,
+                                       before=before_cursor_save))
         self._clock = clock
         #: frames received
         self.events = 0
@@ -321,7 +324,6 @@ class BlueskySource:
         self._last_time_us: int | None = None
         self._recent: OrderedDict[str, int] = OrderedDict()  # post uri -> time_us
         self._saved_time_us: int | None = None
-        self._next_save = 0.0
         self._last_malformed_warning = -float("inf")
         self._attempt = 0
         self._rng = random.Random()
@@ -499,25 +501,15 @@ class BlueskySource:
     def save_cursor(self, *, force: bool = False) -> None:
         """Write the cursor file (at most every CURSOR_SAVE_SECONDS unless ``force``).
 
-        Never raises: a failed write is logged, and the previous file stays.
+        Never raises: a failed write is logged once, and the previous file stays.
         """
-        if self.cursor_path is None or self._last_time_us is None:
+        if self._checkpoint is None or self._last_time_us is None:
             return
-        now = time.monotonic()
-        if self._last_time_us == self._saved_time_us or (not force and now < self._next_save):
+        if self._last_time_us == self._saved_time_us or (
+                not force and not self._checkpoint.due()):
             return
-        self._next_save = now + self.CURSOR_SAVE_SECONDS
         keep_after = self._last_time_us - int(
             (self.REWIND_SECONDS + self.RECENT_KEEP_SECONDS) * 1_000_000)
         recent = tuple((uri, at) for uri, at in self._recent.items() if at >= keep_after)
-        try:
-            if self._before_cursor_save is not None:
-                self._before_cursor_save()
-            utility.write_atomically(self.cursor_path,
-                                     Resume(self._last_time_us, recent).dumps())
-        except OSError as err:
-            log.warning("cannot save the Jetstream cursor to %s: %s", self.cursor_path,
-                        err.strerror or err)
-            return
-        self._saved_time_us = self._last_time_us
-
+        if self._checkpoint.save(Resume(self._last_time_us, recent).dumps(), force=force):
+            self._saved_time_us = self._last_time_us

@@ -12,10 +12,11 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+from journal import Checkpoint
 from sources import Emit, Tweet, tweet_or_reason
 
 log = logging.getLogger(__name__)
@@ -29,21 +30,40 @@ class ReplaySource:
     replayed until stopped; on pass N >= 2 every id gets the suffix ``~N`` so
     that downstream deduplication by id keeps the looped tweets.
 
+    With ``position_path`` the source remembers how far it got (the pass and
+    the byte offset, at most every SAVE_SECONDS, after ``before_save``, which
+    stream.py uses to make the journal durable first): a replay stopped or
+    killed in the middle of the file goes on from there at the next start,
+    instead of from the top. A replay that had reached the end emits nothing
+    more (a restart after it must not send the file twice): delete the
+    position file to replay the file again.
+
     After :meth:`run`, :attr:`emitted` and :attr:`skipped` (bad lines, every
     pass counted) say what happened.
     """
 
     #: If replay falls this far behind schedule, restart the schedule instead of bursting.
     MAX_LAG_SECONDS = 1.0
+    #: The position file is rewritten at most this often.
+    SAVE_SECONDS = 1.0
+    POSITION_FILE = "replay-position.json"
 
-    def __init__(self, path: Path, rate: float, loop: bool) -> None:
+    def __init__(self, path: Path, rate: float, loop: bool, *,
+                 position_path: Path | None = None,
+                 before_save: Callable[[], None] | None = None) -> None:
         if rate < 0 or not math.isfinite(rate):
             raise ValueError("rate must be a finite number >= 0")
         self.path = Path(path)
         self.rate = rate
         self.loop = loop
+        self.position_path = position_path
+        self._checkpoint = (None if position_path is None else
+                            Checkpoint(position_path, "replay position", every=self.SAVE_SECONDS,
+                                       before=before_save))
         self.emitted = 0
         self.skipped = 0
+        self._position = (1, 0, 0)  # (pass, byte offset of the next line, lines before it)
+        self._saved: tuple[int, int, int] | None = None
 
     def run(self, emit: Emit, stop: threading.Event) -> int:
         """Emit the file's tweets with ``emit`` until done or ``stop`` is set.
@@ -53,41 +73,98 @@ class ReplaySource:
         """
         self.emitted = self.skipped = 0
         schedule = _Schedule(self.rate, self.MAX_LAG_SECONDS)
-        pass_number = 0
-        while not stop.is_set():
-            pass_number += 1
+        pass_number, offset, line = self._load_position()
+        finished = pass_number == 0
+        while not stop.is_set() and not finished:
             emitted_before = self.emitted
             with self.path.open("rb") as handle:
-                for tweet in self._tweets(handle, pass_number):
+                handle.seek(offset)
+                for tweet, position in self._tweets(handle, pass_number, offset, line):
                     if not schedule.wait_turn(stop):
                         break
                     emit(tweet)
                     self.emitted += 1
-            if not self.loop:
+                    self._position = (pass_number, *position)
+                    self._save_position()
+                else:
+                    self._position = (pass_number + 1, 0, 0)
+                    finished = not self.loop
+            if not self.loop or stop.is_set():
                 break
-            if self.emitted == emitted_before and not stop.is_set():
+            if self.emitted == emitted_before and offset == 0:
                 log.warning("%s holds no tweets; nothing to loop over", self.path)
                 break
+            pass_number, offset, line = pass_number + 1, 0, 0
+        self._save_position(force=True, finished=finished)
         log.info(
             "replay of %s ended: %d tweets emitted, %d bad lines skipped, %d pass(es)",
             self.path, self.emitted, self.skipped, pass_number,
         )
         return self.emitted
 
-    def _tweets(self, handle: BinaryIO, pass_number: int) -> Iterator[Tweet]:
-        """The tweets of one pass through the file, ids suffixed from pass 2 on."""
-        for number, raw in enumerate(handle, start=1):
+    def _tweets(self, handle: BinaryIO, pass_number: int, offset: int, line: int
+                ) -> Iterator[tuple[Tweet, tuple[int, int]]]:
+        """``(tweet, (offset, line) after it)`` of one pass through the file from
+        ``offset`` (line ``line``); ids suffixed from pass 2 on."""
+        for raw in handle:
+            offset += len(raw)
+            line += 1
             if not raw.strip():
                 continue
             tweet, reason = self._parse(raw)
             if tweet is None:
                 self.skipped += 1
                 level = logging.WARNING if pass_number == 1 else logging.DEBUG
-                log.log(level, "%s:%d: skipped: %s", self.path, number, reason)
+                log.log(level, "%s:%d: skipped: %s", self.path, line, reason)
                 continue
             if pass_number >= 2:
                 tweet = {**tweet, "id": f"{tweet['id']}~{pass_number}"}
-            yield tweet
+            yield tweet, (offset, line)
+
+    # -- the position file
+
+    def _identity(self) -> dict[str, Any]:
+        info = self.path.stat()
+        return {"file": str(self.path.resolve()), "size": info.st_size,
+                "mtime_ns": info.st_mtime_ns}
+
+    def _load_position(self) -> tuple[int, int, int]:
+        """``(pass, offset, line)`` to start from: where the last run stopped, when
+        it replayed this same file and did not finish it, pass 0 when it finished
+        it; else the top."""
+        top = (1, 0, 0)
+        if self.position_path is None or not self.position_path.exists():
+            return top
+        try:
+            saved = json.loads(self.position_path.read_text(encoding="utf-8"))
+            same = {key: saved[key] for key in ("file", "size", "mtime_ns")} == self._identity()
+            position = (int(saved["pass"]), int(saved["offset"]), int(saved["line"]))
+            finished = bool(saved.get("finished"))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("ignoring %s (%s): replaying from the top", self.position_path, err)
+            return top
+        if not same or position[0] < 1 or min(position) < 0:
+            return top
+        if finished:
+            log.warning("%s was replayed to its end by an earlier run: nothing more to send "
+                        "(delete %s to replay it again)", self.path, self.position_path)
+            return 0, 0, 0
+        log.info("resuming the replay of %s where it stopped: pass %d, line %d", self.path,
+                 position[0], position[2] + 1)
+        self._saved = position
+        return position
+
+    def _save_position(self, *, force: bool = False, finished: bool = False) -> None:
+        """Write the position file (at most every SAVE_SECONDS unless ``force``)."""
+        if self._checkpoint is None or (self._position == self._saved and not finished):
+            return
+        if not force and not self._checkpoint.due():
+            return
+        text = json.dumps({**self._identity(), "pass": self._position[0],
+                           "offset": self._position[1], "line": self._position[2],
+                           "finished": finished})
+        if self._checkpoint.save(text, force=force):
+            self._saved = self._position
 
     @staticmethod
     def _parse(raw: bytes) -> tuple[Tweet | None, str]:

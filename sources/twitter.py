@@ -20,7 +20,7 @@ from typing import Any
 
 import tweepy
 
-import utility
+from journal import write_atomically
 from sources import Emit, describe_errors, tweet_or_reason
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class DailyCap:
         if self.path is None:
             return
         try:
-            utility.write_atomically(self.path, json.dumps({"day": self.day,
+            write_atomically(self.path, json.dumps({"day": self.day,
                                                             "posts": self.used}))
         except OSError as err:
             log.warning("cannot save today's X post count to %s: %s", self.path,

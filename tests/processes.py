@@ -85,13 +85,15 @@ class Clock:
 class Program:
     """A running stream.py or spark_streaming.py whose log lines a test can await."""
 
-    def __init__(self, args: list[str], cwd: Path = PROJECT) -> None:
+    def __init__(self, args: list[str], cwd: Path = PROJECT,
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         self.args = args
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self.process = subprocess.Popen(
             [sys.executable, *args], cwd=cwd, env=clean_env(),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            preexec_fn=preexec_fn,  # a resource limit, set between fork and exec
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -143,7 +145,8 @@ def producer(tmp_path: Path, replay: Path, port: int, ack_port: int, rate: float
              *extra: str) -> Program:
     program = Program(["stream.py", "--source", "replay", "--replay-file", str(replay),
                        "--rate", str(rate), "--port", str(port), "--ack-port", str(ack_port),
-                       "--journal-path", str(tmp_path / "journal"), *extra])
+                       "--journal-path", str(tmp_path / "journal"),
+                       "--control-secret-file", str(tmp_path / "control.secret"), *extra])
     program.wait_for_text("serving tweets on")
     return program
 
@@ -156,6 +159,7 @@ def job(tmp_path: Path, port: int, ack_port: int, page_url: str, *store: str,
                     "--scrape-timeout", str(scrape_timeout),
                     "--spool-path", str(tmp_path / "spool.jsonl"),
                     "--quarantine-path", str(tmp_path / "quarantine.jsonl"),
+                    "--control-secret-file", str(tmp_path / "control.secret"),
                     *(store or ("--embedded-db-path", str(tmp_path / "db")))])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from datetime import UTC, datetime
 
@@ -14,7 +15,8 @@ import pytest
 import scrape
 import storage
 import transform
-from spark_streaming import GAP, NEW, RESENT, BatchWriter, Delivery, Quarantine
+from control import GAP, NEW, RESENT, Delivery
+from spark_streaming import BatchWriter, Quarantine
 
 BATCH = datetime(2026, 11, 28, 22, 46, 20, tzinfo=UTC)
 COUNT = 704_753_890
@@ -27,11 +29,17 @@ def seq_record(seq: int, text: str | None = None, source: str = "p1") -> transfo
 
 
 class Acks:
-    def __init__(self) -> None:
-        self.lines: list[bytes] = []
+    """The job's control client, faked: records what each batch sends, answers
+    resends with ``held`` when a test sets it."""
 
-    def send(self, lines: list[bytes]) -> None:
-        self.lines.extend(lines)
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[str, int], dict[str, int]]] = []
+        self.held: dict[str, tuple[int, int]] = {}
+
+    def send(self, acks: dict[str, int], resends: dict[str, int]
+             ) -> dict[str, tuple[int, int]]:
+        self.calls.append((dict(acks), dict(resends)))
+        return dict(self.held)
 
 
 @pytest.fixture
@@ -69,17 +77,31 @@ def test_a_gap_asks_for_a_resend_and_admits_nothing_past_it() -> None:
     assert delivery.commit() == ({"p1": 7}, {})
 
 
-def test_a_gap_that_never_fills_is_skipped_after_a_few_batches() -> None:
+def test_a_gap_stays_open_for_as_long_as_the_producer_holds_its_tweets() -> None:
     delivery = Delivery({"p1": 3})
-    for _ in range(Delivery.GAP_PATIENCE):
+    for _ in range(20):  # a backlog: however many batches pass without the resent tweets
         delivery.begin()
         assert delivery.admit("p1", 9) == GAP
-        assert delivery.commit() == ({}, {"p1": 4})
+        delivery.held({"p1": (4, 12)})  # the producer still holds 4 on
+        assert delivery.commit() == ({"p1": 3}, {"p1": 4})
     delivery.begin()
-    delivery.admit("p1", 9)
-    assert delivery.commit() == ({"p1": 8}, {})
+    assert [delivery.admit("p1", seq) for seq in range(4, 10)] == [NEW] * 6
+    assert delivery.commit() == ({"p1": 9}, {})
+    assert delivery.skipped == 0
+
+
+def test_a_gap_the_producer_no_longer_holds_is_skipped_at_once() -> None:
+    delivery = Delivery({"p1": 3})
     delivery.begin()
-    assert delivery.admit("p1", 9) == NEW
+    assert delivery.admit("p1", 9) == GAP
+    assert delivery.commit() == ({"p1": 3}, {"p1": 4})
+    delivery.held({"p1": (7, 12)})  # its answer: 4..6 are gone (acknowledged, or lost)
+    delivery.begin()
+    assert delivery.admit("p1", 9) == GAP  # 7 and 8 are still to come
+    assert delivery.commit() == ({"p1": 6}, {"p1": 7})
+    assert delivery.skipped == 3
+    delivery.begin()
+    assert [delivery.admit("p1", seq) for seq in (7, 8, 9)] == [NEW] * 3
 
 
 def test_an_unknown_source_starts_where_it_is_first_seen() -> None:
@@ -96,12 +118,31 @@ def test_a_restarted_job_stores_only_what_it_had_not(store, durable) -> None:
     second = BatchWriter(durable, lambda: READING,
                          delivery=Delivery(durable.delivered()), acks=acks)
     stats = second.write_records(BATCH.replace(second=40), [seq_record(i) for i in range(1, 9)])
-    assert (stats.kept, stats.duplicates) == (3, 5)
+    assert (stats.kept, stats.resent, stats.duplicates) == (3, 5, 0)
     assert stored_texts(store) == [f"tweet {i}" for i in range(1, 9)]
-    assert acks.lines == [transform.ack_line("p1", 8)]
+    assert acks.calls == [({"p1": 8}, {})]
 
 
-def test_a_failed_batch_is_not_acknowledged_and_comes_back(store, tmp_path) -> None:
+def test_a_batch_that_stores_nothing_still_records_how_far_it_got(store, durable) -> None:
+    """An idle or duplicate-only batch moves the producer on too; a restarted job
+    must know, or it takes the acknowledged seqs for a gap."""
+    first = BatchWriter(durable, lambda: READING, acks=Acks())
+    first.write_records(BATCH, [seq_record(1), seq_record(2)])
+    nothing_new = [transform.Record("empty", "id-3", "", 3, "p1"),  # cleans to nothing
+                   transform.Record("ok", "id-1", "tweet 1 again", 4, "p1")]  # an id seen
+    stats = first.write_records(BATCH.replace(second=40), nothing_new)
+    assert (stats.kept, stats.empty, stats.duplicates) == (0, 1, 1)
+    assert store.collection.count_documents({}) == 1  # no document for it
+    assert durable.delivered() == {"p1": 4}
+    acks = Acks()
+    second = BatchWriter(durable, lambda: READING, delivery=Delivery(durable.delivered()),
+                         acks=acks)
+    second.write_records(BATCH.replace(second=50), [seq_record(5)])
+    assert acks.calls == [({"p1": 5}, {})]  # no gap, no resend request
+    assert stored_texts(store) == ["tweet 1", "tweet 2", "tweet 5"]
+
+
+def test_a_failed_batch_is_not_acknowledged_and_comes_back(store, tmp_path, caplog) -> None:
     class Broken(storage.Spool):
         def append(self, documents):  # the disk is full too
             raise OSError("no space left on device")
@@ -113,16 +154,37 @@ def test_a_failed_batch_is_not_acknowledged_and_comes_back(store, tmp_path) -> N
     acks = Acks()
     failing = storage.DurableStore(Down(store.collection, "down"), Broken(tmp_path / "s"), ())
     writer = BatchWriter(failing, lambda: READING, acks=acks)
-    writer.process(BATCH, FakeRdd([seq_record(1), seq_record(2)]))
-    assert acks.lines == []  # nothing acknowledged: the producer keeps both
+    with caplog.at_level(logging.ERROR, logger="spark_streaming"):
+        writer.process(BATCH, FakeRdd([seq_record(1), seq_record(2)]))
+    assert acks.calls == []  # nothing acknowledged: the producer keeps both
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert line == ("batch 2026-11-28T22:46:20.000Z: neither stored (down is down) nor spooled "
+                    f"({tmp_path / 's'}: no space left on device); not acknowledged: "
+                    "stream.py keeps its tweets and sends them again")
 
     writer.store = storage.DurableStore(store, storage.Spool(tmp_path / "ok"), ())
     writer.process(BATCH.replace(second=40), FakeRdd([seq_record(3)]))  # a gap
-    assert transform.resend_line("p1", 1) in acks.lines
-    assert not any(line.startswith(b"ack p1") and line != b"ack p1 0\n" for line in acks.lines)
+    assert acks.calls[-1] == ({"p1": 0}, {"p1": 1})  # nothing past 0, and a resend
     writer.process(BATCH.replace(second=50), FakeRdd([seq_record(i) for i in (1, 2, 3)]))
     assert stored_texts(store) == ["tweet 1", "tweet 2", "tweet 3"]
-    assert acks.lines[-1] == transform.ack_line("p1", 3)
+    assert acks.calls[-1] == ({"p1": 3}, {})
+
+
+def test_a_backlog_of_batches_never_skips_a_gap_the_producer_still_holds(store, durable) -> None:
+    """Spark queues batches while one is slow: they run back to back, empty, before the
+    resent tweets arrive. Counting batches used to skip the gap then, and drop the
+    resent tweets as already handled; whether the producer holds them decides now."""
+    acks = Acks()
+    writer = BatchWriter(durable, lambda: READING, acks=acks)
+    writer.write_records(BATCH, [seq_record(s) for s in (1, 2, 5, 6)])  # 3 and 4 lost
+    acks.held = {"p1": (3, 7)}  # the producer still holds 3..6 (it was never told 3 is done)
+    for n in range(1, 9):  # eight queued batches, nothing in them
+        writer.write_records(BATCH.replace(second=n), [])
+        assert acks.calls[-1] == ({"p1": 2}, {"p1": 3})
+    writer.write_records(BATCH.replace(second=30), [seq_record(s) for s in (3, 4, 5, 6)])
+    assert stored_texts(store) == [f"tweet {s}" for s in range(1, 7)]
+    assert acks.calls[-1] == ({"p1": 6}, {})
+    assert writer.delivery.skipped == 0
 
 
 class FakeRdd:
@@ -178,12 +240,13 @@ def test_while_the_spool_holds_anything_new_documents_queue_behind_it(store, tmp
         ["first"], ["second"]]
 
 
-def test_the_spool_holds_no_secret(tmp_path) -> None:
+def test_the_spool_is_private_and_holds_the_documents_only(tmp_path) -> None:
     spool = storage.Spool(tmp_path / "spool.jsonl")
     spool.append([transform.build_document(BATCH, ["a"], 1)])
+    assert (tmp_path / "spool.jsonl").stat().st_mode & 0o077 == 0
     text = (tmp_path / "spool.jsonl").read_text()
     assert set(json.loads(text)) == {"_id", "content", "timestamp", "total_case_count",
-                                     "case_count_as_of", "case_count_source"}
+                                     "case_count_as_of", "case_count_source", "crc"}
 
 
 # --- documents past 16 MB ------------------------------------------------------------------
@@ -276,24 +339,4 @@ def test_every_batch_repeats_the_acks_so_a_lost_one_is_made_good(durable) -> Non
     writer = BatchWriter(durable, lambda: READING, acks=acks)
     writer.write_records(BATCH, [seq_record(1), seq_record(2)])
     writer.write_records(BATCH.replace(second=40), [])  # an empty batch
-    assert acks.lines == [transform.ack_line("p1", 2)] * 2
-
-
-def test_the_ack_client_notices_a_restarted_producer(tmp_path) -> None:
-    import socket as socketlib
-
-    from spark_streaming import AckClient
-
-    def serve_once(listener: socketlib.socket) -> bytes:
-        conn, _ = listener.accept()
-        with conn:
-            return conn.recv(100)
-
-    with socketlib.create_server(("127.0.0.1", 0)) as listener:
-        listener.settimeout(10)  # without the check, the second ack never arrives
-        client = AckClient("127.0.0.1", listener.getsockname()[1])
-        client.send([b"ack p 1\n"])
-        assert serve_once(listener) == b"ack p 1\n"  # and the producer goes away
-        client.send([b"ack p 2\n"])  # must not vanish into the closed connection
-        assert serve_once(listener) == b"ack p 2\n"
-        client.close()
+    assert acks.calls == [({"p1": 2}, {})] * 2

@@ -106,7 +106,8 @@ def bluesky_posts(start: int, count: int) -> tuple[list[dict[str, Any]], list[st
 def bluesky_producer(tmp_path: Path, url: str, port: int, ack_port: int) -> Program:
     program = Program(["stream.py", "--source", "bluesky", "--jetstream-url", url,
                        "--port", str(port), "--ack-port", str(ack_port),
-                       "--journal-path", str(tmp_path / "journal")])
+                       "--journal-path", str(tmp_path / "journal"),
+                       "--control-secret-file", str(tmp_path / "control.secret")])
     program.wait_for_text("connected to ")
     return program
 

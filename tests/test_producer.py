@@ -27,11 +27,13 @@ import tweepy
 from tweepy.client import Response
 
 import config
+import control
 import transform
+from journal import Journal, records_of, seal, unseal
 from sources import tweet_from_payload
 from sources.replay import ReplaySource
 from sources.twitter import DailyCap, TwitterSource
-from utility import Journal, TweetServer
+from utility import TweetServer
 
 PROJECT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "v2_stream_payloads.jsonl"
@@ -44,9 +46,12 @@ TAG = TwitterSource.RULE_TAG
 # --- helpers ----------------------------------------------------------------------
 
 
+SECRET = b"test-control-secret-0123456789"
+
+
 def without_delivery(obj: dict[str, Any]) -> dict[str, Any]:
-    """A wire object less the producer's delivery fields (seq, src)."""
-    return {k: v for k, v in obj.items() if k not in ("seq", "src")}
+    """A wire object less the producer's delivery fields (seq, src) and its checksum."""
+    return {k: v for k, v in obj.items() if k not in ("seq", "src", "crc")}
 
 
 class Consumer:
@@ -98,13 +103,15 @@ class LogWaiter(logging.Handler):
 @pytest.fixture
 def server_log() -> Iterator[LogWaiter]:
     waiter = LogWaiter()
-    logger = logging.getLogger("utility")
-    logger.addHandler(waiter)
-    old_level = logger.level
-    logger.setLevel(logging.DEBUG)
+    loggers = [logging.getLogger(name) for name in ("utility", "journal", "control")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(waiter)
+        logger.setLevel(logging.DEBUG)
     yield waiter
-    logger.removeHandler(waiter)
-    logger.setLevel(old_level)
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.removeHandler(waiter)
+        logger.setLevel(level)
 
 
 @pytest.fixture
@@ -115,16 +122,19 @@ def thread_errors(monkeypatch: pytest.MonkeyPatch) -> list[threading.ExceptHookA
     return errors
 
 
-def make_server(buffer_size: int = 1000) -> TweetServer:
-    server = TweetServer("127.0.0.1", 0, buffer_size)
+def make_server(path: Path, max_bytes: int = 64 * 1024**2, *, acks: bool = False
+                ) -> TweetServer:
+    """A started server on a journal at ``path``; with ``acks``, a control port too."""
+    server = TweetServer("127.0.0.1", 0, Journal(path, max_bytes),
+                         ack_port=0 if acks else None, secret=SECRET if acks else None)
     server.IDLE_CHECK_SECONDS = 0.05  # notice an idle consumer's disconnect quickly
     server.start()
     return server
 
 
 @pytest.fixture
-def server() -> Iterator[TweetServer]:
-    srv = make_server()
+def server(tmp_path: Path) -> Iterator[TweetServer]:
+    srv = make_server(tmp_path / "journal")
     yield srv
     srv.close()
 
@@ -199,7 +209,9 @@ def test_each_tweet_arrives_as_one_line_in_order(
     # every line carries the producer's delivery fields: consecutive seqs, one source
     assert [obj["seq"] for obj in objects] == list(range(1, len(sent) + 1))
     assert {obj["src"] for obj in objects} == {server.source}
-    assert lines[0] == transform.encode_tweet({**tricky[0], "seq": 1, "src": server.source})
+    # each line is a sealed journal record: the wire object with its checksum last
+    assert unseal(lines[0]) == json.dumps({"seq": 1, "src": server.source, **tricky[0]},
+                                          separators=(",", ":")).encode()
     assert server.wait_until_drained(TIMEOUT)
     assert (server.sent, server.dropped, server.connections) == (len(sent), 0, 1)
     assert thread_errors == []
@@ -258,10 +270,20 @@ def test_consumer_vanishing_mid_stream_loses_nothing_put_after(
     assert thread_errors == []
 
 
+def record_bytes(server_source: str, tweet: dict[str, Any], seq: int) -> int:
+    return len(seal(json.dumps({"seq": seq, "src": server_source, **tweet},
+                               separators=(",", ":")).encode()))
+
+
 def test_tweets_wait_for_a_consumer_and_the_newest_overflow(
-    server_log: LogWaiter, thread_errors: list[Any]
+    tmp_path: Path, server_log: LogWaiter, thread_errors: list[Any]
 ) -> None:
-    server = make_server(buffer_size=5)
+    probe = Journal(tmp_path / "journal")
+    source = probe.source
+    probe.close()
+    room = sum(record_bytes(source, tweet, seq)
+               for seq, tweet in enumerate(tweets(0, 5), start=1))
+    server = make_server(tmp_path / "journal", max_bytes=room)  # room for 5 tweets
     try:
         accepted = [server.put(tweet) for tweet in tweets(0, 8)]
         # an accepted tweet is never dropped: past the bound new ones are refused
@@ -269,8 +291,8 @@ def test_tweets_wait_for_a_consumer_and_the_newest_overflow(
         assert (server.dropped, server.pending, server.sent) == (3, 5, 0)
         assert not server.wait_until_drained(0.05)
         warnings = [m for level, m in server_log.messages if level == logging.WARNING]
-        assert warnings == ["tweet buffer full (5 held): refusing new tweets until the job "
-                            "catches up; 1 refused so far"]
+        assert len(warnings) == 1 and "is full" in warnings[0]
+        assert warnings[0].endswith("refusing new tweets; 1 refused so far")
 
         consumer = Consumer(server.address)
         try:
@@ -284,8 +306,8 @@ def test_tweets_wait_for_a_consumer_and_the_newest_overflow(
     assert thread_errors == []
 
 
-def test_close_is_prompt_idempotent_and_ends_the_consumer_stream() -> None:
-    server = make_server()
+def test_close_is_prompt_idempotent_and_ends_the_consumer_stream(tmp_path: Path) -> None:
+    server = make_server(tmp_path / "journal")
     consumer = Consumer(server.address)
     server.put({"id": "1", "text": "last one"})
     assert consumer.read_tweets(1) == [{"id": "1", "text": "last one"}]
@@ -298,11 +320,12 @@ def test_close_is_prompt_idempotent_and_ends_the_consumer_stream() -> None:
     assert server.wait_until_drained(0)
 
 
-def test_bind_failure_raises_oserror() -> None:
+def test_bind_failure_raises_oserror(tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
-        server = TweetServer("127.0.0.1", taken.getsockname()[1], 10)
+        server = TweetServer("127.0.0.1", taken.getsockname()[1], Journal(tmp_path / "j"))
         with pytest.raises(OSError):
             server.start()
+        server.close()
 
 
 # --- ReplaySource -----------------------------------------------------------------------
@@ -656,10 +679,15 @@ def free_port() -> int:
 ACK_PORTS: dict[int, int] = {}  # tweet port -> ack port of the producers started here
 
 
-def send_control(port: int, line: bytes) -> None:
-    """Send one ack/resend line to a producer's ack port, as the Spark driver does."""
-    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
-        sock.sendall(line)
+def acknowledge(cwd: Path, port: int, source: str, seq: int) -> None:
+    """Acknowledge ``source`` up to ``seq`` on a stream.py's control port, as the
+    Spark driver does, with the secret stream.py made in its folder."""
+    secret = control.load_secret(None, cwd / "data" / "control.secret")
+    client = control.ControlClient("127.0.0.1", port, secret)
+    try:
+        client.send({source: seq}, {})
+    finally:
+        client.close()
 
 
 def test_cli_help_lists_the_options(tmp_path: Path) -> None:
@@ -698,9 +726,10 @@ def test_cli_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
         result = run_cli("--source", "replay", "--port", str(port), "--ack-port",
                          str(free_port()), cwd=tmp_path)
     assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if " INFO " not in line]
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"stream.py: error: cannot listen on 127.0.0.1:{port} (acks ")
+    assert lines[0].startswith(f"stream.py: error: cannot listen on 127.0.0.1:{port} "
+                               "(control port ")
     assert "Traceback" not in result.stderr
 
 
@@ -737,7 +766,7 @@ def test_cli_replay_delivers_everything_then_exits_0(tmp_path: Path) -> None:
             received = b"".join(reader.readline() for _ in sent)
             last = json.loads(received.splitlines()[-1])
             # the job's acknowledgement: only then is the producer done
-            send_control(ACK_PORTS[port], transform.ack_line(last["src"], last["seq"]))
+            acknowledge(tmp_path, ACK_PORTS[port], last["src"], last["seq"])
             assert reader.read() == b""  # the producer closes once everything is stored
         assert proc.wait(TIMEOUT) == 0
     finally:
@@ -773,7 +802,7 @@ def test_cli_sigterm_keeps_unacknowledged_tweets_for_the_next_start(tmp_path: Pa
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
             reader = sock.makefile("rb")
             first = [json.loads(reader.readline()) for _ in lines]
-            send_control(ACK_PORTS[port], transform.ack_line(first[1]["src"], first[1]["seq"]))
+            acknowledge(tmp_path, ACK_PORTS[port], first[1]["src"], first[1]["seq"])
             proc.send_signal(signal.SIGTERM)  # 3 tweets still unacknowledged
             assert proc.wait(TIMEOUT) == 0
     finally:
@@ -794,53 +823,60 @@ def test_cli_sigterm_keeps_unacknowledged_tweets_for_the_next_start(tmp_path: Pa
     assert again == first[2:]  # same ids, seqs and source: the job can drop any it stored
 
 
-def test_unacknowledged_tweets_go_to_the_next_consumer_again(thread_errors: list[Any]) -> None:
-    server = TweetServer("127.0.0.1", 0, 100, ack_port=0)
-    server.start()
+def test_unacknowledged_tweets_go_to_the_next_consumer_again(
+    tmp_path: Path, server_log: LogWaiter, thread_errors: list[Any]
+) -> None:
+    server = make_server(tmp_path / "journal", acks=True)
+    job = control.ControlClient("127.0.0.1", server.ack_address[1], SECRET)
     try:
         for tweet in tweets(0, 5):
             server.put(tweet)
         first = Consumer(server.address)
         assert first.read_tweets(5) == tweets(0, 5)
-        ack_port = server.ack_address[1]
-        send_control(ack_port, transform.ack_line(server.source, 2))  # seqs 1, 2 stored
+        job.send({server.source: 2}, {})  # seqs 1, 2 stored
         first.close()
         second = Consumer(server.address)
         try:
             assert second.read_tweets(3) == tweets(2, 5)
             # a gap seen by the job: it asks again from seq 4 on the same connection
-            send_control(ack_port, transform.resend_line(server.source, 4))
+            job.send({server.source: 2}, {server.source: 4})
             assert second.read_tweets(2) == tweets(3, 5)
             assert not server.wait_until_drained(0.05)  # nothing acknowledged past 2
-            send_control(ack_port, transform.ack_line(server.source, 5))
+            # another producer's ack, on the same connection and so handled first:
+            # ignored (neither applied nor refused)
+            job.send({"anotherproducer": 99, server.source: 5}, {})
             assert server.wait_until_drained(TIMEOUT)
-            send_control(ack_port, b"not an ack\n")  # ignored, logged
-            send_control(ack_port, transform.ack_line("another-producer", 99))
         finally:
             second.close()
-        assert (server.acked, server.pending) == (5, 0)
+        assert (server.acked, server.pending, server.refused_acks) == (5, 0, 0)
     finally:
+        job.close()
         server.close()
     assert thread_errors == []
 
 
 def test_the_journal_keeps_what_was_not_acknowledged(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "journal")
-    server = TweetServer("127.0.0.1", 0, 100, ack_port=0, journal=journal)
-    server.start()
+    server = make_server(tmp_path / "journal", acks=True)
+    source = server.source
+    consumer = Consumer(server.address)
     for tweet in tweets(0, 4):
         server.put(tweet)
-    server.ack(1)
+    consumer.read_lines(4)
+    assert server.ack(1)
+    consumer.close()
     server.close()
     again = Journal(tmp_path / "journal")
     try:
-        assert again.source == journal.source
-        assert [seq for seq, _ in again.unacked] == [2, 3, 4]
-        assert again.next_seq == 5
+        assert again.source == source
+        assert again.first_held() == 2 and again.committed == 4 and again.next_seq == 5
+        held = [json.loads(line)["seq"] for line in records_of(again.spans(2, 4, 10**6))]
+        assert held == [2, 3, 4]
         with pytest.raises(OSError, match="in use"):
             Journal(tmp_path / "journal")
     finally:
         again.close()
+    assert (tmp_path / "journal").stat().st_mode & 0o077 == 0  # private
+    assert all(path.stat().st_mode & 0o077 == 0 for path in (tmp_path / "journal").iterdir())
 
 
 def test_cli_warns_when_the_socket_is_reachable_from_the_network(tmp_path: Path) -> None:
