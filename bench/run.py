@@ -836,6 +836,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="bare, full (both with --batch-seconds), default (the full "
                              "pipeline with the default batch interval)")
     parser.add_argument("--skip-parse", action="store_true")
+    parser.add_argument("--skip-sources", action="store_true",
+                        help="skip the Bluesky source's frames-per-second measurement")
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="skip the py-spy profile of the full pipeline")
     parser.add_argument("--output", type=Path, default=BENCH / "results.md")
@@ -855,6 +857,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     about = machine()
     parse_rows = [] if args.skip_parse else parse_bench()
+    source_lines: list[str] = []
+    if not args.skip_sources:
+        from bench import bluesky
+
+        log("Bluesky source: Jetstream frames -> wire tweets, one core")
+        source_lines = bluesky.table()
+        sys.stdout.write("\n".join(source_lines) + "\n\n")
     page = PageServer()
     jobs: dict[str, JobResult] = {}
     try:
@@ -872,14 +881,16 @@ def main(argv: list[str] | None = None) -> int:
     checks = targets(bare, full, default, parse_rows, args.batch_seconds, default_interval)
     sys.stdout.write("\n".join(table) + "\n\n" + "\n".join(parse_table(parse_rows)) + "\n\n"
                      + "\n".join(checks) + "\n")
-    write_report(args, about, table, checks, jobs, parse_rows, time.time() - started)
+    write_report(args, about, table, checks, jobs, parse_rows, source_lines,
+                 time.time() - started)
     log(f"done in {time.time() - started:.0f} s; wrote {args.output}")
     return 0
 
 
 def write_report(args: argparse.Namespace, about: dict[str, str], table: list[str],
                  checks: list[str], jobs: dict[str, JobResult],
-                 parse_rows: list[dict[str, Any]], took: float) -> None:
+                 parse_rows: list[dict[str, Any]], source_lines: list[str],
+                 took: float) -> None:
     notes = BENCH / "notes.md"
     full = jobs.get("full")
     lines = [
@@ -909,6 +920,10 @@ def write_report(args: argparse.Namespace, about: dict[str, str], table: list[st
         "## Case-count parse on a full-size page",
         "",
         *parse_table(parse_rows),
+        "",
+        "## The Bluesky source (`python -m bench.bluesky`)",
+        "",
+        *(source_lines or ["Skipped (--skip-sources)."]),
         "",
         "## Every step",
         "",

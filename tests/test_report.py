@@ -13,16 +13,24 @@ import csv
 import io
 import json
 import logging
+import random
 import re
 import struct
-from collections.abc import Callable, Iterator
+import subprocess
+import sys
+import textwrap
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import mongomock
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import config
 import report
@@ -39,8 +47,21 @@ TRICKY = [
 ]
 
 
+#: worldometers' "Last updated: November 28, 2026, 09:00 GMT"
+AS_OF = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+AS_OF_Z = "2026-11-28T09:00:00.000Z"
+
+
+def with_count_info(document: dict[str, Any], as_of: datetime | None,
+                    source: str | None) -> dict[str, Any]:
+    """``document`` with the two fields every new document has."""
+    return {**document, "case_count_as_of": as_of, "case_count_source": source}
+
+
 def batch_documents() -> list[dict[str, Any]]:
-    """Six batches 20 s apart from T0; the third has no count, the fifth has tricky texts."""
+    """Six batches 20 s apart from T0. The first two are older documents, without
+    case_count_as_of and case_count_source; the third has no count (both null); the
+    last three have worldometers' count as of AS_OF; the fifth has tricky texts."""
     contents = [
         ["Vaccination centres open late COVID19", "covid19 masks on the tram"],
         ["Got my booster today COVID19"],
@@ -50,8 +71,15 @@ def batch_documents() -> list[dict[str, Any]]:
         ["Masks still recommended on trains"],
     ]
     counts = [704_700_000, 704_700_000, None, 704_701_500, 704_701_500, 704_703_000]
-    return [transform.build_document(T0 + timedelta(seconds=20 * i), content, count)
-            for i, (content, count) in enumerate(zip(contents, counts, strict=True))]
+    documents = [transform.build_document(T0 + timedelta(seconds=20 * i), content, count)
+                 for i, (content, count) in enumerate(zip(contents, counts, strict=True))]
+    for document in documents[:2]:  # older documents, as stored before the two fields
+        document.pop("case_count_as_of", None)
+        document.pop("case_count_source", None)
+    documents[2] = with_count_info(documents[2], None, None)
+    for i in (3, 4, 5):
+        documents[i] = with_count_info(documents[i], AS_OF, "worldometers")
+    return documents
 
 
 @dataclass
@@ -132,11 +160,16 @@ def test_inspect_table(fixture: Fixture, capsys: pytest.CaptureFixture[str]) -> 
         out = report.format_table(fixture.store.latest(3)) + "\n"
     lines = out.splitlines()
     assert lines[0].split() == ["batch", "time", "(UTC)", "tweets", "total", "cases",
-                                "first", "tweet"]
+                                "as", "of", "first", "tweet"]
     assert len(lines) == 4
     assert lines[1].startswith("2026-11-28 23:01:00")
-    assert "704,701,500" in lines[1] and "stay home" in lines[2]
+    assert "704,701,500  2026-11-28 09:00 UTC  Stay home if sick COVID19" in lines[1]
+    assert "stay home" in lines[2]
     assert lines[3].startswith("2026-11-28 23:01:40") and "704,703,000" in lines[3]
+    # an older document (no case_count_as_of) and a batch without a count: "-"
+    everything = report.format_table(fixture.store.latest(6)).splitlines()
+    assert everything[1].split()[3:5] == ["704,700,000", "-"]
+    assert everything[3].split()[3:5] == ["-", "-"]
 
 
 def test_inspect_json_and_null_count(fixture: Fixture, capsys: pytest.CaptureFixture[str]
@@ -178,6 +211,8 @@ def test_plot_writes_a_png_of_the_expected_size_and_a_page(
     else:
         summary = report.plot_report(fixture.store, png, html_out=page, top=5)
         assert (summary.batches, summary.tweets, summary.latest_count) == (6, 13, 704_703_000)
+        assert (summary.latest_count_as_of, summary.latest_count_source) == (
+            AS_OF, "worldometers")
     data = png.read_bytes()
     assert png_size(data) == EXPECTED_SIZE == (1000, 800)
     assert len(data) > 20_000  # three drawn panels, not a blank canvas
@@ -188,7 +223,9 @@ def test_plot_writes_a_png_of_the_expected_size_and_a_page(
     assert base64.b64decode(embedded.group(1)) == data
     for fact in ("<th>batches</th><td>6</td>", "<th>tweets</th><td>13</td>",
                  "<td>2026-11-28T23:00:00.000Z</td>", "<td>2026-11-28T23:01:40.000Z</td>",
-                 "<td>704,703,000</td>", "<td>COVID19</td><td>7</td>"):
+                 "<td>704,703,000</td>", "<td>COVID19</td><td>7</td>",
+                 "<th>latest count is as of</th><td>2026-11-28 09:00 UTC</td>",
+                 "<th>case count source</th><td>worldometers</td>"):
         assert fact in text, fact
 
 
@@ -232,11 +269,20 @@ def test_plot_an_empty_window_says_so_in_one_line_and_exits_1(
 
 
 def expected_rows(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The export's rows of batch_documents(): as-of AS_OF_Z where there is one."""
     return [
         {"batch_id": doc["_id"], "timestamp": doc["_id"],
-         "total_case_count": doc["total_case_count"], "position": i, "text": text}
+         "total_case_count": doc["total_case_count"],
+         "case_count_as_of": None if doc.get("case_count_as_of") is None else AS_OF_Z,
+         "case_count_source": doc.get("case_count_source"), "position": i, "text": text}
         for doc in documents for i, text in enumerate(doc["content"])
     ]
+
+
+def read_export(path: Path) -> str:
+    """A written export as it is on disk (no newline translation, as csv needs)."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        return handle.read()
 
 
 def run_export(fx: Fixture, tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str,
@@ -248,7 +294,7 @@ def run_export(fx: Fixture, tmp_path: Path, capsys: pytest.CaptureFixture[str], 
         stdout = capsys.readouterr().out
         if to_file:
             assert stdout == ""
-            return (tmp_path / f"export.{fmt}").read_text(encoding="utf-8")
+            return read_export(tmp_path / f"export.{fmt}")
         return stdout
     flags = dict(zip(window[::2], window[1::2], strict=True))
     since, until = (report.parse_time(flags[k]) if k in flags else None
@@ -256,7 +302,7 @@ def run_export(fx: Fixture, tmp_path: Path, capsys: pytest.CaptureFixture[str], 
     if to_file:
         path = tmp_path / f"export.{fmt}"
         report.export_tweets(fx.store, path, fmt, since=since, until=until)
-        return path.read_text(encoding="utf-8")
+        return read_export(path)
     buffer = io.StringIO(newline="")
     report.export_tweets(fx.store, buffer, fmt, since=since, until=until)
     return buffer.getvalue()
@@ -268,12 +314,22 @@ def test_export_csv_round_trips_through_the_csv_module(
 ) -> None:
     text = run_export(fixture, tmp_path, capsys, "csv", to_file=to_file)
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert text.splitlines()[0] == ("batch_id,timestamp,total_case_count,case_count_as_of,"
+                                    "case_count_source,position,text")
     assert list(rows[0]) == list(report.EXPORT_FIELDS)
     expected = [{k: ("" if v is None else str(v)) for k, v in row.items()}
                 for row in expected_rows(batch_documents())]
     assert rows == expected
     assert [r["text"] for r in rows if r["batch_id"] == "2026-11-28T23:01:20.000Z"] == TRICKY
-    assert {r["total_case_count"] for r in rows if r["batch_id"].endswith("23:00:40.000Z")} == {""}
+    assert {(r["total_case_count"], r["case_count_as_of"], r["case_count_source"])
+            for r in rows if r["batch_id"].endswith("23:00:40.000Z")} == {("", "", "")}
+    # older documents have neither field: empty cells next to their count
+    assert {(r["total_case_count"], r["case_count_as_of"], r["case_count_source"])
+            for r in rows if r["batch_id"].endswith("23:00:00.000Z")} == {
+        ("704700000", "", "")}
+    assert {(r["case_count_as_of"], r["case_count_source"])
+            for r in rows if r["batch_id"].endswith("23:01:40.000Z")} == {
+        (AS_OF_Z, "worldometers")}
 
 
 def test_export_jsonl_parses_line_by_line(fixture: Fixture, tmp_path: Path,
@@ -281,8 +337,67 @@ def test_export_jsonl_parses_line_by_line(fixture: Fixture, tmp_path: Path,
     text = run_export(fixture, tmp_path, capsys, "jsonl")
     rows = [json.loads(line) for line in text.splitlines()]
     assert rows == expected_rows(batch_documents())
+    assert list(rows[0]) == list(report.EXPORT_FIELDS)
     assert rows[3]["total_case_count"] is None and rows[3]["position"] == 0
+    assert rows[3]["case_count_as_of"] is None and rows[3]["case_count_source"] is None
+    assert (rows[0]["case_count_as_of"], rows[0]["case_count_source"]) == (None, None)
+    assert (rows[-1]["case_count_as_of"], rows[-1]["case_count_source"]) == (
+        AS_OF_Z, "worldometers")
     assert "Привет" in text  # written as UTF-8, not \u escapes
+
+
+#: Texts a spreadsheet would run as formulas, and what CSV cells hold instead.
+FORMULA_TEXTS = {
+    '=HYPERLINK("http://example.invalid/x","click")':
+        '\'=HYPERLINK("http://example.invalid/x","click")',
+    "+1 for masks on trains": "'+1 for masks on trains",
+    "-5 cases since Monday": "'-5 cases since Monday",
+    "@SUM(1+1)*cmd|' /C calc'!A0": "'@SUM(1+1)*cmd|' /C calc'!A0",
+    "\t=1+2": "'\t=1+2",
+    "\r=1+2": "'\r=1+2",
+    # not at the start, or already quoted: as stored
+    "masks = fewer cases": "masks = fewer cases",
+    "'=quoted already": "'=quoted already",
+    "\N{EN DASH}5 cases": "\N{EN DASH}5 cases",
+}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_export_neutralises_formulas_in_csv_only(
+    make_store: Callable[..., Fixture], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    document = with_count_info(
+        transform.build_document(T0, list(FORMULA_TEXTS), 704_753_890), AS_OF, "worldometers")
+    fx = make_store([document])
+    text = run_export(fx, tmp_path, capsys, fmt, to_file=True)
+    if fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        assert [r["text"] for r in rows] == list(FORMULA_TEXTS.values())
+        # the other columns are never formulas: dates, numbers, a source name
+        assert rows[0]["total_case_count"] == "704753890"
+        assert rows[0]["case_count_source"] == "worldometers"
+    else:  # JSON Lines keep every text exactly
+        assert [json.loads(line)["text"] for line in text.splitlines()] == list(FORMULA_TEXTS)
+
+
+def test_csv_cell() -> None:
+    for raw, cell in FORMULA_TEXTS.items():
+        assert report.csv_cell(raw) == cell
+    assert report.csv_cell(None) == ""
+    assert report.csv_cell(-5) == -5  # a number is not a text (counts are never negative)
+    assert report.csv_cell("") == ""
+
+
+def test_export_help_says_what_csv_does_to_formulas(capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["export", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "case_count_as_of, case_count_source, position, text" in text
+    assert ("a text cell starting with =, +, -, @, a tab or a carriage return gets a "
+            "leading '") in text
 
 
 def test_export_since_until_is_a_half_open_window(fixture: Fixture, tmp_path: Path,
@@ -361,6 +476,338 @@ def test_summary_and_page_escape_text() -> None:
     page = report.render_html(summary, [("<script>", 3)], b"\x89PNG", 'a "title" & <more>')
     assert "<script>" not in page
     assert "&lt;script&gt;" in page and "&quot;title&quot; &amp; &lt;more&gt;" in page
+
+
+def test_times_of_the_count_are_utc_and_missing_fields_are_none() -> None:
+    naive = {"_id": "x", "timestamp": datetime(2026, 11, 28, 23, 0), "content": ["a"],
+             "total_case_count": 5, "case_count_as_of": datetime(2026, 11, 28, 9, 0),
+             "case_count_source": "worldometers"}  # as MontyDB gives them back
+    aware = dict(naive, case_count_as_of=AS_OF.astimezone(timezone(timedelta(hours=-5))))
+    for document in (naive, aware):
+        batch = report.to_batch(document)
+        assert batch.case_count_as_of == AS_OF and batch.case_count_as_of.tzinfo is UTC
+        assert batch.case_count_source == "worldometers"
+    older = {k: v for k, v in naive.items() if not k.startswith("case_count_")}
+    assert report.to_batch(older).case_count_as_of is None
+    assert report.to_batch(older).case_count_source is None
+
+
+def test_summary_knows_the_latest_counts_as_of_and_sources() -> None:
+    batches = [report.to_batch(doc) for doc in batch_documents()]
+    summary = report.summarize(batches)
+    assert summary.latest_count == 704_703_000
+    assert (summary.latest_count_as_of, summary.latest_count_source) == (AS_OF, "worldometers")
+    assert summary.count_sources == ("worldometers",)
+    older = report.summarize(batches[:3])  # the latest count has no as-of nor source
+    assert (older.latest_count, older.latest_count_as_of, older.count_sources) == (
+        704_700_000, None, ())
+    page = report.render_html(older, [], b"", "t")
+    assert "<th>latest count is as of</th><td>not recorded</td>" in page
+    assert "<th>case count source</th><td>\N{EN DASH}</td>" in page
+
+
+# --- the figure's texts: counts, bins, the case count panel
+
+
+def test_format_count_uses_thousands_separators_never_exponents() -> None:
+    assert report.format_count(1_891_850) == "1,891,850"
+    assert report.format_count(1.89185e6) == "1,891,850"  # a float tick value
+    assert report.format_count(704_753_890.0) == "704,753,890"
+    assert report.format_count(0) == "0"
+    assert report.format_count(999) == "999"
+    assert report.format_count(2.5) == "2.5"
+    assert report.format_count(12_345.678) == "12,345.68"
+    assert report.format_count(-1_000) == "-1,000"
+
+
+def test_format_as_of() -> None:
+    assert report.format_as_of(datetime(2024, 4, 13, tzinfo=UTC)) == "2024-04-13"
+    assert report.format_as_of(datetime(2024, 4, 13)) == "2024-04-13"  # naive is UTC
+    assert report.format_as_of(AS_OF) == "2026-11-28 09:00 UTC"
+    assert report.format_as_of(AS_OF.astimezone(timezone(timedelta(hours=1)))) == (
+        "2026-11-28 09:00 UTC")
+    assert report.format_as_of(None) == "-"
+
+
+def batch(seconds: float, tweets: int = 1, count: int | None = None,
+          as_of: datetime | None = None, source: str | None = None,
+          start: datetime = T0) -> report.Batch:
+    moment = start + timedelta(seconds=seconds)
+    return report.Batch(transform.batch_id(moment), moment, ("covid",) * tweets, count,
+                        as_of, source)
+
+
+def test_count_panel_names_the_source_and_the_as_of_date() -> None:
+    who = datetime(2026, 11, 22, tzinfo=UTC)
+    panel = report.count_panel_texts([batch(0, count=778_041_233, as_of=who, source="who"),
+                                      batch(20, count=778_052_871, as_of=who, source="who")])
+    assert panel == report.CountPanel("Total Covid-19 case count (WHO)",
+                                      "778,052,871 as of 2026-11-22")
+    stopped = datetime(2024, 4, 13, tzinfo=UTC)
+    panel = report.count_panel_texts(
+        [batch(0, count=704_753_890, as_of=stopped, source="worldometers"), batch(20)])
+    assert panel == report.CountPanel("Total Covid-19 case count (worldometers)",
+                                      "704,753,890 as of 2024-04-13")
+
+
+def test_count_panel_says_when_sources_are_mixed_or_unknown() -> None:
+    mixed = report.count_panel_texts([
+        batch(0, count=704_753_890, as_of=AS_OF, source="worldometers"),
+        batch(20, count=778_052_871, as_of=datetime(2026, 11, 22, tzinfo=UTC), source="who"),
+    ])
+    assert mixed.title == "Total Covid-19 case count (mixed sources: worldometers, WHO)"
+    assert mixed.note == "778,052,871 as of 2026-11-22"
+    older = report.count_panel_texts([batch(0, count=704_700_000)])
+    assert older == report.CountPanel("Total Covid-19 case count (source not recorded)",
+                                      "704,700,000, as-of date not recorded")
+    partly = report.count_panel_texts([batch(0, count=1), batch(20, count=2, as_of=AS_OF,
+                                                                 source="who")])
+    assert partly.title == "Total Covid-19 case count (WHO, some unrecorded)"
+    assert report.count_panel_texts([batch(0), batch(20)]) == report.CountPanel(
+        "Total Covid-19 case count", None)
+
+
+def test_batch_interval_is_the_common_divisor_of_the_gaps() -> None:
+    times = [T0 + timedelta(seconds=s) for s in (0, 40, 100, 160, 160)]  # quiet batches
+    assert report.batch_interval(times) == timedelta(seconds=20)
+    assert report.batch_interval([T0, T0 + timedelta(seconds=5)]) == timedelta(seconds=5)
+    assert report.batch_interval([T0]) is None
+    assert report.batch_interval([T0, T0 + timedelta(milliseconds=300)]) is None
+
+
+@pytest.mark.parametrize(("span", "interval", "unit", "title", "bins"), [
+    (timedelta(minutes=5) - timedelta(seconds=20), timedelta(seconds=20), "batch",
+     "Tweets per batch (20 s)", 15),
+    (timedelta(hours=2) - timedelta(seconds=20), timedelta(seconds=20), "batch",
+     "Tweets per batch (20 s)", 360),
+    (timedelta(hours=2), timedelta(seconds=20), "minute", "Tweets per minute", 121),
+    (timedelta(days=1), timedelta(seconds=20), "hour", "Tweets per hour", 25),
+    (timedelta(days=7) - timedelta(seconds=20), timedelta(seconds=20), "hour",
+     "Tweets per hour", 168),
+    (timedelta(days=90), timedelta(seconds=20), "day", "Tweets per day", 91),
+    (timedelta(hours=1), timedelta(minutes=2), "batch", "Tweets per batch (120 s)", 31),
+    (timedelta(days=2), timedelta(minutes=2), "hour", "Tweets per hour", 49),
+    (timedelta(0), None, "minute", "Tweets per minute", 1),
+])
+def test_volume_bins_are_the_finest_that_fit(span: timedelta, interval: timedelta | None,
+                                             unit: str, title: str, bins: int) -> None:
+    binning = report.choose_binning(T0, T0 + span, interval)
+    assert (binning.unit, binning.title) == (unit, title)
+    edges = binning.edges(T0, T0 + span)
+    assert len(edges) - 1 == bins <= report.MAX_BINS
+    assert edges[0] <= T0 and T0 + span < edges[-1]
+
+
+def test_bins_hold_zeros_where_nothing_was_stored_and_sum_parts() -> None:
+    batches = [batch(0, 2), batch(20, 1), batch(100, 3), batch(100, 4)]  # 100 s: two parts
+    binning = report.Binning("batch", timedelta(seconds=20))
+    edges, tweets = report.bin_tweets(batches, binning)
+    assert tweets == [2, 1, 0, 0, 0, 7]
+    assert edges[0] == T0 - timedelta(seconds=10) and len(edges) == 7
+    # clock hours: 23:59:40 and 00:00:00 fall in different bins, 01:00 is empty
+    late = datetime(2026, 11, 28, 23, 59, 40, tzinfo=UTC)
+    hours = [batch(0, 5, start=late), batch(20, 6, start=late),
+             batch(3 * 3600, 7, start=late)]  # 02:59:40
+    edges, tweets = report.bin_tweets(hours, report.Binning("hour", timedelta(hours=1)))
+    assert tweets == [5, 6, 0, 7]
+    assert edges[0] == datetime(2026, 11, 28, 23, 0, tzinfo=UTC)
+
+
+def test_a_week_is_drawn_as_hourly_steps_with_readable_numbers() -> None:
+    """What the week in the issue looked like: 30,240 batches, a word seen 1.9 M times."""
+    who = datetime(2026, 11, 22, tzinfo=UTC)
+    batches = [batch(20 * i, 1, 778_052_871, who, "who") for i in range(30_240)]
+    figure = report.build_figure(batches, [("COVID19", 1_891_850), ("masks", 23)], "week")
+    figure.canvas.draw()
+    volume, count, words = figure.axes
+    assert volume.get_title(loc="left") == "Tweets per hour"
+    assert len(volume.patches) == 2  # the steps and their fill, not 30,240 bars
+    steps = volume.patches[1].get_data().values
+    assert len(steps) == 168 and set(steps) == {180}
+    assert count.get_title(loc="left") == "Total Covid-19 case count (WHO)"
+    assert [t.get_text() for t in count.texts] == ["778,052,871 as of 2026-11-22"]
+    assert {"1,891,850", "23"} <= {t.get_text() for t in words.texts}
+    word_ticks = [label.get_text() for label in words.get_xticklabels()]
+    assert len(word_ticks) > 2 and "0" in word_ticks
+    assert all(re.fullmatch(r"\d{1,3}(,\d{3})*", tick) for tick in word_ticks), word_ticks
+    assert any(len(tick) == len("800,000") for tick in word_ticks), word_ticks
+    count_ticks = [label.get_text() for label in count.get_yticklabels()]
+    assert "778,050,000" in count_ticks
+    assert volume.yaxis.get_major_formatter()(12_000, 0) == "12,000"
+    ticks = [label.get_text() for ax in figure.axes
+             for label in (*ax.get_xticklabels(), *ax.get_yticklabels())]
+    assert not [t for t in ticks if "e+" in t or "1e" in t]
+
+
+# --- top_words: the fast count gives exactly what the old one gave
+
+OLD_WORD = re.compile(r"\w+(?:['\N{RIGHT SINGLE QUOTATION MARK}]\w+)*")
+
+
+def old_top_words(texts: Iterable[str], top: int = 15) -> list[tuple[str, int]]:
+    """report.top_words before the fast count (commit 2633540), verbatim but for names."""
+    counts: Counter[str] = Counter()
+    spellings: dict[str, Counter[str]] = defaultdict(Counter)
+    for text in texts:
+        for token in OLD_WORD.findall(text):
+            key = token.casefold()
+            if len(key) < 2 or key.isdigit() or key in report.STOP_WORDS:
+                continue
+            counts[key] += 1
+            spellings[key][token] += 1
+    return [(spellings[key].most_common(1)[0][0], n) for key, n in counts.most_common(top)]
+
+
+def old_token_counts(texts: Iterable[str]) -> list[tuple[str, int]]:
+    return list(Counter(chain.from_iterable(map(OLD_WORD.findall, texts))).items())
+
+
+# pieces chosen to hit every path: case folding that changes length (ß, ﬁ, İ), digits
+# that are not ASCII, apostrophes of both kinds and doubled, underscores, combining
+# marks (not word characters), stop words in any case, punctuation around words, and
+# every kind of whitespace (str.split splits on all of them)
+FRAGMENTS = ("covid", "COVID19", "Covid19", "the", "The", "THE", "don't",
+             "don\N{RIGHT SINGLE QUOTATION MARK}t", "it's", "I'm", "a", "B", "42", "٣", "²",
+             "½", "ß", "SS", "ss", "Straße", "STRASSE",
+             "İstanbul", "ǅ", "ﬁne", "Σ", "\N{GREEK SMALL LETTER SIGMA}", "ς", "_", "__init__",
+             "'",
+             "\N{RIGHT SINGLE QUOTATION MARK}", "''", "-", ",",
+             ".", "!", "(", ")", "#", "@", "é", "e\u0301", "コロナ", "新型", "маски",
+             "Маски", "1,000", "x'y", "'quoted'", "covid-19", "(masks)", "word,", "¿qué?")
+SEPARATORS = (" ", "  ", "\n", "\t", "\u00a0", "\u3000", "\x1c", "\x85", "\u2028", "")
+TEXTS = st.lists(
+    st.lists(st.tuples(st.sampled_from(FRAGMENTS), st.sampled_from(SEPARATORS)), max_size=12)
+    .map(lambda parts: "".join(f + sep for f, sep in parts)),
+    max_size=25,
+) | st.lists(st.text(max_size=40), max_size=10)
+
+
+@settings(max_examples=400, deadline=None)
+@given(texts=TEXTS, top=st.integers(min_value=-1, max_value=30),
+       chunk=st.integers(min_value=1, max_value=6))
+def test_top_words_is_exactly_the_old_top_words(texts: list[str], top: int,
+                                                 chunk: int) -> None:
+    assert report.top_words(texts, top) == old_top_words(texts, top)
+    # the counts and the order tokens are first seen in (it breaks ties) are the same
+    assert list(report.count_tokens(texts).items()) == old_token_counts(texts)
+    counter = report.WordCounter(workers=0, chunk=chunk)  # chunked as plot_report does
+    for text in texts:
+        counter.add([text])
+    assert list(counter.tokens().items()) == old_token_counts(texts)
+
+
+def test_the_fast_paths_agree_with_the_regex_on_every_character() -> None:
+    """count_tokens' shortcuts hold for all of Unicode: str.isalnum is \\w less "_",
+    str.split's whitespace is never part of a token, nor is _PUNCTUATION."""
+    word = re.compile(r"\w")
+    apostrophes = "'\N{RIGHT SINGLE QUOTATION MARK}"
+    disagree = [code for code in range(0x110000)
+                if chr(code).isalnum() != (word.match(chr(code)) is not None
+                                           and chr(code) != "_")]
+    assert disagree == []
+    spaces = [chr(code) for code in range(0x110000) if chr(code).isspace()]
+    assert not [c for c in spaces if word.match(c) or c in apostrophes]
+    assert not [c for c in report._PUNCTUATION if word.match(c) or c in apostrophes]
+
+
+def corpus(count: int) -> list[str]:
+    rng = random.Random(9)
+    return [" ".join(rng.choices(FRAGMENTS, k=rng.randint(0, 15))) for _ in range(count)]
+
+
+def test_word_counter_on_worker_processes_counts_the_same() -> None:
+    texts = corpus(3_000)
+    with report.WordCounter(workers=2, chunk=250) as counter:
+        for start in range(0, len(texts), 40):
+            counter.add(texts[start:start + 40])
+        assert len(counter._processes) == 2  # the chunks really went to other processes
+        tokens = counter.tokens()
+    assert list(tokens.items()) == old_token_counts(texts)
+    assert report.rank_words(tokens, 10) == old_top_words(texts, 10)
+
+
+def test_word_counter_workers_start_when_report_runs_as_a_script(tmp_path: Path) -> None:
+    """Run as ``python report.py`` or under ``python -m cProfile report.py``, this file
+    is not the module ``report``: the workers must still find their function."""
+    script = tmp_path / "as_script.py"
+    script.write_text(textwrap.dedent(f"""
+        import runpy, sys
+        sys.path.insert(0, {str(Path(report.__file__).parent)!r})
+        if __name__ == "__main__":
+            space = runpy.run_path({report.__file__!r}, run_name="__profiled__")
+            texts = ["masks on trains", "COVID19 masks"] * 100
+            with space["WordCounter"](workers=2, chunk=30) as counter:
+                counter.add(texts)
+                counter.add(texts)
+                assert len(counter._processes) == 2
+                print(sorted(counter.tokens().items()))
+    """), encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "[('COVID19', 200), ('masks', 400), ('on', 200), ('trains', 200)]")
+    assert "counting" not in done.stderr
+
+
+def test_merging_the_workers_counts_keeps_first_seen_order() -> None:
+    # chunks 0 and 2 went to worker 0, chunk 1 to worker 1
+    worker_0 = report.count_chunks([(0, "b a a"), (2, "a, d")])
+    assert worker_0 == [(0, [("b", 1), ("a", 3)]), (2, [("d", 1)])]
+    worker_1 = report.count_chunks([(1, "c a d d d d d")])
+    merged = report.merge_worker_tokens([worker_0, worker_1])
+    assert list(merged.items()) == [("b", 1), ("a", 4), ("c", 1), ("d", 6)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=TEXTS, chunk=st.integers(min_value=1, max_value=5),
+       workers=st.integers(min_value=1, max_value=3))
+def test_workers_counts_merged_are_the_old_counts(texts: list[str], chunk: int,
+                                                  workers: int) -> None:
+    """WordCounter's workers, without the processes: chunks dealt out in turn."""
+    chunks = [" ".join(texts[i:i + chunk]) for i in range(0, len(texts), chunk)]
+    dealt = [[(n, c) for n, c in enumerate(chunks) if n % workers == w]
+             for w in range(workers)]
+    merged = report.merge_worker_tokens(report.count_chunks(mine) for mine in dealt)
+    assert list(merged.items()) == old_token_counts(texts)
+
+
+def test_word_counter_counts_here_when_a_worker_dies(caplog: pytest.LogCaptureFixture
+                                                     ) -> None:
+    texts = corpus(1_000)
+    with caplog.at_level("WARNING", logger="report"), \
+            report.WordCounter(workers=2, chunk=200) as counter:
+        counter.add(texts[:600])
+        counter._processes[1].kill()
+        counter.add(texts[600:])
+        tokens = counter.tokens()
+    assert list(tokens.items()) == old_token_counts(texts)
+    assert [r.message for r in caplog.records] == [
+        "word-counting process report-words-1 ended without its counts; counting the "
+        "words in this process instead"]
+
+
+class NoProcesses:
+    """A multiprocessing context that cannot start anything (no semaphores, say)."""
+
+    def Queue(self) -> None:  # noqa: N802  (multiprocessing's name)
+        raise OSError("[Errno 38] Function not implemented")
+
+
+def test_word_counter_counts_here_without_processes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(report.multiprocessing, "get_context", lambda method: NoProcesses())
+    texts = corpus(500)
+    with caplog.at_level("INFO", logger="report"), \
+            report.WordCounter(workers=2, chunk=100) as counter:
+        counter.add(texts)
+        counter.add(texts)
+        tokens = counter.tokens()
+    assert list(tokens.items()) == old_token_counts(texts + texts)
+    assert [r.message for r in caplog.records] == [
+        "counting words in this process (no worker processes: [Errno 38] Function not "
+        "implemented)"]
 
 
 # --------------------------------------------------------------------------

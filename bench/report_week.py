@@ -1,0 +1,311 @@
+"""How long ``report.py plot`` takes on a week of stored batches (not a test).
+
+Usage: python -m bench.report_week [--days 7] [--tweets 1500000] [--texts unique|pooled]
+                                   [--store DIR] [--baseline GIT_REF] [--repeat N]
+                                   [--profile N]
+
+1. Builds a week of 20 s batches (30,240 documents, ~1.5 M tweets) in an
+   embedded store (MontyDB, SQLite) in a temporary folder, or in ``--store DIR``
+   (reused as it is when it already holds documents, since building takes a
+   few minutes). Each text is one of bench.tweets' synthetic tweets (eight
+   languages, hashtags, mentions, links, emoji) cleaned by
+   ``transform.clean_text``, with 2-12 words of a Zipf-distributed vocabulary
+   (common English words, then made-up ones) around it, so that texts are unique
+   and the number of distinct words grows as in real posts (~120 characters a
+   text); with ``--texts pooled``, drawn from a pool of synthetic tweets instead,
+   like a replayed sample file (fewer distinct words, less to count). The volume
+   follows a daily cycle. Every document has
+   ``total_case_count``, ``case_count_as_of`` and ``case_count_source``: WHO's
+   weekly figure, which changes once in the week, after a first hour without any
+   count.
+2. Times ``python report.py plot --embedded-db-path <store> --out <dir>/week.png``
+   as a subprocess, end to end (start-up, reading, counting, drawing), ``--repeat``
+   times; with ``--baseline REF`` also the ``report.py`` of that git commit
+   (e.g. ``HEAD``), run the same way against the same store, for a before/after.
+   Runs alternate between the versions, so that both see the same machine load.
+3. With ``--profile N``, runs each version once more under cProfile and prints
+   its N most expensive functions (own time, then cumulative); cProfile sees the
+   main process only, so words counted by worker processes show as waiting.
+
+Prints where the PNG(s) are; look at them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parents[1]
+BATCH_SECONDS = 20
+START = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)  # a Monday
+SEED = 2026
+CHUNK = 500  # documents per insert_many
+POOL_SIZE = 20_000
+VOCABULARY = 200_000
+# WHO's world total (DESIGN.md): the file changes in bursts; one update mid-week
+WHO_COUNTS = ((778_041_233, datetime(2026, 11, 15, tzinfo=UTC)),
+              (778_052_871, datetime(2026, 11, 22, tzinfo=UTC)))
+WHO_UPDATE_AT = timedelta(days=3, hours=14, minutes=7)  # when the job saw the new file
+NO_COUNT_UNTIL = timedelta(hours=1)  # the first fetches failed
+STORE_ENV = ("MONGODB_URI", "MONGODB_DATABASE", "MONGODB_COLLECTION", "EMBEDDED_DB_PATH")
+
+log = logging.getLogger("bench.report_week")
+
+
+def text_pool(size: int = POOL_SIZE) -> list[str]:
+    """Cleaned synthetic tweet texts (none empty): the openings and tails of real posts."""
+    import transform
+    from bench.tweets import TweetFactory
+
+    factory = TweetFactory(seed=SEED, pool_size=size)
+    texts = (transform.clean_text(factory.next()["text"]) for _ in range(size))
+    return [text for text in texts if text]
+
+
+#: The head of the made-up vocabulary: real words, commonest first.
+COMMON_WORDS = " ".join((
+    "the to and of a in is for you on it that this with be are my not have at so but",
+    "just get all was they we if your me what do from can now more people one about",
+    "covid vaccine cases still today long masks sick health booster test positive new",
+    "week symptoms hospital flu virus pandemic after back again home wave winter variant",
+    "testing fever school doctor friends family shot year better days really time",
+)).split()
+
+
+def vocabulary(rng: np.random.Generator, size: int = VOCABULARY) -> list[str]:
+    """``size`` distinct words, most common first: COMMON_WORDS, then made-up words
+    of 1-4 syllables (some accented)."""
+    syllables = [c + v for c in "bdklmnprstvz" for v in "aeiou"]
+    syllables += ["ch", "sh", "th", "st", "tr", "an", "en", "in", "on", "ar", "er", "é", "ñ", "ö"]
+    words: dict[str, None] = dict.fromkeys(COMMON_WORDS)
+    while len(words) < size:
+        parts = rng.choice(len(syllables), size=rng.integers(2, 5))
+        words["".join(syllables[i] for i in parts)] = None
+    return list(words)
+
+
+def tweet_texts(count: int, rng: np.random.Generator) -> Iterator[str]:
+    """``count`` texts: a pooled opening and tail with 2-12 words of a Zipf-distributed
+    vocabulary around it (some capitalised, some with punctuation), so that almost
+    every text is unique and the distinct words grow as in real posts (~110 chars)."""
+    pool = text_pool()
+    words = vocabulary(rng)
+    ranks = np.arange(1, len(words) + 1)
+    weights = 1.0 / ranks**1.05
+    weights /= weights.sum()
+    extra = rng.integers(2, 13, size=count)
+    picks = rng.choice(len(words), size=int(extra.sum()), p=weights).tolist()
+    styles = rng.integers(0, 20, size=len(picks)).tolist()
+    templates = rng.integers(0, len(pool), size=count).tolist()
+    at = 0
+    for n, template in zip(extra.tolist(), templates, strict=True):
+        chosen = []
+        for pick, style in zip(picks[at:at + n], styles[at:at + n], strict=True):
+            word = words[pick]
+            if style == 0:
+                word = word.capitalize()
+            elif style in (1, 2):
+                word += ","
+            elif style == 3:
+                word += "."
+            elif style == 4:
+                word += "!"
+            chosen.append(word)
+        at += n
+        half = n // 2
+        yield " ".join((*chosen[:half], pool[template], *chosen[half:]))
+
+
+def tweets_per_batch(batches: int, total: int, rng: np.random.Generator) -> np.ndarray:
+    """Tweets in each batch: a daily cycle (quiet at 04:00 UTC, busy at 16:00) with
+    Poisson noise, scaled to about ``total``, at least one (empty batches are not stored)."""
+    hours = np.arange(batches) * BATCH_SECONDS / 3600.0
+    shape = 1.0 + 0.6 * np.sin(2 * np.pi * (hours - 10.0) / 24.0)
+    mean = shape / shape.sum() * total
+    return np.maximum(rng.poisson(mean), 1)
+
+
+def case_count(offset: timedelta) -> tuple[int | None, datetime | None, str | None]:
+    if offset < NO_COUNT_UNTIL:
+        return None, None, None
+    count, as_of = WHO_COUNTS[0] if offset < WHO_UPDATE_AT else WHO_COUNTS[1]
+    return count, as_of, "who"
+
+
+def pooled_texts(count: int, rng: np.random.Generator) -> Iterator[str]:
+    """``count`` texts drawn from POOL_SIZE cleaned synthetic tweets, as a replayed
+    sample file gives them: few distinct texts and words."""
+    pool = text_pool()
+    for pick in rng.integers(0, len(pool), size=count).tolist():
+        yield pool[pick]
+
+
+def week_documents(days: float, total_tweets: int, texts_kind: str = "unique"
+                   ) -> Iterator[dict[str, Any]]:
+    """The documents of ``days`` of 20 s batches, oldest first, as the job stores them."""
+    import transform
+
+    rng = np.random.default_rng(SEED)
+    batches = round(days * 86_400 / BATCH_SECONDS)
+    sizes = tweets_per_batch(batches, total_tweets, rng).tolist()
+    make = tweet_texts if texts_kind == "unique" else pooled_texts
+    texts = make(sum(sizes), rng)
+    for i, size in enumerate(sizes):
+        offset = timedelta(seconds=i * BATCH_SECONDS)
+        count, as_of, source = case_count(offset)
+        document = transform.build_document(START + offset, list(islice(texts, size)), count)
+        document["case_count_as_of"] = as_of
+        document["case_count_source"] = source
+        yield document
+
+
+def build_store(path: Path, days: float, total_tweets: int, texts_kind: str = "unique"
+                ) -> tuple[int, int]:
+    """Fill the embedded store at ``path``; (documents, tweets). Reuses a filled one."""
+    import config
+    import storage
+
+    store = storage.open_store(config.Settings(embedded_db_path=path))
+    try:
+        existing = store.collection.count_documents({})
+        if existing:
+            log.info("reusing the %d documents already in %s", existing, path)
+            tweets = sum(len(d.get("content") or ())
+                         for d in store.collection.find({}, {"content": 1}))
+            return existing, tweets
+        started = time.perf_counter()
+        documents = tweets = 0
+        chunk: list[dict[str, Any]] = []
+        for document in week_documents(days, total_tweets, texts_kind):
+            chunk.append(document)
+            tweets += len(document["content"])
+            if len(chunk) == CHUNK:
+                store.collection.insert_many(chunk)
+                documents += len(chunk)
+                chunk = []
+                if documents % 5_000 == 0:
+                    log.info("  %d documents stored", documents)
+        if chunk:
+            store.collection.insert_many(chunk)
+            documents += len(chunk)
+        log.info("built %s: %d documents, %d tweets in %.0f s", path, documents, tweets,
+                 time.perf_counter() - started)
+        return documents, tweets
+    finally:
+        store.close()
+
+
+def baseline_script(ref: str, folder: Path) -> Path:
+    """``report.py`` as it was at git ``ref``, written into ``folder``."""
+    source = subprocess.run(["git", "show", f"{ref}:report.py"], cwd=PROJECT, check=True,
+                            capture_output=True, text=True).stdout
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "report.py"
+    script.write_text(source, encoding="utf-8")
+    return script
+
+
+def run_plot(script: Path, store: Path, out: Path, workdir: Path,
+             profile_to: Path | None = None) -> float:
+    """Seconds of one ``report.py plot`` run as a subprocess (start-up included)."""
+    env = {k: v for k, v in os.environ.items() if k not in STORE_ENV}
+    env["PYTHONPATH"] = str(PROJECT)  # a baseline script imports config and storage from here
+    profile = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
+    command = [sys.executable, *profile, str(script), "plot", "--embedded-db-path", str(store),
+               "--out", str(out)]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True,
+                          check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{script} failed ({done.returncode}):\n{done.stderr}")
+    return seconds
+
+
+def top_functions(profile: Path, n: int) -> str:
+    buffer = io.StringIO()
+    stats = pstats.Stats(str(profile), stream=buffer)
+    stats.strip_dirs().sort_stats("tottime").print_stats(n)
+    stats.sort_stats("cumulative").print_stats(n)
+    return buffer.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=float, default=7.0)
+    parser.add_argument("--tweets", type=int, default=1_500_000,
+                        help="about how many tweets in all (default: 1,500,000)")
+    parser.add_argument("--texts", choices=("unique", "pooled"), default="unique",
+                        help="unique texts with a realistic vocabulary (default), or texts "
+                             f"drawn from {POOL_SIZE:,} synthetic tweets, like a replayed "
+                             "sample file")
+    parser.add_argument("--store", type=Path,
+                        help="the embedded store's folder (kept; reused when filled)")
+    parser.add_argument("--baseline", metavar="GIT_REF",
+                        help="also time report.py as it was at this commit, e.g. HEAD")
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs per version")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="print the N most expensive functions of each version")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    workdir = Path(tempfile.mkdtemp(prefix="report-week-"))
+    store = args.store or workdir / "db"
+    try:
+        documents, tweets = build_store(store, args.days, args.tweets, args.texts)
+        log.info("store %s: %s documents, %s tweets", store, f"{documents:,}", f"{tweets:,}")
+        time_versions(args, store, workdir, documents, tweets)
+    finally:
+        if args.store is None:  # a temporary store: a few hundred MB
+            shutil.rmtree(store, ignore_errors=True)
+    return 0
+
+
+def time_versions(args: argparse.Namespace, store: Path, workdir: Path, documents: int,
+                  tweets: int) -> None:
+    """Time ``report.py plot`` (and the baseline's) on ``store``; log the results."""
+
+    versions = {"current": PROJECT / "report.py"}
+    if args.baseline:
+        versions[f"baseline ({args.baseline})"] = baseline_script(args.baseline,
+                                                                   workdir / "baseline")
+    results: dict[str, list[float]] = {name: [] for name in versions}
+    outputs = {name: workdir / f"week-{number}.png" for number, name in enumerate(versions)}
+    for _ in range(args.repeat):  # alternate, so that both see the same machine load
+        for name, script in versions.items():
+            results[name].append(run_plot(script, store, outputs[name], workdir))
+            log.info("%s: %.1f s (load average %.2f)", name, results[name][-1],
+                     os.getloadavg()[0])
+    if args.profile:
+        for number, (name, script) in enumerate(versions.items()):
+            profile = workdir / f"week-{number}.prof"
+            run_plot(script, store, workdir / f"week-{number}-profiled.png", workdir, profile)
+            log.info("profile of %s (this process only; worker processes show as "
+                     "waiting):\n%s", name, top_functions(profile, args.profile))
+    for name, seconds in results.items():
+        log.info("report.py plot, %s documents, %s tweets, %s: median %.1f s of %s; wrote %s",
+                 f"{documents:,}", f"{tweets:,}", name, statistics.median(seconds),
+                 ", ".join(f"{s:.1f}" for s in seconds), outputs[name])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
