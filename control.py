@@ -356,7 +356,7 @@ class ControlClient:
         if not acks and not resends and self._sock is None:
             return {}
         try:
-            if self._sock is not None and _peer_closed(self._sock):
+            if self._sock is not None and peer_closed(self._sock):
                 self.close()  # the producer restarted: a write would vanish silently
             if self._sock is None:
                 self._connect()
@@ -425,8 +425,13 @@ class ControlClient:
         self._sock = self._reader = self._session = None
 
 
-def _peer_closed(sock: socket.socket) -> bool:
-    """True when the other end has closed ``sock`` and nothing is left to read."""
+def peer_closed(sock: socket.socket) -> bool:
+    """True when the other end has closed ``sock`` and nothing is left to read; never
+    waits, and leaves what there is to read in place.
+
+    Checked before writing to a connection whose other end may have gone (a
+    restarted producer, a consumer that left), where a write would be lost
+    without an error."""
     readable, _, _ = select.select([sock], [], [], 0)
     if not readable:
         return False

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import select
 import socket
 import threading
 import time
@@ -317,7 +316,7 @@ class TweetServer:
                 with self._cond:  # before the send: the job may ack as soon as it reads
                     self._highest_sent = max(self._highest_sent, spans[-1].last)
             try:
-                if peer_has_closed(conn):
+                if control.peer_closed(conn):
                     raise ConnectionResetError("consumer closed the connection")
                 for span in spans:
                     try:
@@ -359,22 +358,3 @@ def _listen(host: str, port: int, backlog: int) -> socket.socket:
         listener.close()
         raise
     return listener
-
-
-def peer_has_closed(sock: socket.socket) -> bool:
-    """True when the other end has closed ``sock``; never waits.
-
-    For the tweet consumer, which never writes: checked before each write, so
-    that nothing is written into a connection already closed, where it would
-    be lost without an error. Anything the consumer does send is read and
-    ignored.
-    """
-    readable, _, _ = select.select([sock], [], [], 0)
-    if not readable:
-        return False
-    try:
-        return sock.recv(4096, socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except OSError:  # reset
-        return True

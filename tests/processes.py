@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -12,7 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -80,6 +81,52 @@ class Clock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+
+class LogWaiter(logging.Handler):
+    """Records log messages and lets a test wait for one containing some text."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[tuple[int, str]] = []
+        self.timeout = timeout
+        self._cond = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self._cond:
+            self.messages.append((record.levelno, record.getMessage()))
+            self._cond.notify_all()
+
+    @property
+    def lines(self) -> list[str]:
+        with self._cond:
+            return [message for _, message in self.messages]
+
+    def count(self, text: str) -> int:
+        with self._cond:
+            return sum(text in message for _, message in self.messages)
+
+    def wait_for(self, text: str, times: int = 1) -> None:
+        with self._cond:
+            found = self._cond.wait_for(lambda: self.count(text) >= times, self.timeout)
+        assert found, f"no log line containing {text!r}: {self.messages}"
+
+
+@contextlib.contextmanager
+def capture_logs(*names: str) -> Iterator[LogWaiter]:
+    """A LogWaiter on the named loggers, at DEBUG, for the time of the block."""
+    waiter = LogWaiter()
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(waiter)
+        logger.setLevel(logging.DEBUG)
+    try:
+        yield waiter
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(waiter)
+            logger.setLevel(level)
 
 
 class Program:

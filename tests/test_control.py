@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import LogWaiter, capture_logs
 
 import control
 from journal import Journal
@@ -97,37 +98,10 @@ def producer(tmp_path: Path) -> Iterator[Producer]:
     running.close()
 
 
-class ControlLog(logging.Handler):
-    """Waits for the control port's log lines."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-        self.cond = threading.Condition()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with self.cond:
-            self.lines.append(record.getMessage())
-            self.cond.notify_all()
-
-    def wait_for(self, text: str, count: int = 1) -> None:
-        with self.cond:
-            assert self.cond.wait_for(
-                lambda: sum(text in line for line in self.lines) >= count, TIMEOUT), self.lines
-
-
 @pytest.fixture
-def control_log() -> Iterator[ControlLog]:
-    handler = ControlLog()
-    loggers = [logging.getLogger(name) for name in ("control", "utility")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-    yield handler
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+def control_log() -> Iterator[LogWaiter]:
+    with capture_logs("control", "utility") as waiter:
+        yield waiter
 
 
 def raw_session(port: int) -> tuple[socket.socket, Any, str]:
@@ -165,7 +139,7 @@ def test_the_job_acknowledges_and_the_producer_forgets(producer: Producer) -> No
     [b"auth\n"],
     [b"resend {src} 0\n"] * 50,
 ])
-def test_lines_without_the_secret_change_nothing(producer: Producer, control_log: ControlLog,
+def test_lines_without_the_secret_change_nothing(producer: Producer, control_log: LogWaiter,
                                                  lines: list[bytes]) -> None:
     producer.put(5)
     sock, reader, _ = raw_session(producer.port)
@@ -199,7 +173,7 @@ def test_a_job_with_another_secret_is_refused_and_told(producer: Producer,
 
 
 def test_a_line_replayed_on_another_connection_is_refused(producer: Producer,
-                                                          control_log: ControlLog) -> None:
+                                                          control_log: LogWaiter) -> None:
     """A recorded authenticated line is worthless elsewhere: the MAC covers both nonces."""
     producer.put(5)
     sock, reader, nonce = raw_session(producer.port)
@@ -224,7 +198,7 @@ def test_a_line_replayed_on_another_connection_is_refused(producer: Producer,
 
 
 def test_an_ack_beyond_what_was_sent_is_refused(producer: Producer,
-                                                control_log: ControlLog) -> None:
+                                                control_log: LogWaiter) -> None:
     producer.put(4)
     producer.server.put({"id": "unsent", "text": "not read by anyone yet"})
     job = control.ControlClient("127.0.0.1", producer.port, SECRET)
@@ -235,7 +209,7 @@ def test_an_ack_beyond_what_was_sent_is_refused(producer: Producer,
 
 
 def test_resends_are_answered_and_rate_limited(producer: Producer,
-                                               control_log: ControlLog) -> None:
+                                               control_log: LogWaiter) -> None:
     seqs = producer.put(5)
     job = control.ControlClient("127.0.0.1", producer.port, SECRET)
     src = producer.server.source
@@ -249,7 +223,7 @@ def test_resends_are_answered_and_rate_limited(producer: Producer,
         assert select.select([job._sock], [], [], TIMEOUT)[0], "no held answer"
         answers = job.send({}, {})
     assert answers[src] == (1, 6)  # it holds 1..5, the next seq is 6
-    assert sum("asked for the tweets from seq" in line for line in control_log.lines) == 1
+    assert control_log.count("asked for the tweets from seq") == 1
     job.close()
 
 
@@ -278,7 +252,7 @@ def test_the_client_notices_a_restarted_producer(tmp_path: Path) -> None:
         second.close()
 
 
-def test_the_connection_count_is_bounded(producer: Producer, control_log: ControlLog) -> None:
+def test_the_connection_count_is_bounded(producer: Producer, control_log: LogWaiter) -> None:
     idle = [socket.create_connection(("127.0.0.1", producer.port), timeout=TIMEOUT)
             for _ in range(control.ControlServer.MAX_CONNECTIONS + 3)]
     try:

@@ -12,6 +12,7 @@ import mongomock
 import pymongo.errors
 import pytest
 
+import config
 import scrape
 import storage
 import transform
@@ -185,6 +186,31 @@ def test_a_backlog_of_batches_never_skips_a_gap_the_producer_still_holds(store, 
     assert stored_texts(store) == [f"tweet {s}" for s in range(1, 7)]
     assert acks.calls[-1] == ({"p1": 6}, {})
     assert writer.delivery.skipped == 0
+
+
+def test_a_quarantine_that_cannot_be_written_does_not_unstore_the_batch(
+    store, durable, tmp_path, caplog
+) -> None:
+    (tmp_path / "quarantine-is-a-folder").mkdir()
+    acks = Acks()
+    writer = BatchWriter(durable, lambda: READING, acks=acks,
+                         quarantine=Quarantine(tmp_path / "quarantine-is-a-folder"))
+    bad = transform.Record("malformed", "", "not JSON", raw="oops")
+    with caplog.at_level(logging.WARNING):
+        writer.process(BATCH, FakeRdd([seq_record(1), bad]))
+    assert stored_texts(store) == ["tweet 1"]
+    assert acks.calls == [({"p1": 1}, {})]  # stored, so acknowledged
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("cannot keep its 1 malformed line(s)" in m for m in messages)
+    assert not any("not stored" in m or "not acknowledged" in m for m in messages)
+
+
+def test_store_errors_at_open_are_one_line(tmp_path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with pytest.raises(storage.StoreError) as err:
+        storage.open_store(config.Settings(embedded_db_path=blocked / "db"))
+    assert "\n" not in str(err.value) and str(blocked) in str(err.value)
 
 
 class FakeRdd:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from datetime import datetime
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +42,42 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
+def serve_folder(folder: Path) -> ThreadingHTTPServer:
+    """``folder`` over HTTP on 127.0.0.1 (WHO's file stand-in)."""
+    handler = functools.partial(QuietFiles, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+WHO_CSV = (
+    "\ufeffDate_reported,Country_code,Country,WHO_region,New_cases,Cumulative_cases,"
+    "New_deaths,Cumulative_deaths\r\n"
+    "2026-11-08,NA,Namibia,AFR,,172000,,4100\r\n"
+    "2026-11-15,NA,Namibia,AFR,12,172012,,4100\r\n"
+    "2026-11-08,DE,Germany,EUR,,38437860,,174979\r\n"
+    "2026-11-22,DE,Germany,EUR,100,38437960,,174980\r\n"
+)
+
+
 @pytest.mark.e2e
-def test_stream_and_spark_processes_store_the_sample_file(tmp_path, page) -> None:
+def test_stream_and_spark_processes_store_the_sample_file_with_whos_count(tmp_path) -> None:
+    """The card's two programs, as a user runs them, with --case-source who."""
+    (tmp_path / "who").mkdir()
+    (tmp_path / "who" / "daily.csv").write_text(WHO_CSV, encoding="utf-8")
+    who = serve_folder(tmp_path / "who")
+    who_url = f"http://127.0.0.1:{who.server_address[1]}/daily.csv"
     port, ack_port = free_port(), free_port()
     sent, content = expected_content(SAMPLE)
     source = producer(tmp_path, SAMPLE, port, ack_port, 0)
-    consumer = job(tmp_path, port, ack_port, page.url)
+    consumer = job(tmp_path, port, ack_port, "http://127.0.0.1:9/unused",
+                   "--embedded-db-path", str(tmp_path / "db"),
+                   "--case-source", "who", "--who-url", who_url)
     try:
         # the producer exits by itself once the job has acknowledged every tweet
         assert source.process.wait(120) == 0, source.log
@@ -52,6 +85,7 @@ def test_stream_and_spark_processes_store_the_sample_file(tmp_path, page) -> Non
     finally:
         source.kill()
         consumer.kill()
+        who.shutdown()
     assert "Traceback" not in consumer.log + source.log
     # Spark's own INFO chatter stays hidden (its lines are tagged "spark" by conf/log4j2)
     assert not re.search(r"^\S+ INFO\s+spark ", consumer.log, flags=re.M)
@@ -67,9 +101,10 @@ def test_stream_and_spark_processes_store_the_sample_file(tmp_path, page) -> Non
         assert set(doc) == {"_id", "content", "timestamp", "total_case_count",
                             "case_count_as_of", "case_count_source", "delivery"}
         assert isinstance(doc["timestamp"], datetime)
-        assert doc["total_case_count"] == 704_753_890
-        assert doc["case_count_source"] == "worldometers"
-        assert doc["case_count_as_of"] == datetime(2024, 4, 13)  # naive UTC from MontyDB
+        # each country's latest Cumulative_cases, summed, as of the file's latest date
+        assert doc["total_case_count"] == 172_012 + 38_437_960
+        assert doc["case_count_source"] == "who"
+        assert doc["case_count_as_of"] == datetime(2026, 11, 22)  # naive UTC from MontyDB
     # the producer numbered the tweets 1..sent; the last document accounts for all of them
     (mark,) = documents[-1]["delivery"]
     assert mark["last_seq"] == sent

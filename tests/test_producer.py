@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import tweepy
+from processes import LogWaiter, capture_logs
 from tweepy.client import Response
 
 import config
@@ -77,41 +78,10 @@ class Consumer:
         self.sock.close()
 
 
-class LogWaiter(logging.Handler):
-    """Records log messages and lets a test wait for one containing some text."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[tuple[int, str]] = []
-        self._cond = threading.Condition()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with self._cond:
-            self.messages.append((record.levelno, record.getMessage()))
-            self._cond.notify_all()
-
-    def count(self, text: str) -> int:
-        with self._cond:
-            return sum(text in message for _, message in self.messages)
-
-    def wait_for(self, text: str, times: int = 1) -> None:
-        with self._cond:
-            found = self._cond.wait_for(lambda: self.count(text) >= times, TIMEOUT)
-        assert found, f"no log line containing {text!r}: {self.messages}"
-
-
 @pytest.fixture
 def server_log() -> Iterator[LogWaiter]:
-    waiter = LogWaiter()
-    loggers = [logging.getLogger(name) for name in ("utility", "journal", "control")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(waiter)
-        logger.setLevel(logging.DEBUG)
-    yield waiter
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.removeHandler(waiter)
-        logger.setLevel(level)
+    with capture_logs("utility", "journal", "control") as waiter:
+        yield waiter
 
 
 @pytest.fixture
@@ -901,3 +871,27 @@ def test_cli_warns_when_the_socket_is_reachable_from_the_network(tmp_path: Path)
         proc.stderr.close()
     warnings = [line for line in seen if "WARNING" in line]
     assert len(warnings) == 1 and "reachable from the network" in warnings[0]
+
+
+def test_a_consumer_that_stops_reading_is_dropped_and_the_next_gets_its_tweets(
+    tmp_path: Path, server_log: LogWaiter, thread_errors: list[Any]
+) -> None:
+    server = TweetServer("127.0.0.1", 0, Journal(tmp_path / "journal"), ack_port=0,
+                         secret=SECRET)
+    server.SEND_TIMEOUT = 0.5
+    server.start()
+    try:
+        stalled = socket.create_connection(server.address, timeout=TIMEOUT)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+        big = [{"id": str(n), "text": "x" * 2000} for n in range(2000)]  # ~4 MB
+        for tweet in big:
+            assert server.put(tweet)
+        server_log.wait_for("consumer took nothing for 0.5 s: dropped")
+        stalled.close()
+        reader_sock = socket.create_connection(server.address, timeout=TIMEOUT)
+        with reader_sock, reader_sock.makefile("rb") as reader:
+            ids = [json.loads(reader.readline())["id"] for _ in big]
+        assert ids == [tweet["id"] for tweet in big]  # every one, to the next consumer
+    finally:
+        server.close()
+    assert thread_errors == []
