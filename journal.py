@@ -416,8 +416,13 @@ class Journal:
 
     # -- putting
 
-    def put(self, tweet: dict[str, Any]) -> bool:
+    def put(self, tweet: dict[str, Any], position: Any = None) -> bool:
         """Number ``tweet`` and queue it for the next commit; never waits for the disk.
+
+        ``position`` (JSON-encodable) is where the source stands after this
+        tweet (a replay's offset, Jetstream's time_us): it is written in the
+        same record, as ``pos``, so a restarted source can go on exactly after
+        the last tweet the journal holds (:meth:`tail`).
 
         Returns False (and counts it) when the journal is full or the disk is;
         what was put before stays. Raises TypeError or ValueError when the
@@ -430,8 +435,11 @@ class Journal:
                 self.refused_disk += 1
                 return False
             seq = self.next_seq
-            record = seal(json.dumps({"seq": seq, "src": self.source, **tweet},
-                                     ensure_ascii=True, separators=(",", ":")).encode("ascii"))
+            obj = {"seq": seq, "src": self.source, **tweet}
+            if position is not None:
+                obj["pos"] = position
+            record = seal(json.dumps(obj, ensure_ascii=True,
+                                     separators=(",", ":")).encode("ascii"))
             if self.bytes_on_disk + self._pending_bytes + len(record) > self.max_bytes:
                 self.refused_full += 1
                 warn = time.monotonic() - self._last_full_warning >= self.FULL_WARNING_SECONDS
@@ -579,6 +587,19 @@ class Journal:
                 if budget <= 0:
                     break
         return spans
+
+    def tail(self, count: int) -> list[dict[str, Any]]:
+        """The last ``count`` records on disk (acknowledged or not, while their segment
+        is kept), oldest first, as objects: what a restarted source had handed over."""
+        with self._cond:
+            last = self.committed
+            first = max(1, last - count + 1)
+        found = []
+        for record in records_of(self.spans(first, last, 1 << 62)):
+            obj = unseal(record)
+            if obj is not None:
+                found.append(json.loads(obj))
+        return found
 
     def first_held(self) -> int:
         """The oldest seq not acknowledged (``next_seq`` when none is held)."""

@@ -132,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.Event) -> int:
+    last = server.journal.tail(1)
     source = ReplaySource(settings.replay_file, settings.rate, settings.loop,
                           position_path=settings.journal_path / ReplaySource.POSITION_FILE,
-                          before_save=lambda: server.sync(SYNC_TIMEOUT))
+                          before_save=lambda: server.sync(SYNC_TIMEOUT),
+                          resume_at=last[0].get("pos") if last else None)
     try:
         emitted = source.run(server.put, stop)
     except OSError as err:
@@ -161,6 +163,7 @@ def _run_bluesky(
         cursor_path=settings.journal_path / BlueskySource.CURSOR_FILE,
         stale_seconds=settings.stale_seconds,
         before_cursor_save=lambda: server.sync(SYNC_TIMEOUT),
+        journaled=server.journal.tail(BlueskySource.RECENT_POSTS),
     )
     error = _run_live(source.run, lambda: f"{source.status()}; {_server_status(server)}",
                       stop, "bluesky")

@@ -178,13 +178,14 @@ class TweetServer:
 
     # -- producer side
 
-    def put(self, tweet: dict[str, Any]) -> bool:
+    def put(self, tweet: dict[str, Any], position: Any = None) -> bool:
         """Accept one tweet for the consumer; never waits for the disk. Thread-safe.
 
+        ``position``: where the source stands after it (:meth:`journal.Journal.put`).
         Returns False when the journal refuses it (full, or the disk is); see
         :attr:`dropped`. Raises TypeError or ValueError if it cannot be encoded.
         """
-        return self.journal.put(tweet)
+        return self.journal.put(tweet, position)
 
     def sync(self, timeout: float | None = None) -> None:
         """Wait until every tweet put so far is on disk (accepted). A source that can

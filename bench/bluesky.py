@@ -102,7 +102,7 @@ def measure(frames: list[str], seconds: float) -> tuple[float, int]:
     ``seconds`` of CPU), and the wire lines made per pass."""
     lines: list[bytes] = []
 
-    def emit(tweet: dict[str, Any]) -> bool:
+    def emit(tweet: dict[str, Any], position: Any = None) -> bool:
         lines.append(transform.encode_tweet(tweet))
         return True
 

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 Tweet = dict[str, Any]
-#: What a source hands each tweet to; True if it was accepted, False if refused.
-Emit = Callable[[Tweet], bool]
+#: What a source hands each tweet to, with where the source stands after it (a
+#: position it can resume from, or None); True if it was accepted, False if refused.
+Emit = Callable[[Tweet, Any], bool]
 
 
 def tweet_or_reason(obj: Any) -> tuple[Tweet | None, str]:

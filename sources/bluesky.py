@@ -287,11 +287,16 @@ class BlueskySource:
         cursor_path: Path | None = None,
         stale_seconds: float = 60.0,
         before_cursor_save: Callable[[], None] | None = None,
+        journaled: Iterable[dict[str, Any]] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``emit`` gets each matching post as a wire tweet. ``before_cursor_save``
-        runs before the cursor file is written: stream.py makes the journal
-        durable there, so the cursor never runs ahead of what was kept."""
+        """``emit`` gets each matching post as a wire tweet, with its event's time_us
+        (the journal keeps it in the post's record). ``before_cursor_save`` runs
+        before the cursor file is written: stream.py makes the journal durable
+        there, so the cursor never runs ahead of what was kept. ``journaled``:
+        the journal's last records (stream.py passes them at start), so that a
+        restart resumes after the last post kept, and drops the ones a rewind
+        brings again, even those kept after the cursor file was last written."""
         if not urls:
             raise ValueError("at least one Jetstream URL is needed")
         self.urls = tuple(urls)
@@ -328,6 +333,7 @@ class BlueskySource:
         self._attempt = 0
         self._rng = random.Random()
         self._load_cursor()
+        self._remember(journaled)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} url={self.url!r} matched={self.matched}>"
@@ -436,7 +442,7 @@ class BlueskySource:
         if uri in self._recent:
             self.repeats += 1  # a rewind brought it again
             return
-        if not self._emit(wire_tweet(post)):
+        if not self._emit(wire_tweet(post), time_us):
             self.refused += 1  # counted and logged by the server; a rewind may bring it back
             return
         self.matched += 1
@@ -479,6 +485,15 @@ class BlueskySource:
         if self._last_time_us is None:
             return None
         return max(1, self._last_time_us - int(self.REWIND_SECONDS * 1_000_000))
+
+    def _remember(self, records: Iterable[dict[str, Any]]) -> None:
+        """Posts the journal already holds: not to be emitted again."""
+        for record in records:
+            uri, at = record.get("id"), record.get("pos")
+            if isinstance(uri, str) and uri.startswith("at://") and type(at) is int:
+                self._recent[uri] = at
+                if self._last_time_us is None or at > self._last_time_us:
+                    self._last_time_us = at
 
     def _load_cursor(self) -> None:
         if self.cursor_path is None or not self.cursor_path.exists():

@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -30,13 +30,16 @@ class ReplaySource:
     replayed until stopped; on pass N >= 2 every id gets the suffix ``~N`` so
     that downstream deduplication by id keeps the looped tweets.
 
-    With ``position_path`` the source remembers how far it got (the pass and
-    the byte offset, at most every SAVE_SECONDS, after ``before_save``, which
-    stream.py uses to make the journal durable first): a replay stopped or
-    killed in the middle of the file goes on from there at the next start,
-    instead of from the top. A replay that had reached the end emits nothing
-    more (a restart after it must not send the file twice): delete the
-    position file to replay the file again.
+    With ``position_path`` the source remembers which file it replays and how
+    far it got (the pass and the byte offset, at most every SAVE_SECONDS, after
+    ``before_save``, which stream.py uses to make the journal durable first);
+    each tweet is also handed to ``emit`` with the position after it, which
+    the journal keeps in the tweet's own record. A replay stopped or killed in
+    the middle of the file goes on at the next start exactly after the last
+    tweet the journal holds (``resume_at``, from its records) or, if that is
+    older, where the position file says; never from the top again. A replay
+    that had reached the end emits nothing more (a restart after it must not
+    send the file twice): delete the position file to replay the file again.
 
     After :meth:`run`, :attr:`emitted` and :attr:`skipped` (bad lines, every
     pass counted) say what happened.
@@ -50,7 +53,8 @@ class ReplaySource:
 
     def __init__(self, path: Path, rate: float, loop: bool, *,
                  position_path: Path | None = None,
-                 before_save: Callable[[], None] | None = None) -> None:
+                 before_save: Callable[[], None] | None = None,
+                 resume_at: Sequence[int] | None = None) -> None:
         if rate < 0 or not math.isfinite(rate):
             raise ValueError("rate must be a finite number >= 0")
         self.path = Path(path)
@@ -60,6 +64,7 @@ class ReplaySource:
         self._checkpoint = (None if position_path is None else
                             Checkpoint(position_path, "replay position", every=self.SAVE_SECONDS,
                                        before=before_save))
+        self._resume_at = tuple(resume_at) if resume_at is not None else None
         self.emitted = 0
         self.skipped = 0
         self._position = (1, 0, 0)  # (pass, byte offset of the next line, lines before it)
@@ -75,6 +80,9 @@ class ReplaySource:
         schedule = _Schedule(self.rate, self.MAX_LAG_SECONDS)
         pass_number, offset, line = self._load_position()
         finished = pass_number == 0
+        if not finished:
+            self._position = (pass_number, offset, line)
+            self._save_position(force=True)  # the file's identity, before the first tweet
         while not stop.is_set() and not finished:
             emitted_before = self.emitted
             with self.path.open("rb") as handle:
@@ -82,7 +90,7 @@ class ReplaySource:
                 for tweet, position in self._tweets(handle, pass_number, offset, line):
                     if not schedule.wait_turn(stop):
                         break
-                    emit(tweet)
+                    emit(tweet, [pass_number, *position])
                     self.emitted += 1
                     self._position = (pass_number, *position)
                     self._save_position()
@@ -149,6 +157,10 @@ class ReplaySource:
             log.warning("%s was replayed to its end by an earlier run: nothing more to send "
                         "(delete %s to replay it again)", self.path, self.position_path)
             return 0, 0, 0
+        journaled = self._resume_at
+        if (journaled is not None and len(journaled) == 3
+                and all(type(n) is int and n >= 0 for n in journaled)):
+            position = max(position, (journaled[0], journaled[1], journaled[2]))
         log.info("resuming the replay of %s where it stopped: pass %d, line %d", self.path,
                  position[0], position[2] + 1)
         self._saved = position

@@ -223,7 +223,7 @@ class TwitterSource(tweepy.StreamingClient):
         self.read += 1
         if self.daily_cap is not None and self.daily_cap.count():
             self.disconnect()  # tweepy stops after this message
-        self._emit(tweet)
+        self._emit(tweet, None)  # the filtered stream has no position to resume from
         self.received += 1
 
     def on_connection_error(self) -> None:

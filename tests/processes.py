@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -136,6 +137,7 @@ class Program:
                  preexec_fn: Callable[[], None] | None = None) -> None:
         self.args = args
         self.lines: list[str] = []
+        self.started = time.monotonic()
         self._changed = threading.Condition()
         self.process = subprocess.Popen(
             [sys.executable, *args], cwd=cwd, env=clean_env(),

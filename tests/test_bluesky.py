@@ -237,7 +237,7 @@ class Collector:
         self.accept = accept
         self._cond = threading.Condition()
 
-    def __call__(self, tweet: dict[str, Any]) -> bool:
+    def __call__(self, tweet: dict[str, Any], position: Any = None) -> bool:
         with self._cond:
             if self.accept:
                 self.tweets.append(tweet)
@@ -485,3 +485,16 @@ def test_status_line_names_every_figure() -> None:
 
 def test_module_docstring_is_the_usage() -> None:
     assert bluesky.__doc__ and "wantedCollections=app.bsky.feed.post" in bluesky.__doc__
+
+
+def test_a_restart_goes_on_after_the_posts_the_journal_holds(
+    jetstream: JetstreamStandIn, tmp_path: Path, start: Any
+) -> None:
+    """Killed between two cursor files: the journal's own records (each post with its
+    time_us) say where to resume, and which posts a rewind brings again."""
+    jetstream.publish(*covid_posts(6))  # published before the restart
+    kept = [{"id": uri(f"k{n}"), "pos": T0_US + n * 1_000_000} for n in range(4)]
+    emitted = Collector()
+    start([jetstream.url], emitted, cursor_path=tmp_path / "cursor.json", journaled=kept)
+    assert emitted.wait_for(2) == [uri("k4"), uri("k5")]  # nothing the journal holds
+    assert jetstream.cursors() == [T0_US + 3_000_000 - 5_000_000]

@@ -51,8 +51,9 @@ SECRET = b"test-control-secret-0123456789"
 
 
 def without_delivery(obj: dict[str, Any]) -> dict[str, Any]:
-    """A wire object less the producer's delivery fields (seq, src) and its checksum."""
-    return {k: v for k, v in obj.items() if k not in ("seq", "src", "crc")}
+    """A wire object less the producer's delivery fields (seq, src, the source's
+    position) and its checksum."""
+    return {k: v for k, v in obj.items() if k not in ("seq", "src", "pos", "crc")}
 
 
 class Consumer:
@@ -107,6 +108,15 @@ def server(tmp_path: Path) -> Iterator[TweetServer]:
     srv = make_server(tmp_path / "journal")
     yield srv
     srv.close()
+
+
+def collect(into: list[dict[str, Any]]) -> Any:
+    """A source's emit that keeps the tweets in ``into``."""
+    def emit(tweet: dict[str, Any], position: Any = None) -> bool:
+        into.append(tweet)
+        return True
+
+    return emit
 
 
 def tweets(start: int, stop: int) -> list[dict[str, Any]]:
@@ -305,7 +315,7 @@ def run_replay(source: ReplaySource, stop_after: int | None = None) -> list[dict
     emitted: list[dict[str, Any]] = []
     stop = threading.Event()
 
-    def emit(tweet: dict[str, Any]) -> None:
+    def emit(tweet: dict[str, Any], position: Any = None) -> None:
         emitted.append(tweet)
         if stop_after is not None and len(emitted) >= stop_after:
             stop.set()
@@ -413,7 +423,7 @@ def test_stop_interrupts_a_slow_replay_promptly(tmp_path: Path) -> None:
     stop, first = threading.Event(), threading.Event()
     result: list[int] = []
 
-    def emit(tweet: dict[str, Any]) -> None:
+    def emit(tweet: dict[str, Any], position: Any = None) -> None:
         first.set()
 
     thread = threading.Thread(target=lambda: result.append(source.run(emit, stop)), daemon=True)
@@ -424,6 +434,43 @@ def test_stop_interrupts_a_slow_replay_promptly(tmp_path: Path) -> None:
     thread.join(TIMEOUT)
     assert time.monotonic() - started < 1.0
     assert result == [1]
+
+
+def test_a_killed_replay_goes_on_exactly_after_what_the_journal_holds(tmp_path: Path) -> None:
+    """The position file is written at most once a second; the journal's records
+    carry each tweet's position, so a restart neither skips nor repeats a line."""
+    path = tmp_path / "t.jsonl"
+    write_lines(path, [json.dumps({"id": str(n), "text": f"tweet {n}"}) for n in range(100)])
+    position_file = tmp_path / "position.json"
+    journal = Journal(tmp_path / "journal")
+    first = ReplaySource(path, rate=0, loop=False, position_path=position_file)
+    first.SAVE_SECONDS = 3600  # as if killed before the next save
+    stop = threading.Event()
+
+    def put(tweet: dict[str, Any], position: Any = None) -> bool:
+        if tweet["id"] == "40":
+            stop.set()  # the kill: after tweet 40 is in the journal
+        return journal.put(tweet, position)
+
+    save = first._save_position
+    saves: list[dict[str, Any]] = []
+
+    def first_save_only(**kwargs: Any) -> None:  # the one before the first tweet, then none
+        saves.append(kwargs)
+        if len(saves) == 1:
+            save(**kwargs)
+
+    first._save_position = first_save_only  # type: ignore[method-assign]
+    first.run(put, stop)
+    assert journal.wait_committed(timeout=TIMEOUT)
+    last = journal.tail(1)[0]
+    journal.close()
+    assert last["id"] == "40" and json.loads(position_file.read_text())["offset"] == 0
+    emitted: list[dict[str, Any]] = []
+    again = ReplaySource(path, rate=0, loop=False, position_path=position_file,
+                         resume_at=last["pos"])
+    again.run(collect(emitted), threading.Event())
+    assert [tweet["id"] for tweet in emitted] == [str(n) for n in range(41, 100)]
 
 
 def test_replay_of_a_missing_file_raises_oserror(tmp_path: Path) -> None:
@@ -440,7 +487,7 @@ def test_recorded_stream_payloads_become_tweets(caplog: pytest.LogCaptureFixture
     raw_lines = FIXTURE.read_bytes().splitlines()
     expected = [json.loads(line)["data"] for line in raw_lines if b'"data"' in line]
     emitted: list[dict[str, Any]] = []
-    source = TwitterSource(TOKEN, emitted.append)
+    source = TwitterSource(TOKEN, collect(emitted))
     caplog.set_level(logging.WARNING, logger="sources.twitter")
     for raw in raw_lines:
         source.on_data(raw)
@@ -471,7 +518,7 @@ def test_the_daily_cap_counts_posts_read_per_utc_day_across_restarts(tmp_path: P
 def test_at_the_cap_the_stream_disconnects_and_the_status_says_so(tmp_path: Path) -> None:
     emitted: list[dict[str, Any]] = []
     cap = DailyCap(2, tmp_path / DailyCap.FILE)
-    source = TwitterSource(TOKEN, emitted.append, daily_cap=cap)
+    source = TwitterSource(TOKEN, collect(emitted), daily_cap=cap)
     source.running = True  # as while tweepy streams
     source.on_data(json.dumps({"data": {"id": "1", "text": "a"}}))
     assert source.running
@@ -520,7 +567,7 @@ class FakeRulesApi:
 def source_with_rules(
     monkeypatch: pytest.MonkeyPatch, rules: list[tweepy.StreamRule] | None
 ) -> tuple[TwitterSource, FakeRulesApi]:
-    source = TwitterSource(TOKEN, lambda tweet: None)
+    source = TwitterSource(TOKEN, lambda tweet, position: True)
     fake = FakeRulesApi(rules)
     for name in ("get_rules", "add_rules", "delete_rules"):
         monkeypatch.setattr(source, name, getattr(fake, name))
@@ -560,7 +607,7 @@ def test_sync_rules_up_to_date_changes_nothing(
 
 
 def test_tweepy_is_configured_not_rewritten() -> None:
-    source = TwitterSource(TOKEN, lambda tweet: None)
+    source = TwitterSource(TOKEN, lambda tweet, position: True)
     assert source.max_retries == TwitterSource.MAX_RETRIES
     assert source.wait_on_rate_limit is TwitterSource.WAIT_ON_RATE_LIMIT
     assert "_connect" not in TwitterSource.__dict__
@@ -570,7 +617,7 @@ def test_tweepy_is_configured_not_rewritten() -> None:
 def test_auth_errors_stop_the_stream_with_a_clear_message(
     status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    source = TwitterSource(TOKEN, lambda tweet: None)
+    source = TwitterSource(TOKEN, lambda tweet, position: True)
     source.running = True
     source.on_request_error(status)
     assert source.running is False
@@ -581,7 +628,7 @@ def test_auth_errors_stop_the_stream_with_a_clear_message(
 
 
 def test_other_http_errors_leave_reconnecting_to_tweepy() -> None:
-    source = TwitterSource(TOKEN, lambda tweet: None)
+    source = TwitterSource(TOKEN, lambda tweet, position: True)
     source.running = True
     source.on_request_error(503)
     source.on_request_error(429)
@@ -591,7 +638,7 @@ def test_other_http_errors_leave_reconnecting_to_tweepy() -> None:
 
 def test_the_bearer_token_never_reaches_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    source = TwitterSource(TOKEN, lambda tweet: None)
+    source = TwitterSource(TOKEN, lambda tweet, position: True)
     source.on_request_error(401)
     source.on_request_error(500)
     source.on_connection_error()
