@@ -4,7 +4,8 @@ Usage: stream.py [--source {bluesky,twitter,replay}] [--jetstream-url URL ...]
                  [--keywords WORDS] [--stale-seconds SECONDS] [--max-posts N]
                  [--replay-file PATH] [--rate N] [--loop] [--rules RULES]
                  [--host HOST] [--port PORT] [--ack-port PORT]
-                 [--buffer-size N] [--journal-path PATH]
+                 [--journal-max-bytes SIZE] [--journal-path PATH]
+                 [--control-secret-file PATH]
 
 Run this first, then spark_streaming.py in a second terminal: Spark's socket
 receiver connects to HOST:PORT (default 127.0.0.1:5555) and reads the posts in

@@ -2,11 +2,11 @@
 
 Run by bench/run.py as its own process (so its memory and CPU are its own):
 
-    python -m bench.producer --port P --ack-port A --journal DIR [--buffer-size N]
+    python -m bench.producer --port P --ack-port A --journal DIR [--journal-max-bytes N]
 
 It is stream.py with a synthetic source: the same ``TweetServer`` with the
-same journal and acknowledgements (a tweet is held, in memory and in the
-journal, until the job says it is stored) and the same default buffer size.
+same journal and acknowledgements (a tweet is held in the journal until the
+job says it is stored) and the same default JOURNAL_MAX_BYTES.
 It serves the socket at once and reads commands on stdin, one per line:
 
     rate N     offer N tweets/s from now on (N = 0: pause)
@@ -15,7 +15,7 @@ It serves the socket at once and reads commands on stdin, one per line:
 
 Every 0.25 s it prints one JSON line on stdout: ``{"t": epoch seconds,
 "source": the server's source id, "offered": tweets made, "refused": tweets
-the server would not take (buffer full), "sent": server.sent, "pending":
+the server would not take (journal full), "sent": server.sent, "pending":
 server.pending (held), "acked": server.acked, ...}``.
 Each tweet carries its send time in its text (bench.tweets), taken when it is
 handed to :meth:`TweetServer.put`.
