@@ -39,7 +39,8 @@ class ReplaySource:
     tweet the journal holds (``resume_at``, from its records) or, if that is
     older, where the position file says; never from the top again. A replay
     that had reached the end emits nothing more (a restart after it must not
-    send the file twice): delete the position file to replay the file again.
+    send the file twice): delete the position file to replay the file again;
+    with ``loop`` it goes on with the next pass.
 
     After :meth:`run`, :attr:`emitted` and :attr:`skipped` (bad lines, every
     pass counted) say what happened.
@@ -153,10 +154,16 @@ class ReplaySource:
             return top
         if not same or position[0] < 1 or min(position) < 0:
             return top
-        if finished:
+        if finished and not self.loop:
             log.warning("%s was replayed to its end by an earlier run: nothing more to send "
                         "(delete %s to replay it again)", self.path, self.position_path)
+            self._position = self._saved = position  # kept as it is, finished
             return 0, 0, 0
+        if finished:  # --loop: the next pass (its ids get their own suffix)
+            log.info("%s was replayed to its end by an earlier run: looping from pass %d",
+                     self.path, position[0])
+            self._saved = position
+            return position
         journaled = self._resume_at
         if (journaled is not None and len(journaled) == 3
                 and all(type(n) is int and n >= 0 for n in journaled)):

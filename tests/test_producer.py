@@ -942,3 +942,28 @@ def test_a_consumer_that_stops_reading_is_dropped_and_the_next_gets_its_tweets(
     finally:
         server.close()
     assert thread_errors == []
+
+
+def test_a_finished_replay_is_not_sent_twice_but_a_loop_goes_on(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "t.jsonl",
+                       [json.dumps({"id": str(n), "text": f"tweet {n}"}) for n in range(3)])
+    position = tmp_path / "position.json"
+    first: list[dict[str, Any]] = []
+    ReplaySource(path, 0, False, position_path=position).run(collect(first),
+                                                             threading.Event())
+    assert [t["id"] for t in first] == ["0", "1", "2"]
+    again: list[dict[str, Any]] = []
+    ReplaySource(path, 0, False, position_path=position).run(collect(again),
+                                                             threading.Event())
+    assert again == []  # a restart after the end sends nothing twice
+    looped: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def emit(tweet: dict[str, Any], position: Any = None) -> bool:
+        looped.append(tweet)
+        if len(looped) == 4:
+            stop.set()
+        return True
+
+    ReplaySource(path, 0, True, position_path=position).run(emit, stop)
+    assert [t["id"] for t in looped] == ["0~2", "1~2", "2~2", "0~3"]  # the next passes
