@@ -17,9 +17,10 @@ programs hold and no other process can read:
   direction and its number on the connection, so a line cannot be forged,
   replayed on another connection, or reordered;
 * the producer answers each ``resend`` with ``held SRC FIRST NEXT``: the
-  oldest seq it still holds and the next one it will give. What it no longer
-  holds was acknowledged (or lost with its journal): only then may the job
-  skip a gap (:class:`Delivery`).
+  first seq from the one asked for that it still holds, and the next one it
+  will give. What lies before FIRST was acknowledged (or lost with its
+  journal, or to a damaged record): only then may the job skip a gap
+  (:class:`Delivery`).
 
 A line that fails any check is logged once and the connection closed; it
 never changes anything. Then, on the producer's side, an ``ack`` above the
@@ -42,6 +43,7 @@ import select
 import socket
 import stat
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,12 +191,19 @@ class _LineReader:
         self.sock = sock
         self._buffer = b""
 
-    def readline(self) -> bytes | None:
+    def readline(self, deadline: float | None = None) -> bytes | None:
         """The next line, None at end of stream; ProtocolError if it is too long.
-        Raises TimeoutError (OSError) per the socket's timeout."""
+        Raises TimeoutError (OSError) per the socket's timeout, or when the line is
+        not whole by ``deadline`` (a ``time.monotonic()`` value), however slowly
+        its bytes trickle in."""
         while b"\n" not in self._buffer:
             if len(self._buffer) > MAX_LINE:
                 raise ProtocolError("a line too long for the control channel")
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("no whole line in time")
+                self.sock.settimeout(left)
             chunk = self.sock.recv(4096)
             if not chunk:
                 return None
@@ -239,6 +248,7 @@ class ControlServer:
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
+        self._unproven: dict[socket.socket, float] = {}  # not authenticated yet: since when
         self._threads: set[threading.Thread] = set()
         self._thread = threading.Thread(target=self._accept, name="control-listener",
                                         daemon=True)
@@ -257,7 +267,15 @@ class ControlServer:
                 continue
             with self._lock:
                 self._threads = {t for t in self._threads if t.is_alive()}
-                if len(self._threads) >= self.MAX_CONNECTIONS or self._closing.is_set():
+                if len(self._threads) >= self.MAX_CONNECTIONS and self._unproven:
+                    # full: the connection waiting longest to authenticate makes room, so
+                    # that silent connections cannot keep the job out
+                    oldest = min(self._unproven, key=self._unproven.__getitem__)
+                    with contextlib.suppress(OSError):
+                        oldest.shutdown(socket.SHUT_RDWR)
+                    del self._unproven[oldest]
+                if (len(self._threads) >= self.MAX_CONNECTIONS + 1
+                        or self._closing.is_set()):
                     conn.close()
                     self.rejected += 1
                     continue
@@ -265,6 +283,7 @@ class ControlServer:
                                           name="control-conn", daemon=True)
                 self._threads.add(thread)
                 self._connections.add(conn)
+                self._unproven[conn] = time.monotonic()
             thread.start()
 
     def _serve(self, conn: socket.socket, peer: tuple[str, int]) -> None:
@@ -285,13 +304,15 @@ class ControlServer:
         finally:
             with self._lock:
                 self._connections.discard(conn)
+                self._unproven.pop(conn, None)
 
     def _handle(self, conn: socket.socket) -> None:
         conn.settimeout(HANDSHAKE_TIMEOUT)
+        deadline = time.monotonic() + HANDSHAKE_TIMEOUT  # for the whole handshake
         reader = _LineReader(conn)
         producer_nonce = secrets.token_hex(16)
         conn.sendall(f"hello {producer_nonce}\n".encode("ascii"))
-        line = reader.readline()
+        line = reader.readline(deadline)
         if line is None:
             return
         words = _words(line)
@@ -305,6 +326,8 @@ class ControlServer:
         session = _Session(self.secret, producer_nonce, job_nonce)
         conn.sendall(f"ok {_mac(self.secret, 'ok', producer_nonce, job_nonce)}\n"
                      .encode("ascii"))
+        with self._lock:
+            self._unproven.pop(conn, None)  # a holder of the secret: it keeps its place
         conn.settimeout(self.IDLE_TIMEOUT)
         while not self._closing.is_set():
             line = reader.readline()

@@ -50,6 +50,9 @@ SEAL_BYTES = len(_CRC_OPEN) + 8 + len(_CRC_CLOSE)
 #: errors that mean "no room on the disk" (ENOSPC), a quota, or a file size limit
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+#: a record's own members: a tweet's fields of the same names (a replayed capture of
+#: another producer's output has them) are dropped, never taken for the journal's
+RESERVED = frozenset({"seq", "src", "pos", "crc"})
 
 
 # --- records: pure --------------------------------------------------------------
@@ -117,7 +120,7 @@ def scan(data: bytes) -> Scan:
 def write_atomically(path: Path, text: str, mode: int = PRIVATE_FILE) -> None:
     """Write ``path`` whole or not at all: a crash or a full disk leaves the old
     content or the new, never a mix. Raises OSError (the old content stays)."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -337,10 +340,10 @@ class Journal:
             self._lock_file.close()
             raise OSError(f"journal {self.path} is in use by another stream.py") from None
         self.source = self._read_source_id()
-        acked_file = self.path / self.ACKED
-        self.acked = int(acked_file.read_text()) if acked_file.exists() else 0
+        self.acked = self._read_acked()
         self._segments: list[_Segment] = []
         self._disk_bytes = 0
+        self._acked_bytes = 0  # bytes of acknowledged records still in the segments
         self.damaged = 0  # records lost to damage found at open
         last = self._open_segments()
         #: the highest seq on disk
@@ -353,7 +356,9 @@ class Journal:
         self.disk_error: str | None = None  # why commits fail now (None: they work)
         self._pending: list[bytes] = []  # records put, not committed yet, in seq order
         self._pending_bytes = 0
+        self._in_flight = 0  # records the committer is writing now
         self._cond = threading.Condition()  # guards everything that changes after open
+        self._ack_lock = threading.Lock()
         self._closing = False
         self._last_full_warning = -math.inf
         self._append_fd: int | None = None
@@ -373,6 +378,19 @@ class Journal:
         if not source or not source.isalnum():
             raise OSError(f"journal {self.path}: {id_file.name} holds no producer id")
         return source
+
+    def _read_acked(self) -> int:
+        """The highest seq acknowledged; 0 (send everything again: the job drops what
+        it has) when the file is missing or unreadable."""
+        try:
+            text = (self.path / self.ACKED).read_text().strip()
+        except FileNotFoundError:
+            return 0
+        if not text.isdigit():
+            log.warning("journal %s: %s holds %.40r, not a seq: every tweet kept is sent "
+                        "again (the job drops those it has)", self.path, self.ACKED, text)
+            return 0
+        return int(text)
 
     def _open_segments(self) -> int:
         """Read every segment back; the highest seq found (0 if none)."""
@@ -435,12 +453,13 @@ class Journal:
                 self.refused_disk += 1
                 return False
             seq = self.next_seq
-            obj = {"seq": seq, "src": self.source, **tweet}
+            obj: dict[str, Any] = {"seq": seq, "src": self.source}
+            obj.update((key, value) for key, value in tweet.items() if key not in RESERVED)
             if position is not None:
                 obj["pos"] = position
             record = seal(json.dumps(obj, ensure_ascii=True,
                                      separators=(",", ":")).encode("ascii"))
-            if self.bytes_on_disk + self._pending_bytes + len(record) > self.max_bytes:
+            if self.bytes_held + len(record) > self.max_bytes:
                 self.refused_full += 1
                 warn = time.monotonic() - self._last_full_warning >= self.FULL_WARNING_SECONDS
                 if warn:
@@ -455,7 +474,7 @@ class Journal:
         if warn:
             log.warning("journal %s is full (%s of JOURNAL_MAX_BYTES %s held until the job "
                         "stores them): refusing new tweets; %d refused so far", self.path,
-                        _size(self.bytes_on_disk), _size(self.max_bytes), self.refused_full)
+                        _size(self.bytes_held), _size(self.max_bytes), self.refused_full)
         return False
 
     def wait_committed(self, seq: int | None = None, timeout: float | None = None) -> bool:
@@ -477,52 +496,68 @@ class Journal:
                 if not self._pending:
                     return  # closing, and nothing left to write
                 batch, self._pending = self._pending, []
+                self._in_flight = len(batch)
                 first = self.committed + 1
-            size = sum(map(len, batch))
-            error = self._write(first, batch)
+            written, error = self._write(first, batch)
             with self._cond:
-                if error is None:
-                    # the batch moves from the queue to the disk in one step (for put's bound)
+                if written:
+                    # what is on disk moves from the queue to the disk in one step (put's bound)
+                    size = sum(map(len, batch[:written]))
                     self._pending_bytes -= size
                     self._disk_bytes += size
-                    self.committed = first + len(batch) - 1
+                    self.committed = first + written - 1
+                if error is None:
                     self._recovered()
                 else:
-                    self._pending[:0] = batch  # kept, in order, for the next try
+                    self._pending[:0] = batch[written:]  # kept, in order, for the next try
                     self._failed(error)
+                self._in_flight = 0
                 self._cond.notify_all()
-                if error is not None:
-                    if self._closing:
-                        return
+                if error is not None and not self._closing:
                     self._cond.wait(self.RETRY_SECONDS)
-                    continue
-            if self.on_commit is not None:
+            if written and self.on_commit is not None:
                 self.on_commit()
+            if error is not None and self._closing:
+                return
 
-    def _write(self, first: int, batch: list[bytes]) -> OSError | None:
-        """Append ``batch`` (seqs ``first``...) to the last segment and fsync; the
-        index grows only once it is on disk. On error the segment is cut back."""
-        segment = self._segments[-1] if self._segments else None
-        try:
-            if segment is None or segment.size >= self.segment_bytes:
-                segment = self._new_segment(first)
-            if self._append_fd is None:
-                self._append_fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND)
+    def _write(self, first: int, batch: list[bytes]) -> tuple[int, OSError | None]:
+        """Append ``batch`` (seqs ``first``...) to the segments, fsynced, starting a
+        new segment when the last is full (or holds only acknowledged records, so
+        that it can go); ``(records written, the error that stopped it)``. The index
+        grows only once a part is on disk; on error the segment is cut back."""
+        written = 0
+        while written < len(batch):
+            segment = self._segments[-1] if self._segments else None
             try:
-                _write_all(self._append_fd, b"".join(batch))
-                os.fdatasync(self._append_fd)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._append_fd, segment.size)
-                raise
-        except OSError as err:
-            return err
+                if segment is None or segment.size >= self.segment_bytes or (
+                        segment.size and segment.last <= self.acked):
+                    segment = self._new_segment(first + written)
+                room = self.segment_bytes - segment.size
+                take, size = 1, len(batch[written])  # at least one record a segment
+                while written + take < len(batch) and size + len(batch[written + take]) <= room:
+                    size += len(batch[written + take])
+                    take += 1
+                self._append(segment, first + written, batch[written:written + take])
+            except OSError as err:
+                return written, err
+            written += take
+        return written, None
+
+    def _append(self, segment: _Segment, first: int, records: list[bytes]) -> None:
+        if self._append_fd is None:
+            self._append_fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            _write_all(self._append_fd, b"".join(records))
+            os.fdatasync(self._append_fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._append_fd, segment.size)
+            raise
         offset = segment.size
-        for seq, record in enumerate(batch, start=first):
+        for seq, record in enumerate(records, start=first):
             segment.add(seq, offset, offset + len(record))
             offset += len(record)
         segment.size = offset
-        return None
 
     def _new_segment(self, first: int) -> _Segment:
         path = self.path / f"seg-{first:020d}.log"
@@ -617,32 +652,77 @@ class Journal:
         """Bytes of the segment files (acknowledged records in a live segment included)."""
         return self._disk_bytes
 
+    @property
+    def bytes_held(self) -> int:
+        """Bytes of the records not acknowledged, on disk or queued: what JOURNAL_MAX_BYTES
+        bounds."""
+        return self._disk_bytes - self._acked_bytes + self._pending_bytes
+
+    def next_present(self, seq: int) -> int:
+        """The first seq from ``seq`` on that the journal holds on disk (records lost to
+        damage are skipped); ``committed + 1`` when there is none."""
+        with self._cond:
+            for segment in self._segments:
+                if segment.last < seq:
+                    continue
+                for index in range(max(seq, segment.first) - segment.first,
+                                   len(segment.starts)):
+                    if segment.starts[index] >= 0:
+                        return segment.first + index
+            return self.committed + 1
+
     # -- acknowledgements
 
     def ack(self, seq: int) -> None:
         """Everything up to ``seq`` is stored: remember it (durably) and delete the
         segments that hold nothing else. Raises OSError if it cannot be recorded."""
-        with self._cond:
-            if seq <= self.acked:
-                return
-            seq = min(seq, self.committed)
-        write_atomically(self.path / self.ACKED, str(seq))
-        with self._cond:
-            self.acked = max(self.acked, seq)
-            self._drop_acked_segments()
-            self._cond.notify_all()
+        with self._ack_lock:  # one writer of the acked file at a time, in order
+            with self._cond:
+                if seq <= self.acked:
+                    return
+                seq = min(seq, self.committed)
+            write_atomically(self.path / self.ACKED, str(seq))
+            with self._cond:
+                self.acked = max(self.acked, seq)
+                self._drop_acked_segments()
+                self._cond.notify_all()
 
     def _drop_acked_segments(self) -> None:
-        """Delete every segment all of whose seqs are acknowledged, but the newest."""
-        while len(self._segments) > 1 and self._segments[0].last <= self.acked:
+        """Delete every segment all of whose seqs are acknowledged, but the newest one
+        that holds records (its last record tells a restarted source where it was)."""
+        keep = max((i for i, segment in enumerate(self._segments) if segment.size),
+                   default=len(self._segments) - 1)
+        while keep > 0 and self._segments[0].last <= self.acked:
             segment = self._segments.pop(0)
             self._disk_bytes -= segment.size
             segment.path.unlink(missing_ok=True)
+            keep -= 1
+        self._acked_bytes = self._count_acked_bytes()
+
+    def _count_acked_bytes(self) -> int:
+        """Bytes of acknowledged records in the segments kept."""
+        total = 0
+        for segment in self._segments:
+            if segment.last <= self.acked:
+                total += segment.size
+                continue
+            index = min(self.acked - segment.first, len(segment.starts) - 1)
+            while index >= 0 and segment.starts[index] < 0:
+                index -= 1
+            if index >= 0:
+                total += segment.ends[index]
+            break
+        return total
 
     # -- closing
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what was put (waiting at most ``timeout`` s), then release the journal."""
+        """Write what was put (waiting at most ``timeout`` s), then release the journal.
+
+        If the disk is so slow that a write is still under way after that, the
+        journal is left open and locked (the process is ending; its lock goes with
+        it) rather than closing files under the committer.
+        """
         with self._cond:
             if self._closing:
                 return
@@ -650,12 +730,17 @@ class Journal:
             self._cond.wait_for(lambda: not self._pending or self.disk_error is not None,
                                 timeout)
             self._closing = True
-            left = len(self._pending)
             self._cond.notify_all()
         self._committer.join(max(0.0, deadline - time.monotonic()) + self.RETRY_SECONDS)
+        with self._cond:
+            left = len(self._pending) + self._in_flight
         if left:
             log.error("journal %s: %d tweets put could not be written before closing",
                       self.path, left)
+        if self._committer.is_alive():
+            log.error("journal %s: a write is still under way; leaving the journal to it",
+                      self.path)
+            return
         if self._append_fd is not None:
             os.close(self._append_fd)
             self._append_fd = None

@@ -258,11 +258,15 @@ class TweetServer:
 
     def resend_from(self, seq: int) -> tuple[int, int]:
         """Send the held tweets from ``seq`` on again (the job saw a gap), at most
-        once per RESEND_MIN_SECONDS; ``(first seq held, next seq)`` for the answer."""
+        once per RESEND_MIN_SECONDS. The answer is ``(the first seq from ``seq`` on
+        that it holds, the next seq)``: the job skips what lies before the first
+        (acknowledged earlier, or lost to damage in the journal)."""
         with self._cond:
-            first = self.journal.first_held()
+            # the first seq from ``seq`` on that it still holds: one acknowledged, or lost
+            # to a damaged record, is gone
+            first = self.journal.next_present(max(seq, self.journal.first_held()))
             now = time.monotonic()
-            target = max(seq, first)
+            target = first
             if now - self._last_rewind >= self.RESEND_MIN_SECONDS and target < self._cursor:
                 self._last_rewind = now
                 self._cursor = target
@@ -333,7 +337,12 @@ class TweetServer:
                 if not self._closing.is_set():
                     log.info("consumer disconnected; holding tweets until one reconnects")
                 return
-            if not spans:
+            if not spans:  # every seq from the cursor on was lost to damage: step over
+                with self._cond:
+                    if self._rewinds == rewinds:
+                        self._cursor = max(self._cursor,
+                                           self.journal.next_present(first))
+                    self._cond.wait(self.IDLE_CHECK_SECONDS)
                 continue
             last = spans[-1].last
             with self._cond:

@@ -7,12 +7,13 @@ Each line is an X API v2 stream payload or a bare tweet object (see
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -55,7 +56,7 @@ class ReplaySource:
     def __init__(self, path: Path, rate: float, loop: bool, *,
                  position_path: Path | None = None,
                  before_save: Callable[[], None] | None = None,
-                 resume_at: Sequence[int] | None = None) -> None:
+                 resume_at: Any = None) -> None:
         if rate < 0 or not math.isfinite(rate):
             raise ValueError("rate must be a finite number >= 0")
         self.path = Path(path)
@@ -65,7 +66,8 @@ class ReplaySource:
         self._checkpoint = (None if position_path is None else
                             Checkpoint(position_path, "replay position", every=self.SAVE_SECONDS,
                                        before=before_save))
-        self._resume_at = tuple(resume_at) if resume_at is not None else None
+        self._resume_at = resume_at  # the journal's last ``pos``, whatever wrote it
+        self._identity_tag: str | None = None
         self.emitted = 0
         self.skipped = 0
         self._position = (1, 0, 0)  # (pass, byte offset of the next line, lines before it)
@@ -91,7 +93,7 @@ class ReplaySource:
                 for tweet, position in self._tweets(handle, pass_number, offset, line):
                     if not schedule.wait_turn(stop):
                         break
-                    emit(tweet, [pass_number, *position])
+                    emit(tweet, [pass_number, *position, self._tag])
                     self.emitted += 1
                     self._position = (pass_number, *position)
                     self._save_position()
@@ -137,6 +139,15 @@ class ReplaySource:
         return {"file": str(self.path.resolve()), "size": info.st_size,
                 "mtime_ns": info.st_mtime_ns}
 
+    @property
+    def _tag(self) -> str:
+        """A short mark of this file's identity, in each position handed to ``emit``:
+        a position another file left in the journal is never taken for this one's."""
+        if self._identity_tag is None:
+            digest = hashlib.sha256(json.dumps(self._identity(), sort_keys=True).encode())
+            self._identity_tag = digest.hexdigest()[:8]
+        return self._identity_tag
+
     def _load_position(self) -> tuple[int, int, int]:
         """``(pass, offset, line)`` to start from: where the last run stopped, when
         it replayed this same file and did not finish it, pass 0 when it finished
@@ -164,9 +175,10 @@ class ReplaySource:
                      self.path, position[0])
             self._saved = position
             return position
-        journaled = self._resume_at
-        if (journaled is not None and len(journaled) == 3
-                and all(type(n) is int and n >= 0 for n in journaled)):
+        journaled = self._resume_at  # [pass, offset, line, this file's tag], if ours
+        if (isinstance(journaled, list) and len(journaled) == 4
+                and journaled[3] == self._tag
+                and all(type(n) is int and n >= 0 for n in journaled[:3])):
             position = max(position, (journaled[0], journaled[1], journaled[2]))
         log.info("resuming the replay of %s where it stopped: pass %d, line %d", self.path,
                  position[0], position[2] + 1)

@@ -8,6 +8,7 @@ import logging
 import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -233,9 +234,9 @@ def test_the_client_notices_a_restarted_producer(tmp_path: Path) -> None:
     src = first.server.source
     first.put(3)
     job = control.ControlClient("127.0.0.1", first.port, SECRET)
-    job.send({src: 1}, {src: 4})  # the answer to the resend comes after the ack is applied
+    job.send({src: 1}, {src: 2})  # the answer to the resend comes after the ack is applied
     assert select.select([job._sock], [], [], TIMEOUT)[0]
-    assert job.send({}, {}) == {src: (2, 4)}
+    assert job.send({}, {}) == {src: (2, 4)}  # it holds 2 on; 4 is the next seq
     port = first.port
     first.close()  # stream.py stops; its journal keeps seqs 2 and 3
     second = TweetServer("127.0.0.1", 0, Journal(tmp_path / "journal"), ack_port=port,
@@ -252,26 +253,35 @@ def test_the_client_notices_a_restarted_producer(tmp_path: Path) -> None:
         second.close()
 
 
-def test_the_connection_count_is_bounded(producer: Producer, control_log: LogWaiter) -> None:
+def test_connections_that_never_authenticate_cannot_keep_the_job_out(
+    producer: Producer, control_log: LogWaiter
+) -> None:
+    """A slowloris: as many connections as the port serves, each sending a byte now
+    and then and never a whole line. The job still gets in at once and is heard."""
+    producer.put(2)
     idle = [socket.create_connection(("127.0.0.1", producer.port), timeout=TIMEOUT)
-            for _ in range(control.ControlServer.MAX_CONNECTIONS + 3)]
+            for _ in range(control.ControlServer.MAX_CONNECTIONS)]
     try:
-        producer.put(2)
-        job_connected = threading.Event()
-
-        def job() -> None:
-            client = control.ControlClient("127.0.0.1", producer.port, SECRET)
-            client.send({producer.server.source: 2}, {})
-            client.close()
-            job_connected.set()
-
-        for sock in idle:  # the idle ones are dropped after the handshake timeout
-            sock.close()
-        thread = threading.Thread(target=job)
-        thread.start()
-        thread.join(TIMEOUT + control.HANDSHAKE_TIMEOUT)
-        assert job_connected.is_set()
+        for sock in idle:
+            sock.recv(100)  # hello: each is being served
+            sock.sendall(b"a")  # the start of a line that never ends
+        job = control.ControlClient("127.0.0.1", producer.port, SECRET)
+        job.send({producer.server.source: 2}, {})
         assert producer.server.wait_until_drained(TIMEOUT)
+        job.close()
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_a_handshake_that_trickles_is_dropped_on_time(producer: Producer,
+                                                      control_log: LogWaiter) -> None:
+    sock, reader, _ = raw_session(producer.port)
+    with sock, reader:
+        started = time.monotonic()
+        while not control_log.count("did not authenticate in time"):
+            sock.sendall(b"a")  # a byte at a time, each well within the socket's timeout
+            if select.select([sock], [], [], 0.5)[0]:
+                break
+        control_log.wait_for("did not authenticate in time")
+    assert time.monotonic() - started < control.HANDSHAKE_TIMEOUT + 3

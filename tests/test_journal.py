@@ -268,3 +268,130 @@ def test_a_failed_spool_append_leaves_the_file_as_it_was(
     with pytest.raises(OSError):
         records.append([b'{"n":2}'])
     assert (tmp_path / "r").read_bytes() == before
+
+
+# --- what a hostile review found ---------------------------------------------------------
+
+
+def test_a_tweets_own_delivery_fields_never_override_the_journals(tmp_path: Path) -> None:
+    """A replayed capture of another producer's output carries seq, src, pos and crc."""
+    j = Journal(tmp_path / "j")
+    try:
+        assert j.put({"id": "x", "text": "captured", "seq": 99, "src": "other", "pos": 7,
+                      "crc": "00000000"})
+        assert j.wait_committed(timeout=TIMEOUT)
+        (record,) = j.tail(1)
+        assert (record["seq"], record["src"]) == (1, j.source) and "pos" not in record
+    finally:
+        j.close()
+
+
+def test_a_hole_is_not_held_so_a_gap_over_it_can_be_skipped(tmp_path: Path) -> None:
+    whole = write_journal(tmp_path / "j", 6)
+    damaged = bytearray(whole)
+    damaged[whole.index(b'{"seq":3,') + 20] ^= 0x20
+    only_segment(tmp_path / "j").write_bytes(bytes(damaged))
+    j = Journal(tmp_path / "j")
+    try:
+        assert [j.next_present(seq) for seq in (1, 3, 4, 7)] == [1, 4, 4, 7]
+    finally:
+        j.close()
+
+
+def test_acks_from_two_connections_at_once_leave_a_whole_acked_file(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j")
+    try:
+        for n in range(200):
+            assert j.put(tweet(n))
+        assert j.wait_committed(timeout=TIMEOUT)
+        start = threading.Barrier(2)
+
+        def ack(seq: int) -> None:
+            start.wait()
+            for step in range(seq - 50, seq + 1):
+                j.ack(step)
+
+        threads = [threading.Thread(target=ack, args=(seq,)) for seq in (99, 100)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+    finally:
+        j.close()
+    assert (tmp_path / "j" / "acked").read_text() == "100"
+    assert not list((tmp_path / "j").glob("*.tmp"))
+
+
+def test_the_newest_segment_with_records_is_kept_for_a_restarting_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk right at a rollover leaves an empty newest segment; acking all
+    must not delete the last records, which tell the source where it stood."""
+    j = Journal(tmp_path / "j", max_bytes=1024**2)
+    try:
+        for n in range(2000):
+            assert j.put(tweet(n), position=n)
+        assert j.wait_committed(timeout=TIMEOUT)
+        j._new_segment(j.committed + 1)  # what a failed write after a rollover leaves
+        j.ack(j.committed)
+        assert j.tail(1)[0]["pos"] == 1999
+        assert j.bytes_held == 0  # acknowledged bytes no longer count against the bound
+    finally:
+        j.close()
+    again = Journal(tmp_path / "j")
+    try:
+        assert again.tail(1)[0]["pos"] == 1999 and again.held == 0
+    finally:
+        again.close()
+
+
+def test_acknowledged_records_do_not_keep_a_small_journal_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    real_sync = os.fdatasync
+    slow = [True]
+
+    def first_sync_slow(fd: int) -> None:
+        if slow[0]:
+            slow[0] = False
+            release.wait(TIMEOUT)  # one slow fsync: a burst piles up behind it
+        real_sync(fd)
+
+    monkeypatch.setattr(journal.os, "fdatasync", first_sync_slow)
+    j = Journal(tmp_path / "j", max_bytes=1024**2)
+    try:
+        accepted = 0
+        while j.put(tweet(accepted)):
+            accepted += 1
+        release.set()
+        assert j.wait_committed(timeout=TIMEOUT)
+        assert max(p.stat().st_size for p in (tmp_path / "j").glob("seg-*.log")) \
+            <= j.segment_bytes + 1024  # a burst is split across segments
+        j.ack(j.committed)
+        assert j.held == 0 and all(j.put(tweet(n)) for n in range(3))
+    finally:
+        release.set()
+        j.close()
+
+
+def test_close_never_closes_files_under_a_write_still_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    real_sync = os.fdatasync
+
+    def stuck_sync(fd: int) -> None:
+        release.wait(TIMEOUT)
+        real_sync(fd)
+
+    monkeypatch.setattr(journal.os, "fdatasync", stuck_sync)
+    j = Journal(tmp_path / "j")
+    j.RETRY_SECONDS = 0.1
+    assert j.put(tweet(1))
+    j.close(timeout=0.1)  # the disk is stuck: close gives up waiting, and says so
+    with pytest.raises(OSError, match="in use"):
+        Journal(tmp_path / "j")  # still locked: the write goes on under it
+    release.set()
+    j._committer.join(TIMEOUT)
+    assert not j._committer.is_alive() and j.committed == 1
