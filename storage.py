@@ -143,7 +143,7 @@ class Spool:
         self._file = RecordFile(self.path)
 
     def __len__(self) -> int:
-        return len(self.documents())
+        return len(self._file.read())  # the records, without decoding the documents
 
     def append(self, documents: Sequence[dict[str, Any]]) -> None:
         """Add ``documents`` durably at the end; OSError leaves the spool as it was."""

@@ -143,19 +143,29 @@ def test_a_damaged_record_is_a_hole_the_sender_steps_over(tmp_path: Path,
 # --- putting and committing -----------------------------------------------------------------
 
 
+class HeldSyncs:
+    """fdatasync made to wait for ``release`` (all of them, or only the first), as on
+    a slow or stuck disk; ``calls`` counts them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, first_only: bool = False) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+        real_sync = os.fdatasync
+
+        def held_sync(fd: int) -> None:
+            self.calls += 1
+            if not first_only or self.calls == 1:
+                self.release.wait(TIMEOUT)
+            real_sync(fd)
+
+        monkeypatch.setattr(journal.os, "fdatasync", held_sync)
+
+
 def test_put_never_waits_for_the_disk_and_commits_in_groups(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    syncs: list[int] = []
-    release = threading.Event()
-    real_sync = os.fdatasync
-
-    def slow_sync(fd: int) -> None:
-        syncs.append(fd)
-        release.wait(TIMEOUT)  # the disk is slow: the first commit hangs here
-        real_sync(fd)
-
-    monkeypatch.setattr(journal.os, "fdatasync", slow_sync)
+    syncs = HeldSyncs(monkeypatch)  # the disk is slow: the first commit hangs
+    release = syncs.release
     j = Journal(tmp_path / "j")
     try:
         assert j.put(tweet(0))
@@ -163,7 +173,7 @@ def test_put_never_waits_for_the_disk_and_commits_in_groups(
         assert all(accepted) and j.committed == 0
         release.set()
         assert j.wait_committed(timeout=TIMEOUT) and j.committed == 1001
-        assert len(syncs) <= 3  # one commit for the first tweet, one or two for the rest
+        assert syncs.calls <= 3  # one commit for the first tweet, one or two for the rest
     finally:
         release.set()
         j.close()
@@ -348,17 +358,8 @@ def test_the_newest_segment_with_records_is_kept_for_a_restarting_source(
 def test_acknowledged_records_do_not_keep_a_small_journal_full(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    release = threading.Event()
-    real_sync = os.fdatasync
-    slow = [True]
-
-    def first_sync_slow(fd: int) -> None:
-        if slow[0]:
-            slow[0] = False
-            release.wait(TIMEOUT)  # one slow fsync: a burst piles up behind it
-        real_sync(fd)
-
-    monkeypatch.setattr(journal.os, "fdatasync", first_sync_slow)
+    # one slow fsync: a burst piles up behind it
+    release = HeldSyncs(monkeypatch, first_only=True).release
     j = Journal(tmp_path / "j", max_bytes=1024**2)
     try:
         accepted = 0
@@ -378,14 +379,7 @@ def test_acknowledged_records_do_not_keep_a_small_journal_full(
 def test_close_never_closes_files_under_a_write_still_under_way(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    release = threading.Event()
-    real_sync = os.fdatasync
-
-    def stuck_sync(fd: int) -> None:
-        release.wait(TIMEOUT)
-        real_sync(fd)
-
-    monkeypatch.setattr(journal.os, "fdatasync", stuck_sync)
+    release = HeldSyncs(monkeypatch).release  # the disk is stuck
     j = Journal(tmp_path / "j")
     j.RETRY_SECONDS = 0.1
     assert j.put(tweet(1))
