@@ -459,7 +459,7 @@ def create_context(
         warnings.filterwarnings("ignore", message="DStream is deprecated", category=FutureWarning)
         ssc = StreamingContext(spark_context, settings.batch_seconds)
     lines = ssc.socketTextStream(settings.host, settings.port, storageLevel=level)
-    lines.map(transform.process_line).map(tuple).foreachRDD(writer.process)
+    lines.mapPartitions(transform.process_partition).foreachRDD(writer.process)
     ssc.addStreamingListener(BatchMetrics(writer, metrics_collection))
     writer.metrics_attached = True
     return ssc

@@ -1,9 +1,14 @@
 """The cleaning contract (DESIGN.md), the wire framing and the stored document."""
 
+import html
 import json
+import random
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import transform
 from transform import EMPTY, MALFORMED, OK, clean_text, process_line
@@ -74,6 +79,95 @@ def test_a_lone_hash_is_no_hashtag_and_stays() -> None:
 def test_cleaned_text_can_always_be_encoded_as_utf8() -> None:
     cleaned = clean_text("a\ud800b\udfffc")
     assert cleaned.encode("utf-8") == b"abc"
+
+
+# --- clean_text is the contract's plain passes, only faster ---------------------------
+
+# DESIGN.md's rules 1-8 as plain regular expressions, each pass over the whole
+# text: what transform.clean_text must give, exactly.
+_REF_RETWEET = re.compile(r"^\s*RT @[A-Za-z0-9_]{1,15}:")
+_REF_URL = re.compile(r"(?i)\b(?:https?://|www\.)\S*")
+_REF_MENTION = re.compile(r"(?<!\w)@[A-Za-z0-9_]{1,15}(?![A-Za-z0-9_])")
+_REF_HASH = re.compile(r"(?<!\w)#(?=\w)")
+_REF_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\ud800-\udfff]+")
+_REF_SPACES = re.compile(r"\s+")
+
+
+def reference_clean_text(text: str) -> str:
+    text = html.unescape(text)
+    text = _REF_RETWEET.sub("", text, count=1)
+    text = _REF_URL.sub(" ", text)
+    text = _REF_MENTION.sub(" ", text)
+    text = _REF_HASH.sub("", text)
+    text = transform._EMOJI.sub("", text)
+    text = _REF_CONTROL.sub("", text)
+    return _REF_SPACES.sub(" ", text).strip()
+
+
+# what each shortcut of clean_text and each rewritten pattern depends on
+_TRICKY = [*"hHtTpPsSwWkK:/.@#_-&;aé1 ", "\u017f", "\u212a", "\u0130", "\n", "\t", "\r",
+           "\x0b", "\x1c", "\x1f", "\x85", "\xa0", "\u2028", "\u3000", "\x00", "\x07",
+           "\x7f", "\x9f", "\ud83d", "\udc00", "😷", "🇬🇧", "\u200d", "\ufe0f", "\u20e3",
+           "☀", "日", "٣", "ß", "http://", "HTTPS://", "https\u017f://", "www.", "WwW.",
+           "RT @a:", " RT @bob_1:", "@who", "@this_is_sixteen_", "#tag", "#_", "#1",
+           "&amp;", "&lt;", "&#x1F637;", "&#0;", "&#xD800;", "&#10;", "&nbsp;"]
+
+
+def generated_texts(count: int, seed: int = 2026) -> list[str]:
+    """Half tweet-like texts (the benchmark's generator), half random runs of _TRICKY."""
+    from bench.tweets import TweetFactory
+
+    factory, rng = TweetFactory(seed=seed, pool_size=2_000), random.Random(seed)
+    texts = [factory.next(stamp=1_764_000_000.0 + i)["text"] for i in range(count // 2)]
+    texts += ["".join(rng.choices(_TRICKY, k=rng.randint(0, 40)))
+              for _ in range(count - len(texts))]
+    return texts
+
+
+def test_clean_text_equals_the_plain_passes_on_100000_generated_texts() -> None:
+    differ = [text for text in generated_texts(100_000)
+              if clean_text(text) != reference_clean_text(text)]
+    assert differ == []
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(_TRICKY) | st.characters(), max_size=40).map("".join))
+def test_clean_text_equals_the_plain_passes_on_any_text(text: str) -> None:
+    assert clean_text(text) == reference_clean_text(text)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ['{"id": 18446744073709551616, "text": "id past 64 bits"}',
+     '{"id": -9223372036854775809, "text": "x"}',
+     '{"id": "1", "text": "big seq", "seq": 99999999999999999999999, "src": "a"}',
+     '{"id": "1", "text": "lone \\ud83d surrogate"}',
+     '{"id": NaN, "text": "x"}',
+     '{"id": 1.0, "text": "float id"}',
+     '{"id": "1", "text": "x", "id": "2"}',
+     '\ufeff{"id": "1", "text": "bom"}',
+     ' {"id": 5, "text": "spaces"} \r'],
+)
+def test_lines_parse_as_the_standard_json_parser_reads_them(line: str) -> None:
+    try:
+        tweet = json.loads(line)
+    except ValueError:
+        assert process_line(line)[:3] == (MALFORMED, "", "not JSON")
+        return
+    record = process_line(line)
+    if isinstance(tweet.get("id"), int) and not isinstance(tweet["id"], bool):
+        assert record.tweet_id == str(tweet["id"])  # exact, however large
+    assert record.status == MALFORMED or record.text == clean_text(tweet["text"])
+    if "seq" in tweet:
+        assert record.seq == tweet["seq"]
+
+
+def test_process_partition_gives_the_records_of_process_line_as_tuples() -> None:
+    lines = ['{"id": "1", "text": "#one"}', "oops", '{"id": 2, "text": "😷"}',
+             '{"id": "3", "text": "x", "seq": 4, "src": "s"}']
+    out = list(transform.process_partition(iter(lines)))
+    assert all(type(item) is tuple for item in out)
+    assert [transform.Record._make(item) for item in out] == [process_line(x) for x in lines]
 
 
 def test_process_line_keeps_id_and_cleaned_text() -> None:
