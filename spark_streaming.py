@@ -270,9 +270,9 @@ class BatchWriter:
     def process(self, batch_time: datetime, rdd: Any) -> None:
         """``foreachRDD`` hook: collect the batch's records and write them."""
         try:
-            # plain tuples cross the wire (a NamedTuple costs ~2 µs more per tweet to pickle)
-            records = [transform.Record._make(r) for r in rdd.collect()]
-            stats = self.write_records(batch_time, records)
+            # plain tuples cross the wire (a NamedTuple costs ~2 µs more per tweet to
+            # pickle); write_records reads them as Records
+            stats = self.write_records(batch_time, rdd.collect())
         except (storage.SpoolError, storage.StoreUnavailableError) as err:
             log.error("batch %s: %s; not acknowledged: stream.py keeps its tweets and sends "
                       "them again", transform.batch_id(batch_time), err)
@@ -303,36 +303,39 @@ class BatchWriter:
             return self._finished.wait_for(lambda: self._last_finished >= moment, timeout)
 
     def write_records(
-        self, batch_time: datetime, records: Iterable[transform.Record]
+        self, batch_time: datetime, records: Iterable[transform.Record | tuple[Any, ...]]
     ) -> BatchStats:
-        """Store the document(s) of one batch of ``process_line`` results; its stats."""
+        """Store the document(s) of one batch of ``process_line`` results (Records,
+        or the same fields as plain tuples); its stats."""
         content: list[str] = []
         marks: list[tuple[str | None, int | None]] = []  # (source, seq) of each text
         malformed: list[transform.Record] = []
         new_ids: list[str] = []
         lines = empty = duplicates = resent = out_of_order = 0
+        admit, remember = self.delivery.admit, self.seen_ids.add
         self.delivery.begin()
         try:
             for record in records:
+                status, tweet_id, text, seq, source, _ = record
                 lines += 1
-                if record.status == transform.MALFORMED:
-                    malformed.append(record)
+                if status == transform.MALFORMED:
+                    malformed.append(transform.Record._make(record))
                     continue
-                if record.seq is not None and record.source is not None:
-                    verdict = self.delivery.admit(record.source, record.seq)
+                if seq is not None and source is not None:
+                    verdict = admit(source, seq)
                     if verdict != control.NEW:
                         resent += verdict == control.RESENT
                         out_of_order += verdict == control.GAP
                         continue
-                if not self.seen_ids.add(record.tweet_id):
+                if not remember(tweet_id):
                     duplicates += 1
                     continue
-                new_ids.append(record.tweet_id)
-                if record.status == transform.EMPTY:
+                new_ids.append(tweet_id)
+                if status == transform.EMPTY:
                     empty += 1
                     continue
-                content.append(record.text)
-                marks.append((record.source, record.seq))
+                content.append(text)
+                marks.append((source, seq))
             stats = BatchStats(batch_time, lines, len(content), empty, len(malformed),
                                duplicates, out_of_order=out_of_order, resent=resent)
             if content:
