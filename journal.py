@@ -55,6 +55,32 @@ PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
 RESERVED = frozenset({"seq", "src", "pos", "crc"})
 
 
+def _encoder() -> Callable[[Any], str]:
+    """Compact ASCII JSON (lone surrogates and newlines escaped), as transform.encode_tweet.
+
+    CPython's C encoder made once, without the circular-reference check that
+    costs ``JSONEncoder.encode`` ~2 µs per tweet (a tweet parsed from JSON has no
+    cycle; one that has raises ValueError all the same).
+    """
+    standard = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+    make = json.encoder.c_make_encoder
+    if make is None:  # not CPython
+        return standard.encode
+    fast = make(None, standard.default, json.encoder.encode_basestring_ascii, None,
+                standard.key_separator, standard.item_separator, False, False, True)
+
+    def encode(value: Any) -> str:
+        try:
+            return "".join(fast(value, 0))
+        except RecursionError:
+            raise ValueError("cannot encode as JSON: nested too deeply or circular") from None
+
+    return encode
+
+
+_ENCODE = _encoder()
+
+
 # --- records: pure --------------------------------------------------------------
 
 
@@ -340,6 +366,7 @@ class Journal:
             self._lock_file.close()
             raise OSError(f"journal {self.path} is in use by another stream.py") from None
         self.source = self._read_source_id()
+        self._source_json = _ENCODE(self.source).encode("ascii")
         self.acked = self._read_acked()
         self._segments: list[_Segment] = []
         self._disk_bytes = 0
@@ -446,6 +473,13 @@ class Journal:
         what was put before stays. Raises TypeError or ValueError when the
         tweet cannot be encoded as JSON.
         """
+        if not RESERVED.isdisjoint(tweet):
+            tweet = {key: value for key, value in tweet.items() if key not in RESERVED}
+        # encoded before the lock (the seq, known only under it, is spliced in front)
+        fields = _ENCODE(tweet)[1:-1]
+        if position is not None:
+            fields += ("," if fields else "") + '"pos":' + _ENCODE(position)
+        members = ("," + fields).encode("ascii") if fields else b""
         with self._cond:
             if self._closing:
                 return False
@@ -453,12 +487,7 @@ class Journal:
                 self.refused_disk += 1
                 return False
             seq = self.next_seq
-            obj: dict[str, Any] = {"seq": seq, "src": self.source}
-            obj.update((key, value) for key, value in tweet.items() if key not in RESERVED)
-            if position is not None:
-                obj["pos"] = position
-            record = seal(json.dumps(obj, ensure_ascii=True,
-                                     separators=(",", ":")).encode("ascii"))
+            record = seal(b'{"seq":%d,"src":%s%s}' % (seq, self._source_json, members))
             if self.bytes_held + len(record) > self.max_bytes:
                 self.refused_full += 1
                 warn = time.monotonic() - self._last_full_warning >= self.FULL_WARNING_SECONDS
