@@ -81,6 +81,7 @@ class Settings:
     control_secret_path: Path = Path("data/control.secret")
     # Spark job
     batch_seconds: float = 20.0
+    receiver_max_rate: int = 50_000
     master: str = "local[2]"
     duration: float | None = None
     case_source: str = "worldometers"
@@ -353,6 +354,10 @@ OPTIONS: dict[str, Option] = {
                "its owner only; both programs must use the same", "PATH"),
         Option("batch_seconds", "BATCH_SECONDS", "--batch-seconds", _number(0, inclusive=False),
                "length of one Spark Streaming batch in seconds", "SECONDS"),
+        Option("receiver_max_rate", "RECEIVER_MAX_RATE", "--receiver-max-rate",
+               _int_in(0, 10**9),
+               "most tweets per second Spark's receiver takes, also when stream.py sends "
+               "a backlog (the rest waits in its journal); 0 = no cap", "N"),
         Option("master", "SPARK_MASTER", "--master", _master,
                "Spark master URL (local[2], spark://host:7077, ...)", "URL"),
         Option("duration", "RUN_DURATION", "--duration", _number(0, inclusive=False),
@@ -393,7 +398,7 @@ STREAM_OPTIONS = ("source", "jetstream_urls", "keywords", "stale_seconds", "bear
                   "ack_port", "journal_max_bytes", "journal_path", "control_secret",
                   "control_secret_path", "log_level")
 SPARK_OPTIONS = ("host", "port", "ack_port", "control_secret", "control_secret_path",
-                 "batch_seconds", "master", "duration", "mongo_uri",
+                 "batch_seconds", "receiver_max_rate", "master", "duration", "mongo_uri",
                  "database", "collection", "embedded_db_path", "spool_path",
                  "quarantine_path", "batch_metrics", "case_source", "worldometer_url", "who_url",
                  "scrape_timeout", "log_level")

@@ -56,6 +56,11 @@ PROJECT_DIR = Path(__file__).resolve().parent
 LOG4J_CONFIG = PROJECT_DIR / "conf" / "log4j2.properties"
 METRICS_COLLECTION = "batch_metrics"
 BLOCK_INTERVAL_MIN_MS = 200  # Spark's default block interval
+BLOCK_INTERVAL_MAX_MS = 1_000  # a block is held in the JVM's heap until it is full
+#: the JVM's heap unless SPARK_DRIVER_MEMORY says otherwise: a batch costs it ~1 KB a
+#: tweet (received blocks, results collected), and Spark's default of 1 GiB ran out
+#: at a batch of ~1,000,000 tweets in make bench
+DRIVER_MEMORY = "2g"
 SEEN_IDS_LIMIT = 200_000  # tweet ids remembered across batches to drop redeliveries
 
 
@@ -411,6 +416,13 @@ class BatchWriter:
 # --- Spark ---------------------------------------------------------------------
 
 
+def block_interval_ms(batch_seconds: float) -> int:
+    """Spark's block interval for batches of ``batch_seconds``: a quarter of a batch,
+    within [BLOCK_INTERVAL_MIN_MS, BLOCK_INTERVAL_MAX_MS]."""
+    quarter = round(batch_seconds * 1000 / 4)
+    return max(BLOCK_INTERVAL_MIN_MS, min(BLOCK_INTERVAL_MAX_MS, quarter))
+
+
 def start_spark(settings: config.Settings, **extra_conf: str) -> Any:
     """A SparkContext for the job: the master, quiet logs, ``transform.py`` shipped.
 
@@ -429,12 +441,20 @@ def start_spark(settings: config.Settings, **extra_conf: str) -> Any:
         .setAppName("covid19-live-stream")
         .set("spark.ui.showConsoleProgress", "false")
         # each received block is one Python task (~50 ms of overhead each here): about
-        # four per batch instead of Spark's default of one every 200 ms
-        .set("spark.streaming.blockInterval",
-             f"{max(BLOCK_INTERVAL_MIN_MS, round(settings.batch_seconds * 1000 / 4))}ms")
+        # four per batch instead of Spark's default of one every 200 ms, but at most a
+        # second's worth, which the receiver keeps in the JVM's heap until it is full
+        .set("spark.streaming.blockInterval", f"{block_interval_ms(settings.batch_seconds)}ms")
+        # a backlog (after the job was down) stays in stream.py's journal, on disk: the
+        # receiver takes at most what batches have been processing (backpressure), and
+        # never more than receiver_max_rate a second, so that a batch fits the heap
+        .set("spark.streaming.backpressure.enabled", "true")
         .set("spark.driver.extraJavaOptions",
              f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}")
     )
+    if settings.receiver_max_rate:
+        conf.set("spark.streaming.receiver.maxRate", str(settings.receiver_max_rate))
+    if not os.environ.get("SPARK_DRIVER_MEMORY"):  # Spark's own variable wins
+        conf.set("spark.driver.memory", DRIVER_MEMORY)
     for key, value in extra_conf.items():
         conf.set(key, value)
     spark_context = SparkContext(conf=conf)

@@ -293,3 +293,20 @@ def test_hostile_input_is_counted_quarantined_and_never_loses_a_batch(
     reasons = [json.loads(line)["reason"]
                for line in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
     assert sorted(reasons) == ["JSON nested too deeply", "no text", "not JSON", "not JSON"]
+
+
+@pytest.mark.parametrize(("batch_seconds", "block_ms"),
+                         [(0.5, 200), (1, 250), (2, 500), (4, 1_000), (20, 1_000), (600, 1_000)])
+def test_a_block_is_a_quarter_batch_but_at_most_a_second(batch_seconds: float,
+                                                         block_ms: int) -> None:
+    # a block stays in the JVM's heap until it is full: 20 s batches used to make
+    # blocks of 5 s, 500 MB of lines while stream.py sends a backlog at 100,000/s
+    assert spark_streaming.block_interval_ms(batch_seconds) == block_ms
+
+
+def test_the_receiver_takes_a_backlog_at_a_bounded_rate(spark_context) -> None:
+    conf = spark_context.getConf()
+    assert conf.get("spark.streaming.backpressure.enabled") == "true"
+    assert conf.get("spark.streaming.receiver.maxRate") == str(
+        config.Settings().receiver_max_rate)
+    assert conf.get("spark.streaming.blockInterval") == "250ms"  # the tests' 1 s batches
