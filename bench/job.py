@@ -3,7 +3,7 @@
 Run by bench/run.py as its own process (so that the driver, its JVM and the
 Python workers are measured together, apart from the producer):
 
-    python -m bench.job bare --port P --ack-port A --ack-source SRC [--batch-seconds S]
+    python -m bench.job bare --port P [--ack-port A --ack-source SRC] [--batch-seconds S]
     python -m bench.job full -- --port P --ack-port A --batch-seconds S ...  # its flags
 
 ``full`` is ``spark_streaming.main()`` itself, the job a user runs, given its
@@ -18,7 +18,8 @@ reports every batch. SIGTERM stops it the way it stops for a user.
 (``rdd._jrdd.count()``): the receiver's ceiling, no Python on the executors.
 So that both jobs share the same producer (journal, tweets held until
 acknowledged), it acknowledges what it counted, as the full job acknowledges
-what it stored: the producer numbers its tweets 1, 2, ... in order.
+what it stored: the producer numbers its tweets 1, 2, ... in order. Without
+``--ack-port`` it acknowledges nothing (fed by bench.plain, the ceiling).
 
 Both print JSON lines on stdout: ``started``; ``batch`` per completed batch
 (records, scheduling/processing/total delay in ms, from the listener);
@@ -127,22 +128,25 @@ def run_bare(args: argparse.Namespace) -> int:
     from pyspark.streaming import StreamingContext
 
     settings = config.Settings(host="127.0.0.1", port=args.port, master=args.master,
-                               batch_seconds=args.batch_seconds)
+                               batch_seconds=args.batch_seconds,
+                               receiver_max_rate=args.receiver_max_rate)
     spark_context = spark_streaming.start_spark(settings)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="DStream is deprecated", category=FutureWarning)
         ssc = StreamingContext(spark_context, settings.batch_seconds)
     lines = ssc.socketTextStream(settings.host, settings.port,
                                  storageLevel=StorageLevel.MEMORY_AND_DISK)
-    secret = control.load_secret(None, settings.control_secret_path)
-    acks = control.ControlClient(settings.host, args.ack_port, secret)
+    acks = None
+    if args.ack_port is not None:
+        secret = control.load_secret(None, settings.control_secret_path)
+        acks = control.ControlClient(settings.host, args.ack_port, secret)
     counted = 0
 
     def count(batch_time: Any, rdd: Any) -> None:
         nonlocal counted
         lines_in_batch = rdd._jrdd.count()
         counted += lines_in_batch
-        if lines_in_batch:
+        if lines_in_batch and acks is not None:
             acks.send({args.ack_source: counted}, {})
         OUT.emit("counted", lines=lines_in_batch)
 
@@ -155,7 +159,8 @@ def run_bare(args: argparse.Namespace) -> int:
     while not stop.wait(0.5):
         pass
     ssc.stop(stopSparkContext=True, stopGraceFully=False)
-    acks.close()
+    if acks is not None:
+        acks.close()
     return 0
 
 
@@ -167,10 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=("bare",))
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--ack-port", type=int, required=True)
-    parser.add_argument("--ack-source", required=True, help="the producer's source id")
+    parser.add_argument("--ack-port", type=int, help="acknowledge each batch's count here")
+    parser.add_argument("--ack-source", default="", help="the producer's source id")
     parser.add_argument("--batch-seconds", type=float, default=2.0)
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--receiver-max-rate", type=int,
+                        default=config.Settings().receiver_max_rate, help="0 = no cap")
     return run_bare(parser.parse_args(argv))
 
 

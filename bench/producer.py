@@ -3,6 +3,7 @@
 Run by bench/run.py as its own process (so its memory and CPU are its own):
 
     python -m bench.producer --port P --ack-port A --journal DIR [--journal-max-bytes N]
+                             [--numbered]
 
 It is stream.py with a synthetic source: the same ``TweetServer`` with the
 same journal and acknowledgements (a tweet is held in the journal until the
@@ -18,7 +19,9 @@ Every 0.25 s it prints one JSON line on stdout: ``{"t": epoch seconds,
 the server would not take (journal full), "sent": server.sent, "pending":
 server.pending (held), "acked": server.acked, ...}``.
 Each tweet carries its send time in its text (bench.tweets), taken when it is
-handed to :meth:`TweetServer.put`.
+handed to :meth:`TweetServer.put`; with ``--numbered``, also its number (0, 1,
+2, ... in the order made) and no tweet repeats an id, so that a check of the
+store can tell what was lost or stored twice.
 """
 
 from __future__ import annotations
@@ -74,11 +77,13 @@ def main(argv: list[str] | None = None) -> int:
                         default=config.Settings().journal_max_bytes)
     parser.add_argument("--max-pending", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--numbered", action="store_true",
+                        help="unique ids, and each text carries its number [n:<k>]")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s producer %(levelname)s %(name)s: %(message)s")
 
-    factory = TweetFactory(seed=args.seed)
+    factory = TweetFactory(seed=args.seed, numbered=args.numbered)
     defaults = config.Settings()  # the secret: the file both programs find in their folder
     secret = control_channel.load_secret(None, defaults.control_secret_path)
     server = TweetServer(args.host, args.port, Journal(args.journal, args.journal_max_bytes),

@@ -14,16 +14,21 @@ so making a tweet costs about a microsecond and the producer's own cost stays
 small next to the pipeline's. ``stamp`` puts the moment of sending into the
 text as a last token, ``[bench:<microseconds since the epoch>]``, which
 cleaning keeps, so the store can tell how long each tweet took to be stored.
+``numbered=True`` makes every tweet unique and countable in the store: no
+redelivered ids, and each text carries ``[n:<k>]`` for the k-th tweet made
+(0, 1, 2, ...; cleaning keeps it too).
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
 from typing import Any
 
 SEED = 20_26
 STAMP_PREFIX = "[bench:"
+NUMBER_PREFIX = "[n:"
 
 _OPENINGS = {
     "en": [
@@ -105,8 +110,10 @@ class TweetFactory:
     DUPLICATE_SHARE = 0.005  # redeliveries of an id already sent
     EMPTY_SHARE = 0.01  # texts that clean to nothing (only emoji, links and mentions)
 
-    def __init__(self, seed: int = SEED, pool_size: int = 20_000) -> None:
+    def __init__(self, seed: int = SEED, pool_size: int = 20_000,
+                 numbered: bool = False) -> None:
         self._rng = random.Random(seed)
+        self._numbered = numbered
         langs = _weighted_langs()
         self._pool = [self._make_text(langs) for _ in range(pool_size)]
         self._next_id = 1_860_000_000_000_000_000
@@ -147,7 +154,9 @@ class TweetFactory:
         rng = self._rng
         lang, text, stamped = self._pool[self._index % len(self._pool)]
         self._index += 1
-        if self._recent and rng.random() < self.DUPLICATE_SHARE:
+        if self._numbered:
+            text = f"{text} {NUMBER_PREFIX}{self._index - 1}]"
+        if self._recent and not self._numbered and rng.random() < self.DUPLICATE_SHARE:
             tweet_id = rng.choice(self._recent)
         else:
             self._next_id += rng.randint(1, 4_000_000)
@@ -156,7 +165,7 @@ class TweetFactory:
                 self._recent.append(tweet_id)
                 if len(self._recent) > 500:
                     del self._recent[:250]
-        if stamp is not None and stamped:
+        if stamp is not None and (stamped or self._numbered):
             text = f"{text} {STAMP_PREFIX}{int(stamp * 1_000_000)}]"
         tweet: dict[str, Any] = {
             "id": tweet_id,
@@ -182,3 +191,12 @@ def stamp_of(cleaned: str) -> float | None:
         return None
     digits = cleaned[at + len(STAMP_PREFIX):-1]
     return int(digits) / 1_000_000 if digits.isdigit() else None
+
+
+_NUMBER = re.compile(re.escape(NUMBER_PREFIX) + r"(\d+)\]")
+
+
+def number_of(cleaned: str) -> int | None:
+    """The k of a numbered tweet's ``[n:<k>]`` after cleaning, or None."""
+    found = _NUMBER.search(cleaned)
+    return int(found.group(1)) if found else None
