@@ -16,7 +16,7 @@ help:
 	@echo "              the sample replay when no Jetstream host answers; embedded store in data/db"
 	@echo "make demo     offline demo: ~3 short batches from the sample file, then what was stored"
 	@echo "make test     lint + the whole test suite"
-	@echo "make bench    benchmark: bare Spark receiver vs full pipeline, parse speed (< 10 min)"
+	@echo "make bench    benchmark: ceiling, bare receiver, full pipeline, 20 s batches, a held backlog (~15 min)"
 	@echo "make diagram  render flow_diagram.png from flow_diagram.dot (needs Graphviz)"
 
 $(STAMP): requirements.txt requirements-dev.txt

@@ -18,7 +18,10 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-import orjson
+try:
+    import orjson
+except ImportError:  # an executor without it parses with json alone: slower, same result
+    orjson = None
 
 OK = "ok"
 EMPTY = "empty"  # valid tweet whose text is empty after cleaning: dropped
@@ -80,7 +83,7 @@ _EMOJI = re.compile(
 # control characters other than the whitespace ones (\t \n \v \f \r), and lone surrogates
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\ud800-\udfff]+")
 # the characters of _CONTROL that str.split() also takes for whitespace
-_CONTROL_SPACES = "\x1c\x1d\x1e\x1f\x85"
+_CONTROL_SPACE = re.compile("[\x1c-\x1f\x85]")
 
 
 def clean_text(text: str) -> str:
@@ -96,7 +99,8 @@ def clean_text(text: str) -> str:
         text = html.unescape(text)
     if "RT" in text:
         text = _RETWEET_MARKER.sub("", text, count=1)
-    text = _URL.sub(" ", text)
+    if "://" in text or "w." in text or "W." in text:  # what "://" or "www." need
+        text = _URL.sub(" ", text)
     if "@" in text:
         text = _MENTION.sub(" ", text)
     if "#" in text:
@@ -107,7 +111,7 @@ def clean_text(text: str) -> str:
     # characters go first, but a text whose words are printable has none, apart
     # from the few that are whitespace too
     collapsed = " ".join(text.split())
-    if collapsed.isprintable() and not any(c in text for c in _CONTROL_SPACES):
+    if collapsed.isprintable() and not _CONTROL_SPACE.search(text):
         return collapsed
     return " ".join(_CONTROL.sub("", text).split())
 
@@ -193,14 +197,15 @@ def _load_json(line: str) -> Any:
     (and for a float where an id or seq is read) the line is parsed again with
     ``json``, so the result is always what ``json.loads`` gives.
     """
-    try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        pass
-    else:
-        if not isinstance(value, dict) or (type(value.get("id")) is not float
-                                           and type(value.get("seq")) is not float):
-            return value
+    if orjson is not None:
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if not isinstance(value, dict) or (type(value.get("id")) is not float
+                                               and type(value.get("seq")) is not float):
+                return value
     try:
         return json.loads(line)
     except ValueError:

@@ -310,6 +310,7 @@ def measure_step(rate: int, feeder: Feeder, job: SparkJob, sampler: ProcessSampl
     if len(inside) >= 2:
         span = inside[-1]["t"] - inside[0]["t"]
         step.offered = (inside[-1]["offered"] - inside[0]["offered"]) / span
+        step.sent = (inside[-1]["sent"] - inside[0]["sent"]) / span
         step.refused = inside[-1]["refused"] - inside[0]["refused"]
         step.held_max = max(s["pending"] for s in inside)
         if "blocked" in inside[-1]:

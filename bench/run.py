@@ -119,7 +119,7 @@ def plans(master_interval: float, default_interval: float, profile: bool) -> dic
     set from the full job's result)."""
     return {
         # the receivers without RECEIVER_MAX_RATE's cap: what they take, not the policy
-        "ceiling": Plan("ceiling", "bare", "plain", master_interval, start=25_000, factor=2,
+        "ceiling": Plan("ceiling", "bare", "plain", master_interval, start=50_000, factor=2,
                         ceiling=1_600_000, receiver_max_rate=0),
         "bare": Plan("bare", "bare", "producer", master_interval, start=10_000, factor=2,
                      ceiling=640_000, receiver_max_rate=0),
@@ -127,7 +127,7 @@ def plans(master_interval: float, default_interval: float, profile: bool) -> dic
                      ceiling=640_000, profile=profile),
         "default": Plan(f"full, {default_interval:g} s batches", "full", "producer",
                         default_interval, start=20_000, factor=1.2, ceiling=640_000,
-                        warmup=0, measured=2),
+                        measured=2),  # the warm-up batch: backpressure's estimate adapts
     }
 
 

@@ -24,6 +24,7 @@ class Step:
     rate: int
     fine: bool = False  # a step of the fine pass
     offered: float = 0.0  # tweets/s the feeder actually offered while measured
+    sent: float | None = None  # tweets/s the feeder wrote to the socket (None: not known)
     received: float = 0.0  # tweets/s Spark's receiver took (listener numRecords)
     processing_s: list[float] = field(default_factory=list)
     scheduling_s: list[float] = field(default_factory=list)
@@ -69,7 +70,13 @@ def evaluate(step: Step, interval: float) -> None:
         else:
             problems.append(f"producer offered only {step.offered:,.0f}/s")
     if step.received < 0.95 * step.offered:
-        problems.append(f"received {step.received:,.0f}/s of {step.offered:,.0f}/s")
+        if (step.sent is not None and step.sent < 0.95 * step.offered
+                and step.received >= 0.95 * step.sent):
+            # the receiver took what came; the producer's sender fell behind its journal
+            problems.append(f"producer sent only {step.sent:,.0f}/s of the "
+                            f"{step.offered:,.0f}/s it took")
+        else:
+            problems.append(f"received {step.received:,.0f}/s of {step.offered:,.0f}/s")
     if step.processing_s and statistics.median(step.processing_s) > interval:
         problems.append(f"batches take {statistics.median(step.processing_s):.2f} s "
                         f"> {interval:g} s")

@@ -79,7 +79,8 @@ def jobs_table(jobs: list[JobResult], full: JobResult) -> list[str]:
         + " |",
         "| sustained tweets/s (≥: only the feeder could not offer more) | "
         + cells(sustained_cell) + " |",
-        "| full pipeline / this | " + cells(lambda j: ratio(full, j)[1]) + " |",
+        "| full pipeline / this | " + cells(lambda j: "-" if j is full else ratio(full, j)[1])
+        + " |",
         "| first step not sustained | " + cells(stopped) + " |",
         "| batch processing p50 / p99 at the sustained rate (s) | "
         + cells(lambda j: best_attr(j, "processing_s")) + " |",

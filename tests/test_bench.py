@@ -74,6 +74,17 @@ def test_a_feeder_that_could_not_offer_more_is_its_limit_not_the_jobs() -> None:
     assert "producer offered only 15,000/s" in step.why
 
 
+def test_a_producer_whose_sender_fell_behind_is_its_own_limit() -> None:
+    step = measured(sent=15_000, received=14_900)
+    assert not step.sustained and step.producer_limited
+    assert "producer sent only 15,000/s of the 20,000/s it took" in step.why
+
+
+def test_a_receiver_that_took_less_than_was_sent_is_the_jobs_limit() -> None:
+    step = measured(sent=20_000, received=15_000)
+    assert not step.sustained and not step.producer_limited
+
+
 def test_a_receiver_that_pushed_back_is_the_jobs_limit() -> None:
     step = measured(offered=15_000, received=15_000, blocked_share=0.9)
     assert not step.sustained and not step.producer_limited

@@ -148,7 +148,11 @@ def test_clean_text_equals_the_plain_passes_on_any_text(text: str) -> None:
      '\ufeff{"id": "1", "text": "bom"}',
      ' {"id": 5, "text": "spaces"} \r'],
 )
-def test_lines_parse_as_the_standard_json_parser_reads_them(line: str) -> None:
+@pytest.mark.parametrize("with_orjson", [True, False], ids=["orjson", "json only"])
+def test_lines_parse_as_the_standard_json_parser_reads_them(
+        line: str, with_orjson: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not with_orjson:  # an executor where orjson is not installed
+        monkeypatch.setattr(transform, "orjson", None)
     try:
         tweet = json.loads(line)
     except ValueError:
