@@ -473,6 +473,8 @@ class Journal:
         what was put before stays. Raises TypeError or ValueError when the
         tweet cannot be encoded as JSON.
         """
+        if not isinstance(tweet, dict):
+            raise TypeError(f"a tweet is a JSON object, not {type(tweet).__name__}")
         if not RESERVED.isdisjoint(tweet):
             tweet = {key: value for key, value in tweet.items() if key not in RESERVED}
         # encoded before the lock (the seq, known only under it, is spliced in front)

@@ -328,7 +328,12 @@ def measure_step(rate: int, feeder: Feeder, job: SparkJob, sampler: ProcessSampl
         step.cpu_us_per_tweet = {key: seconds / tweets * 1e6 for key, seconds in cpu.items()}
         step.machine_cpu_share = (sum(cpu.values())
                                   / ((window_end - window_start) * (os.cpu_count() or 1)))
-    evaluate(step, interval)
+    max_rate = plan.receiver_max_rate
+    if max_rate is None:  # the product's default
+        import config
+
+        max_rate = config.Settings().receiver_max_rate
+    evaluate(step, interval, max_rate)
     return step
 
 

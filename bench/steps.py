@@ -59,8 +59,13 @@ class Plan:
     receiver_max_rate: int | None = None  # None: the product's default
 
 
-def evaluate(step: Step, interval: float) -> None:
-    """Decide whether ``step`` was sustained, and why not."""
+def evaluate(step: Step, interval: float, max_rate: int = 0) -> None:
+    """Decide whether ``step`` was sustained, and why not.
+
+    ``max_rate``: the job's receiver takes at most this many lines a second
+    (RECEIVER_MAX_RATE; 0: no cap), so past it a producer that sent less than
+    it took was held back by the job, not slow itself.
+    """
     problems = []
     receiver_pushed_back = step.blocked_share > 0.5
     if step.offered < 0.95 * step.rate:
@@ -70,7 +75,10 @@ def evaluate(step: Step, interval: float) -> None:
         else:
             problems.append(f"producer offered only {step.offered:,.0f}/s")
     if step.received < 0.95 * step.offered:
-        if (step.sent is not None and step.sent < 0.95 * step.offered
+        if max_rate and step.offered > max_rate:
+            problems.append(f"received {step.received:,.0f}/s of {step.offered:,.0f}/s "
+                            f"(RECEIVER_MAX_RATE is {max_rate:,})")
+        elif (step.sent is not None and step.sent < 0.95 * step.offered
                 and step.received >= 0.95 * step.sent):
             # the receiver took what came; the producer's sender fell behind its journal
             problems.append(f"producer sent only {step.sent:,.0f}/s of the "

@@ -80,6 +80,14 @@ def test_a_producer_whose_sender_fell_behind_is_its_own_limit() -> None:
     assert "producer sent only 15,000/s of the 20,000/s it took" in step.why
 
 
+def test_a_producer_held_back_by_the_receivers_cap_is_the_jobs_limit() -> None:
+    step = Step(60_000, offered=60_000, sent=50_000, received=50_000, processing_s=[1.9],
+                scheduling_s=[0.0, 0.1])
+    evaluate(step, interval=2.0, max_rate=50_000)
+    assert not step.sustained and not step.producer_limited
+    assert "RECEIVER_MAX_RATE is 50,000" in step.why
+
+
 def test_a_receiver_that_took_less_than_was_sent_is_the_jobs_limit() -> None:
     step = measured(sent=20_000, received=15_000)
     assert not step.sustained and not step.producer_limited

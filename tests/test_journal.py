@@ -389,3 +389,31 @@ def test_close_never_closes_files_under_a_write_still_under_way(
     release.set()
     j._committer.join(TIMEOUT)
     assert not j._committer.is_alive() and j.committed == 1
+
+
+@pytest.mark.parametrize("tweet", [["id", "text"], "text", 5])
+def test_what_is_not_a_json_object_is_refused_with_a_type_error(tmp_path, tweet) -> None:
+    journal = Journal(tmp_path / "journal", 1 << 20)
+    try:
+        with pytest.raises(TypeError, match="a tweet is a JSON object"):
+            journal.put(tweet)
+        assert journal.put({"id": "1", "text": "still works"})
+        assert journal.wait_committed(timeout=10)
+    finally:
+        journal.close()
+
+
+def test_a_record_has_the_members_of_the_tweet_after_seq_and_src_then_pos(tmp_path) -> None:
+    journal = Journal(tmp_path / "journal", 1 << 20)
+    try:
+        journal.put({"id": "7", "text": "a\nb \ud83d", "seq": 99, "n": [1, 2.5, None]},
+                    position=[1, 2])
+        journal.put({}, position=3)
+        assert journal.wait_committed(timeout=10)
+    finally:
+        journal.close()
+    data = b"".join(path.read_bytes() for path in sorted((tmp_path / "journal").glob("seg-*")))
+    first, second = (unseal(line + b"\n") for line in data.splitlines())
+    assert first == (b'{"seq":1,"src":"%s","id":"7","text":"a\\nb \\ud83d","n":[1,2.5,null],'
+                     b'"pos":[1,2]}' % journal.source.encode())
+    assert second == b'{"seq":2,"src":"%s","pos":3}' % journal.source.encode()

@@ -306,7 +306,6 @@ def test_a_block_is_a_quarter_batch_but_at_most_a_second(batch_seconds: float,
 
 def test_the_receiver_takes_a_backlog_at_a_bounded_rate(spark_context) -> None:
     conf = spark_context.getConf()
-    assert conf.get("spark.streaming.backpressure.enabled") == "true"
     assert conf.get("spark.streaming.receiver.maxRate") == str(
         config.Settings().receiver_max_rate)
     assert conf.get("spark.streaming.blockInterval") == "250ms"  # the tests' 1 s batches
