@@ -119,7 +119,7 @@ def plans(master_interval: float, default_interval: float, profile: bool) -> dic
     set from the full job's result)."""
     return {
         # the receivers without RECEIVER_MAX_RATE's cap: what they take, not the policy
-        "ceiling": Plan("ceiling", "bare", "plain", master_interval, start=50_000, factor=2,
+        "ceiling": Plan("ceiling", "bare", "plain", master_interval, start=75_000, factor=2,
                         ceiling=1_600_000, receiver_max_rate=0),
         "bare": Plan("bare", "bare", "producer", master_interval, start=10_000, factor=2,
                      ceiling=640_000, receiver_max_rate=0),

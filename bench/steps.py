@@ -54,7 +54,7 @@ class Plan:
     factor: float  # each coarse step is this times the last
     ceiling: int  # no step above this
     warmup: int = 1  # batches after a rate change that are not measured
-    measured: int = 4
+    measured: int = 3
     profile: bool = False
     receiver_max_rate: int | None = None  # None: the product's default
 

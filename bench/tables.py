@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ def fmt_rate(value: float | None) -> str:
 
 
 def fmt_pair(values: list[float]) -> str:
+    """``median / p99``: the median as a step is judged by it (of two batches, their mean)."""
     if not values:
         return "-"
-    return f"{percentile(values, 50):.2f} / {percentile(values, 99):.2f}"
+    return f"{statistics.median(values):.2f} / {percentile(values, 99):.2f}"
 
 
 def fmt_mb(value: int) -> str:
