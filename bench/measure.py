@@ -198,21 +198,24 @@ class SparkJob:
         return first["t"] - self.launched
 
     def stuck(self, since: float) -> bool:
-        """No batch completed for four intervals + 10 s after ``since`` (or the last
+        """No batch completed for three intervals + 6 s after ``since`` (or the last
         batch after it): the job died or hangs (its JVM out of heap, say)."""
         last = max((i["t"] for i in self.events.snapshot() if i["event"] == "batch"),
                    default=since)
-        return time.time() - max(since, last) > self.interval * 4 + 10
+        return time.time() - max(since, last) > self.interval * 3 + 6
+
+    def log_has(self, needle: str) -> bool:
+        """True when this launch's part of job.log holds ``needle``."""
+        try:
+            with self.log_path.open("rb") as log_file:
+                log_file.seek(self._log_start)
+                return needle.encode() in log_file.read()
+        except OSError:
+            return False
 
     def why_stuck(self) -> str:
-        try:
-            with self.log_path.open("rb") as log_file:  # this launch's part of the log
-                log_file.seek(self._log_start)
-                text = log_file.read().decode(errors="replace")
-        except OSError:
-            text = ""
-        if "OutOfMemoryError" in text:
-            return "no batch completed: the JVM ran out of heap (OutOfMemoryError in job.log)"
+        if self.log_has("OutOfMemoryError"):
+            return "the JVM ran out of heap (OutOfMemoryError in job.log)"
         if self.process.poll() is not None:
             return f"no batch completed: the job exited with status {self.process.returncode}"
         return "no batch completed in time"
@@ -304,6 +307,10 @@ def measure_step(rate: int, feeder: Feeder, job: SparkJob, sampler: ProcessSampl
     window_start = batches[0]["batch_ms"] / 1000 - interval
     window_end = batches[-1]["batch_ms"] / 1000
     step.received = sum(b["records"] for b in batches) / (window_end - window_start)
+    if step.received == 0 and job.log_has("OutOfMemoryError"):
+        step.why = job.why_stuck()  # batches go on, empty: the receiver died with the heap
+        step.job_failed = True
+        return step
     step.processing_s = [b["processing_delay_ms"] / 1000 for b in batches]
     step.scheduling_s = [b["scheduling_delay_ms"] / 1000 for b in batches]
     inside = [s for s in feeder.status.snapshot() if window_start <= s["t"] <= window_end]

@@ -127,7 +127,7 @@ def plans(master_interval: float, default_interval: float, profile: bool) -> dic
                      ceiling=640_000, profile=profile),
         "default": Plan(f"full, {default_interval:g} s batches", "full", "producer",
                         default_interval, start=20_000, factor=1.2, ceiling=640_000,
-                        measured=2),  # the warm-up batch: backpressure's estimate adapts
+                        warmup=0, measured=2),  # rates change at a batch boundary
     }
 
 
