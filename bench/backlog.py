@@ -64,8 +64,7 @@ def run_backlog(interval: float, rate: int, down_s: float, master: str, page_url
         feeder.set_rate(rate)
         job.kill()
         sampler.watch_job(None)
-        killed = time.time()
-        time.sleep(max(0.0, killed + down_s - time.time()))
+        time.sleep(down_s)  # the producer takes tweets; nobody acknowledges them
         feeder.set_rate(0)
         stopped_offering = time.time()
         statuses = [s for s in feeder.status.snapshot() if s["t"] <= stopped_offering + 1]

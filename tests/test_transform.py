@@ -285,3 +285,11 @@ def test_batch_time_in_another_zone_is_stored_as_utc() -> None:
 def test_naive_batch_time_is_local_time() -> None:
     naive = datetime(2026, 6, 1, 12, 0)
     assert transform.to_utc(naive) == naive.astimezone(UTC)
+
+
+@pytest.mark.parametrize("count", [0, 1, 9, 10, 11, 99, 100, 101, 1_000, 12_345])
+def test_a_batchs_bson_size_is_the_sum_of_its_items(count: int) -> None:
+    content = [f"t{i} caf\u00e9 \U0001f637" + ("\ud83d" if i % 7 == 0 else "")
+               for i in range(count)]
+    expected = sum(transform.bson_array_item_size(i, text) for i, text in enumerate(content))
+    assert transform._array_size(content) == expected
