@@ -93,6 +93,7 @@ class TweetServer:
         self.refused_acks = 0
         # what the journal holds at start may have been sent before a restart
         self._highest_sent = journal.committed
+        self._sending_end = 0  # the seq after the spans being written right now, if any
         self._cond = threading.Condition()
         self._cursor = journal.first_held()  # seq of the next tweet to write
         self._rewinds = 0  # resend requests that rewound the sender
@@ -267,7 +268,9 @@ class TweetServer:
             first = self.journal.next_present(max(seq, self.journal.first_held()))
             now = time.monotonic()
             target = first
-            if now - self._last_rewind >= self.RESEND_MIN_SECONDS and target < self._cursor:
+            # sent, or being sent: the sender may not have moved its cursor past it yet
+            sent_end = max(self._cursor, self._sending_end)
+            if now - self._last_rewind >= self.RESEND_MIN_SECONDS and target < sent_end:
                 self._last_rewind = now
                 self._cursor = target
                 self._rewinds += 1
@@ -303,6 +306,7 @@ class TweetServer:
                 finally:
                     with self._cond:
                         self._consumer = None
+                        self._sending_end = 0
 
     def _feed(self, conn: socket.socket) -> None:
         """Write the journal's tweets to ``conn`` until it disconnects, stalls or we close."""
@@ -320,6 +324,7 @@ class TweetServer:
             if spans:
                 with self._cond:  # before the send: the job may ack as soon as it reads
                     self._highest_sent = max(self._highest_sent, spans[-1].last)
+                    self._sending_end = spans[-1].last + 1
             try:
                 if control.peer_closed(conn):
                     raise ConnectionResetError("consumer closed the connection")
@@ -347,6 +352,7 @@ class TweetServer:
             last = spans[-1].last
             with self._cond:
                 self.sent += sum(span.last - span.first + 1 for span in spans)
+                self._sending_end = 0
                 if self._rewinds == rewinds:  # no resend request meanwhile
                     self._cursor = max(self._cursor, last + 1)
             if not acks:  # written is done
