@@ -440,9 +440,10 @@ def start_spark(settings: config.Settings, **extra_conf: str) -> Any:
         .setMaster(settings.master)
         .setAppName("covid19-live-stream")
         .set("spark.ui.showConsoleProgress", "false")
-        # each received block is one Python task (~50 ms of overhead each here): about
-        # four per batch instead of Spark's default of one every 200 ms, but at most a
-        # second's worth, which the receiver keeps in the JVM's heap until it is full
+        # each received block is one Python task (~50 ms of overhead each here): four
+        # per batch instead of Spark's default of one every 200 ms, but at most a
+        # second's worth (20 s batches: 20), which the receiver keeps in the JVM's heap
+        # until it is full
         .set("spark.streaming.blockInterval", f"{block_interval_ms(settings.batch_seconds)}ms")
         .set("spark.driver.extraJavaOptions",
              f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}")
@@ -453,7 +454,9 @@ def start_spark(settings: config.Settings, **extra_conf: str) -> Any:
         # backpressure, tried, undershot: with 20 s batches at 28,300 tweets/s its
         # estimate let in ~19,000/s, though batches took 15.5 s of their 20)
         conf.set("spark.streaming.receiver.maxRate", str(settings.receiver_max_rate))
-    if not os.environ.get("SPARK_DRIVER_MEMORY"):  # Spark's own variable wins
+    # Spark's own variable wins, and so does --driver-memory in PYSPARK_SUBMIT_ARGS
+    # (a JVM started by spark-submit has its heap already)
+    if not os.environ.get("SPARK_DRIVER_MEMORY"):
         conf.set("spark.driver.memory", DRIVER_MEMORY)
     for key, value in extra_conf.items():
         conf.set(key, value)

@@ -146,7 +146,8 @@ def test_clean_text_equals_the_plain_passes_on_any_text(text: str) -> None:
      '{"id": 1.0, "text": "float id"}',
      '{"id": "1", "text": "x", "id": "2"}',
      '\ufeff{"id": "1", "text": "bom"}',
-     ' {"id": 5, "text": "spaces"} \r'],
+     ' {"id": 5, "text": "spaces"} \r',
+     '18446744073709551616'],
 )
 @pytest.mark.parametrize("with_orjson", [True, False], ids=["orjson", "json only"])
 def test_lines_parse_as_the_standard_json_parser_reads_them(
@@ -159,6 +160,9 @@ def test_lines_parse_as_the_standard_json_parser_reads_them(
         assert process_line(line)[:3] == (MALFORMED, "", "not JSON")
         return
     record = process_line(line)
+    if not isinstance(tweet, dict):
+        assert record[:3] == (MALFORMED, "", f"JSON {type(tweet).__name__}, not an object")
+        return
     if isinstance(tweet.get("id"), int) and not isinstance(tweet["id"], bool):
         assert record.tweet_id == str(tweet["id"])  # exact, however large
     assert record.status == MALFORMED or record.text == clean_text(tweet["text"])
@@ -293,3 +297,16 @@ def test_a_batchs_bson_size_is_the_sum_of_its_items(count: int) -> None:
                for i in range(count)]
     expected = sum(transform.bson_array_item_size(i, text) for i, text in enumerate(content))
     assert transform._array_size(content) == expected
+
+
+@pytest.mark.parametrize("with_orjson", [True, False], ids=["orjson", "json only"])
+@pytest.mark.parametrize(("depth", "ok"), [(100, True), (900, True), (1_030, False),
+                                           (100_000, False)])
+def test_deep_nesting_is_judged_the_same_by_both_parsers_away_from_their_limits(
+        depth: int, ok: bool, with_orjson: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # (between ~990 and 1,023 levels json.loads and orjson disagree: see _load_json)
+    if not with_orjson:
+        monkeypatch.setattr(transform, "orjson", None)
+    line = '{"id": "1", "text": "hi", "x": ' + "[" * depth + "]" * depth + "}"
+    expected = (OK, "1", "hi") if ok else (MALFORMED, "", "JSON nested too deeply")
+    assert process_line(line)[:3] == expected
