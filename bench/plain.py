@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 
-from bench.producer import MAX_BURST_SECONDS, REPORT_SECONDS, TICK_SECONDS, Control
+from bench.producer import REPORT_SECONDS, Control
 from bench.tweets import TweetFactory
 from journal import seal
 
@@ -116,26 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(conn: socket.socket, sender: Sender, control: Control) -> None:
     """Send at the rate ``control`` asks until it says quit."""
-    while not control.quit.is_set():
-        control.changed.clear()
-        rate = control.rate
-        if rate == 0:
-            control.changed.wait()
-            continue
-        start, done = time.monotonic(), 0
-        while not control.changed.is_set():
-            if rate is None:
-                sender.send(conn, CHUNK_LINES)
-                continue
-            due = int((time.monotonic() - start) * rate) - done
-            if due > rate * MAX_BURST_SECONDS:  # fell behind: do not burst to catch up
-                start += (due - rate * MAX_BURST_SECONDS) / rate
-                due = int(rate * MAX_BURST_SECONDS)
-            if due > 0:
-                sender.send(conn, due)
-                done += due
-            else:
-                time.sleep(TICK_SECONDS)
+    control.pace(lambda lines: sender.send(conn, lines),
+                 lambda: sender.send(conn, CHUNK_LINES))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import config
@@ -65,6 +66,30 @@ class Control:
                 self.changed.set()
         self.quit.set()
         self.changed.set()
+
+    def pace(self, emit: Callable[[int], None], flat_out: Callable[[], None]) -> None:
+        """Until quit: ``emit(n)`` so that ``rate`` a second go out in all, or
+        ``flat_out()`` again and again while the rate is "max"."""
+        while not self.quit.is_set():
+            self.changed.clear()
+            rate = self.rate
+            if rate == 0:
+                self.changed.wait()
+                continue
+            start, done = time.monotonic(), 0
+            while not self.changed.is_set():
+                if rate is None:
+                    flat_out()
+                    continue
+                due = int((time.monotonic() - start) * rate) - done
+                if due > rate * MAX_BURST_SECONDS:  # fell behind: note it, don't burst
+                    start += (due - rate * MAX_BURST_SECONDS) / rate
+                    due = int(rate * MAX_BURST_SECONDS)
+                if due > 0:
+                    emit(due)
+                    done += due
+                else:
+                    time.sleep(TICK_SECONDS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,30 +142,14 @@ def main(argv: list[str] | None = None) -> int:
             offered += count
             refused += not_taken
 
+    def flat_out() -> None:  # as fast as possible, bounded by what is held
+        if server.pending >= args.max_pending:
+            time.sleep(TICK_SECONDS / 5)
+        else:
+            offer(256)
+
     try:
-        while not control.quit.is_set():
-            control.changed.clear()
-            rate = control.rate
-            if rate == 0:
-                control.changed.wait()
-                continue
-            start, done = time.monotonic(), 0
-            while not control.changed.is_set():
-                if rate is None:  # as fast as possible, bounded by what is held
-                    if server.pending >= args.max_pending:
-                        time.sleep(TICK_SECONDS / 5)
-                        continue
-                    offer(256)
-                    continue
-                due = int((time.monotonic() - start) * rate) - done
-                if due > rate * MAX_BURST_SECONDS:  # fell behind: note it, don't burst
-                    start += (due - rate * MAX_BURST_SECONDS) / rate
-                    due = int(rate * MAX_BURST_SECONDS)
-                if due > 0:
-                    offer(due)
-                    done += due
-                else:
-                    time.sleep(TICK_SECONDS)
+        control.pace(offer, flat_out)
     finally:
         server.close()
     return 0
