@@ -2,16 +2,19 @@
 
 Jetstream turns the Bluesky network into JSON: one event per WebSocket text
 frame from ``wss://HOST/subscribe?wantedCollections=app.bsky.feed.post``, no
-account and no key (DESIGN.md, "Bluesky posts"). This module has two parts:
+account and no key (DESIGN.md, "Bluesky posts"). This module has three parts:
 
 * pure functions: :class:`KeywordMatcher` (a keyword as a whole word, or a
   tag) and :func:`read_event` (one frame -> a :class:`Post`, or why not), and
   :func:`wire_tweet` (a post -> the tweet object of the wire format);
-* :class:`BlueskySource`, the WebSocket client: it rotates through the hosts,
-  backs off with jitter, reconnects with a cursor a few seconds before the last
-  event it handled (so a dropped connection loses nothing), keeps that cursor
-  in a file beside the journal (so a restart goes on where it stopped), drops
-  the posts a rewind delivers again, and reconnects when a host goes silent.
+* :class:`JetstreamProgress`, the bookkeeping: the counters and the status
+  line, the last event's time a reconnect resumes from (a few seconds before
+  it, so a dropped connection loses nothing), the posts handled lately (so
+  those a rewind delivers again are dropped), and the cursor file beside the
+  journal that keeps both (so a restart goes on where it stopped);
+* :class:`BlueskySource`, the WebSocket client built on it: it rotates
+  through the hosts, backs off with jitter, reconnects when a host goes
+  silent, and hands each matching post to ``emit``.
 
 Typical use (what ``stream.py --source bluesky`` does)::
 
@@ -209,7 +212,7 @@ def first_answering(urls: Sequence[str], timeout: float) -> str | None:
     return None
 
 
-# --- the cursor file ------------------------------------------------------------------
+# --- the bookkeeping: counters, the cursor and its file, the status line ---------------
 
 
 @dataclass(frozen=True)
@@ -235,31 +238,19 @@ class Resume:
         return cls(time_us, pairs)
 
 
-# --- the WebSocket client --------------------------------------------------------------
+class JetstreamProgress:
+    """How far a Jetstream reader has got, with no network code in it.
 
-
-class BlueskySource:
-    """Posts from Jetstream that match the keywords, each handed to ``emit``.
-
-    :meth:`run` connects to the first URL that answers, reads events until
-    ``stop`` is set and reconnects for as long as it runs. The hooks
-    (``on_connect``, ``on_frame``, ``on_connection_error``, ``on_stale``)
-    can be overridden; the constants below are the policy.
-
-    The counters (:attr:`events`, :attr:`posts`, :attr:`matched`, ...) and
-    :meth:`status` are for the once-a-minute status line.
+    It keeps the counters (:attr:`events`, :attr:`posts`, :attr:`matched`,
+    ...) and the once-a-minute :meth:`status` line, the last event's time
+    (:attr:`last_time_us`: a reconnect resumes a little before it), the posts
+    handled lately (:attr:`recent`: what a rewind brings again is dropped) and
+    the cursor file that keeps both across a restart. :class:`BlueskySource`
+    is the connection loop built on it; the constants below are the policy.
     """
 
     #: File (in the journal's folder) keeping where to resume after a restart.
     CURSOR_FILE = "jetstream-cursor.json"
-    #: At start, give up (NoHostError) if no host has answered within this.
-    START_TIMEOUT = 15.0
-    #: Most seconds one opening handshake may take.
-    OPEN_TIMEOUT = 10.0
-    #: Wait before reconnect attempt n: a random time up to
-    #: min(BACKOFF_MAX, BACKOFF_BASE * 2**n) seconds ("full jitter").
-    BACKOFF_BASE = 0.5
-    BACKOFF_MAX = 30.0
     #: A reconnect resumes this many seconds before the last event handled: each
     #: host stamps time_us with its own clock, and events come slightly out of order.
     REWIND_SECONDS = 5.0
@@ -271,6 +262,148 @@ class BlueskySource:
     RECENT_POSTS = 20_000
     #: How long the ids of posts handled stay in the cursor file, past the rewind.
     RECENT_KEEP_SECONDS = 120.0
+
+    def __init__(
+        self,
+        *,
+        cursor_path: Path | None = None,
+        before_cursor_save: Callable[[], None] | None = None,
+        journaled: Iterable[dict[str, Any]] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Loads the cursor file at ``cursor_path`` when there is one, then
+        remembers the ``journaled`` records' posts (see :class:`BlueskySource`)."""
+        self.cursor_path = cursor_path
+        self._checkpoint = (None if cursor_path is None else
+                            Checkpoint(cursor_path, "Jetstream cursor",
+                                       every=self.CURSOR_SAVE_SECONDS,
+                                       before=before_cursor_save))
+        self._clock = clock
+        #: frames received
+        self.events = 0
+        #: new posts with text among them
+        self.posts = 0
+        #: posts that matched the keywords and were handed to emit
+        self.matched = 0
+        #: matching posts dropped because a rewind delivered them again
+        self.repeats = 0
+        #: matching posts emit refused (the producer's buffer was full)
+        self.refused = 0
+        #: frames that were not events, and post records without text
+        self.malformed = 0
+        #: connections made after the first
+        self.reconnects = 0
+        self.url: str | None = None  # the host in use
+        #: the time_us of the last event handled (None before any)
+        self.last_time_us: int | None = None
+        #: post uri -> time_us of the posts handled lately, oldest first
+        self.recent: OrderedDict[str, int] = OrderedDict()
+        self._saved_time_us: int | None = None
+        self._load_cursor()
+        self._remember_journaled(journaled)
+
+    # -- status
+
+    def lag_seconds(self) -> float | None:
+        """Now minus the last event's time_us, in seconds (None before any event)."""
+        if self.last_time_us is None:
+            return None
+        return self._clock() - self.last_time_us / 1e6
+
+    def status(self) -> str:
+        """One status line: events, posts, matches, reconnects and lag."""
+        lag = self.lag_seconds()
+        return (f"bluesky: {self.events:,} events, {self.posts:,} posts, {self.matched:,} "
+                f"matched ({self.repeats:,} repeats dropped, {self.refused:,} refused, "
+                f"{self.malformed:,} malformed), {self.reconnects:,} reconnects, lag "
+                + ("-" if lag is None else f"{lag:.1f} s")
+                + (f", host {self.url}" if self.url else ""))
+
+    # -- the cursor
+
+    def resume_cursor(self) -> int | None:
+        """The cursor a connection asks for: REWIND_SECONDS before the last
+        event handled, or None (the live tip) before any."""
+        if self.last_time_us is None:
+            return None
+        return max(1, self.last_time_us - int(self.REWIND_SECONDS * 1_000_000))
+
+    def remember_post(self, uri: str, time_us: int | None) -> None:
+        """Note a post handed on, so that a rewind bringing it again is dropped
+        (the oldest is forgotten past RECENT_POSTS)."""
+        self.recent[uri] = time_us or 0
+        if len(self.recent) > self.RECENT_POSTS:
+            self.recent.popitem(last=False)
+
+    def _remember_journaled(self, records: Iterable[dict[str, Any]]) -> None:
+        """Posts the journal already holds: not to be emitted again."""
+        for record in records:
+            uri, at = record.get("id"), record.get("pos")
+            if isinstance(uri, str) and uri.startswith("at://") and type(at) is int:
+                self.recent[uri] = at
+                if self.last_time_us is None or at > self.last_time_us:
+                    self.last_time_us = at
+
+    def _load_cursor(self) -> None:
+        if self.cursor_path is None or not self.cursor_path.exists():
+            return
+        try:
+            resume = Resume.loads(self.cursor_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("ignoring the Jetstream cursor file %s (%s): starting from the live "
+                        "tip", self.cursor_path, err)
+            return
+        self.last_time_us = self._saved_time_us = resume.time_us
+        self.recent.update(resume.recent)
+        age = self._clock() - resume.time_us / 1e6
+        if age > self.RETENTION_SECONDS:
+            log.warning("the Jetstream cursor is %.1f h old; Jetstream keeps about a day, so "
+                        "posts older than that are not sent again", age / 3600)
+        else:
+            log.info("resuming Bluesky posts from %s (%.0f s ago)", self.cursor_path, age)
+
+    def save_cursor(self, *, force: bool = False) -> None:
+        """Write the cursor file (at most every CURSOR_SAVE_SECONDS unless ``force``).
+
+        Never raises: a failed write is logged once, and the previous file stays.
+        """
+        if self._checkpoint is None or self.last_time_us is None:
+            return
+        if self.last_time_us == self._saved_time_us or (
+                not force and not self._checkpoint.due()):
+            return
+        keep_after = self.last_time_us - int(
+            (self.REWIND_SECONDS + self.RECENT_KEEP_SECONDS) * 1_000_000)
+        recent = tuple((uri, at) for uri, at in self.recent.items() if at >= keep_after)
+        if self._checkpoint.save(Resume(self.last_time_us, recent).dumps(), force=force):
+            self._saved_time_us = self.last_time_us
+
+
+# --- the WebSocket client --------------------------------------------------------------
+
+
+class BlueskySource(JetstreamProgress):
+    """Posts from Jetstream that match the keywords, each handed to ``emit``.
+
+    :meth:`run` connects to the first URL that answers, reads events until
+    ``stop`` is set and reconnects for as long as it runs. The hooks
+    (``on_connect``, ``on_frame``, ``on_connection_error``, ``on_stale``)
+    can be overridden; the constants below (and :class:`JetstreamProgress`'s)
+    are the policy.
+
+    The counters (:attr:`events`, :attr:`posts`, :attr:`matched`, ...),
+    :meth:`status` and the cursor file are :class:`JetstreamProgress`'s: this
+    class is the connection loop and what it does with each frame.
+    """
+
+    #: At start, give up (NoHostError) if no host has answered within this.
+    START_TIMEOUT = 15.0
+    #: Most seconds one opening handshake may take.
+    OPEN_TIMEOUT = 10.0
+    #: Wait before reconnect attempt n: a random time up to
+    #: min(BACKOFF_MAX, BACKOFF_BASE * 2**n) seconds ("full jitter").
+    BACKOFF_BASE = 0.5
+    BACKOFF_MAX = 30.0
     #: Largest frame accepted; post events are a few kilobytes.
     MAX_FRAME_BYTES = 4 * 1024 * 1024
     #: How often a read without events checks ``stop`` and the watchdog.
@@ -302,38 +435,14 @@ class BlueskySource:
         self.urls = tuple(urls)
         self.matcher = matcher
         self._emit = emit
-        self.cursor_path = cursor_path
         self.stale_seconds = stale_seconds
-        self._checkpoint = (None if cursor_path is None else
-                            Checkpoint(cursor_path, "Jetstream cursor",
-                                       every=self.CURSOR_SAVE_SECONDS,
-                                       before=before_cursor_save))
-        self._clock = clock
-        #: frames received
-        self.events = 0
-        #: new posts with text among them
-        self.posts = 0
-        #: posts that matched the keywords and were handed to emit
-        self.matched = 0
-        #: matching posts dropped because a rewind delivered them again
-        self.repeats = 0
-        #: matching posts emit refused (the producer's buffer was full)
-        self.refused = 0
-        #: frames that were not events, and post records without text
-        self.malformed = 0
-        #: connections made after the first
-        self.reconnects = 0
         #: set once a host has answered
         self.connected = threading.Event()
-        self.url: str | None = None  # the host in use
-        self._last_time_us: int | None = None
-        self._recent: OrderedDict[str, int] = OrderedDict()  # post uri -> time_us
-        self._saved_time_us: int | None = None
         self._last_malformed_warning = -float("inf")
         self._attempt = 0
         self._rng = random.Random()
-        self._load_cursor()
-        self._remember(journaled)
+        super().__init__(cursor_path=cursor_path, before_cursor_save=before_cursor_save,
+                         journaled=journaled, clock=clock)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} url={self.url!r} matched={self.matched}>"
@@ -374,7 +483,7 @@ class BlueskySource:
 
     def _session(self, url: str, open_timeout: float, stop: threading.Event) -> None:
         """One connection: open it, read until stop, silence or a failure."""
-        target = subscribe_url(url, self._resume_cursor())
+        target = subscribe_url(url, self.resume_cursor())
         with connect(target, open_timeout=open_timeout, max_size=self.MAX_FRAME_BYTES,
                      close_timeout=2, user_agent_header=USER_AGENT) as websocket:
             if self.connected.is_set():
@@ -413,18 +522,18 @@ class BlueskySource:
 
     def on_connect(self, url: str, target: str) -> None:
         """Called once a host has answered."""
-        if self._last_time_us is None:
+        if self.last_time_us is None:
             log.info("connected to %s: live posts from now on", url)
         else:
             log.info("connected to %s: resuming %.0f s before the last event handled "
-                     "(cursor %d)", url, self.REWIND_SECONDS, self._resume_cursor())
+                     "(cursor %d)", url, self.REWIND_SECONDS, self.resume_cursor())
 
     def on_frame(self, frame: str | bytes) -> None:
         """Handle one frame: a matching new post goes to ``emit``."""
         self.events += 1
         verdict, post, time_us = read_event(frame)
         if time_us is not None:
-            self._last_time_us = time_us
+            self.last_time_us = time_us
         if verdict == MALFORMED:
             self.malformed += 1
             now = time.monotonic()
@@ -439,16 +548,14 @@ class BlueskySource:
         if not self.matcher.matches(post.text, post.tags):
             return
         uri = post.uri
-        if uri in self._recent:
+        if uri in self.recent:
             self.repeats += 1  # a rewind brought it again
             return
         if not self._emit(wire_tweet(post), time_us):
             self.refused += 1  # counted and logged by the server; a rewind may bring it back
             return
         self.matched += 1
-        self._recent[uri] = time_us or 0
-        if len(self._recent) > self.RECENT_POSTS:
-            self._recent.popitem(last=False)
+        self.remember_post(uri, time_us)
 
     def on_connection_error(self, url: str, err: BaseException) -> None:
         """Called when connecting fails or a connection breaks. Before the first
@@ -461,70 +568,3 @@ class BlueskySource:
         """Called when no event has come for ``stale_seconds``: the host is silent."""
         log.warning("no event from %s for %g s; reconnecting to another host",
                     url, self.stale_seconds)
-
-    # -- status
-
-    def lag_seconds(self) -> float | None:
-        """Now minus the last event's time_us, in seconds (None before any event)."""
-        if self._last_time_us is None:
-            return None
-        return self._clock() - self._last_time_us / 1e6
-
-    def status(self) -> str:
-        """One status line: events, posts, matches, reconnects and lag."""
-        lag = self.lag_seconds()
-        return (f"bluesky: {self.events:,} events, {self.posts:,} posts, {self.matched:,} "
-                f"matched ({self.repeats:,} repeats dropped, {self.refused:,} refused, "
-                f"{self.malformed:,} malformed), {self.reconnects:,} reconnects, lag "
-                + ("-" if lag is None else f"{lag:.1f} s")
-                + (f", host {self.url}" if self.url else ""))
-
-    # -- the cursor
-
-    def _resume_cursor(self) -> int | None:
-        if self._last_time_us is None:
-            return None
-        return max(1, self._last_time_us - int(self.REWIND_SECONDS * 1_000_000))
-
-    def _remember(self, records: Iterable[dict[str, Any]]) -> None:
-        """Posts the journal already holds: not to be emitted again."""
-        for record in records:
-            uri, at = record.get("id"), record.get("pos")
-            if isinstance(uri, str) and uri.startswith("at://") and type(at) is int:
-                self._recent[uri] = at
-                if self._last_time_us is None or at > self._last_time_us:
-                    self._last_time_us = at
-
-    def _load_cursor(self) -> None:
-        if self.cursor_path is None or not self.cursor_path.exists():
-            return
-        try:
-            resume = Resume.loads(self.cursor_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            log.warning("ignoring the Jetstream cursor file %s (%s): starting from the live "
-                        "tip", self.cursor_path, err)
-            return
-        self._last_time_us = self._saved_time_us = resume.time_us
-        self._recent.update(resume.recent)
-        age = self._clock() - resume.time_us / 1e6
-        if age > self.RETENTION_SECONDS:
-            log.warning("the Jetstream cursor is %.1f h old; Jetstream keeps about a day, so "
-                        "posts older than that are not sent again", age / 3600)
-        else:
-            log.info("resuming Bluesky posts from %s (%.0f s ago)", self.cursor_path, age)
-
-    def save_cursor(self, *, force: bool = False) -> None:
-        """Write the cursor file (at most every CURSOR_SAVE_SECONDS unless ``force``).
-
-        Never raises: a failed write is logged once, and the previous file stays.
-        """
-        if self._checkpoint is None or self._last_time_us is None:
-            return
-        if self._last_time_us == self._saved_time_us or (
-                not force and not self._checkpoint.due()):
-            return
-        keep_after = self._last_time_us - int(
-            (self.REWIND_SECONDS + self.RECENT_KEEP_SECONDS) * 1_000_000)
-        recent = tuple((uri, at) for uri, at in self._recent.items() if at >= keep_after)
-        if self._checkpoint.save(Resume(self._last_time_us, recent).dumps(), force=force):
-            self._saved_time_us = self._last_time_us

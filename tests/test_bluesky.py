@@ -404,7 +404,7 @@ def test_a_refused_post_is_not_remembered_so_a_rewind_can_bring_it(
     jetstream.publish(*covid_posts(1))
     with emitted._cond:
         assert emitted._cond.wait_for(lambda: source.refused == 1, TIMEOUT)
-    assert source.matched == 0 and uri("k0") not in source._recent
+    assert source.matched == 0 and uri("k0") not in source.recent
 
 
 def test_no_host_at_start_raises_naming_the_urls() -> None:
