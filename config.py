@@ -408,6 +408,26 @@ STORE_OPTIONS = ("mongo_uri", "database", "collection", "embedded_db_path", "log
 _DEFAULTS = Settings()
 
 
+class SwitchAction(argparse.BooleanOptionalAction):
+    """``--loop`` / ``--no-loop``: stores the raw text ``"true"`` or ``"false"``,
+    as the environment would hold it, so that :func:`resolve` parses both alike.
+
+    A flag not given stays ``None`` (the parser's default), so the environment,
+    ``.env`` or the default decides; either form given beats them all.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if option_string in self.option_strings:
+            negative = option_string is not None and option_string.startswith("--no-")
+            setattr(namespace, self.dest, "false" if negative else "true")
+
+
 def build_parser(
     prog: str,
     description: str,
@@ -422,7 +442,9 @@ def build_parser(
     ``add_help=False`` makes a parent parser for subcommands.
 
     Flags default to ``None`` so that :func:`resolve` can tell "not given"
-    from "given"; the help text shows the variable and the default.
+    from "given"; the help text shows the variable and the default. A
+    boolean option (``is_switch``) gets both forms, ``--loop`` and
+    ``--no-loop`` (:class:`SwitchAction`).
     """
     parser = argparse.ArgumentParser(
         prog=prog, description=description,
@@ -440,8 +462,8 @@ def build_parser(
         help_text = f"{opt.help} [env {opt.env}{shown}]"
         flags = [opt.flag, *([aliases[name]] if aliases and name in aliases else [])]
         if opt.is_switch:
-            parser.add_argument(*flags, dest=name, action="store_const", const="true",
-                                default=None, help=help_text)
+            parser.add_argument(*flags, dest=name, action=SwitchAction, default=None,
+                                help=help_text)
         elif opt.repeats:
             parser.add_argument(*flags, dest=name, metavar=opt.metavar, default=None,
                                 action="append", help=help_text)

@@ -53,6 +53,54 @@ def test_jetstream_urls_repeat_as_flags_or_are_comma_separated() -> None:
     assert from_env.jetstream_urls == ("ws://a/s", "wss://b/s")
 
 
+def loop_from(argv: list[str], environ: dict[str, str], dotenv: Path | None = None) -> bool:
+    """``settings.loop`` of stream.py given these flags, environment and .env."""
+    return config.load_settings("stream.py", config.STREAM_OPTIONS, argv, environ=environ,
+                                dotenv_path=dotenv).loop
+
+
+def test_no_loop_beats_replay_loop_true() -> None:
+    assert loop_from(["--no-loop"], {"REPLAY_LOOP": "true"}) is False
+
+
+def test_loop_beats_replay_loop_false() -> None:
+    assert loop_from(["--loop"], {"REPLAY_LOOP": "false"}) is True
+
+
+def test_no_loop_flag_leaves_the_environment_in_force(tmp_path: Path) -> None:
+    assert loop_from([], {"REPLAY_LOOP": "true"}) is True
+    assert loop_from([], {"REPLAY_LOOP": "false"}) is False
+    assert loop_from([], {}) is False
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("REPLAY_LOOP=true\n")
+    assert loop_from([], {}, dotenv) is True
+    assert loop_from(["--no-loop"], {}, dotenv) is False
+    assert loop_from([], {"REPLAY_LOOP": "false"}, dotenv) is False
+    # the last of both forms wins, as with any flag given twice
+    assert loop_from(["--no-loop", "--loop"], {}) is True
+    assert loop_from(["--loop", "--no-loop"], {}) is False
+
+
+def test_help_lists_both_forms_of_a_boolean_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        config.load_settings("stream.py", config.STREAM_OPTIONS, ["--help"], environ={},
+                             dotenv_path=None)
+    assert exit_info.value.code == 0
+    assert "--loop, --no-loop" in capsys.readouterr().out
+
+
+def test_every_boolean_option_has_a_negative_flag() -> None:
+    switches = [opt for opt in config.OPTIONS.values() if opt.is_switch]
+    assert switches, "REPLAY_LOOP at least"
+    parser = config.build_parser("x", "", [opt.name for opt in switches])
+    for opt in switches:
+        assert opt.flag is not None and opt.flag.startswith("--")
+        negative = "--no-" + opt.flag[2:]
+        assert vars(parser.parse_args([negative]))[opt.name] == "false"
+        assert vars(parser.parse_args([opt.flag]))[opt.name] == "true"
+        assert vars(parser.parse_args([]))[opt.name] is None  # not given: env decides
+
+
 def test_keywords_are_lowercased_and_deduplicated() -> None:
     assert resolve(config.STREAM_OPTIONS, {}, {}).keywords == (
         "covid", "covid19", "covid-19", "coronavirus", "sars-cov-2")
