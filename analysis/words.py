@@ -19,6 +19,7 @@ from typing import Any
 
 log = logging.getLogger("report")  # the report tool's log, as its lines always said
 
+#: How many of the most frequent words a report shows unless asked (``plot --top``).
 DEFAULT_TOP = 15
 _TEXTS_PER_CHUNK = 20_000  # texts joined at a time when counting words
 #: Texts a word-counting worker process gets at a time (WordCounter).
