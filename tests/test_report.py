@@ -32,10 +32,50 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import analysis.words
 import config
 import report
 import storage
 import transform
+from analysis.batches import (
+    MAX_BINS,
+    Batch,
+    Binning,
+    EmptyWindowError,
+    as_utc,
+    batch_interval,
+    bin_tweets,
+    choose_binning,
+    format_as_of,
+    format_count,
+    format_json,
+    format_table,
+    iso_z,
+    parse_time,
+    summarize,
+    to_batch,
+)
+from analysis.export import EXPORT_FIELDS, csv_cell, export_tweets
+from analysis.figure import (
+    DPI,
+    FIGSIZE,
+    CountPanel,
+    build_figure,
+    count_panel_texts,
+    plot_report,
+    render_html,
+    render_png,
+)
+from analysis.words import (
+    PUNCTUATION,
+    STOP_WORDS,
+    WordCounter,
+    count_chunks,
+    count_tokens,
+    merge_worker_tokens,
+    rank_words,
+    top_words,
+)
 
 T0 = datetime(2026, 11, 28, 23, 0, 0, tzinfo=UTC)
 TRICKY = [
@@ -145,7 +185,7 @@ def png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-EXPECTED_SIZE = (int(report.FIGSIZE[0] * report.DPI), int(report.FIGSIZE[1] * report.DPI))
+EXPECTED_SIZE = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
 
 
 # --------------------------------------------------------------------------
@@ -157,7 +197,7 @@ def test_inspect_table(fixture: Fixture, capsys: pytest.CaptureFixture[str]) -> 
         assert fixture.cli("inspect", "--last", "3") == 0
         out = capsys.readouterr().out
     else:
-        out = report.format_table(fixture.store.latest(3)) + "\n"
+        out = format_table(fixture.store.latest(3)) + "\n"
     lines = out.splitlines()
     assert lines[0].split() == ["batch", "time", "(UTC)", "tweets", "total", "cases",
                                 "as", "of", "first", "tweet"]
@@ -167,7 +207,7 @@ def test_inspect_table(fixture: Fixture, capsys: pytest.CaptureFixture[str]) -> 
     assert "stay home" in lines[2]
     assert lines[3].startswith("2026-11-28 23:01:40") and "704,703,000" in lines[3]
     # an older document (no case_count_as_of) and a batch without a count: "-"
-    everything = report.format_table(fixture.store.latest(6)).splitlines()
+    everything = format_table(fixture.store.latest(6)).splitlines()
     assert everything[1].split()[3:5] == ["704,700,000", "-"]
     assert everything[3].split()[3:5] == ["-", "-"]
 
@@ -178,13 +218,13 @@ def test_inspect_json_and_null_count(fixture: Fixture, capsys: pytest.CaptureFix
         assert fixture.cli("inspect", "--json") == 0
         out = capsys.readouterr().out
     else:
-        out = report.format_json(fixture.store.latest(10))
+        out = format_json(fixture.store.latest(10))
     docs = [json.loads(line) for line in out.splitlines()]
     assert [d["_id"] for d in docs] == [d["_id"] for d in batch_documents()]
     assert docs[0]["timestamp"] == {"$date": "2026-11-28T23:00:00Z"}
     assert docs[2]["total_case_count"] is None
     assert docs[4]["content"] == TRICKY
-    assert "-" in report.format_table(fixture.store.latest(6)).splitlines()[3].split()
+    assert "-" in format_table(fixture.store.latest(6)).splitlines()[3].split()
 
 
 def test_inspect_empty_store(make_store: Callable[..., Fixture],
@@ -209,7 +249,7 @@ def test_plot_writes_a_png_of_the_expected_size_and_a_page(
     if fixture.kind == "embedded":
         assert fixture.cli("plot", "--out", str(png), "--html", str(page), "--top", "5") == 0
     else:
-        summary = report.plot_report(fixture.store, png, html_out=page, top=5)
+        summary = plot_report(fixture.store, png, html_out=page, top=5)
         assert (summary.batches, summary.tweets, summary.latest_count) == (6, 13, 704_703_000)
         assert (summary.latest_count_as_of, summary.latest_count_source) == (
             AS_OF, "worldometers")
@@ -239,8 +279,8 @@ def test_plot_with_a_window_and_no_count_at_all(make_store: Callable[..., Fixtur
     if fx.kind == "embedded":
         assert fx.cli("plot", "--since", since, "--until", until, "--out", str(png)) == 0
     else:
-        summary = report.plot_report(fx.store, png, since=report.parse_time(since),
-                                     until=report.parse_time(until))
+        summary = plot_report(fx.store, png, since=parse_time(since),
+                              until=parse_time(until))
         assert (summary.batches, summary.latest_count) == (1, None)
     assert png_size(png.read_bytes()) == EXPECTED_SIZE
 
@@ -259,8 +299,8 @@ def test_plot_an_empty_window_says_so_in_one_line_and_exits_1(
         assert captured.err.startswith(
             "report.py: no batches from 2026-11-29T00:00:00.000Z to now in embedded MontyDB")
     else:
-        with pytest.raises(report.EmptyWindowError, match=r"no batches from .* to "):
-            report.plot_report(fixture.store, png, since=T0 - timedelta(days=1), until=T0)
+        with pytest.raises(EmptyWindowError, match=r"no batches from .* to "):
+            plot_report(fixture.store, png, since=T0 - timedelta(days=1), until=T0)
     assert not png.exists()
 
 
@@ -297,14 +337,14 @@ def run_export(fx: Fixture, tmp_path: Path, capsys: pytest.CaptureFixture[str], 
             return read_export(tmp_path / f"export.{fmt}")
         return stdout
     flags = dict(zip(window[::2], window[1::2], strict=True))
-    since, until = (report.parse_time(flags[k]) if k in flags else None
+    since, until = (parse_time(flags[k]) if k in flags else None
                     for k in ("--since", "--until"))
     if to_file:
         path = tmp_path / f"export.{fmt}"
-        report.export_tweets(fx.store, path, fmt, since=since, until=until)
+        export_tweets(fx.store, path, fmt, since=since, until=until)
         return read_export(path)
     buffer = io.StringIO(newline="")
-    report.export_tweets(fx.store, buffer, fmt, since=since, until=until)
+    export_tweets(fx.store, buffer, fmt, since=since, until=until)
     return buffer.getvalue()
 
 
@@ -316,7 +356,7 @@ def test_export_csv_round_trips_through_the_csv_module(
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     assert text.splitlines()[0] == ("batch_id,timestamp,total_case_count,case_count_as_of,"
                                     "case_count_source,position,text")
-    assert list(rows[0]) == list(report.EXPORT_FIELDS)
+    assert list(rows[0]) == list(EXPORT_FIELDS)
     expected = [{k: ("" if v is None else str(v)) for k, v in row.items()}
                 for row in expected_rows(batch_documents())]
     assert rows == expected
@@ -337,7 +377,7 @@ def test_export_jsonl_parses_line_by_line(fixture: Fixture, tmp_path: Path,
     text = run_export(fixture, tmp_path, capsys, "jsonl")
     rows = [json.loads(line) for line in text.splitlines()]
     assert rows == expected_rows(batch_documents())
-    assert list(rows[0]) == list(report.EXPORT_FIELDS)
+    assert list(rows[0]) == list(EXPORT_FIELDS)
     assert rows[3]["total_case_count"] is None and rows[3]["position"] == 0
     assert rows[3]["case_count_as_of"] is None and rows[3]["case_count_source"] is None
     assert (rows[0]["case_count_as_of"], rows[0]["case_count_source"]) == (None, None)
@@ -383,10 +423,10 @@ def test_export_neutralises_formulas_in_csv_only(
 
 def test_csv_cell() -> None:
     for raw, cell in FORMULA_TEXTS.items():
-        assert report.csv_cell(raw) == cell
-    assert report.csv_cell(None) == ""
-    assert report.csv_cell(-5) == -5  # a number is not a text (counts are never negative)
-    assert report.csv_cell("") == ""
+        assert csv_cell(raw) == cell
+    assert csv_cell(None) == ""
+    assert csv_cell(-5) == -5  # a number is not a text (counts are never negative)
+    assert csv_cell("") == ""
 
 
 def test_export_help_says_what_csv_does_to_formulas(capsys: pytest.CaptureFixture[str]
@@ -424,11 +464,11 @@ def test_export_an_empty_window_exits_1_and_writes_nothing(
         assert err.startswith("report.py: no batches from the start to 2026-11-28T22:00:00.000Z")
     else:
         buffer = io.StringIO()
-        with pytest.raises(report.EmptyWindowError):
-            report.export_tweets(fixture.store, buffer, "csv", since=T0 + timedelta(hours=1))
+        with pytest.raises(EmptyWindowError):
+            export_tweets(fixture.store, buffer, "csv", since=T0 + timedelta(hours=1))
         assert buffer.getvalue() == ""
-        with pytest.raises(report.EmptyWindowError):
-            report.export_tweets(fixture.store, out, "csv", since=T0 + timedelta(hours=1))
+        with pytest.raises(EmptyWindowError):
+            export_tweets(fixture.store, out, "csv", since=T0 + timedelta(hours=1))
     assert not out.exists()
 
 
@@ -449,9 +489,9 @@ def test_bad_window_flags_are_usage_errors(capsys: pytest.CaptureFixture[str]) -
 def test_top_words_counts_case_insensitively_without_stop_words_or_numbers() -> None:
     texts = ["COVID19 masks on the tram", "covid19 Masks 2026 and COVID19", "a b I'm it's ok",
              "Covid19 маски маски"]
-    assert report.top_words(texts, 3) == [("COVID19", 4), ("masks", 2), ("маски", 2)]
-    assert ("ok", 1) in report.top_words(texts, 10)
-    assert not {w.casefold() for w, _ in report.top_words(texts, 10)} & {
+    assert top_words(texts, 3) == [("COVID19", 4), ("masks", 2), ("маски", 2)]
+    assert ("ok", 1) in top_words(texts, 10)
+    assert not {w.casefold() for w, _ in top_words(texts, 10)} & {
         "the", "and", "on", "i'm", "it's", "2026", "a", "b"}
 
 
@@ -459,21 +499,21 @@ def test_times_are_utc_whatever_the_store_returns() -> None:
     naive = {"_id": "x", "timestamp": datetime(2026, 11, 28, 23, 0), "content": ["a"],
              "total_case_count": None}
     aware = dict(naive, timestamp=T0.astimezone(timezone(timedelta(hours=1))))
-    assert report.to_batch(naive).timestamp == report.to_batch(aware).timestamp == T0
-    assert report.to_batch(naive).timestamp.tzinfo is UTC
-    assert report.iso_z(datetime(2026, 11, 28, 23, 0, 5, 123456)) == "2026-11-28T23:00:05.123Z"
-    assert report.parse_time("2026-11-28") == datetime(2026, 11, 28, tzinfo=UTC)
-    assert report.parse_time("2026-11-29T00:00+01:00") == T0
+    assert to_batch(naive).timestamp == to_batch(aware).timestamp == T0
+    assert to_batch(naive).timestamp.tzinfo is UTC
+    assert iso_z(datetime(2026, 11, 28, 23, 0, 5, 123456)) == "2026-11-28T23:00:05.123Z"
+    assert parse_time("2026-11-28") == datetime(2026, 11, 28, tzinfo=UTC)
+    assert parse_time("2026-11-29T00:00+01:00") == T0
     with pytest.raises(ValueError, match="not an ISO 8601"):
-        report.parse_time("28/11/2026")
+        parse_time("28/11/2026")
 
 
 def test_summary_and_page_escape_text() -> None:
-    batches = [report.to_batch(doc) for doc in batch_documents()]
-    summary = report.summarize(batches)
+    batches = [to_batch(doc) for doc in batch_documents()]
+    summary = summarize(batches)
     assert (summary.batches, summary.tweets) == (6, 13)
     assert (summary.first, summary.last) == (T0, T0 + timedelta(seconds=100))
-    page = report.render_html(summary, [("<script>", 3)], b"\x89PNG", 'a "title" & <more>')
+    page = render_html(summary, [("<script>", 3)], b"\x89PNG", 'a "title" & <more>')
     assert "<script>" not in page
     assert "&lt;script&gt;" in page and "&quot;title&quot; &amp; &lt;more&gt;" in page
 
@@ -484,24 +524,24 @@ def test_times_of_the_count_are_utc_and_missing_fields_are_none() -> None:
              "case_count_source": "worldometers"}  # as MontyDB gives them back
     aware = dict(naive, case_count_as_of=AS_OF.astimezone(timezone(timedelta(hours=-5))))
     for document in (naive, aware):
-        batch = report.to_batch(document)
+        batch = to_batch(document)
         assert batch.case_count_as_of == AS_OF and batch.case_count_as_of.tzinfo is UTC
         assert batch.case_count_source == "worldometers"
     older = {k: v for k, v in naive.items() if not k.startswith("case_count_")}
-    assert report.to_batch(older).case_count_as_of is None
-    assert report.to_batch(older).case_count_source is None
+    assert to_batch(older).case_count_as_of is None
+    assert to_batch(older).case_count_source is None
 
 
 def test_summary_knows_the_latest_counts_as_of_and_sources() -> None:
-    batches = [report.to_batch(doc) for doc in batch_documents()]
-    summary = report.summarize(batches)
+    batches = [to_batch(doc) for doc in batch_documents()]
+    summary = summarize(batches)
     assert summary.latest_count == 704_703_000
     assert (summary.latest_count_as_of, summary.latest_count_source) == (AS_OF, "worldometers")
     assert summary.count_sources == ("worldometers",)
-    older = report.summarize(batches[:3])  # the latest count has no as-of nor source
+    older = summarize(batches[:3])  # the latest count has no as-of nor source
     assert (older.latest_count, older.latest_count_as_of, older.count_sources) == (
         704_700_000, None, ())
-    page = report.render_html(older, [], b"", "t")
+    page = render_html(older, [], b"", "t")
     assert "<th>latest count is as of</th><td>not recorded</td>" in page
     assert "<th>case count source</th><td>\N{EN DASH}</td>" in page
 
@@ -510,69 +550,69 @@ def test_summary_knows_the_latest_counts_as_of_and_sources() -> None:
 
 
 def test_format_count_uses_thousands_separators_never_exponents() -> None:
-    assert report.format_count(1_891_850) == "1,891,850"
-    assert report.format_count(1.89185e6) == "1,891,850"  # a float tick value
-    assert report.format_count(704_753_890.0) == "704,753,890"
-    assert report.format_count(0) == "0"
-    assert report.format_count(999) == "999"
-    assert report.format_count(2.5) == "2.5"
-    assert report.format_count(12_345.678) == "12,345.68"
-    assert report.format_count(-1_000) == "-1,000"
+    assert format_count(1_891_850) == "1,891,850"
+    assert format_count(1.89185e6) == "1,891,850"  # a float tick value
+    assert format_count(704_753_890.0) == "704,753,890"
+    assert format_count(0) == "0"
+    assert format_count(999) == "999"
+    assert format_count(2.5) == "2.5"
+    assert format_count(12_345.678) == "12,345.68"
+    assert format_count(-1_000) == "-1,000"
 
 
 def test_format_as_of() -> None:
-    assert report.format_as_of(datetime(2024, 4, 13, tzinfo=UTC)) == "2024-04-13"
-    assert report.format_as_of(datetime(2024, 4, 13)) == "2024-04-13"  # naive is UTC
-    assert report.format_as_of(AS_OF) == "2026-11-28 09:00 UTC"
-    assert report.format_as_of(AS_OF.astimezone(timezone(timedelta(hours=1)))) == (
+    assert format_as_of(datetime(2024, 4, 13, tzinfo=UTC)) == "2024-04-13"
+    assert format_as_of(datetime(2024, 4, 13)) == "2024-04-13"  # naive is UTC
+    assert format_as_of(AS_OF) == "2026-11-28 09:00 UTC"
+    assert format_as_of(AS_OF.astimezone(timezone(timedelta(hours=1)))) == (
         "2026-11-28 09:00 UTC")
-    assert report.format_as_of(None) == "-"
+    assert format_as_of(None) == "-"
 
 
 def batch(seconds: float, tweets: int = 1, count: int | None = None,
           as_of: datetime | None = None, source: str | None = None,
-          start: datetime = T0) -> report.Batch:
+          start: datetime = T0) -> Batch:
     moment = start + timedelta(seconds=seconds)
-    return report.Batch(transform.batch_id(moment), moment, ("covid",) * tweets, count,
-                        as_of, source)
+    return Batch(transform.batch_id(moment), moment, ("covid",) * tweets, count,
+                 as_of, source)
 
 
 def test_count_panel_names_the_source_and_the_as_of_date() -> None:
     who = datetime(2026, 11, 22, tzinfo=UTC)
-    panel = report.count_panel_texts([batch(0, count=778_041_233, as_of=who, source="who"),
-                                      batch(20, count=778_052_871, as_of=who, source="who")])
-    assert panel == report.CountPanel("Total Covid-19 case count (WHO)",
-                                      "778,052,871 as of 2026-11-22")
+    panel = count_panel_texts([batch(0, count=778_041_233, as_of=who, source="who"),
+                               batch(20, count=778_052_871, as_of=who, source="who")])
+    assert panel == CountPanel("Total Covid-19 case count (WHO)",
+                               "778,052,871 as of 2026-11-22")
     stopped = datetime(2024, 4, 13, tzinfo=UTC)
-    panel = report.count_panel_texts(
+    panel = count_panel_texts(
         [batch(0, count=704_753_890, as_of=stopped, source="worldometers"), batch(20)])
-    assert panel == report.CountPanel("Total Covid-19 case count (worldometers)",
-                                      "704,753,890 as of 2024-04-13")
+    assert panel == CountPanel("Total Covid-19 case count (worldometers)",
+                               "704,753,890 as of 2024-04-13")
 
 
 def test_count_panel_says_when_sources_are_mixed_or_unknown() -> None:
-    mixed = report.count_panel_texts([
+    mixed = count_panel_texts([
         batch(0, count=704_753_890, as_of=AS_OF, source="worldometers"),
         batch(20, count=778_052_871, as_of=datetime(2026, 11, 22, tzinfo=UTC), source="who"),
     ])
     assert mixed.title == "Total Covid-19 case count (mixed sources: worldometers, WHO)"
     assert mixed.note == "778,052,871 as of 2026-11-22"
-    older = report.count_panel_texts([batch(0, count=704_700_000)])
-    assert older == report.CountPanel("Total Covid-19 case count (source not recorded)",
-                                      "704,700,000, as-of date not recorded")
-    partly = report.count_panel_texts([batch(0, count=1), batch(20, count=2, as_of=AS_OF,
-                                                                 source="who")])
+    older = count_panel_texts([batch(0, count=704_700_000)])
+    assert older == CountPanel("Total Covid-19 case count (source not recorded)",
+                               "704,700,000, as-of date not recorded")
+    partly = count_panel_texts([batch(0, count=1), batch(20, count=2, as_of=AS_OF,
+                                                          source="who")])
     assert partly.title == "Total Covid-19 case count (WHO, some unrecorded)"
-    assert report.count_panel_texts([batch(0), batch(20)]) == report.CountPanel(
+    assert count_panel_texts([batch(0), batch(20)]) == CountPanel(
         "Total Covid-19 case count", None)
 
 
 def test_batch_interval_is_the_common_divisor_of_the_gaps() -> None:
     times = [T0 + timedelta(seconds=s) for s in (0, 40, 100, 160, 160)]  # quiet batches
-    assert report.batch_interval(times) == timedelta(seconds=20)
-    assert report.batch_interval([T0, T0 + timedelta(seconds=5)]) == timedelta(seconds=5)
-    assert report.batch_interval([T0]) is None
-    assert report.batch_interval([T0, T0 + timedelta(milliseconds=300)]) is None
+    assert batch_interval(times) == timedelta(seconds=20)
+    assert batch_interval([T0, T0 + timedelta(seconds=5)]) == timedelta(seconds=5)
+    assert batch_interval([T0]) is None
+    assert batch_interval([T0, T0 + timedelta(milliseconds=300)]) is None
 
 
 @pytest.mark.parametrize(("span", "interval", "unit", "title", "bins"), [
@@ -591,24 +631,24 @@ def test_batch_interval_is_the_common_divisor_of_the_gaps() -> None:
 ])
 def test_volume_bins_are_the_finest_that_fit(span: timedelta, interval: timedelta | None,
                                              unit: str, title: str, bins: int) -> None:
-    binning = report.choose_binning(T0, T0 + span, interval)
+    binning = choose_binning(T0, T0 + span, interval)
     assert (binning.unit, binning.title) == (unit, title)
     edges = binning.edges(T0, T0 + span)
-    assert len(edges) - 1 == bins <= report.MAX_BINS
+    assert len(edges) - 1 == bins <= MAX_BINS
     assert edges[0] <= T0 and T0 + span < edges[-1]
 
 
 def test_bins_hold_zeros_where_nothing_was_stored_and_sum_parts() -> None:
     batches = [batch(0, 2), batch(20, 1), batch(100, 3), batch(100, 4)]  # 100 s: two parts
-    binning = report.Binning("batch", timedelta(seconds=20))
-    edges, tweets = report.bin_tweets(batches, binning)
+    binning = Binning("batch", timedelta(seconds=20))
+    edges, tweets = bin_tweets(batches, binning)
     assert tweets == [2, 1, 0, 0, 0, 7]
     assert edges[0] == T0 - timedelta(seconds=10) and len(edges) == 7
     # clock hours: 23:59:40 and 00:00:00 fall in different bins, 01:00 is empty
     late = datetime(2026, 11, 28, 23, 59, 40, tzinfo=UTC)
     hours = [batch(0, 5, start=late), batch(20, 6, start=late),
              batch(3 * 3600, 7, start=late)]  # 02:59:40
-    edges, tweets = report.bin_tweets(hours, report.Binning("hour", timedelta(hours=1)))
+    edges, tweets = bin_tweets(hours, Binning("hour", timedelta(hours=1)))
     assert tweets == [5, 6, 0, 7]
     assert edges[0] == datetime(2026, 11, 28, 23, 0, tzinfo=UTC)
 
@@ -617,7 +657,7 @@ def test_a_week_is_drawn_as_hourly_steps_with_readable_numbers() -> None:
     """What the week in the issue looked like: 30,240 batches, a word seen 1.9 M times."""
     who = datetime(2026, 11, 22, tzinfo=UTC)
     batches = [batch(20 * i, 1, 778_052_871, who, "who") for i in range(30_240)]
-    figure = report.build_figure(batches, [("COVID19", 1_891_850), ("masks", 23)], "week")
+    figure = build_figure(batches, [("COVID19", 1_891_850), ("masks", 23)], "week")
     figure.canvas.draw()
     volume, count, words = figure.axes
     assert volume.get_title(loc="left") == "Tweets per hour"
@@ -645,13 +685,13 @@ OLD_WORD = re.compile(r"\w+(?:['\N{RIGHT SINGLE QUOTATION MARK}]\w+)*")
 
 
 def old_top_words(texts: Iterable[str], top: int = 15) -> list[tuple[str, int]]:
-    """report.top_words before the fast count (commit 2633540), verbatim but for names."""
+    """top_words before the fast count (commit 2633540), verbatim but for names."""
     counts: Counter[str] = Counter()
     spellings: dict[str, Counter[str]] = defaultdict(Counter)
     for text in texts:
         for token in OLD_WORD.findall(text):
             key = token.casefold()
-            if len(key) < 2 or key.isdigit() or key in report.STOP_WORDS:
+            if len(key) < 2 or key.isdigit() or key in STOP_WORDS:
                 continue
             counts[key] += 1
             spellings[key][token] += 1
@@ -687,10 +727,10 @@ TEXTS = st.lists(
        chunk=st.integers(min_value=1, max_value=6))
 def test_top_words_is_exactly_the_old_top_words(texts: list[str], top: int,
                                                  chunk: int) -> None:
-    assert report.top_words(texts, top) == old_top_words(texts, top)
+    assert top_words(texts, top) == old_top_words(texts, top)
     # the counts and the order tokens are first seen in (it breaks ties) are the same
-    assert list(report.count_tokens(texts).items()) == old_token_counts(texts)
-    counter = report.WordCounter(workers=0, chunk=chunk)  # chunked as plot_report does
+    assert list(count_tokens(texts).items()) == old_token_counts(texts)
+    counter = WordCounter(workers=0, chunk=chunk)  # chunked as plot_report does
     for text in texts:
         counter.add([text])
     assert list(counter.tokens().items()) == old_token_counts(texts)
@@ -707,7 +747,7 @@ def test_the_fast_paths_agree_with_the_regex_on_every_character() -> None:
     assert disagree == []
     spaces = [chr(code) for code in range(0x110000) if chr(code).isspace()]
     assert not [c for c in spaces if word.match(c) or c in apostrophes]
-    assert not [c for c in report._PUNCTUATION if word.match(c) or c in apostrophes]
+    assert not [c for c in PUNCTUATION if word.match(c) or c in apostrophes]
 
 
 def corpus(count: int) -> list[str]:
@@ -717,13 +757,13 @@ def corpus(count: int) -> list[str]:
 
 def test_word_counter_on_worker_processes_counts_the_same() -> None:
     texts = corpus(3_000)
-    with report.WordCounter(workers=2, chunk=250) as counter:
+    with WordCounter(workers=2, chunk=250) as counter:
         for start in range(0, len(texts), 40):
             counter.add(texts[start:start + 40])
         assert len(counter._processes) == 2  # the chunks really went to other processes
         tokens = counter.tokens()
     assert list(tokens.items()) == old_token_counts(texts)
-    assert report.rank_words(tokens, 10) == old_top_words(texts, 10)
+    assert rank_words(tokens, 10) == old_top_words(texts, 10)
 
 
 def test_word_counter_workers_start_when_report_runs_as_a_script(tmp_path: Path) -> None:
@@ -736,7 +776,7 @@ def test_word_counter_workers_start_when_report_runs_as_a_script(tmp_path: Path)
         if __name__ == "__main__":
             space = runpy.run_path({report.__file__!r}, run_name="__profiled__")
             texts = ["masks on trains", "COVID19 masks"] * 100
-            with space["WordCounter"](workers=2, chunk=30) as counter:
+            with space["words"].WordCounter(workers=2, chunk=30) as counter:
                 counter.add(texts)
                 counter.add(texts)
                 assert len(counter._processes) == 2
@@ -752,10 +792,10 @@ def test_word_counter_workers_start_when_report_runs_as_a_script(tmp_path: Path)
 
 def test_merging_the_workers_counts_keeps_first_seen_order() -> None:
     # chunks 0 and 2 went to worker 0, chunk 1 to worker 1
-    worker_0 = report.count_chunks([(0, "b a a"), (2, "a, d")])
+    worker_0 = count_chunks([(0, "b a a"), (2, "a, d")])
     assert worker_0 == [(0, [("b", 1), ("a", 3)]), (2, [("d", 1)])]
-    worker_1 = report.count_chunks([(1, "c a d d d d d")])
-    merged = report.merge_worker_tokens([worker_0, worker_1])
+    worker_1 = count_chunks([(1, "c a d d d d d")])
+    merged = merge_worker_tokens([worker_0, worker_1])
     assert list(merged.items()) == [("b", 1), ("a", 4), ("c", 1), ("d", 6)]
 
 
@@ -768,7 +808,7 @@ def test_workers_counts_merged_are_the_old_counts(texts: list[str], chunk: int,
     chunks = [" ".join(texts[i:i + chunk]) for i in range(0, len(texts), chunk)]
     dealt = [[(n, c) for n, c in enumerate(chunks) if n % workers == w]
              for w in range(workers)]
-    merged = report.merge_worker_tokens(report.count_chunks(mine) for mine in dealt)
+    merged = merge_worker_tokens(count_chunks(mine) for mine in dealt)
     assert list(merged.items()) == old_token_counts(texts)
 
 
@@ -776,7 +816,7 @@ def test_word_counter_counts_here_when_a_worker_dies(caplog: pytest.LogCaptureFi
                                                      ) -> None:
     texts = corpus(1_000)
     with caplog.at_level("WARNING", logger="report"), \
-            report.WordCounter(workers=2, chunk=200) as counter:
+            WordCounter(workers=2, chunk=200) as counter:
         counter.add(texts[:600])
         counter._processes[1].kill()
         counter.add(texts[600:])
@@ -797,10 +837,10 @@ class NoProcesses:
 def test_word_counter_counts_here_without_processes(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(report.multiprocessing, "get_context", lambda method: NoProcesses())
+    monkeypatch.setattr(analysis.words.multiprocessing, "get_context", lambda method: NoProcesses())
     texts = corpus(500)
     with caplog.at_level("INFO", logger="report"), \
-            report.WordCounter(workers=2, chunk=100) as counter:
+            WordCounter(workers=2, chunk=100) as counter:
         counter.add(texts)
         counter.add(texts)
         tokens = counter.tokens()
@@ -831,12 +871,12 @@ def readme_queries(batches: Any, *, aggregate: bool) -> dict[str, list[Any]]:
         {"total_case_count": {"$ne": None}},
         {"_id": 0, "timestamp": 1, "total_case_count": 1},
     ).sort("timestamp", 1)
-    found["counts"] = [(report.as_utc(d["timestamp"]), d["total_case_count"]) for d in counts]
+    found["counts"] = [(as_utc(d["timestamp"]), d["total_case_count"]) for d in counts]
 
     batch_times = [doc["timestamp"] for doc in batches.find(
         {"content": {"$regex": r"\bvaccin", "$options": "i"}}, {"timestamp": 1},
     ).sort("timestamp", 1)]
-    found["batch_times"] = [report.as_utc(t) for t in batch_times]
+    found["batch_times"] = [as_utc(t) for t in batch_times]
 
     if aggregate:
         mentions = batches.aggregate([
@@ -846,7 +886,7 @@ def readme_queries(batches: Any, *, aggregate: bool) -> dict[str, list[Any]]:
             {"$project": {"_id": 0, "timestamp": 1, "text": "$content"}},
             {"$sort": {"timestamp": 1}},
         ])
-        found["mentions"] = [(report.as_utc(t["timestamp"]), t["text"]) for t in mentions]
+        found["mentions"] = [(as_utc(t["timestamp"]), t["text"]) for t in mentions]
     return found
 
 
@@ -857,7 +897,7 @@ def test_readme_queries(make_store: Callable[..., Fixture]) -> None:
     fx = make_store(docs)
     # MontyDB has no aggregate(); the README says so
     found = readme_queries(fx.store.collection, aggregate=fx.kind == "mongomock")
-    assert found["counts"] == [(report.as_utc(d["timestamp"]), d["total_case_count"])
+    assert found["counts"] == [(as_utc(d["timestamp"]), d["total_case_count"])
                                for d in docs if d["total_case_count"] is not None]
     assert found["batch_times"] == [T0, T0 + timedelta(seconds=40), T0 + timedelta(hours=1)]
     if fx.kind == "mongomock":
@@ -875,9 +915,9 @@ def test_readme_queries(make_store: Callable[..., Fixture]) -> None:
 def test_missing_glyphs_are_one_log_line_not_a_warning_per_character(
     caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder
 ) -> None:
-    batches = [report.to_batch(doc) for doc in batch_documents()]
+    batches = [to_batch(doc) for doc in batch_documents()]
     with caplog.at_level("WARNING", logger="report"):
-        png = report.render_png(batches, [("新型コロナ", 3), ("COVID19", 2)], "title")
+        png = render_png(batches, [("新型コロナ", 3), ("COVID19", 2)], "title")
     assert png_size(png) == EXPECTED_SIZE
     assert [r.message for r in caplog.records if "font lacks" in r.message] == [
         "the figure's font lacks some characters of the words shown; they are drawn as boxes "

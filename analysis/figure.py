@@ -1,0 +1,290 @@
+"""The report figure (a PNG drawn with matplotlib's Agg, no screen needed) and the
+HTML page around it, for a window of stored batches."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import storage
+from analysis.batches import (
+    Batch,
+    Summary,
+    batch_interval,
+    bin_tweets,
+    choose_binning,
+    format_as_of,
+    format_count,
+    iso_z,
+    read_window,
+    source_name,
+    summarize,
+)
+from analysis.words import DEFAULT_TOP, WordCounter, rank_words
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not at start-up
+    from matplotlib.figure import Figure
+
+log = logging.getLogger("report")  # the report tool's log, as its lines always said
+
+FIGSIZE = (10.0, 8.0)  # inches; at DPI this is a 1000 x 800 pixel PNG
+DPI = 100
+
+
+@dataclass(frozen=True)
+class CountPanel:
+    """The texts of the case count panel: its title and the note on the last value."""
+
+    title: str
+    note: str | None  # e.g. "704,753,890 as of 2024-04-13"; None without a count
+
+
+def count_panel_texts(batches: Sequence[Batch]) -> CountPanel:
+    """The case count panel's title, naming the source(s) of the counts shown, and
+    the note on the last count, with the moment it is for:
+    ``Total Covid-19 case count (WHO)`` and ``778,052,871 as of 2026-11-22``."""
+    counted = [b for b in batches if b.total_case_count is not None]
+    title = "Total Covid-19 case count"
+    if not counted:
+        return CountPanel(title, None)
+    sources = [source_name(s) for s in dict.fromkeys(b.case_count_source for b in counted
+                                                     if b.case_count_source is not None)]
+    unrecorded = any(b.case_count_source is None for b in counted)
+    if len(sources) > 1:
+        title += f" (mixed sources: {', '.join(sources)})"
+    elif sources and unrecorded:  # some older documents say nothing of the source
+        title += f" ({sources[0]}, some unrecorded)"
+    elif sources:
+        title += f" ({sources[0]})"
+    else:
+        title += " (source not recorded)"
+    last = counted[-1]
+    assert last.total_case_count is not None
+    value = format_count(last.total_case_count)
+    if last.case_count_as_of is None:
+        return CountPanel(title, f"{value}, as-of date not recorded")
+    return CountPanel(title, f"{value} as of {format_as_of(last.case_count_as_of)}")
+
+
+def window_text(since: datetime | None, until: datetime | None, summary: Summary) -> str:
+    """The window in words: the requested bounds, else the first and last batch."""
+    start = since or summary.first
+    end = until or summary.last
+    fmt = "%Y-%m-%d %H:%M:%S"
+    if start.date() == end.date():
+        return f"{start.strftime(fmt)} \N{EN DASH} {end.strftime('%H:%M:%S')} UTC"
+    return f"{start.strftime(fmt)} \N{EN DASH} {end.strftime(fmt)} UTC"
+
+
+def render_html(summary: Summary, words: Sequence[tuple[str, int]], png: bytes,
+                title: str) -> str:
+    """A self-contained page: the figure as a data URI, a summary table, the top words."""
+    def cell(value: object) -> str:
+        return html.escape(str(value))
+
+    dash = "\N{EN DASH}"
+    latest = dash if summary.latest_count is None else f"{summary.latest_count:,}"
+    as_of = dash
+    if summary.latest_count is not None:
+        as_of = ("not recorded" if summary.latest_count_as_of is None
+                 else format_as_of(summary.latest_count_as_of))
+    sources = ", ".join(map(source_name, summary.count_sources)) or dash
+    if len(summary.count_sources) > 1:
+        sources += " (mixed)"
+    facts = [
+        ("batches", f"{summary.batches:,}"),
+        ("tweets", f"{summary.tweets:,}"),
+        ("first batch (UTC)", iso_z(summary.first)),
+        ("last batch (UTC)", iso_z(summary.last)),
+        ("latest total case count", latest),
+        ("latest count is as of", as_of),
+        ("case count source", sources),
+    ]
+    fact_rows = "\n".join(f"<tr><th>{cell(k)}</th><td>{cell(v)}</td></tr>" for k, v in facts)
+    word_rows = "\n".join(f"<tr><td>{cell(w)}</td><td>{n:,}</td></tr>" for w, n in words)
+    image = base64.b64encode(png).decode("ascii")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{cell(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1040px; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border: 1px solid #ccc; padding: .3em .8em; text-align: left; }}
+td:last-child {{ text-align: right; }}
+img {{ max-width: 100%; }}
+</style>
+</head>
+<body>
+<h1>{cell(title)}</h1>
+<table>
+{fact_rows}
+</table>
+<img src="data:image/png;base64,{image}" alt="{cell(title)}">
+<h2>Most frequent words</h2>
+<table>
+<tr><th>word</th><th>occurrences</th></tr>
+{word_rows}
+</table>
+</body>
+</html>
+"""
+
+
+def render_png(batches: Sequence[Batch], words: Sequence[tuple[str, int]], title: str) -> bytes:
+    """The report figure (:func:`build_figure`) as PNG bytes, FIGSIZE at DPI."""
+    fig = build_figure(batches, words, title)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.savefig(buffer, format="png", dpi=DPI)
+    missing = [w for w in caught if "missing from font" in str(w.message)]
+    if missing:  # one line instead of one warning per character
+        log.warning("the figure's font lacks some characters of the words shown; they are "
+                    "drawn as boxes (the HTML page and the export have the real text)")
+    for other in caught:
+        if other not in missing:
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    return buffer.getvalue()
+
+
+def build_figure(batches: Sequence[Batch], words: Sequence[tuple[str, int]],
+                 title: str) -> Figure:
+    """The report figure: the tweets over time, binned (:func:`choose_binning`) and
+    drawn as steps, and the case count with its source and as-of date (left); the
+    most frequent words (right). Every count has thousands separators. Its axes are
+    volume, count, words, in this order."""
+    from matplotlib import dates as mdates
+    from matplotlib import ticker
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    counts_format = ticker.FuncFormatter(lambda value, _: format_count(value))
+    times = [b.timestamp for b in batches]
+    binning = choose_binning(min(times), max(times), batch_interval(times))
+    edges, volume = bin_tweets(batches, binning)
+    x_edges = mdates.date2num(edges)
+
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2, 2, width_ratios=(1.9, 1))
+    ax_tweets = fig.add_subplot(grid[0, 0])
+    ax_count = fig.add_subplot(grid[1, 0], sharex=ax_tweets)
+    ax_words = fig.add_subplot(grid[:, 1])
+    fig.suptitle(title, fontsize=13)
+
+    ax_tweets.stairs(volume, x_edges, fill=True, color="#4878a8", alpha=0.2, linewidth=0)
+    ax_tweets.stairs(volume, x_edges, color="#4878a8", linewidth=1.2)
+    ax_tweets.set_ylim(0, max(max(volume) * 1.1, 1))
+    ax_tweets.set_ylabel("tweets")
+    ax_tweets.set_title(binning.title, loc="left", fontsize=11)
+    ax_tweets.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax_tweets.yaxis.set_major_formatter(counts_format)
+    ax_tweets.tick_params(labelbottom=False)
+
+    counted = [(b.timestamp, b.total_case_count) for b in batches
+               if b.total_case_count is not None]
+    panel = count_panel_texts(batches)
+    ax_count.set_title(panel.title, loc="left", fontsize=11)
+    ax_count.set_ylabel("total cases")
+    if counted:
+        values = [c for _, c in counted]
+        shown = counted if len(counted) <= 60 else _changes(counted)
+        ax_count.plot(mdates.date2num([t for t, _ in shown]), [c for _, c in shown],
+                      drawstyle="steps-post", marker="o" if shown is counted else "",
+                      markersize=3, color="#c0504d")
+        low, high = min(values), max(values)
+        pad = max((high - low) * 0.1, high * 1e-5, 1)
+        ax_count.set_ylim(low - pad, high + pad)
+        ax_count.yaxis.set_major_formatter(counts_format)
+        last_time, last_value = counted[-1]
+        ax_count.annotate(panel.note, xy=(mdates.date2num(last_time), last_value),
+                          xytext=(0, 8), textcoords="offset points", ha="right", fontsize=9,
+                          color="#8c2d2a")
+    else:
+        ax_count.text(0.5, 0.5, "no case count in this window", transform=ax_count.transAxes,
+                      ha="center", va="center", color="#666")
+        ax_count.set_yticks([])
+    ax_count.set_xlabel("batch time (UTC)")
+    locator = mdates.AutoDateLocator(tz=UTC, minticks=3, maxticks=8)
+    ax_count.xaxis.set_major_locator(locator)
+    ax_count.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
+    ax_count.set_xlim(x_edges[0], x_edges[-1])
+    for ax in (ax_tweets, ax_count):
+        ax.grid(axis="y", alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+
+    ax_words.set_title("Most frequent words", loc="left", fontsize=11)
+    if words:
+        labels = [w for w, _ in words][::-1]
+        values = [n for _, n in words][::-1]
+        bars = ax_words.barh(range(len(words)), values, color="#6a9f58")
+        ax_words.bar_label(bars, labels=[format_count(n) for n in values], padding=3,
+                           fontsize=8, color="#444")
+        ax_words.set_yticks(range(len(words)), labels)
+        ax_words.set_xlim(0, max(values) * 1.25)
+        ax_words.xaxis.set_major_locator(ticker.MaxNLocator(nbins=3, integer=True))
+        ax_words.xaxis.set_major_formatter(counts_format)
+        ax_words.set_xlabel("occurrences")
+        ax_words.grid(axis="x", alpha=0.3)
+    else:
+        ax_words.text(0.5, 0.5, "no words", transform=ax_words.transAxes, ha="center",
+                      color="#666")
+        ax_words.set_xticks([])
+        ax_words.set_yticks([])
+    ax_words.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def _changes(points: Sequence[tuple[datetime, int]]) -> list[tuple[datetime, int]]:
+    """The points where the value changes, and the last one: the same steps-post line
+    as all the points, drawn with far fewer."""
+    kept = [point for i, point in enumerate(points) if i == 0 or point[1] != points[i - 1][1]]
+    if kept[-1] is not points[-1]:
+        kept.append(points[-1])
+    return kept
+
+
+def plot_report(store: storage.BatchStore, out: Path, *, since: datetime | None = None,
+                until: datetime | None = None, html_out: Path | None = None,
+                top: int = DEFAULT_TOP, workers: int = 0) -> Summary:
+    """Write the figure of the window to ``out`` (PNG) and, if asked, the page to
+    ``html_out``. Raises EmptyWindowError (and writes nothing) when the window is empty.
+
+    ``workers``: processes that count the words of a window of more than WORD_CHUNK
+    tweets (:class:`WordCounter`; ``report.py plot`` uses :func:`word_workers`). They
+    are started the ``spawn`` way, which imports the calling script again: a script
+    that asks for workers must keep its own work under ``if __name__ == "__main__":``.
+    """
+    started = time.perf_counter()
+    batches: list[Batch] = []
+    with WordCounter(workers=workers) as words_counter:
+        for batch in read_window(store, since, until):
+            batches.append(batch)
+            words_counter.add(batch.content)
+        log.debug("read %d documents in %.1f s", len(batches), time.perf_counter() - started)
+        words = rank_words(words_counter.tokens(), top)
+    log.debug("counted the words in %.1f s", time.perf_counter() - started)
+    summary = summarize(batches)
+    window = window_text(since, until, summary)
+    title = (f"Covid-19 tweets and case count, {window}\n"
+             f"{summary.batches:,} batches, {summary.tweets:,} tweets")
+    png = render_png(batches, words, title)
+    log.debug("drew the figure in %.1f s", time.perf_counter() - started)
+    out.write_bytes(png)
+    log.info("wrote %s: %d batches, %d tweets", out, summary.batches, summary.tweets)
+    if html_out is not None:
+        page = render_html(summary, words, png, f"Covid-19 tweets and case count, {window}")
+        html_out.write_text(page, encoding="utf-8")
+        log.info("wrote %s", html_out)
+    return summary
