@@ -31,7 +31,7 @@ from dotenv import dotenv_values
 
 PROJECT_DIR = Path(__file__).resolve().parent
 DEFAULT_REPLAY_FILE = PROJECT_DIR / "samples" / "tweets.jsonl"
-DEFAULT_WORLDOMETER_URL = "https://www.worldometers.info/coronavirus/"
+DEFAULT_WORLDOMETERS_URL = "https://www.worldometers.info/coronavirus/"
 DEFAULT_RULES = "covid OR covid19 OR coronavirus OR #COVID19"
 #: Bluesky's public Jetstream hosts (DESIGN.md, "Bluesky posts"): the original
 #: service, then its 2026 rewrite, which serves /subscribe as well.
@@ -46,6 +46,8 @@ DEFAULT_KEYWORDS = ("covid", "covid19", "covid-19", "coronavirus", "sars-cov-2")
 DEFAULT_WHO_URL = ("https://srhdpeuwpubsa.blob.core.windows.net/whdh/COVID/"
                    "WHO-COVID-19-global-daily-data.csv")
 MASK = "***"
+
+log = logging.getLogger("config")
 
 
 class ConfigError(ValueError):
@@ -85,7 +87,7 @@ class Settings:
     master: str = "local[2]"
     duration: float | None = None
     case_source: str = "worldometers"
-    worldometer_url: str = DEFAULT_WORLDOMETER_URL
+    worldometers_url: str = DEFAULT_WORLDOMETERS_URL
     who_url: str = DEFAULT_WHO_URL
     scrape_timeout: float = 10.0
     spool_path: Path = Path("data/spool.jsonl")
@@ -98,6 +100,11 @@ class Settings:
     batch_metrics: str = "auto"
     # both
     log_level: str = "INFO"
+
+    @property
+    def worldometer_url(self) -> str:
+        """The old name of ``worldometers_url``, for callers not yet renamed."""
+        return self.worldometers_url
 
     @property
     def secrets(self) -> list[str]:
@@ -298,6 +305,10 @@ class Option:
     #: the flag may be given several times; its values are joined with "," (the
     #: environment form's separator) before parsing
     repeats: bool = False
+    #: a former spelling of the flag and of the variable: still read (after the
+    #: current one), with one deprecation line when used
+    old_flag: str | None = None
+    old_env: str | None = None
 
 
 OPTIONS: dict[str, Option] = {
@@ -365,8 +376,9 @@ OPTIONS: dict[str, Option] = {
         Option("case_source", "CASE_SOURCE", "--case-source", _choice("worldometers", "who"),
                "where the total case count comes from: worldometers (frozen since "
                "2024-04-13) or who (WHO's daily file, still updated)", "{worldometers,who}"),
-        Option("worldometer_url", "WORLDOMETER_URL", "--worldometer-url", _http_url,
-               "page holding the 'Coronavirus Cases:' counter", "URL"),
+        Option("worldometers_url", "WORLDOMETERS_URL", "--worldometers-url", _http_url,
+               "page holding the 'Coronavirus Cases:' counter", "URL",
+               old_flag="--worldometer-url", old_env="WORLDOMETER_URL"),
         Option("who_url", "WHO_DATA_URL", "--who-url", _http_url,
                "WHO's daily Covid-19 CSV for --case-source who", "URL"),
         Option("scrape_timeout", "SCRAPE_TIMEOUT", "--scrape-timeout", _number(0, inclusive=False),
@@ -400,9 +412,9 @@ STREAM_OPTIONS = ("source", "jetstream_urls", "keywords", "stale_seconds", "bear
 SPARK_OPTIONS = ("host", "port", "ack_port", "control_secret", "control_secret_path",
                  "batch_seconds", "receiver_max_rate", "master", "duration", "mongo_uri",
                  "database", "collection", "embedded_db_path", "spool_path",
-                 "quarantine_path", "batch_metrics", "case_source", "worldometer_url", "who_url",
+                 "quarantine_path", "batch_metrics", "case_source", "worldometers_url", "who_url",
                  "scrape_timeout", "log_level")
-SCRAPE_OPTIONS = ("case_source", "worldometer_url", "who_url", "scrape_timeout", "log_level")
+SCRAPE_OPTIONS = ("case_source", "worldometers_url", "who_url", "scrape_timeout", "log_level")
 STORE_OPTIONS = ("mongo_uri", "database", "collection", "embedded_db_path", "log_level")
 
 _DEFAULTS = Settings()
@@ -459,7 +471,7 @@ def build_parser(
         shown = "" if name == "source" else f"; default: {_show_default(default, separator)}"
         if name == "journal_max_bytes":
             shown = f"; default: {default / 1024**3:g}GiB"
-        help_text = f"{opt.help} [env {opt.env}{shown}]"
+        help_text = f"{opt.help} [env {opt.env}{shown}{_old_names(opt)}]"
         flags = [opt.flag, *([aliases[name]] if aliases and name in aliases else [])]
         if opt.is_switch:
             parser.add_argument(*flags, dest=name, action=SwitchAction, default=None,
@@ -470,7 +482,21 @@ def build_parser(
         else:
             parser.add_argument(*flags, dest=name, metavar=opt.metavar, default=None,
                                 help=help_text)
+        if opt.old_flag is not None:
+            parser.add_argument(opt.old_flag, dest=_old_dest(name), metavar=opt.metavar,
+                                default=None, help=argparse.SUPPRESS)
     return parser
+
+
+def _old_dest(name: str) -> str:
+    """Where argparse keeps the value of an option's deprecated flag."""
+    return f"{name}__old_flag"
+
+
+def _old_names(opt: Option) -> str:
+    """The help's note on an option's former spellings ("" when it has none)."""
+    old = " / ".join(n for n in (opt.old_flag, opt.old_env) if n)
+    return f"; formerly {old}, deprecated" if old else ""
 
 
 def _show_default(value: Any, separator: str) -> str:
@@ -497,9 +523,14 @@ def resolve(
     for name in names:
         opt = OPTIONS[name]
         given, where = flags.get(name), opt.flag
+        if given is None and opt.old_flag is not None:
+            given, where = flags.get(_old_dest(name)), opt.old_flag
         raw = ",".join(given) if isinstance(given, list) else given
         if raw is None:
             raw, where = environ.get(opt.env), opt.env
+        if raw is None and opt.old_env is not None:
+            raw, where = environ.get(opt.old_env), opt.old_env
+        _warn_old_names(opt, flags, environ)
         if raw is None:
             continue
         try:
@@ -513,6 +544,17 @@ def resolve(
     settings = replace(_DEFAULTS, **values)
     _check(settings, names)
     return settings
+
+
+def _warn_old_names(opt: Option, flags: Mapping[str, str | list[str] | None],
+                    environ: Mapping[str, str]) -> None:
+    """One deprecation line when ``opt`` is given under a former name (flag or variable)."""
+    used = [old for old, given in ((opt.old_flag, flags.get(_old_dest(opt.name))),
+                                   (opt.old_env, environ.get(opt.old_env or "")))
+            if old is not None and given is not None]
+    if used:
+        log.warning("%s %s deprecated: use %s", " and ".join(used),
+                    "is" if len(used) == 1 else "are", f"{opt.flag} / {opt.env}")
 
 
 def _check(settings: Settings, names: set[str]) -> None:

@@ -40,6 +40,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import scrape
+from counts.fetch import fetch_body
+from counts.who import fetch_who, text_lines
 
 HEADER = ("Date_reported", "Country_code", "Country", "WHO_region", "New_cases",
           "Cumulative_cases", "New_deaths", "Cumulative_deaths")
@@ -143,9 +145,9 @@ def run(url: str, path: Path, total: int, as_of: datetime, repeat: int) -> None:
         assert (result.total, result.as_of) == (total, as_of), result
 
     def download_only() -> None:
-        received, _ = scrape._fetch(url, timeout=30, session=None, validators=None,
-                                    max_bytes=scrape.WHO_MAX_BYTES,
-                                    read=lambda chunks: sum(len(c) for c in chunks))
+        received, _ = fetch_body(url, timeout=30, session=None, validators=None,
+                                 max_bytes=scrape.WHO_MAX_BYTES,
+                                 read=lambda chunks: sum(len(c) for c in chunks))
         assert received == len(data)
 
     def parse_file() -> None:
@@ -156,10 +158,10 @@ def run(url: str, path: Path, total: int, as_of: datetime, repeat: int) -> None:
         return (data[i:i + scrape.CHUNK_BYTES] for i in range(0, len(data), scrape.CHUNK_BYTES))
 
     def parse_bytes() -> None:
-        assert scrape.who_world_total(scrape._text_lines(chunks())).total == total
+        assert scrape.who_world_total(text_lines(chunks())).total == total
 
     def split_only() -> None:
-        for _ in csv.reader(scrape._text_lines(chunks())):
+        for _ in csv.reader(text_lines(chunks())):
             pass
 
     show("download + parse (fetch_who_total)", timed(full, repeat))
@@ -168,13 +170,13 @@ def run(url: str, path: Path, total: int, as_of: datetime, repeat: int) -> None:
     show("parse only, from bytes (decode + split + parse)", timed(parse_bytes, repeat))
     show("  of which decode + split + csv.reader", timed(split_only, repeat))
 
-    _, validators = scrape._fetch_who(url, timeout=30, session=None, validators=None,
-                                      max_bytes=scrape.WHO_MAX_BYTES)
+    _, validators = fetch_who(url, timeout=30, session=None, validators=None,
+                              max_bytes=scrape.WHO_MAX_BYTES)
     assert validators.last_modified, "http.server sends Last-Modified"
 
     def recheck() -> None:
-        result, _ = scrape._fetch_who(url, timeout=30, session=None, validators=validators,
-                                      max_bytes=scrape.WHO_MAX_BYTES)
+        result, _ = fetch_who(url, timeout=30, session=None, validators=validators,
+                              max_bytes=scrape.WHO_MAX_BYTES)
         assert result is None  # 304 Not Modified
 
     show("304 re-check (conditional GET, new session)", timed(recheck, repeat * 4))

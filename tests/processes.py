@@ -204,7 +204,7 @@ def job(tmp_path: Path, port: int, ack_port: int, page_url: str, *store: str,
         batch_seconds: float = 1, scrape_timeout: float = 10) -> Program:
     """spark_streaming.py; ``store`` defaults to an embedded store in tmp_path."""
     return Program(["spark_streaming.py", "--port", str(port), "--ack-port", str(ack_port),
-                    "--batch-seconds", str(batch_seconds), "--worldometer-url", page_url,
+                    "--batch-seconds", str(batch_seconds), "--worldometers-url", page_url,
                     "--scrape-timeout", str(scrape_timeout),
                     "--spool-path", str(tmp_path / "spool.jsonl"),
                     "--quarantine-path", str(tmp_path / "quarantine.jsonl"),

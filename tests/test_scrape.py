@@ -664,7 +664,7 @@ def test_staleness_threshold_is_30_days() -> None:
 
 
 def test_open_counter_follows_the_case_source() -> None:
-    settings = config.Settings(worldometer_url="http://127.0.0.1:9/w", scrape_timeout=3)
+    settings = config.Settings(worldometers_url="http://127.0.0.1:9/w", scrape_timeout=3)
     with scrape.open_counter(settings) as counter:
         assert isinstance(counter, CaseCounter)
         assert (counter.url, counter.timeout, counter.source) == (
@@ -719,14 +719,14 @@ def test_cli_rejects_a_non_http_url(capsys: pytest.CaptureFixture[str]) -> None:
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("scrape.py: error: ")
-    assert "--worldometer-url" in lines[0]
+    assert "--worldometers-url" in lines[0]
 
 
 @pytest.mark.usefixtures("cli_env")
 def test_cli_reads_the_url_from_the_environment(
     server: LocalServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("WORLDOMETER_URL", server.url("/page"))
+    monkeypatch.setenv("WORLDOMETERS_URL", server.url("/page"))
     assert scrape.main([]) == 0
     assert capsys.readouterr().out == f"{CASES}\n"
 
@@ -737,6 +737,6 @@ def test_cli_help_explains_every_option() -> None:
         capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
     )
     assert result.returncode == 0
-    for text in ("--url", "--timeout", "--log-level", "WORLDOMETER_URL", "SCRAPE_TIMEOUT",
+    for text in ("--url", "--timeout", "--log-level", "WORLDOMETERS_URL", "SCRAPE_TIMEOUT",
                  "--case-source", "CASE_SOURCE", "--who-url", "WHO_DATA_URL"):
         assert text in result.stdout

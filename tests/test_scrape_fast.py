@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.bigpage import build_page
+from counts.worldometers import parse_counter_block
 from scrape import (
     NO_COUNT,
     CaseCount,
@@ -21,7 +22,6 @@ from scrape import (
     CaseCountError,
     CounterNotFoundError,
     Validators,
-    _parse_counter_block,
     fetch_page_if_changed,
     parse_total_cases,
     parse_total_cases_full,
@@ -73,7 +73,7 @@ def test_fast_parse_takes_the_shortcut_on_real_looking_pages(big_pages: dict[str
              "reordered": REORDERED, **big_pages}
     for name, html in pages.items():
         # the shortcut itself finds the count (None would mean "fell back to the full parse")
-        assert _parse_counter_block(html) == CASES, name
+        assert parse_counter_block(html) == CASES, name
         assert parse_total_cases(html) == parse_total_cases_full(html) == CASES, name
 
 

@@ -23,13 +23,13 @@ from processes import Clock
 
 import config
 import scrape
+from counts.who import text_lines
 from scrape import (
     NO_COUNT,
     CaseCount,
     CaseCountError,
     WhoCaseCounter,
     WhoFileError,
-    _text_lines,
     fetch_who_total,
     who_world_total,
 )
@@ -131,7 +131,7 @@ def test_world_total_and_as_of() -> None:
 def test_world_total_from_a_byte_stream_cut_anywhere(chunk: int) -> None:
     # cuts land inside the BOM, between \r and \n, inside multi-byte characters
     chunks = (SAMPLE[i:i + chunk] for i in range(0, len(SAMPLE), chunk))
-    assert who_world_total(_text_lines(chunks)).total == TOTAL
+    assert who_world_total(text_lines(chunks)).total == TOTAL
 
 
 def test_world_total_from_lines_without_ends_bom_or_crlf() -> None:
@@ -371,7 +371,7 @@ def test_the_file_is_parsed_as_it_streams_in(site: WhoSite) -> None:
 def test_a_body_without_line_ends_is_refused_early() -> None:
     chunks = iter([b"x" * 1000] * 100)
     with pytest.raises(WhoFileError, match="longer than 5000"):
-        who_world_total(_text_lines(chunks, max_line=5000))
+        who_world_total(text_lines(chunks, max_line=5000))
     assert len(list(chunks)) >= 90  # stopped reading soon after the limit
 
 
