@@ -174,6 +174,34 @@ def test_bad_mongo_uri_is_not_echoed() -> None:
     assert "hunter2" not in str(err.value)
 
 
+def test_the_old_worldometers_url_names_still_work(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="config")
+
+    def load(argv: list[str], environ: dict[str, str]) -> tuple[str, list[str]]:
+        caplog.clear()
+        settings = config.load_settings("scrape.py", config.SCRAPE_OPTIONS, argv,
+                                        environ=environ, dotenv_path=None)
+        return settings.worldometers_url, [r.getMessage() for r in caplog.records
+                                           if r.name == "config"]
+
+    new = "--worldometers-url / WORLDOMETERS_URL"
+    assert load([], {"WORLDOMETER_URL": "http://a/"}) == (
+        "http://a/", [f"WORLDOMETER_URL is deprecated: use {new}"])
+    assert load(["--worldometer-url", "http://b/"], {}) == (
+        "http://b/", [f"--worldometer-url is deprecated: use {new}"])
+    # both old spellings at once: still one line; the new names win over the old ones
+    assert load(["--worldometer-url", "http://b/"], {"WORLDOMETER_URL": "http://a/",
+                                                     "WORLDOMETERS_URL": "http://c/"}) == (
+        "http://b/", [f"--worldometer-url and WORLDOMETER_URL are deprecated: use {new}"])
+    assert load(["--worldometers-url", "http://d/", "--worldometer-url", "http://b/"],
+                {"WORLDOMETERS_URL": "http://c/"})[0] == "http://d/"
+    assert load([], {"WORLDOMETERS_URL": "http://c/", "WORLDOMETER_URL": "http://a/"})[0] == (
+        "http://c/")
+    assert load([], {}) == (config.DEFAULT_WORLDOMETERS_URL, [])
+    # the code that still reads the old attribute name gets the setting
+    assert config.Settings(worldometers_url="http://e/").worldometer_url == "http://e/"
+
+
 def test_load_settings_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         config.load_settings("spark_streaming.py", config.SPARK_OPTIONS, ["--port", "abc"],

@@ -414,6 +414,58 @@ def test_timeout_while_reading_the_body(server: LocalServer) -> None:
         fetch_page(server.url("/stall"), timeout=TIMEOUT)
 
 
+def trickle(release: threading.Event, hung_up: threading.Event, *, headers: bool) -> Route:
+    """A route that sends a byte every 0.2 s (of its headers, or of its body after
+    them) until the client hangs up or the test ends: no single read ever times out."""
+
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        body = b"<html><body>" + b" " * 100_000
+        head = (b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body))
+        if headers:
+            data = b"HTTP/1.0 200 OK\r\n" + b"X-Padding: " + b"x" * 60_000 + b"\r\n"
+        else:
+            handler.wfile.write(head)
+            data = body
+        try:
+            for at in range(len(data)):
+                handler.wfile.write(data[at:at + 1])
+                handler.wfile.flush()
+                if release.wait(0.2):
+                    return
+        except OSError:  # the client shut its connection
+            hung_up.set()
+            raise
+
+    return route
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_one_deadline_bounds_the_whole_fetch(server: LocalServer, part: str) -> None:
+    # a byte every 0.2 s never lets a 1 s read timeout fire: only an overall deadline
+    # ends the fetch (it used to go on for as long as the server kept trickling)
+    hung_up = threading.Event()
+    server.routes["/trickle"] = trickle(server.release, hung_up, headers=part == "headers")
+    deadline = 1.0
+    returned = threading.Event()
+    failures: list[CaseCountError] = []
+
+    def fetch() -> None:
+        try:
+            fetch_page(server.url("/trickle"), timeout=deadline)
+        except CaseCountError as err:
+            failures.append(err)
+        finally:
+            returned.set()
+
+    threading.Thread(target=fetch, daemon=True).start()
+    assert returned.wait(3 * deadline), "the fetch outlived its deadline"
+    (failure,) = failures
+    assert str(failure) == f"cannot fetch {server.url('/trickle')}: no answer within 1 s"
+    if part == "body":  # its connection was shut, not left trickling in the background
+        assert hung_up.wait(10)
+
+
 def test_connection_refused() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

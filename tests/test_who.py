@@ -260,6 +260,8 @@ class WhoSite:
     status: int = 200
     #: send this many bytes of the body, then wait for ``release``
     stall_after: int | None = None
+    #: send the body a byte at a time, this many seconds apart (until ``release``)
+    trickle_every: float | None = None
     release: threading.Event = field(default_factory=threading.Event)
     stalled: threading.Event = field(default_factory=threading.Event)
     requests: list[dict[str, str]] = field(default_factory=list)
@@ -280,8 +282,8 @@ def site() -> Iterator[WhoSite]:
         def do_GET(self) -> None:
             with lock:
                 state.requests.append(dict(self.headers.items()))
-                status, body, etag, stall = (state.status, state.body, state.etag,
-                                             state.stall_after)
+                status, body, etag, stall, trickle = (state.status, state.body, state.etag,
+                                                      state.stall_after, state.trickle_every)
                 unchanged = self.headers.get("If-None-Match") == etag
                 if status == 200 and unchanged:
                     state.not_modified += 1
@@ -299,6 +301,12 @@ def site() -> Iterator[WhoSite]:
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                if trickle is not None:
+                    for at in range(len(body)):
+                        self.wfile.write(body[at:at + 1])
+                        self.wfile.flush()
+                        if state.release.wait(trickle):
+                            return
                 if stall is None:
                     self.wfile.write(body)
                     return
@@ -558,6 +566,28 @@ def test_close_stops_a_running_refresh(
     assert counter.current() == CARRIED  # closed: nothing new is asked for
     assert len(site.requests) == 2
     assert not scrape_records(caplog, logging.WARNING)  # the abandoned refresh is no failure
+
+
+def test_a_refresh_past_its_deadline_is_abandoned_and_the_next_one_runs(
+    site: WhoSite, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a byte every 0.2 s: no read ever waits TIMEOUT, only the refresh's deadline ends it
+    site.trickle_every = 0.2
+    deadline = 1.0
+    with WhoCaseCounter(site.url, TIMEOUT, clock=clock, max_wait=0.05,
+                        deadline=deadline) as counter:
+        assert counter.current() == NO_COUNT
+        assert counter.wait_for_refresh(3 * deadline), "the refresh outlived its deadline"
+        (warning,) = scrape_records(caplog, logging.WARNING)
+        assert warning.getMessage() == (
+            f"case count unavailable: cannot fetch {site.url}: no answer within 1 s; "
+            "no count obtained yet, so batches get none")
+        site.trickle_every = None
+        clock.advance(minutes=5)  # a failed refresh is retried 5 minutes after it began
+        assert counter.current() in (NO_COUNT, FRESH)  # the refresh begins
+        assert counter.wait_for_refresh(TIMEOUT)
+        assert counter.current() == FRESH
+    assert len(site.requests) == 2
 
 
 def test_stale_file_warns_at_start_then_once_a_day(
