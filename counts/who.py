@@ -98,37 +98,25 @@ def who_world_total(lines: Iterable[str]) -> WhoTotal:
     columns, when no row has a number, when more than half of the rows cannot
     be used (the format must have changed), or when the total is absurdly large.
     """
-    rows = csv.reader(_without_bom(lines))
-    read_row = who_row_reader(_who_header(rows))
     latest: dict[str, tuple[date, int]] = {}  # country -> (date, Cumulative_cases)
     countries: set[str] = set()
     newest = date.min
     read = skipped = 0
     problem: str | None = None
-    while True:
-        try:
-            for row in rows:
-                values = read_row(row)
-                if values.__class__ is tuple:
-                    read += 1
-                    day, country, count = values
-                    countries.add(country)
-                    if day > newest:
-                        newest = day
-                    if count is not None:
-                        known = latest.get(country)
-                        if known is None or day >= known[0]:
-                            latest[country] = (day, count)
-                elif values is not None:
-                    read += 1
-                    skipped += 1
-                    problem = problem or f"line {rows.line_num}: {values}"
-        except csv.Error as err:  # e.g. a field past csv's size limit: that row only
-            read += 1
+    for values in who_rows(lines):
+        read += 1
+        if values.__class__ is str:
             skipped += 1
-            problem = problem or f"line {rows.line_num}: {err}"
+            problem = problem or values
             continue
-        break
+        day, country, count = values
+        countries.add(country)
+        if day > newest:
+            newest = day
+        if count is not None:
+            known = latest.get(country)
+            if known is None or day >= known[0]:
+                latest[country] = (day, count)
     if skipped * 2 > read:
         raise WhoFileError(f"{skipped} of {read} rows cannot be read, e.g. {problem}")
     if not latest:
@@ -144,45 +132,61 @@ def who_world_total(lines: Iterable[str]) -> WhoTotal:
 WhoRow = tuple[date, str, int | None]
 
 
-def who_row_reader(header: list[str]) -> Callable[[list[str]], WhoRow | str | None]:
-    """The reader of the rows under ``header``: every check a row of WHO's file passes.
+def who_rows(lines: Iterable[str]) -> Iterator[WhoRow | str]:
+    """Each data row of WHO's daily CSV, checked: its values, or why it cannot be used.
 
-    The reader returns a row's values (``Date_reported`` as a date, ``Country``
-    stripped, ``Cumulative_cases`` as an int, None when blank), or the reason it
-    cannot be used (wrong number of fields, a date that is not ``YYYY-MM-DD``, no
-    country, a ``Cumulative_cases`` that is not a whole number), or None for a
-    blank line. Raises WhoFileError when ``header`` lacks one of those columns.
-    Each distinct ``Date_reported`` text is parsed once (the reader keeps them).
+    The one place that decides whether a row is usable. ``lines`` are as for
+    :func:`who_world_total`; its header (the first non-blank row) says where
+    the columns are. For each data row this yields either its values
+    (``Date_reported`` as a date, ``Country`` stripped, ``Cumulative_cases`` as
+    an int, None when blank), or a text ``line N: reason`` when it cannot be
+    used: wrong number of fields, a date that is not ``YYYY-MM-DD``, no
+    country, a ``Cumulative_cases`` that is not a whole number, a line csv
+    cannot split. Blank lines yield nothing. Raises WhoFileError when there is
+    no header with those columns. Each distinct ``Date_reported`` text is
+    parsed once.
     """
+    rows = csv.reader(_without_bom(lines))
+    header = _who_header(rows)
     date_at, country_at, cumulative_at = _who_columns(header)
     width = len(header)
     days: dict[str, date | None] = {}  # each Date_reported text parsed once
     unknown = date.min  # not in days yet (None there means "not a date")
-
-    def read_row(row: list[str]) -> WhoRow | str | None:
-        if len(row) != width and (len(row) < width or "".join(row[width:]).strip()):
-            if len(row) <= 1 and not "".join(row).strip():
-                return None  # a blank line: not a row
-            return f"{len(row)} fields, the header has {width}"
-        raw_day = row[date_at]
-        day = days.get(raw_day, unknown)
-        if day is unknown:
-            day = days[raw_day] = _who_date(raw_day)
-        if day is None:
-            return f"{WHO_DATE} {raw_day[:40]!r} is not a YYYY-MM-DD date"
-        country = row[country_at].strip()
-        if not country:
-            return f"no {WHO_COUNTRY}"
-        raw_count = row[cumulative_at]
-        # the common case, without a call: what _who_count says of plain digits
-        if raw_count.isdigit() and raw_count.isascii() and len(raw_count) <= MAX_COUNT_DIGITS:
-            return day, country, int(raw_count)
-        count = _who_count(raw_count)
-        if count is None and raw_count.strip():
-            return f"{WHO_CUMULATIVE} {raw_count[:40]!r} is not a whole number"
-        return day, country, count
-
-    return read_row
+    while True:
+        try:
+            for row in rows:
+                if len(row) != width and (len(row) < width or "".join(row[width:]).strip()):
+                    if len(row) > 1 or "".join(row).strip():  # else a blank line: not a row
+                        yield f"line {rows.line_num}: {len(row)} fields, the header has {width}"
+                    continue
+                raw_day = row[date_at]
+                day = days.get(raw_day, unknown)
+                if day is unknown:
+                    day = days[raw_day] = _who_date(raw_day)
+                if day is None:
+                    yield (f"line {rows.line_num}: {WHO_DATE} {raw_day[:40]!r} is not a "
+                           "YYYY-MM-DD date")
+                    continue
+                country = row[country_at].strip()
+                if not country:
+                    yield f"line {rows.line_num}: no {WHO_COUNTRY}"
+                    continue
+                raw_count = row[cumulative_at]
+                # the common case, without a call: what _who_count says of plain digits
+                if (raw_count.isdigit() and raw_count.isascii()
+                        and len(raw_count) <= MAX_COUNT_DIGITS):
+                    yield day, country, int(raw_count)
+                    continue
+                count = _who_count(raw_count)
+                if count is None and raw_count.strip():
+                    yield (f"line {rows.line_num}: {WHO_CUMULATIVE} {raw_count[:40]!r} is not "
+                           "a whole number")
+                    continue
+                yield day, country, count
+        except csv.Error as err:  # e.g. a field past csv's size limit: that row only
+            yield f"line {rows.line_num}: {err}"
+            continue
+        return
 
 
 def _without_bom(lines: Iterable[str]) -> Iterator[str]:
