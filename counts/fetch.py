@@ -185,7 +185,7 @@ class _Download(Generic[_T]):
             else:
                 self._result = self._get(session)
         except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
-            self._error = CaseCountError(f"cannot fetch {self.url}: {reason(err, self.timeout)}")
+            self._error = CaseCountError(f"cannot fetch {self.url}: {_reason(err, self.timeout)}")
         except Exception as err:  # noqa: BLE001 - raised again in the caller's thread
             self._error = err
         finally:
@@ -242,10 +242,14 @@ class _Download(Generic[_T]):
 
     def _watch(self, response: requests.Response) -> None:
         """Keep a duplicate of the response's socket, for :meth:`abandon` to shut."""
-        try:
-            duplicate = socket.socket(fileno=os.dup(response.raw.fileno()))
-        except (OSError, ValueError, AttributeError):
-            duplicate = None  # no socket to shut: the per-chunk check still stops it
+        duplicate = None  # without a socket to shut, the per-chunk check still stops it
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            fileno = os.dup(response.raw.fileno())
+            try:
+                duplicate = socket.socket(fileno=fileno)
+            except OSError:
+                os.close(fileno)
+                raise
         with self._lock:
             self._socket = duplicate
             if self._abandoned:  # the headers came after the deadline
@@ -264,7 +268,7 @@ def _shut(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-def reason(err: Exception, timeout: float) -> str:
+def _reason(err: Exception, timeout: float) -> str:
     """A short, one-line reason for a requests/urllib3 failure."""
     if isinstance(err, requests.HTTPError) and err.response is not None:
         response = err.response
