@@ -73,9 +73,11 @@ class Settings:
     jetstream_urls: tuple[str, ...] = DEFAULT_JETSTREAM_URLS
     keywords: tuple[str, ...] = DEFAULT_KEYWORDS
     stale_seconds: float = 60.0
+    max_event_bytes: int = 4 * 1024**2
     replay_file: Path = DEFAULT_REPLAY_FILE
     rate: float = 5.0
     loop: bool = False
+    from_start: bool = False
     journal_max_bytes: int = 2 * 1024**3
     journal_path: Path = Path("data/journal")
     # both: the control channel's shared secret
@@ -337,6 +339,9 @@ OPTIONS: dict[str, Option] = {
                _number(0, inclusive=False),
                "reconnect to Jetstream when no event has arrived for this many seconds",
                "SECONDS"),
+        Option("max_event_bytes", "JETSTREAM_MAX_EVENT_BYTES", "--max-event-bytes", _byte_size,
+               "largest Jetstream event the client reads (e.g. 4MiB, at least 1 MiB); hosts "
+               "are asked to skip bigger ones, and one sent anyway is skipped", "SIZE"),
         Option("bearer_token", "TWITTER_BEARER_TOKEN", None, _non_empty,
                "X API bearer token (environment or .env only, never a flag)"),
         Option("twitter_rules", "TWITTER_RULES", "--rules", _rules,
@@ -350,6 +355,9 @@ OPTIONS: dict[str, Option] = {
                "replay rate in tweets per second; 0 = as fast as possible", "N"),
         Option("loop", "REPLAY_LOOP", "--loop", _bool,
                "replay the file again and again (ids get a '~N' suffix per pass)", is_switch=True),
+        Option("from_start", "REPLAY_FROM_START", "--from-start", _bool,
+               "replay the file again from its top although an earlier run replayed it, "
+               "as a new pass whose ids get the next '~N' suffix", is_switch=True),
         Option("journal_max_bytes", "JOURNAL_MAX_BYTES", "--journal-max-bytes", _byte_size,
                "most disk the journal of tweets not yet stored may take (e.g. 2GiB); past "
                "it new tweets are refused, accepted ones are kept", "SIZE"),
@@ -405,7 +413,8 @@ OPTIONS: dict[str, Option] = {
     ]
 }
 
-STREAM_OPTIONS = ("source", "jetstream_urls", "keywords", "stale_seconds", "bearer_token",
+STREAM_OPTIONS = ("source", "jetstream_urls", "keywords", "stale_seconds", "max_event_bytes",
+                  "from_start", "bearer_token",
                   "twitter_rules", "max_posts", "replay_file", "rate", "loop", "host", "port",
                   "ack_port", "journal_max_bytes", "journal_path", "control_secret",
                   "control_secret_path", "log_level")

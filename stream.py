@@ -1,8 +1,9 @@
 """Serve posts about Covid-19 on a TCP socket, one JSON object per line.
 
 Usage: stream.py [--source {bluesky,twitter,replay}] [--jetstream-url URL ...]
-                 [--keywords WORDS] [--stale-seconds SECONDS] [--max-posts N]
-                 [--replay-file PATH] [--rate N] [--loop] [--rules RULES]
+                 [--keywords WORDS] [--stale-seconds SECONDS] [--max-event-bytes SIZE]
+                 [--max-posts N] [--replay-file PATH] [--rate N] [--loop]
+                 [--from-start] [--rules RULES]
                  [--host HOST] [--port PORT] [--ack-port PORT]
                  [--journal-max-bytes SIZE] [--journal-path PATH]
                  [--control-secret-file PATH]
@@ -24,7 +25,8 @@ Sources:
            environment or .env. X bills each post read: --max-posts caps the
            posts read per UTC day. Runs until Ctrl-C.
   replay   replay a newline-delimited JSON file (default: samples/tweets.jsonl);
-           with no --loop the program exits once the job has stored every tweet
+           with no --loop the program exits once the job has stored every tweet;
+           a file replayed to its end is not sent again unless --from-start
 
 Once a minute a live source logs one status line (events, posts, matches,
 reconnects, lag; or posts read for X).
@@ -135,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.Event) -> int:
     last = server.journal.tail(1)
     source = ReplaySource(settings.replay_file, settings.rate, settings.loop,
+                          from_start=settings.from_start,
                           position_path=settings.journal_path / ReplaySource.POSITION_FILE,
                           before_save=lambda: server.sync(SYNC_TIMEOUT),
                           resume_at=last[0].get("pos") if last else None)
@@ -163,6 +166,7 @@ def _run_bluesky(
         settings.jetstream_urls, KeywordMatcher(settings.keywords), server.put,
         cursor_path=settings.journal_path / BlueskySource.CURSOR_FILE,
         stale_seconds=settings.stale_seconds,
+        max_event_bytes=settings.max_event_bytes,
         before_cursor_save=lambda: server.sync(SYNC_TIMEOUT),
         journaled=server.journal.tail(BlueskySource.RECENT_POSTS),
     )

@@ -2,19 +2,22 @@
 
 Jetstream turns the Bluesky network into JSON: one event per WebSocket text
 frame from ``wss://HOST/subscribe?wantedCollections=app.bsky.feed.post``, no
-account and no key (DESIGN.md, "Bluesky posts"). This module has three parts:
+account and no key (DESIGN.md, "Bluesky posts"). Three parts, the first and
+last in this module:
 
 * pure functions: :class:`KeywordMatcher` (a keyword as a whole word, or a
   tag) and :func:`read_event` (one frame -> a :class:`Post`, or why not), and
   :func:`wire_tweet` (a post -> the tweet object of the wire format);
-* :class:`JetstreamProgress`, the bookkeeping: the counters and the status
+* :class:`~sources.jetstream_progress.JetstreamProgress`, the bookkeeping
+  (its own module): the counters and the status
   line, the last event's time a reconnect resumes from (a few seconds before
   it, so a dropped connection loses nothing), the posts handled lately (so
   those a rewind delivers again are dropped), and the cursor file beside the
   journal that keeps both (so a restart goes on where it stopped);
 * :class:`BlueskySource`, the WebSocket client built on it: it rotates
   through the hosts, backs off with jitter, reconnects when a host goes
-  silent, and hands each matching post to ``emit``.
+  silent, skips an event too big to carry (:mod:`sources.oversize`), and
+  hands each matching post to ``emit``.
 
 Typical use (what ``stream.py --source bluesky`` does)::
 
@@ -31,7 +34,6 @@ import random
 import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,17 +41,24 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import websockets
+from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
 
 import transform
-from journal import Checkpoint
 from sources import Emit, Tweet
+from sources.jetstream_progress import JetstreamProgress
+from sources.oversize import OversizeSkip
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"covid19-live-stream (websockets/{websockets.__version__})"
 POST_COLLECTION = "app.bsky.feed.post"
 _FACET_TAG = "app.bsky.richtext.facet#tag"
+#: Largest event the client carries by default (and asks the host to skip above).
+DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024
+#: Query options a configured URL may not keep: the client sets them itself, or
+#: (requireHello) they would make the host wait for a message the client never sends.
+_OWN_OPTIONS = ("wantedCollections", "cursor", "compress", "maxMessageSizeBytes", "requireHello")
 
 # what read_event makes of a frame
 POST = "post"  # a new post with text: match it against the keywords
@@ -182,13 +191,16 @@ def wire_tweet(post: Post) -> Tweet:
     return tweet
 
 
-def subscribe_url(base: str, cursor: int | None) -> str:
+def subscribe_url(base: str, cursor: int | None, max_event_bytes: int | None = None) -> str:
     """``base`` (``wss://HOST/subscribe``) asking for posts only, uncompressed,
-    from ``cursor`` (a ``time_us``) on when given."""
+    without ``requireHello`` (this client sends no hello), skipping events over
+    ``max_event_bytes`` when given, from ``cursor`` (a ``time_us``) on when given."""
     parts = urlsplit(base)
     query = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True)
-             if key not in ("wantedCollections", "cursor", "compress")]
+             if key not in _OWN_OPTIONS]
     query.append(("wantedCollections", POST_COLLECTION))
+    if max_event_bytes is not None:
+        query.append(("maxMessageSizeBytes", str(max_event_bytes)))
     if cursor is not None:
         query.append(("cursor", str(cursor)))
     return urlunsplit(parts._replace(query=urlencode(query)))
@@ -210,173 +222,6 @@ def first_answering(urls: Sequence[str], timeout: float) -> str | None:
         except (OSError, websockets.exceptions.WebSocketException) as err:
             log.debug("Jetstream %s does not answer: %s", url, err)
     return None
-
-
-# --- the bookkeeping: counters, the cursor and its file, the status line ---------------
-
-
-@dataclass(frozen=True)
-class Resume:
-    """Where a restarted source goes on: the last event's time and the posts
-    handled just before it (a rewind delivers them again)."""
-
-    time_us: int
-    recent: tuple[tuple[str, int], ...]  # (post uri, time_us), oldest first
-
-    def dumps(self) -> str:
-        return json.dumps({"time_us": self.time_us, "recent": [list(r) for r in self.recent]})
-
-    @classmethod
-    def loads(cls, text: str) -> Resume:
-        """Raises ValueError when ``text`` is not a cursor file's content."""
-        data = json.loads(text)
-        time_us, recent = data["time_us"], data.get("recent", [])
-        if type(time_us) is not int or not isinstance(recent, list):
-            raise ValueError("not a cursor")
-        pairs = tuple((uri, at) for uri, at in recent
-                      if isinstance(uri, str) and type(at) is int)
-        return cls(time_us, pairs)
-
-
-class JetstreamProgress:
-    """How far a Jetstream reader has got, with no network code in it.
-
-    It keeps the counters (:attr:`events`, :attr:`posts`, :attr:`matched`,
-    ...) and the once-a-minute :meth:`status` line, the last event's time
-    (:attr:`last_time_us`: a reconnect resumes a little before it), the posts
-    handled lately (:attr:`recent`: what a rewind brings again is dropped) and
-    the cursor file that keeps both across a restart. :class:`BlueskySource`
-    is the connection loop built on it; the constants below are the policy.
-    """
-
-    #: File (in the journal's folder) keeping where to resume after a restart.
-    CURSOR_FILE = "jetstream-cursor.json"
-    #: A reconnect resumes this many seconds before the last event handled: each
-    #: host stamps time_us with its own clock, and events come slightly out of order.
-    REWIND_SECONDS = 5.0
-    #: The cursor file is rewritten at most this often (each write is fsynced).
-    CURSOR_SAVE_SECONDS = 1.0
-    #: Jetstream keeps about a day of events; a cursor older than this is warned about.
-    RETENTION_SECONDS = 24 * 3600.0
-    #: Post ids remembered to drop what a rewind brings again.
-    RECENT_POSTS = 20_000
-    #: How long the ids of posts handled stay in the cursor file, past the rewind.
-    RECENT_KEEP_SECONDS = 120.0
-
-    def __init__(
-        self,
-        *,
-        cursor_path: Path | None = None,
-        before_cursor_save: Callable[[], None] | None = None,
-        journaled: Iterable[dict[str, Any]] = (),
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        """Loads the cursor file at ``cursor_path`` when there is one, then
-        remembers the ``journaled`` records' posts (see :class:`BlueskySource`)."""
-        self.cursor_path = cursor_path
-        self._checkpoint = (None if cursor_path is None else
-                            Checkpoint(cursor_path, "Jetstream cursor",
-                                       every=self.CURSOR_SAVE_SECONDS,
-                                       before=before_cursor_save))
-        self._clock = clock
-        #: frames received
-        self.events = 0
-        #: new posts with text among them
-        self.posts = 0
-        #: posts that matched the keywords and were handed to emit
-        self.matched = 0
-        #: matching posts dropped because a rewind delivered them again
-        self.repeats = 0
-        #: matching posts emit refused (the producer's buffer was full)
-        self.refused = 0
-        #: frames that were not events, and post records without text
-        self.malformed = 0
-        #: connections made after the first
-        self.reconnects = 0
-        self.url: str | None = None  # the host in use
-        #: the time_us of the last event handled (None before any)
-        self.last_time_us: int | None = None
-        #: post uri -> time_us of the posts handled lately, oldest first
-        self.recent: OrderedDict[str, int] = OrderedDict()
-        self._saved_time_us: int | None = None
-        self._load_cursor()
-        self._remember_journaled(journaled)
-
-    # -- status
-
-    def lag_seconds(self) -> float | None:
-        """Now minus the last event's time_us, in seconds (None before any event)."""
-        if self.last_time_us is None:
-            return None
-        return self._clock() - self.last_time_us / 1e6
-
-    def status(self) -> str:
-        """One status line: events, posts, matches, reconnects and lag."""
-        lag = self.lag_seconds()
-        return (f"bluesky: {self.events:,} events, {self.posts:,} posts, {self.matched:,} "
-                f"matched ({self.repeats:,} repeats dropped, {self.refused:,} refused, "
-                f"{self.malformed:,} malformed), {self.reconnects:,} reconnects, lag "
-                + ("-" if lag is None else f"{lag:.1f} s")
-                + (f", host {self.url}" if self.url else ""))
-
-    # -- the cursor
-
-    def resume_cursor(self) -> int | None:
-        """The cursor a connection asks for: REWIND_SECONDS before the last
-        event handled, or None (the live tip) before any."""
-        if self.last_time_us is None:
-            return None
-        return max(1, self.last_time_us - int(self.REWIND_SECONDS * 1_000_000))
-
-    def remember_post(self, uri: str, time_us: int | None) -> None:
-        """Note a post handed on, so that a rewind bringing it again is dropped
-        (the oldest is forgotten past RECENT_POSTS)."""
-        self.recent[uri] = time_us or 0
-        if len(self.recent) > self.RECENT_POSTS:
-            self.recent.popitem(last=False)
-
-    def _remember_journaled(self, records: Iterable[dict[str, Any]]) -> None:
-        """Posts the journal already holds: not to be emitted again."""
-        for record in records:
-            uri, at = record.get("id"), record.get("pos")
-            if isinstance(uri, str) and uri.startswith("at://") and type(at) is int:
-                self.recent[uri] = at
-                if self.last_time_us is None or at > self.last_time_us:
-                    self.last_time_us = at
-
-    def _load_cursor(self) -> None:
-        if self.cursor_path is None or not self.cursor_path.exists():
-            return
-        try:
-            resume = Resume.loads(self.cursor_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            log.warning("ignoring the Jetstream cursor file %s (%s): starting from the live "
-                        "tip", self.cursor_path, err)
-            return
-        self.last_time_us = self._saved_time_us = resume.time_us
-        self.recent.update(resume.recent)
-        age = self._clock() - resume.time_us / 1e6
-        if age > self.RETENTION_SECONDS:
-            log.warning("the Jetstream cursor is %.1f h old; Jetstream keeps about a day, so "
-                        "posts older than that are not sent again", age / 3600)
-        else:
-            log.info("resuming Bluesky posts from %s (%.0f s ago)", self.cursor_path, age)
-
-    def save_cursor(self, *, force: bool = False) -> None:
-        """Write the cursor file (at most every CURSOR_SAVE_SECONDS unless ``force``).
-
-        Never raises: a failed write is logged once, and the previous file stays.
-        """
-        if self._checkpoint is None or self.last_time_us is None:
-            return
-        if self.last_time_us == self._saved_time_us or (
-                not force and not self._checkpoint.due()):
-            return
-        keep_after = self.last_time_us - int(
-            (self.REWIND_SECONDS + self.RECENT_KEEP_SECONDS) * 1_000_000)
-        recent = tuple((uri, at) for uri, at in self.recent.items() if at >= keep_after)
-        if self._checkpoint.save(Resume(self.last_time_us, recent).dumps(), force=force):
-            self._saved_time_us = self.last_time_us
 
 
 # --- the WebSocket client --------------------------------------------------------------
@@ -404,8 +249,6 @@ class BlueskySource(JetstreamProgress):
     #: min(BACKOFF_MAX, BACKOFF_BASE * 2**n) seconds ("full jitter").
     BACKOFF_BASE = 0.5
     BACKOFF_MAX = 30.0
-    #: Largest frame accepted; post events are a few kilobytes.
-    MAX_FRAME_BYTES = 4 * 1024 * 1024
     #: How often a read without events checks ``stop`` and the watchdog.
     POLL_SECONDS = 0.25
     #: At most one warning about malformed frames per this many seconds.
@@ -419,6 +262,7 @@ class BlueskySource(JetstreamProgress):
         *,
         cursor_path: Path | None = None,
         stale_seconds: float = 60.0,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         before_cursor_save: Callable[[], None] | None = None,
         journaled: Iterable[dict[str, Any]] = (),
         clock: Callable[[], float] = time.time,
@@ -429,10 +273,19 @@ class BlueskySource(JetstreamProgress):
         there, so the cursor never runs ahead of what was kept. ``journaled``:
         the journal's last records (stream.py passes them at start), so that a
         restart resumes after the last post kept, and drops the ones a rewind
-        brings again, even those kept after the cursor file was last written."""
+        brings again, even those kept after the cursor file was last written.
+        ``max_event_bytes``: the largest event (frame) carried; hosts are asked
+        to skip bigger ones, and one sent anyway is skipped by the client."""
         if not urls:
             raise ValueError("at least one Jetstream URL is needed")
+        if max_event_bytes < 1:
+            raise ValueError("max_event_bytes must be at least 1")
         self.urls = tuple(urls)
+        self.max_event_bytes = max_event_bytes
+        for url in self.urls:
+            if "requireHello" in dict(parse_qsl(urlsplit(url).query, keep_blank_values=True)):
+                log.warning("leaving requireHello out of the Jetstream URL %s: this client "
+                            "sends no hello, so the host would send nothing", url)
         self.matcher = matcher
         self._emit = emit
         self.stale_seconds = stale_seconds
@@ -441,6 +294,9 @@ class BlueskySource(JetstreamProgress):
         self._last_malformed_warning = -float("inf")
         self._attempt = 0
         self._rng = random.Random()
+        self._skip = OversizeSkip()
+        self._asked: int | None = None  # the cursor the current connection asked for
+        self._newest_here: int | None = None  # its newest event at or after that cursor
         super().__init__(cursor_path=cursor_path, before_cursor_save=before_cursor_save,
                          journaled=journaled, clock=clock)
 
@@ -470,6 +326,13 @@ class BlueskySource(JetstreamProgress):
                 left = self.OPEN_TIMEOUT
             try:
                 self._session(url, min(self.OPEN_TIMEOUT, left), stop)
+            except websockets.exceptions.ConnectionClosed as err:
+                if _too_big(err):
+                    turn -= 1  # the same host again: the cursor past the event is in its times
+                    self.on_too_big(url)
+                    stop.wait(self._backoff())
+                    continue
+                self.on_connection_error(url, err)
             except (OSError, websockets.exceptions.WebSocketException) as err:
                 self.on_connection_error(url, err)
             if stop.is_set():
@@ -483,8 +346,11 @@ class BlueskySource(JetstreamProgress):
 
     def _session(self, url: str, open_timeout: float, stop: threading.Event) -> None:
         """One connection: open it, read until stop, silence or a failure."""
-        target = subscribe_url(url, self.resume_cursor())
-        with connect(target, open_timeout=open_timeout, max_size=self.MAX_FRAME_BYTES,
+        skip_cursor = self._skip.cursor_for(url)
+        self._asked = self.resume_cursor() if skip_cursor is None else skip_cursor
+        self._newest_here = None
+        target = subscribe_url(url, self._asked, self.max_event_bytes)
+        with connect(target, open_timeout=open_timeout, max_size=self.max_event_bytes,
                      close_timeout=2, user_agent_header=USER_AGENT) as websocket:
             if self.connected.is_set():
                 self.reconnects += 1
@@ -524,6 +390,9 @@ class BlueskySource(JetstreamProgress):
         """Called once a host has answered."""
         if self.last_time_us is None:
             log.info("connected to %s: live posts from now on", url)
+        elif self._skip.cursor_for(url) is not None:
+            log.debug("connected to %s: trying cursor %s, past an event too big to carry",
+                      url, self._asked)
         else:
             log.info("connected to %s: resuming %.0f s before the last event handled "
                      "(cursor %d)", url, self.REWIND_SECONDS, self.resume_cursor())
@@ -533,7 +402,10 @@ class BlueskySource(JetstreamProgress):
         self.events += 1
         verdict, post, time_us = read_event(frame)
         if time_us is not None:
-            self.last_time_us = time_us
+            self.note_time(time_us)
+            if self._asked is None or time_us >= self._asked:
+                self._newest_here = max(time_us, self._newest_here or time_us)
+                self._skip.event(time_us)
         if verdict == MALFORMED:
             self.malformed += 1
             now = time.monotonic()
@@ -564,7 +436,25 @@ class BlueskySource(JetstreamProgress):
         level = logging.WARNING if self.connected.is_set() else logging.DEBUG
         log.log(level, "Jetstream %s: %s; reconnecting with backoff", url, reason[:200])
 
+    def on_too_big(self, url: str) -> None:
+        """Called when ``url`` sent an event over ``max_event_bytes`` (the host
+        ignored ``maxMessageSizeBytes``): the next connection goes past it."""
+        if self._skip.too_big(url, self._asked, self._newest_here):
+            self.oversize += 1
+            log.warning("skipping a Jetstream event over %d bytes from %s, after the event of "
+                        "time_us %s (%d skipped so far)", self.max_event_bytes, url,
+                        self._newest_here, self.oversize)
+        else:
+            log.debug("the event over %d bytes came first again from %s", self.max_event_bytes,
+                      url)
+
     def on_stale(self, url: str) -> None:
         """Called when no event has come for ``stale_seconds``: the host is silent."""
         log.warning("no event from %s for %g s; reconnecting to another host",
                     url, self.stale_seconds)
+
+
+def _too_big(err: websockets.exceptions.ConnectionClosed) -> bool:
+    """Whether the connection closed because a frame was over the size limit (1009)."""
+    return any(close is not None and close.code == CloseCode.MESSAGE_TOO_BIG
+               for close in (err.sent, err.rcvd))

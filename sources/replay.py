@@ -40,8 +40,10 @@ class ReplaySource:
     tweet the journal holds (``resume_at``, from its records) or, if that is
     older, where the position file says; never from the top again. A replay
     that had reached the end emits nothing more (a restart after it must not
-    send the file twice): delete the position file to replay the file again;
-    with ``loop`` it goes on with the next pass.
+    send the file twice); with ``loop`` it goes on with the next pass. With
+    ``from_start`` the file is replayed again from its top, as a new pass
+    (the one after the last begun, its ids suffixed as a looped pass's are, so
+    they are new posts downstream), however far an earlier run got.
 
     After :meth:`run`, :attr:`emitted` and :attr:`skipped` (bad lines, every
     pass counted) say what happened.
@@ -54,6 +56,7 @@ class ReplaySource:
     POSITION_FILE = "replay-position.json"
 
     def __init__(self, path: Path, rate: float, loop: bool, *,
+                 from_start: bool = False,
                  position_path: Path | None = None,
                  before_save: Callable[[], None] | None = None,
                  resume_at: Any = None) -> None:
@@ -62,6 +65,7 @@ class ReplaySource:
         self.path = Path(path)
         self.rate = rate
         self.loop = loop
+        self.from_start = from_start
         self.position_path = position_path
         self._checkpoint = (None if position_path is None else
                             Checkpoint(position_path, "replay position", every=self.SAVE_SECONDS,
@@ -151,7 +155,8 @@ class ReplaySource:
     def _load_position(self) -> tuple[int, int, int]:
         """``(pass, offset, line)`` to start from: where the last run stopped, when
         it replayed this same file and did not finish it, pass 0 when it finished
-        it; else the top."""
+        it; else the top. With ``from_start``, the top of the pass after the last
+        one begun."""
         top = (1, 0, 0)
         if self.position_path is None or not self.position_path.exists():
             return top
@@ -165,9 +170,14 @@ class ReplaySource:
             return top
         if not same or position[0] < 1 or min(position) < 0:
             return top
+        if finished and self.from_start:  # the position is the next pass's top already
+            log.info("%s was replayed to its end by an earlier run: --from-start replays it "
+                     "again as pass %d", self.path, position[0])
+            self._saved = position
+            return position
         if finished and not self.loop:
             log.warning("%s was replayed to its end by an earlier run: nothing more to send "
-                        "(delete %s to replay it again)", self.path, self.position_path)
+                        "(--from-start replays it again as new posts)", self.path)
             self._position = self._saved = position  # kept as it is, finished
             return 0, 0, 0
         if finished:  # --loop: the next pass (its ids get their own suffix)
@@ -180,6 +190,11 @@ class ReplaySource:
                 and journaled[3] == self._tag
                 and all(type(n) is int and n >= 0 for n in journaled[:3])):
             position = max(position, (journaled[0], journaled[1], journaled[2]))
+        if self.from_start:
+            log.info("--from-start: replaying %s from its top as pass %d (an earlier run got "
+                     "to line %d of pass %d)", self.path, position[0] + 1, position[2] + 1,
+                     position[0])
+            return position[0] + 1, 0, 0
         log.info("resuming the replay of %s where it stopped: pass %d, line %d", self.path,
                  position[0], position[2] + 1)
         self._saved = position

@@ -358,6 +358,13 @@ class JetstreamStandIn:
     first connection after that many frames (a dropped connection); ``silent``
     makes it accept and then send nothing (a host gone quiet). ``paths`` lists
     every connection's request path.
+
+    What Jetstream documents for the query, it does too: ``maxMessageSizeBytes=N``
+    skips the events larger than N bytes (unless ``ignores_max_size``, a v1 host
+    that does not know the option), and ``requireHello=true`` sends nothing
+    until the client has sent a message. With ``segment_us`` set it acts as a
+    v2 host whose archive is cut in segments that long: a cursor starts at the
+    beginning of its segment, so older events come again.
     """
 
     def __init__(self) -> None:
@@ -365,6 +372,8 @@ class JetstreamStandIn:
         self.paths: list[str] = []
         self.cut_first_after: int | None = None
         self.silent = False
+        self.ignores_max_size = False
+        self.segment_us: int | None = None
         self._cond = threading.Condition()
         self._closed = False
         self._server = serve(self._handle, "127.0.0.1", 0)
@@ -400,15 +409,31 @@ class JetstreamStandIn:
     def _handle(self, connection: ServerConnection) -> None:
         assert connection.request is not None
         path = connection.request.path
-        values = parse_qs(urlsplit(path).query).get("cursor")
+        query = parse_qs(urlsplit(path).query)
+        values = query.get("cursor")
+        limit = int(query.get("maxMessageSizeBytes", ["0"])[0])
+        if self.ignores_max_size or limit <= 0:
+            limit = None
+        if query.get("requireHello") == ["true"]:
+            with self._cond:
+                self.paths.append(path)
+                self._cond.notify_all()
+            try:
+                connection.recv()  # Jetstream waits for the subscriber's options message
+            except ConnectionClosed:
+                return
+            path = ""  # already listed
         with self._cond:
             if values:
                 cursor = int(values[0])
+                if self.segment_us:
+                    cursor -= cursor % self.segment_us  # the start of its archive segment
                 index = next((i for i, (at, _) in enumerate(self.events)
                               if at is not None and at >= cursor), len(self.events))
             else:
                 index = len(self.events)
-            self.paths.append(path)
+            if path:
+                self.paths.append(path)
             cut_after = self.cut_first_after if len(self.paths) == 1 else None
             self._cond.notify_all()
         sent = 0
@@ -421,6 +446,8 @@ class JetstreamStandIn:
                 batch = [] if self.silent else [frame for _, frame in self.events[index:]]
                 index += len(batch)
             for frame in batch:
+                if limit is not None and len(frame.encode("utf-8")) > limit:
+                    continue  # Jetstream skips it for this subscriber
                 if cut_after is not None and sent >= cut_after:
                     connection.close()
                     return

@@ -7,6 +7,7 @@ documents. Waits are on events and conditions, never on sleeps.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -34,6 +35,7 @@ from sources.bluesky import (
     subscribe_url,
     wire_tweet,
 )
+from sources.oversize import OversizeSkip
 
 PROJECT = Path(__file__).resolve().parents[1]
 DEFAULT_KEYWORDS = ("covid", "covid19", "covid-19", "coronavirus", "sars-cov-2")
@@ -294,7 +296,8 @@ def test_matching_posts_arrive_in_order_and_the_rest_is_counted(
     emitted = Collector()
     source = start([jetstream.url], emitted)
     jetstream.wait_for_connections(1)
-    assert jetstream.paths[0] == "/subscribe?wantedCollections=app.bsky.feed.post"
+    assert jetstream.paths[0] == ("/subscribe?wantedCollections=app.bsky.feed.post"
+                                  "&maxMessageSizeBytes=4194304")
     like = post_event("l1", "covid", T0_US + 2)
     like["commit"]["collection"] = "app.bsky.feed.like"
     jetstream.publish(
@@ -498,3 +501,131 @@ def test_a_restart_goes_on_after_the_posts_the_journal_holds(
     start([jetstream.url], emitted, cursor_path=tmp_path / "cursor.json", journaled=kept)
     assert emitted.wait_for(2) == [uri("k4"), uri("k5")]  # nothing the journal holds
     assert jetstream.cursors() == [T0_US + 3_000_000 - 5_000_000]
+
+
+# --- issue #15: oversize events, archive segments, requireHello ---------------------------------
+
+
+def big_post(rkey: str, time_us: int, size: int) -> dict[str, Any]:
+    """A covid post whose event is over ``size`` bytes."""
+    return post_event(rkey, "covid " + "x" * size, time_us)
+
+
+def test_the_client_asks_the_host_to_skip_events_it_cannot_carry(
+    jetstream: JetstreamStandIn, start: Any
+) -> None:
+    emitted = Collector()
+    source = start([jetstream.url], emitted, max_event_bytes=65_536)
+    jetstream.wait_for_connections(1)
+    jetstream.publish(*covid_posts(2), big_post("big", T0_US + 2_500_000, 70_000),
+                      *covid_posts(2, start=3))
+    assert emitted.wait_for(4) == [uri(f"k{n}") for n in (0, 1, 3, 4)]
+    assert "maxMessageSizeBytes=65536" in jetstream.paths[0]
+    assert len(jetstream.paths) == 1 and source.oversize == 0
+
+
+def test_an_event_too_big_from_a_host_that_ignores_the_limit_is_skipped_once(
+    jetstream: JetstreamStandIn, start: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A v1 host sends an event over the client's frame limit (4 MiB by default):
+    the connection closes with 1009, and the client must not ask for it again and
+    again; the posts after it arrive. Events a millisecond apart, as on the firehose."""
+    caplog.set_level(logging.WARNING, logger="sources.bluesky")
+    jetstream.ignores_max_size = True
+    emitted = Collector()
+    source = start([jetstream.url], emitted)
+    jetstream.wait_for_connections(1)
+    jetstream.publish(*covid_posts(3, step_us=1_000),
+                      big_post("big", T0_US + 3_000, bluesky.DEFAULT_MAX_EVENT_BYTES),
+                      *covid_posts(3, start=4, step_us=1_000))
+    ids = emitted.wait_for(6)
+    assert ids == [uri(f"k{n}") for n in (0, 1, 2, 4, 5, 6)]
+    assert len(jetstream.paths) <= 3, jetstream.cursors()
+    assert source.oversize == 1 and "1 oversize skipped" in source.status()
+    assert caplog.text.count("skipping a Jetstream event over 4194304 bytes") == 1
+
+
+def test_getting_past_a_big_event_always_moves_the_cursor_on() -> None:
+    """Where the client reconnects after closes with 1009: strictly later each time
+    (no loop), and the same event met again after a rewind is neither counted twice
+    nor tried from the start again."""
+    skip = OversizeSkip()
+    last = T0_US
+    assert skip.too_big("h1", T0_US - 5_000_000, last) is True  # read up to `last`, then 1009
+    cursors = [skip.cursor_for("h1")]
+    assert cursors == [last + 1]
+    for _ in range(12):  # the big event keeps coming first: it lies further on
+        assert skip.too_big("h1", cursors[-1], None) is False
+        cursors.append(skip.cursor_for("h1"))
+    assert all(b > a for a, b in itertools.pairwise(cursors))
+    assert cursors[-1] - cursors[0] > 2_000_000  # doubling steps: seconds away in 12 tries
+    assert skip.skipped == 1
+    skip.event(cursors[-1] + 10)  # past it
+    assert skip.cursor_for("h1") is None
+    # a later reconnect rewinds and meets it again after the same event
+    assert skip.too_big("h1", T0_US - 5_000_000, last) is False
+    assert skip.cursor_for("h1") == cursors[-1]
+    assert skip.skipped == 1
+    # another host stamps its own times: the attempt is given up there
+    assert skip.cursor_for("h2") is None
+
+
+def test_the_cursor_file_and_the_lag_never_move_back(
+    jetstream: JetstreamStandIn, tmp_path: Path
+) -> None:
+    """A v2 host restarts a cursor at the start of its archive segment (up to an hour
+    back): older events come again. Dedup drops them; the cursor file and the lag
+    stay with the newest event."""
+
+    class EveryEvent(BlueskySource):
+        CURSOR_SAVE_SECONDS = 0.0  # write the cursor after every event
+
+    jetstream.segment_us = 3600 * 1_000_000
+    jetstream.cut_first_after = 3
+    cursor = tmp_path / BlueskySource.CURSOR_FILE
+    saved: list[int] = []  # each value the cursor file held, in order
+    lags: list[float | None] = []
+    sources: list[BlueskySource] = []
+
+    def before_save() -> None:
+        if cursor.exists():
+            saved.append(json.loads(cursor.read_text())["time_us"])
+        lags.append(sources[0].lag_seconds())
+
+    emitted = Collector()
+    source = EveryEvent([jetstream.url], KeywordMatcher(DEFAULT_KEYWORDS), emitted,
+                        cursor_path=cursor, before_cursor_save=before_save,
+                        clock=lambda: T0_US / 1e6 + 100)
+    source.BACKOFF_BASE = 0.01
+    sources.append(source)
+    run = Running(source)
+    jetstream.wait_for_connections(1)
+    jetstream.publish(*covid_posts(6))
+    assert emitted.wait_for(6) == [uri(f"k{n}") for n in range(6)]
+    run.close()
+    saved.append(json.loads(cursor.read_text())["time_us"])
+    assert source.repeats == 3  # k0..k2 came again from the segment's start
+    assert saved == sorted(saved) and saved[-1] == T0_US + 5_000_000
+    assert lags == sorted(lags, reverse=True) and source.lag_seconds() == pytest.approx(95.0)
+
+
+def test_require_hello_is_left_out_of_a_configured_url(
+    jetstream: JetstreamStandIn, start: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With requireHello=true a host waits for a message this client never sends."""
+    caplog.set_level(logging.WARNING, logger="sources.bluesky")
+    jetstream.cut_first_after = 1
+    emitted = Collector()
+    start([jetstream.url + "?requireHello=true"], emitted)
+    jetstream.wait_for_connections(1)
+    jetstream.publish(*covid_posts(2))
+    assert emitted.wait_for(2) == [uri("k0"), uri("k1")]
+    assert len(jetstream.paths) == 2 and not any("requireHello" in p for p in jetstream.paths)
+    assert caplog.text.count("leaving requireHello out") == 1  # once, not per connection
+
+
+def test_the_subscribe_url_replaces_the_options_the_client_sets() -> None:
+    url = subscribe_url("wss://h.example/subscribe?requireHello=true&maxMessageSizeBytes=9"
+                        "&wantedDids=did:plc:a", 42, 1_000_000)
+    assert url == ("wss://h.example/subscribe?wantedDids=did%3Aplc%3Aa"
+                   "&wantedCollections=app.bsky.feed.post&maxMessageSizeBytes=1000000&cursor=42")

@@ -9,6 +9,7 @@ import pytest
 
 import config
 from config import ConfigError, resolve
+from sources.bluesky import DEFAULT_MAX_EVENT_BYTES
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +52,26 @@ def test_jetstream_urls_repeat_as_flags_or_are_comma_separated() -> None:
     assert from_flags.jetstream_urls == ("ws://127.0.0.1:1/subscribe", "ws://h:2/s")
     from_env = resolve(config.STREAM_OPTIONS, {}, {"JETSTREAM_URLS": " ws://a/s , wss://b/s,"})
     assert from_env.jetstream_urls == ("ws://a/s", "wss://b/s")
+
+
+def test_max_event_bytes_is_the_clients_frame_limit_by_default_and_takes_a_size() -> None:
+    assert resolve(config.STREAM_OPTIONS, {}, {}).max_event_bytes == DEFAULT_MAX_EVENT_BYTES
+    settings = config.load_settings("stream.py", config.STREAM_OPTIONS,
+                                    ["--max-event-bytes", "8MiB"], environ={})
+    assert settings.max_event_bytes == 8 * 1024**2
+    from_env = resolve(config.STREAM_OPTIONS, {}, {"JETSTREAM_MAX_EVENT_BYTES": "2000000"})
+    assert from_env.max_event_bytes == 2_000_000
+
+
+def test_from_start_is_a_switch_off_by_default() -> None:
+    def from_start(argv: list[str], environ: dict[str, str]) -> bool:
+        return config.load_settings("stream.py", config.STREAM_OPTIONS, argv,
+                                    environ=environ).from_start
+
+    assert from_start([], {}) is False
+    assert from_start(["--from-start"], {}) is True
+    assert from_start([], {"REPLAY_FROM_START": "true"}) is True
+    assert from_start(["--no-from-start"], {"REPLAY_FROM_START": "true"}) is False
 
 
 def loop_from(argv: list[str], environ: dict[str, str], dotenv: Path | None = None) -> bool:
@@ -144,6 +165,10 @@ def test_case_source_and_daily_cap() -> None:
         (config.STREAM_OPTIONS, {"stale_seconds": "0"}, {},
          "--stale-seconds / JETSTREAM_STALE_SECONDS"),
         (config.STREAM_OPTIONS, {"max_posts": "0"}, {}, "--max-posts / TWITTER_MAX_POSTS"),
+        (config.STREAM_OPTIONS, {}, {"JETSTREAM_MAX_EVENT_BYTES": "512KiB"},
+         "--max-event-bytes / JETSTREAM_MAX_EVENT_BYTES"),
+        (config.STREAM_OPTIONS, {}, {"REPLAY_FROM_START": "again"},
+         "--from-start / REPLAY_FROM_START"),
         (config.SPARK_OPTIONS, {"case_source": "cdc"}, {}, "--case-source / CASE_SOURCE"),
         (config.SPARK_OPTIONS, {}, {"WHO_DATA_URL": "file:///x.csv"}, "--who-url / WHO_DATA_URL"),
     ],

@@ -768,6 +768,41 @@ def start_producer(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], i
     pytest.fail(f"stream.py ended before listening (status {proc.returncode})")
 
 
+def replay_run(tmp_path: Path, count: int, *args: str) -> tuple[list[str], str]:
+    """One stream.py --source replay run to its end: the ids of the ``count`` tweets
+    it sends (acknowledged as the job would) and its log."""
+    proc, port = start_producer(tmp_path, "--rate", "0", *args)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            reader = sock.makefile("rb")
+            lines = [reader.readline() for _ in range(count)]
+            received = [json.loads(line) for line in lines if line]
+            if received:
+                acknowledge(tmp_path, ACK_PORTS[port], received[-1]["src"],
+                            received[-1]["seq"])
+            assert reader.read() == b""
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        proc.kill()
+        assert proc.stderr is not None
+        log = proc.stderr.read()
+        proc.stderr.close()
+    return [tweet["id"] for tweet in received], log
+
+
+def test_cli_from_start_replays_a_finished_file_again_as_new_posts(tmp_path: Path) -> None:
+    replay = write_lines(tmp_path / "small.jsonl",
+                         [json.dumps({"id": str(n), "text": f"tweet {n}"}) for n in range(3)])
+    file = ("--replay-file", str(replay))
+    assert replay_run(tmp_path, 3, *file)[0] == ["0", "1", "2"]
+    ids, log = replay_run(tmp_path, 0, *file)  # remembered: nothing twice
+    assert ids == [] and "--from-start replays it again" in log
+    ids, log = replay_run(tmp_path, 3, *file, "--from-start")
+    assert ids == ["0~2", "1~2", "2~2"]  # new posts to the job's deduplication
+    assert replay_run(tmp_path, 3, *file, "--from-start")[0] == ["0~3", "1~3", "2~3"]
+    assert "Traceback" not in log
+
+
 def test_cli_replay_delivers_everything_then_exits_0(tmp_path: Path) -> None:
     sent = [
         {"id": "1", "text": "bare tweet"},
@@ -1017,3 +1052,15 @@ def test_a_finished_replay_is_not_sent_twice_but_a_loop_goes_on(tmp_path: Path) 
 
     ReplaySource(path, 0, True, position_path=position).run(emit, stop)
     assert [t["id"] for t in looped] == ["0~2", "1~2", "2~2", "0~3"]  # the next passes
+
+
+def test_from_start_after_an_interrupted_replay_is_a_new_pass_from_the_top(
+    tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "t.jsonl",
+                       [json.dumps({"id": str(n), "text": f"tweet {n}"}) for n in range(3)])
+    position = tmp_path / "position.json"
+    first = run_replay(ReplaySource(path, 0, False, position_path=position), stop_after=2)
+    assert [t["id"] for t in first] == ["0", "1"]
+    again = run_replay(ReplaySource(path, 0, False, from_start=True, position_path=position))
+    assert [t["id"] for t in again] == ["0~2", "1~2", "2~2"]
