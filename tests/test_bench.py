@@ -207,6 +207,7 @@ def test_a_run_without_samples_in_a_third_has_no_drift() -> None:
 @pytest.mark.parametrize(("middle_mb", "last_mb", "bounded"), [
     (60, 64, True),  # within one segment: acknowledged tweets wait for their segment
     (64, 64, True),
+    (64.1, 68, True),  # the next segment begun before the last one's final ack
     (100, 90, True),  # smaller than in the middle third
     (64, 130, False),  # past a segment and growing
 ])
