@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 JONGODB_PKG := @jongodb/memory-server-bin-linux-x64-gnu@0.1.6
 JONGODB     := .tools/node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/jongodb
 
-.PHONY: help install check-java run demo test lint bench diagram clean
+.PHONY: help install check-java run demo test lint bench soak diagram clean
 
 help:
 	@echo "make run      both processes until Ctrl-C: live Bluesky posts (X with TWITTER_BEARER_TOKEN),"
@@ -17,6 +17,8 @@ help:
 	@echo "make demo     offline demo: ~3 short batches from the sample file, then what was stored"
 	@echo "make test     lint + the whole test suite"
 	@echo "make bench    benchmark: ceiling, bare receiver, full pipeline, 20 s batches, a held backlog (~15 min)"
+	@echo "make soak     both programs for SOAK_MINUTES (default 60) at 400 posts/s, 1 s batches: memory"
+	@echo "              and batch-time drift, every post counted back; writes bench/soak.md"
 	@echo "make diagram  render flow_diagram.png from flow_diagram.dot (needs Graphviz)"
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -60,6 +62,11 @@ $(BENCH_STAMP): $(STAMP) bench/requirements.txt
 
 bench: install check-java $(BENCH_STAMP)
 	$(PY) -m bench.run
+
+SOAK_MINUTES ?= 60
+
+soak: install check-java $(BENCH_STAMP)
+	$(PY) -m bench.soak --minutes $(SOAK_MINUTES)
 
 diagram:
 	dot -Tpng -Gdpi=100 flow_diagram.dot -o flow_diagram.png

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,18 +108,10 @@ def run_backlog(interval: float, rate: int, down_s: float, master: str, page_url
 
 def count_stored(result: BacklogResult, db_path: Path) -> None:
     """Count the numbered tweets in the store the job wrote (through storage.open_store)."""
-    import config
-    import storage
     from bench.tweets import number_of
 
-    store = storage.open_store(config.Settings(embedded_db_path=db_path))
-    try:
-        counts: Counter[int] = Counter()
-        for document in store.collection.find({}, {"content": 1}):
-            counts.update(n for text in document.get("content", ())
-                          if (n := number_of(text)) is not None)
-    finally:
-        store.close()
+    counts: Counter[int] = Counter(n for text in stored_texts(db_path)
+                                   if (n := number_of(text)) is not None)
     result.stored = sum(counts.values())
     result.unique = len(counts)
     result.twice = sum(1 for n in counts.values() if n > 1)
@@ -126,6 +119,20 @@ def count_stored(result: BacklogResult, db_path: Path) -> None:
     result.lost = max(0, result.offered - result.refused - result.unique)
     if any(n >= result.offered for n in counts):
         result.error = "the store holds numbers that were never offered"
+
+
+def stored_texts(db_path: Path) -> Iterator[str]:
+    """Every cleaned text in the embedded store at ``db_path`` (through
+    storage.open_store), repeats included: a text stored twice comes twice."""
+    import config
+    import storage
+
+    store = storage.open_store(config.Settings(embedded_db_path=db_path))
+    try:
+        for document in store.collection.find({}, {"content": 1}):
+            yield from document.get("content", ())
+    finally:
+        store.close()
 
 
 def _size_of(folder: Path) -> int:

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 import transform
+from bench.soak import (
+    MB,
+    BatchLine,
+    ProducerSummary,
+    Sample,
+    count_posts,
+    drift,
+    parse_batch_line,
+    parse_summary,
+    post_index,
+    post_text,
+)
 from bench.steps import FINE_RATIO, Plan, Step, evaluate, find_limit, round_rate
 from bench.tweets import TweetFactory, number_of, stamp_of
+from spark_streaming import BatchMetrics, BatchStats
 
 
 def search(limit: float, start: int = 10_000, factor: float = 2) -> list[Step]:
@@ -117,3 +132,106 @@ def test_numbered_tweets_are_unique_and_keep_their_number_through_cleaning() -> 
     cleaned = [transform.clean_text(tweet["text"]) for tweet in tweets]
     assert [number_of(text) for text in cleaned] == list(range(3_000))
     assert {stamp_of(text) for text in cleaned} == {1_764_000_000.25}  # every one stamped
+
+
+# --- the soak (bench.soak): its parsers, its drift figures and its count ------------------
+
+
+def batch_line(processing_ms: int | None, stored: bool = True) -> str:
+    """The job's own per-batch log line, as spark_streaming logs it."""
+    moment = datetime(2026, 12, 3, 19, 16, 42, tzinfo=UTC)
+    stats = BatchStats(moment, 400, 400, 0, 0, 0, 704_753_890, True, 9.0, "id",
+                       case_count_as_of=moment, case_count_source="worldometers")
+    metrics = BatchMetrics(writer=None)
+    return metrics.line(stats if stored else None, transform.batch_id(moment), 400, 1,
+                        processing_ms)
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_the_soak_reads_the_processing_time_from_the_jobs_batch_line(stored: bool) -> None:
+    batch = parse_batch_line(f"19:16:42 INFO    spark_streaming: {batch_line(288, stored)}\n",
+                             t=12.5)
+    assert batch == BatchLine("2026-12-03T19:16:42.000Z", 400, 288, 12.5)
+
+
+def test_a_batch_spark_gave_no_processing_time_is_read_without_one() -> None:
+    batch = parse_batch_line(batch_line(None))
+    assert batch is not None and batch.processing_ms is None and batch.records == 400
+
+
+@pytest.mark.parametrize("line", [
+    "19:16:46 ERROR   spark_streaming: batch 2026-12-03T19:16:44.000Z failed and was not stored",
+    "19:16:43 INFO    spark_streaming: batch 2026-12-03T19:16:43.000Z: 0 lines, nothing to store",
+    "19:16:47 INFO    spark_streaming: stopped",
+])
+def test_other_job_lines_are_no_batch(line: str) -> None:
+    assert parse_batch_line(line) is None
+
+
+def test_the_soak_reads_the_producers_summary() -> None:
+    line = ("19:16:48 INFO    stream: summary: 36919 tweets emitted, 0 bad lines skipped; "
+            "35,043 sent, 34,312 stored, 2 refused, 2,342 held\n")
+    assert parse_summary(line) == ProducerSummary(36_919, 0, 35_043, 34_312, 2, 2_342)
+    assert parse_summary("19:16:48 INFO    stream: replay done") is None
+
+
+def soak_sample(t: float, job_mb: float, journal_mb: float = 1, producer_mb: float = 40
+                ) -> Sample:
+    return Sample(t=t, producer_rss=round(producer_mb * MB), driver_rss=round(job_mb * MB),
+                  jvm_rss=0, workers_rss=0, batches=15, batch_p50_ms=None,
+                  journal_bytes=round(journal_mb * MB), store_bytes=0, log_bytes=0)
+
+
+def test_drift_is_the_last_third_against_the_middle_third() -> None:
+    # 90 s: the first third (warm-up) is ignored, whatever it holds
+    samples = [soak_sample(t, job_mb) for t, job_mb in
+               [(0, 100), (15, 900), (30, 1_000), (45, 1_000), (60, 1_100), (75, 1_100),
+                (90, 1_150)]]
+    samples[0].producer_rss = 160 * MB
+    batches = [BatchLine("b", 400, ms, t) for t, ms in
+               [(1, 5_000), (31, 200), (40, 300), (50, 400), (61, 450), (70, 600), (89, 700),
+                (80, None)]]
+    figures = drift(samples, batches, duration=90)
+    assert (figures.job_rss_middle, figures.job_rss_last) == (1_000 * MB, 1_100 * MB)
+    assert figures.job_rss_drift_pct == pytest.approx(10.0)
+    assert (figures.batch_p50_middle_ms, figures.batch_p50_last_ms) == (300, 600)
+    assert figures.batch_p50_ratio == pytest.approx(2.0)
+    assert figures.producer_rss_max == 160 * MB  # the largest of the whole run
+
+
+def test_a_run_without_samples_in_a_third_has_no_drift() -> None:
+    figures = drift([soak_sample(80, 1_000)], [], duration=90)
+    assert figures.job_rss_drift_pct is None and figures.batch_p50_ratio is None
+
+
+@pytest.mark.parametrize(("middle_mb", "last_mb", "bounded"), [
+    (60, 64, True),  # within one segment: acknowledged tweets wait for their segment
+    (64, 64, True),
+    (64.1, 68, True),  # the next segment begun before the last one's final ack
+    (100, 90, True),  # smaller than in the middle third
+    (64, 130, False),  # past a segment and growing
+])
+def test_the_journal_is_bounded_by_the_middle_third_or_one_segment(
+        middle_mb: float, last_mb: float, bounded: bool) -> None:
+    samples = [soak_sample(40, 500, middle_mb), soak_sample(80, 500, last_mb)]
+    assert drift(samples, [], duration=90).journal_bounded(64 * MB) is bounded
+
+
+def test_soak_posts_are_unique_and_unchanged_by_cleaning() -> None:
+    texts = [post_text(i) for i in range(5_000)]
+    assert len(set(texts)) == 5_000
+    assert [transform.clean_text(text) for text in texts] == texts
+    assert [post_index(text) for text in texts] == list(range(5_000))
+    assert len({len(text.split()) for text in texts}) > 10  # varied lengths
+    assert post_index("post 12: something else") is None  # not post 12's text
+    assert post_index("a tweet from elsewhere") is None
+
+
+def test_every_post_sent_is_counted_stored_once_twice_held_or_lost() -> None:
+    stored = [post_text(i) for i in (0, 1, 2, 2, 3)] + ["a text no post had", post_text(9)]
+    held = [post_text(i) for i in (3, 4, 5)]  # 3 was stored before its ack reached the producer
+    count = count_posts(7, stored, held)
+    assert (count.stored, count.distinct, count.twice) == (7, 4, 1)
+    assert (count.held, count.lost, count.foreign) == (2, 1, 2)  # lost: 6; post 9 was not sent
+    assert not count.exact
+    assert count_posts(3, [post_text(i) for i in range(3)], []).exact
