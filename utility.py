@@ -8,6 +8,11 @@ from the journal's file. A tweet is kept until the Spark job acknowledges it
 as stored on the control port (:mod:`control`), and sent again to the next
 consumer until then.
 
+Its two working parts: :class:`Sender`, the thread that serves a consumer
+(accepts it, feeds it with ``sendfile``), and :class:`SendCursor`, the resend
+bookkeeping (where the sender stands, what the job's ``ack`` and ``resend``
+lines do to it).
+
 ``stream.py`` wires one source to one server.
 """
 
@@ -83,28 +88,13 @@ class TweetServer:
         self.journal = journal
         self.source = journal.source
         self._secret = secret
-        #: tweets written to a consumer socket (resends included)
-        self.sent = 0
-        #: consumers accepted so far
-        self.connections = 0
-        #: tweets acknowledged as stored by the Spark job, since start
-        self.acked = 0
-        #: control lines refused: acks beyond what was sent
-        self.refused_acks = 0
-        # what the journal holds at start may have been sent before a restart
-        self._highest_sent = journal.committed
-        self._sending_end = 0  # the seq after the spans being written right now, if any
-        self._cond = threading.Condition()
-        self._cursor = journal.first_held()  # seq of the next tweet to write
-        self._rewinds = 0  # resend requests that rewound the sender
-        self._last_rewind = -math.inf
-        self._last_refused_warning = -math.inf
+        self._cursor = SendCursor(journal, resend_min_seconds=self.RESEND_MIN_SECONDS,
+                                  refused_warning_seconds=self.REFUSED_WARNING_SECONDS)
         self._closing = threading.Event()
         self._listener: socket.socket | None = None
         self._control: control.ControlServer | None = None
-        self._consumer: socket.socket | None = None
-        self._sender: threading.Thread | None = None
-        journal.on_commit = self._committed
+        self._sender: Sender | None = None
+        journal.on_commit = self._cursor.wake  # the journal wrote more: wake the sender
         if journal.held:
             log.info("journal %s: %d unacknowledged tweets will be sent again", journal.path,
                      journal.held)
@@ -131,7 +121,11 @@ class TweetServer:
             self._control = control.ControlServer(control_listener, self._secret, self.source,
                                                   self.ack, self.resend_from)
             self._control.start()
-        self._sender = threading.Thread(target=self._serve, name="tweet-server", daemon=True)
+        self._sender = Sender(
+            self._listener, self.journal, self._cursor, self._closing,
+            acks=self._control is not None, chunk_bytes=self.SEND_CHUNK_BYTES,
+            send_timeout=self.SEND_TIMEOUT, idle_check_seconds=self.IDLE_CHECK_SECONDS,
+            accept_retry_seconds=self.ACCEPT_RETRY_SECONDS)
         self._sender.start()
 
     @property
@@ -156,12 +150,12 @@ class TweetServer:
         Tweets not acknowledged stay in the journal for the next start. Safe to
         call twice.
         """
-        with self._cond:
+        with self._cursor.changed:
             if self._closing.is_set():
                 return
             self._closing.set()
-            consumer = self._consumer
-            self._cond.notify_all()
+            consumer = self._sender.consumer if self._sender is not None else None
+            self._cursor.changed.notify_all()
         for sock in (consumer, self._listener):
             if sock is not None:
                 with contextlib.suppress(OSError):  # already gone
@@ -212,32 +206,134 @@ class TweetServer:
         without acks, written to a consumer). False when ``timeout`` seconds passed
         first or the server was closed with tweets still held."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
+        with self._cursor.changed:
             while self.journal.held and not self._closing.is_set():
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                self._cond.wait(self.IDLE_CHECK_SECONDS if left is None
-                                else min(left, self.IDLE_CHECK_SECONDS))
+                self._cursor.changed.wait(self.IDLE_CHECK_SECONDS if left is None
+                                          else min(left, self.IDLE_CHECK_SECONDS))
             return not self.journal.held
 
-    def _committed(self) -> None:
-        """The journal wrote more: wake the sender."""
-        with self._cond:
-            self._cond.notify_all()
+    # -- counters
+
+    @property
+    def sent(self) -> int:
+        """Tweets written to a consumer socket (resends included)."""
+        return self._cursor.sent
+
+    @property
+    def connections(self) -> int:
+        """Consumers accepted so far."""
+        return self._sender.connections if self._sender is not None else 0
+
+    @property
+    def acked(self) -> int:
+        """Tweets acknowledged as stored by the Spark job, since start."""
+        return self._cursor.acked
+
+    @property
+    def refused_acks(self) -> int:
+        """Control lines refused: acks beyond what was sent."""
+        return self._cursor.refused_acks
 
     # -- the control port's callbacks
 
     def ack(self, seq: int) -> bool:
         """Forget the tweets up to ``seq``: the job has stored them. Refused (False)
         when ``seq`` is beyond the highest seq sent: no job can have stored it."""
-        with self._cond:
+        return self._cursor.ack(seq)
+
+    def resend_from(self, seq: int) -> tuple[int, int]:
+        """Send the held tweets from ``seq`` on again (the job saw a gap), at most
+        once per RESEND_MIN_SECONDS. The answer is ``(the first seq from ``seq`` on
+        that it holds, the next seq)``: the job skips what lies before the first
+        (acknowledged earlier, or lost to damage in the journal)."""
+        return self._cursor.resend_from(seq)
+
+
+class SendCursor:
+    """The resend bookkeeping: where the sender stands in the journal, and what the
+    job's ``ack`` and ``resend`` lines do to it.
+
+    ``changed`` guards it all (its lock is reentrant) and wakes the sender: it is
+    notified when the cursor is moved back, tweets are acknowledged, or the
+    journal wrote more (:meth:`wake`).
+    """
+
+    def __init__(self, journal: Journal, *, resend_min_seconds: float,
+                 refused_warning_seconds: float) -> None:
+        self.journal = journal
+        self.resend_min_seconds = resend_min_seconds
+        self.refused_warning_seconds = refused_warning_seconds
+        self.changed = threading.Condition()
+        self.position = journal.first_held()  # seq of the next tweet to write
+        self.rewinds = 0  # resend requests that rewound the sender
+        #: tweets written to a consumer socket (resends included)
+        self.sent = 0
+        #: tweets acknowledged as stored by the Spark job, since start
+        self.acked = 0
+        #: control lines refused: acks beyond what was sent
+        self.refused_acks = 0
+        # what the journal holds at start may have been sent before a restart
+        self._highest_sent = journal.committed
+        self._sending_end = 0  # the seq after the spans being written right now, if any
+        self._last_rewind = -math.inf
+        self._last_refused_warning = -math.inf
+
+    def wake(self) -> None:
+        """Wake whoever waits on :attr:`changed` (the sender: the journal wrote more)."""
+        with self.changed:
+            self.changed.notify_all()
+
+    # -- the sender's moves
+
+    def restart(self) -> None:
+        """A new consumer: it gets every tweet not acknowledged."""
+        with self.changed:
+            self.position = self.journal.first_held()
+
+    def writing(self, last: int) -> None:
+        """The sender is about to write the tweets up to ``last`` (before the send: the
+        job may ack as soon as it reads)."""
+        with self.changed:
+            self._highest_sent = max(self._highest_sent, last)
+            self._sending_end = last + 1
+
+    def written(self, count: int, last: int, rewinds: int) -> None:
+        """``count`` tweets up to ``last`` were written, from a position taken when
+        :attr:`rewinds` was ``rewinds``: move past them, unless a resend request
+        moved the cursor meanwhile."""
+        with self.changed:
+            self.sent += count
+            self._sending_end = 0
+            if self.rewinds == rewinds:  # no resend request meanwhile
+                self.position = max(self.position, last + 1)
+
+    def step_over(self, first: int, rewinds: int) -> None:
+        """Nothing from ``first`` on could be read (lost to damage): move to the next
+        seq the journal holds, unless a resend request moved the cursor meanwhile."""
+        with self.changed:
+            if self.rewinds == rewinds:
+                self.position = max(self.position, self.journal.next_present(first))
+
+    def stopped(self) -> None:
+        """The consumer is gone: nothing is being written."""
+        with self.changed:
+            self._sending_end = 0
+
+    # -- the control port's lines
+
+    def ack(self, seq: int) -> bool:
+        """Forget the tweets up to ``seq``: the job has stored them. Refused (False)
+        when ``seq`` is beyond the highest seq sent: no job can have stored it."""
+        with self.changed:
             highest, before = self._highest_sent, self.journal.held
             refused = seq > highest
             if refused:
                 self.refused_acks += 1
                 now = time.monotonic()
-                warn = now - self._last_refused_warning >= self.REFUSED_WARNING_SECONDS
+                warn = now - self._last_refused_warning >= self.refused_warning_seconds
                 if warn:
                     self._last_refused_warning = now
         if refused:
@@ -251,80 +347,102 @@ class TweetServer:
             log.warning("cannot record an ack in the journal %s: %s", self.journal.path,
                         err.strerror or err)
             return False
-        with self._cond:
+        with self.changed:
             self.acked += max(0, before - self.journal.held)
-            self._cursor = max(self._cursor, self.journal.first_held())
-            self._cond.notify_all()
+            self.position = max(self.position, self.journal.first_held())
+            self.changed.notify_all()
         return True
 
     def resend_from(self, seq: int) -> tuple[int, int]:
-        """Send the held tweets from ``seq`` on again (the job saw a gap), at most
-        once per RESEND_MIN_SECONDS. The answer is ``(the first seq from ``seq`` on
-        that it holds, the next seq)``: the job skips what lies before the first
-        (acknowledged earlier, or lost to damage in the journal)."""
-        with self._cond:
+        """Move the cursor back to ``seq`` (the job saw a gap), at most once per
+        ``resend_min_seconds``; ``(the first seq from ``seq`` on that the journal
+        holds, the next seq)``."""
+        with self.changed:
             # the first seq from ``seq`` on that it still holds: one acknowledged, or lost
             # to a damaged record, is gone
             first = self.journal.next_present(max(seq, self.journal.first_held()))
             now = time.monotonic()
             target = first
             # sent, or being sent: the sender may not have moved its cursor past it yet
-            sent_end = max(self._cursor, self._sending_end)
-            if now - self._last_rewind >= self.RESEND_MIN_SECONDS and target < sent_end:
+            sent_end = max(self.position, self._sending_end)
+            if now - self._last_rewind >= self.resend_min_seconds and target < sent_end:
                 self._last_rewind = now
-                self._cursor = target
-                self._rewinds += 1
-                self._cond.notify_all()
+                self.position = target
+                self.rewinds += 1
+                self.changed.notify_all()
                 log.info("the job asked for the tweets from seq %d again", target)
             return first, self.journal.next_seq
 
-    # -- sender thread
 
-    def _serve(self) -> None:
+class Sender(threading.Thread):
+    """The thread that serves consumers: accepts one at a time on ``listener`` and
+    writes it the journal's tweets from the :class:`SendCursor` on, straight from
+    the segment files (``sendfile``), until it goes or ``closing`` is set.
+
+    Without ``acks`` (no control port) a tweet is acknowledged once written.
+    """
+
+    def __init__(self, listener: socket.socket, journal: Journal, cursor: SendCursor,
+                 closing: threading.Event, *, acks: bool, chunk_bytes: int,
+                 send_timeout: float, idle_check_seconds: float,
+                 accept_retry_seconds: float) -> None:
+        super().__init__(name="tweet-server", daemon=True)
+        self.listener = listener
+        self.journal = journal
+        self.cursor = cursor
+        self.closing = closing
+        self.acks = acks
+        self.chunk_bytes = chunk_bytes
+        self.send_timeout = send_timeout
+        self.idle_check_seconds = idle_check_seconds
+        self.accept_retry_seconds = accept_retry_seconds
+        #: the consumer being fed, if any (set and cleared under ``cursor.changed``)
+        self.consumer: socket.socket | None = None
+        #: consumers accepted so far
+        self.connections = 0
+
+    def run(self) -> None:
         """Accept one consumer at a time and feed it until it goes or we close."""
-        assert self._listener is not None
-        while not self._closing.is_set():
+        changed = self.cursor.changed
+        while not self.closing.is_set():
             try:
-                conn, peer = self._listener.accept()
+                conn, peer = self.listener.accept()
             except OSError as err:
-                if self._closing.is_set():
+                if self.closing.is_set():
                     return
                 log.warning("accepting a consumer failed: %s", err)
-                self._closing.wait(self.ACCEPT_RETRY_SECONDS)
+                self.closing.wait(self.accept_retry_seconds)
                 continue
             with conn:
-                with self._cond:
-                    if self._closing.is_set():
+                with changed:
+                    if self.closing.is_set():
                         return
-                    self._consumer = conn
+                    self.consumer = conn
                     self.connections += 1
-                    # it gets every tweet not acknowledged
-                    self._cursor = self.journal.first_held()
+                    self.cursor.restart()
                 log.info("consumer connected from %s:%d", peer[0], peer[1])
                 try:
                     self._feed(conn)
                 finally:
-                    with self._cond:
-                        self._consumer = None
-                        self._sending_end = 0
+                    with changed:
+                        self.consumer = None
+                        self.cursor.stopped()
 
     def _feed(self, conn: socket.socket) -> None:
         """Write the journal's tweets to ``conn`` until it disconnects, stalls or we close."""
-        conn.settimeout(self.SEND_TIMEOUT)
-        acks = self._control is not None
+        conn.settimeout(self.send_timeout)
+        cursor, changed = self.cursor, self.cursor.changed
         while True:
-            with self._cond:
-                self._cond.wait_for(
-                    lambda: self._cursor <= self.journal.committed or self._closing.is_set(),
-                    self.IDLE_CHECK_SECONDS)
-                if self._closing.is_set():
+            with changed:
+                changed.wait_for(
+                    lambda: cursor.position <= self.journal.committed or self.closing.is_set(),
+                    self.idle_check_seconds)
+                if self.closing.is_set():
                     return
-                first, rewinds = self._cursor, self._rewinds
-            spans = self.journal.spans(first, self.journal.committed, self.SEND_CHUNK_BYTES)
+                first, rewinds = cursor.position, cursor.rewinds
+            spans = self.journal.spans(first, self.journal.committed, self.chunk_bytes)
             if spans:
-                with self._cond:  # before the send: the job may ack as soon as it reads
-                    self._highest_sent = max(self._highest_sent, spans[-1].last)
-                    self._sending_end = spans[-1].last + 1
+                cursor.writing(spans[-1].last)
             try:
                 if control.peer_closed(conn):
                     raise ConnectionResetError("consumer closed the connection")
@@ -336,29 +454,22 @@ class TweetServer:
                         continue  # acknowledged meanwhile: nothing to send
             except TimeoutError:
                 log.warning("consumer took nothing for %g s: dropped; what it was sent goes "
-                            "to the next consumer", self.SEND_TIMEOUT)
+                            "to the next consumer", self.send_timeout)
                 return
             except OSError:  # BrokenPipeError, ConnectionResetError, ...
-                if not self._closing.is_set():
+                if not self.closing.is_set():
                     log.info("consumer disconnected; holding tweets until one reconnects")
                 return
             if not spans:  # every seq from the cursor on was lost to damage: step over
-                with self._cond:
-                    if self._rewinds == rewinds:
-                        self._cursor = max(self._cursor,
-                                           self.journal.next_present(first))
-                    self._cond.wait(self.IDLE_CHECK_SECONDS)
+                with changed:
+                    cursor.step_over(first, rewinds)
+                    changed.wait(self.idle_check_seconds)
                 continue
             last = spans[-1].last
-            with self._cond:
-                self.sent += sum(span.last - span.first + 1 for span in spans)
-                self._sending_end = 0
-                if self._rewinds == rewinds:  # no resend request meanwhile
-                    self._cursor = max(self._cursor, last + 1)
-            if not acks:  # written is done
+            cursor.written(sum(span.last - span.first + 1 for span in spans), last, rewinds)
+            if not self.acks:  # written is done
                 self.journal.ack(last)
-                with self._cond:
-                    self._cond.notify_all()
+                cursor.wake()
 
 
 def _listen(host: str, port: int, backlog: int) -> socket.socket:

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-import journal
+import journal.files
+import journal.segments
 import storage
 import transform
 from journal import Journal, RecordFile, records_of, scan, seal, unseal
@@ -158,7 +159,7 @@ class HeldSyncs:
                 self.release.wait(TIMEOUT)
             real_sync(fd)
 
-        monkeypatch.setattr(journal.os, "fdatasync", held_sync)
+        monkeypatch.setattr(os, "fdatasync", held_sync)
 
 
 def test_put_never_waits_for_the_disk_and_commits_in_groups(
@@ -184,7 +185,7 @@ def test_a_full_disk_refuses_new_tweets_keeps_the_rest_and_recovers(
 ) -> None:
     full = threading.Event()
     full.set()
-    real_write = journal._write_all
+    real_write = journal.write_all
 
     def write(fd: int, data: bytes) -> None:
         if full.is_set():
@@ -195,17 +196,17 @@ def test_a_full_disk_refuses_new_tweets_keeps_the_rest_and_recovers(
     j = Journal(tmp_path / "j")
     try:
         assert j.put(tweet(1)) and j.wait_committed(timeout=TIMEOUT)  # before the disk fills
-        monkeypatch.setattr(journal, "_write_all", write)
+        monkeypatch.setattr(journal.segments, "write_all", write)
         caplog.set_level(logging.WARNING, logger="journal")
         assert j.put(tweet(2))  # taken: it waits for room in memory
-        with j._cond:
-            assert j._cond.wait_for(lambda: j.disk_error is not None, TIMEOUT)
+        with j.changed:
+            assert j.changed.wait_for(lambda: j.disk_error is not None, TIMEOUT)
         assert [j.put(tweet(n)) for n in (3, 4)] == [False, False]  # refused, counted
         assert j.refused_disk == 2 and j.committed == 1
         assert scan(only_segment(tmp_path / "j").read_bytes()).torn == 0  # the half is cut
         full.clear()  # room again
-        with j._cond:  # the committer tries again within RETRY_SECONDS
-            assert j._cond.wait_for(lambda: j.disk_error is None, TIMEOUT)
+        with j.changed:  # the committer tries again within RETRY_SECONDS
+            assert j.changed.wait_for(lambda: j.disk_error is None, TIMEOUT)
         assert j.wait_committed(2, timeout=TIMEOUT)
         assert j.put(tweet(5)) and j.wait_committed(timeout=TIMEOUT)
     finally:
@@ -274,7 +275,7 @@ def test_a_failed_spool_append_leaves_the_file_as_it_was(
         os.write(fd, data[:3])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(journal, "_write_all", full)
+    monkeypatch.setattr(journal.files, "write_all", full)
     with pytest.raises(OSError):
         records.append([b'{"n":2}'])
     assert (tmp_path / "r").read_bytes() == before
@@ -342,7 +343,7 @@ def test_the_newest_segment_with_records_is_kept_for_a_restarting_source(
         for n in range(2000):
             assert j.put(tweet(n), position=n)
         assert j.wait_committed(timeout=TIMEOUT)
-        j._new_segment(j.committed + 1)  # what a failed write after a rollover leaves
+        j.segments.new_segment(j.committed + 1)  # what a failed write after a rollover leaves
         j.ack(j.committed)
         assert j.tail(1)[0]["pos"] == 1999
         assert j.bytes_held == 0  # acknowledged bytes no longer count against the bound
@@ -381,14 +382,14 @@ def test_close_never_closes_files_under_a_write_still_under_way(
 ) -> None:
     release = HeldSyncs(monkeypatch).release  # the disk is stuck
     j = Journal(tmp_path / "j")
-    j.RETRY_SECONDS = 0.1
+    j.committer.RETRY_SECONDS = 0.1
     assert j.put(tweet(1))
     j.close(timeout=0.1)  # the disk is stuck: close gives up waiting, and says so
     with pytest.raises(OSError, match="in use"):
         Journal(tmp_path / "j")  # still locked: the write goes on under it
     release.set()
-    j._committer.join(TIMEOUT)
-    assert not j._committer.is_alive() and j.committed == 1
+    j.committer.join(TIMEOUT)
+    assert not j.committer.is_alive() and j.committed == 1
 
 
 @pytest.mark.parametrize("tweet", [["id", "text"], "text", 5])
