@@ -10,6 +10,7 @@ a mongomock collection to the same :class:`BatchStore`.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import threading
 import time
@@ -279,12 +280,20 @@ class DurableStore:
             self._outage_started = None
 
 
-def open_store(settings: Settings) -> BatchStore:
+def open_store(settings: Settings, *, create: bool = True) -> BatchStore:
     """The store the settings name, checked to be reachable, with its index.
 
-    Raises StoreError (one line, password masked) when it cannot be reached.
+    ``create=False`` (a reader such as ``report.py``): an embedded store that does
+    not exist yet is an error instead of a new empty store, and nothing is written
+    (no folder, no index). Raises StoreError (one line, password masked) when the
+    store cannot be reached or, with ``create=False``, does not exist.
     """
-    store = _open_mongodb(settings) if settings.mongo_uri else _open_embedded(settings)
+    if settings.mongo_uri:
+        store = _open_mongodb(settings)
+    else:
+        store = _open_embedded(settings, create=create)
+    if not create:
+        return store
     try:
         store.ensure_indexes()
     except STORE_ERRORS as err:
@@ -307,6 +316,9 @@ def _open_mongodb(settings: Settings) -> BatchStore:
         raise StoreError(f"cannot reach MongoDB at {where}: {_one_line(err)}") from None
     try:
         client.admin.command("ping")
+    except pymongo.errors.ServerSelectionTimeoutError as err:
+        client.close()
+        raise StoreError(unreachable_message(where, str(err))) from None
     except PyMongoError as err:
         client.close()
         raise StoreError(f"cannot reach MongoDB at {where}: {_one_line(err)}") from None
@@ -314,10 +326,61 @@ def _open_mongodb(settings: Settings) -> BatchStore:
     return BatchStore(collection, settings.store_description, client)
 
 
-def _open_embedded(settings: Settings) -> BatchStore:
+#: What to do when no MongoDB answers, at the end of that error's line.
+UNREACHABLE_HINT = ("start MongoDB, check MONGODB_URI / --mongo-uri, or unset it to use the "
+                    "embedded store")
+_SERVER_ERRORS_SHOWN = 3
+_CONFIGURED_TIMEOUTS = re.compile(r"\s*\(configured timeouts: [^)]*\)")
+_NEXT_SERVER = re.compile(r",\s*(?=[^\s,]+:\d+: )")  # "...refused,host:27017: ..."
+_SERVER_PREFIX = re.compile(r"([^\s,]+:\d+): (.*)", re.DOTALL)
+_ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
+_TIMEOUT = re.compile(r", Timeout: ([\d.]+)s\b")
+
+
+def unreachable_reason(error_text: str) -> str:
+    """The why of pymongo's ServerSelectionTimeoutError text, short: each server's
+    error (``127.0.0.1:27017: connection refused``), without the configured
+    timeouts, the errno and the topology description; ``"; "`` between servers.
+    ``"no server answered"`` when the text names none."""
+    head = _TIMEOUT.split(error_text, maxsplit=1)[0]
+    head = head.split(", Topology Description:", 1)[0]
+    head = _CONFIGURED_TIMEOUTS.sub("", head).strip()
+    if not head:
+        return "no server answered"
+    reasons = []
+    for part in _NEXT_SERVER.split(head):
+        server = _SERVER_PREFIX.match(part.strip())
+        where, why = server.groups() if server else ("", part.strip())
+        why = _ERRNO.sub("", why).strip() or why
+        why = why[:1].lower() + why[1:]
+        reasons.append(f"{where}: {why}" if where else why)
+    if len(reasons) > _SERVER_ERRORS_SHOWN:
+        more = len(reasons) - _SERVER_ERRORS_SHOWN
+        reasons = [*reasons[:_SERVER_ERRORS_SHOWN], f"and {more} more"]
+    return "; ".join(reasons)
+
+
+def unreachable_message(where: str, error_text: str) -> str:
+    """One line for a MongoDB no server answered (pymongo's ServerSelectionTimeoutError
+    text): where (password already masked), each server's reason, how long pymongo
+    tried, and what to do."""
+    found = _TIMEOUT.search(error_text)
+    waited = f" (after {float(found.group(1)):g} s)" if found else ""
+    return (f"cannot reach MongoDB at {where}: {unreachable_reason(error_text)}{waited}; "
+            f"{UNREACHABLE_HINT}")
+
+
+#: The file MontyDB keeps in every embedded store's folder.
+EMBEDDED_MARKER = "monty.storage.cfg"
+
+
+def _open_embedded(settings: Settings, *, create: bool = True) -> BatchStore:
     from montydb import MontyClient, set_storage  # only needed without a server
 
     path = settings.embedded_db_path
+    if not create and not (path / EMBEDDED_MARKER).is_file():
+        raise StoreError(f"no store at {path}: nothing stored yet? check --embedded-db-path "
+                         "/ EMBEDDED_DB_PATH")
     try:
         path.mkdir(parents=True, exist_ok=True)
         set_storage(str(path), storage="sqlite", use_bson=True)
