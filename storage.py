@@ -14,15 +14,17 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bson
 import montydb.errors
 import pymongo
 import pymongo.errors
 from bson import json_util
+from bson.raw_bson import RawBSONDocument
 from montydb.errors import MontyError
 from pymongo.errors import PyMongoError
 
@@ -64,10 +66,24 @@ class BatchStore:
     ``_id``, so writing a batch twice leaves one document.
     """
 
-    def __init__(self, collection: Any, description: str, client: Any = None) -> None:
+    def __init__(self, collection: Any, description: str, client: Any = None,
+                 embedded_file: Path | None = None) -> None:
         self.collection = collection
         self.description = description
         self._client = client
+        self._embedded_file = embedded_file  # the embedded store's SQLite file, if any
+
+    def window(self, since: datetime | None = None, until: datetime | None = None
+               ) -> Iterator[dict[str, Any]]:
+        """The documents with ``since <= timestamp < until`` (all of them without
+        bounds), oldest first, one at a time: filtered and sorted by the server
+        through the ``timestamp`` index. MontyDB's own cursor decodes and holds every
+        document of the collection before it hands out the first, so the embedded
+        store is read from its SQLite file instead (:func:`scan_embedded`)."""
+        if self._embedded_file is not None:
+            return scan_embedded(self._embedded_file, since, until)
+        return iter(self.collection.find(window_filter(since, until))
+                    .sort("timestamp", pymongo.ASCENDING))
 
     def ensure_indexes(self) -> None:
         """Create the index on ``timestamp`` (a no-op where it exists)."""
@@ -127,6 +143,62 @@ class BatchStore:
         """Release the client's connections or files."""
         if self._client is not None:
             self._client.close()
+
+
+def window_filter(since: datetime | None, until: datetime | None) -> dict[str, Any]:
+    """The query for ``since <= timestamp < until`` (either may be ``None``)."""
+    bounds: dict[str, datetime] = {}
+    # naive UTC bounds: pymongo encodes naive datetimes as UTC, MontyDB stores naive
+    # UTC and cannot compare them with aware ones, mongomock accepts both
+    if since is not None:
+        bounds["$gte"] = _naive_utc(since)
+    if until is not None:
+        bounds["$lt"] = _naive_utc(until)
+    return {"timestamp": bounds} if bounds else {}
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+#: Rows fetched at a time when the embedded store is read in time order.
+SCAN_ROWS = 256
+_EMBEDDED_TABLE = "documents"  # MontyDB's SQLite table: k (the _id), v (the BSON document)
+
+
+def scan_embedded(file: Path, since: datetime | None, until: datetime | None
+                  ) -> Iterator[dict[str, Any]]:
+    """:meth:`BatchStore.window` of the embedded store's SQLite ``file`` (MontyDB's
+    layout), holding one document at a time (and SCAN_ROWS raw ones): a first pass
+    reads each document's ``timestamp`` only (the ``content`` array is not decoded),
+    then the documents are fetched by row in time order and decoded one by one, as
+    MontyDB decodes them (naive UTC datetimes). Without bounds, documents whose
+    timestamp is missing or not a date come first, as MongoDB sorts them."""
+    if not file.is_file():
+        return
+    low, high = (None if since is None else _naive_utc(since),
+                 None if until is None else _naive_utc(until))
+    connection = sqlite3.connect(str(file))
+    try:
+        order: list[tuple[int, datetime, int]] = []  # (0: no date / 1: date, time, row)
+        for row, raw in connection.execute(f"SELECT rowid, v FROM [{_EMBEDDED_TABLE}]"):
+            stamp = RawBSONDocument(raw).get("timestamp")
+            if not isinstance(stamp, datetime):
+                if low is None and high is None:
+                    order.append((0, datetime.min, row))
+            elif (low is None or stamp >= low) and (high is None or stamp < high):
+                order.append((1, stamp, row))
+        order.sort()
+        for start in range(0, len(order), SCAN_ROWS):
+            rows = [row for _, _, row in order[start:start + SCAN_ROWS]]
+            marks = ",".join("?" * len(rows))
+            found = dict(connection.execute(
+                f"SELECT rowid, v FROM [{_EMBEDDED_TABLE}] WHERE rowid IN ({marks})", rows))
+            for row in rows:
+                if row in found:  # else deleted meanwhile
+                    yield bson.decode(found.pop(row))
+    finally:
+        connection.close()
 
 
 class Spool:
@@ -388,7 +460,8 @@ def _open_embedded(settings: Settings, *, create: bool = True) -> BatchStore:
     except (*STORE_ERRORS, ValueError) as err:
         raise StoreError(f"cannot open the embedded store at {path}: {err}") from None
     collection = client[settings.database][settings.collection]
-    return BatchStore(collection, settings.store_description, client)
+    file = path / settings.database / f"{settings.collection}.collection"  # MontyDB's layout
+    return BatchStore(collection, settings.store_description, client, embedded_file=file)
 
 
 def _one_line(err: BaseException) -> str:

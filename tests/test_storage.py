@@ -3,7 +3,9 @@ an unreachable MongoDB gives (texts pymongo 4 really produced)."""
 
 from __future__ import annotations
 
+import random
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,27 @@ def test_the_job_still_creates_its_store_and_a_reader_then_opens_it(tmp_path: Pa
         assert reader.latest(5) == []
     finally:
         reader.close()
+
+
+def test_the_embedded_window_is_in_time_order_whatever_the_order_written(tmp_path: Path
+                                                                         ) -> None:
+    """report.py reads the embedded store's file itself (MontyDB's cursor holds every
+    document before the first): the same documents, in the same order, as a query."""
+    t0 = datetime(2026, 11, 28, 23, 0)
+    documents = [{"_id": f"b{i}", "timestamp": t0 + timedelta(seconds=20 * i),
+                  "content": [f"post {i}"]} for i in range(40)]
+    random.Random(7).shuffle(documents)  # a spool drained late, batches written again
+    documents.append({"_id": "undated", "content": ["no timestamp"]})
+    store = storage.open_store(config.Settings(embedded_db_path=tmp_path / "db"))
+    try:
+        for document in documents:
+            store.write(document)
+        since, until = t0 + timedelta(seconds=100), t0 + timedelta(seconds=300)
+        windowed = list(store.window(since.replace(tzinfo=UTC), until))
+        assert [d["_id"] for d in windowed] == [f"b{i}" for i in range(5, 15)]
+        assert windowed == list(store.collection.find(storage.window_filter(since, until))
+                                .sort("timestamp", 1))
+        everything = [d["_id"] for d in store.window()]
+        assert everything == ["undated", *(f"b{i}" for i in range(40))]
+    finally:
+        store.close()
