@@ -41,6 +41,7 @@ import io
 import logging
 import os
 import pstats
+import resource
 import shutil
 import statistics
 import subprocess
@@ -233,11 +234,14 @@ def baseline_script(ref: str, folder: Path) -> Path:
 @dataclass(frozen=True)
 class Run:
     """One ``report.py plot`` run: seconds end to end, the peak RSS of the report
-    process and the peak of its RSS plus its children's (word workers), in MB."""
+    process and the peak of its RSS plus its children's (word workers), in MB, and
+    the CPU seconds (user + system) of all of them: what a loaded machine does not
+    change much, unlike the time."""
 
     seconds: float
     peak_mb: float
     peak_tree_mb: float
+    cpu_seconds: float = 0.0
 
 
 def _watch_memory(pid: int, done: threading.Event, peaks: list[float]) -> None:
@@ -274,6 +278,7 @@ def run_plot(script: Path, store: Path, out: Path, workdir: Path,
                "--out", str(out)]
     peaks = [0.0, 0.0]
     done = threading.Event()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -284,9 +289,11 @@ def run_plot(script: Path, store: Path, out: Path, workdir: Path,
     seconds = time.perf_counter() - started
     done.set()
     watcher.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode != 0:
         raise RuntimeError(f"{script} failed ({process.returncode}):\n{stderr}")
-    return Run(seconds, peaks[0], peaks[1])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(seconds, peaks[0], peaks[1], cpu)
 
 
 def top_functions(profile: Path, n: int) -> str:
@@ -345,9 +352,9 @@ def time_versions(args: argparse.Namespace, store: Path, workdir: Path, document
         for name, script in versions.items():
             run = run_plot(script, store, outputs[name], workdir)
             results[name].append(run)
-            log.info("%s: %.1f s, peak RSS %.0f MB (%.0f MB with its workers) "
-                     "(load average %.2f)", name, run.seconds, run.peak_mb, run.peak_tree_mb,
-                     os.getloadavg()[0])
+            log.info("%s: %.1f s (%.1f CPU s), peak RSS %.0f MB (%.0f MB with its workers) "
+                     "(load average %.2f)", name, run.seconds, run.cpu_seconds, run.peak_mb,
+                     run.peak_tree_mb, os.getloadavg()[0])
     if args.profile:
         for number, (name, script) in enumerate(versions.items()):
             profile = workdir / f"week-{number}.prof"
@@ -357,10 +364,12 @@ def time_versions(args: argparse.Namespace, store: Path, workdir: Path, document
     for name, runs in results.items():
         seconds = statistics.median(r.seconds for r in runs)
         peak = max(r.peak_mb for r in runs)
-        log.info("report.py plot, %s documents, %s tweets, %s: median %.1f s of %s; peak RSS "
-                 "%.0f MB (%.0f MB with its workers); wrote %s", f"{documents:,}",
-                 f"{tweets:,}", name, seconds, ", ".join(f"{r.seconds:.1f}" for r in runs),
-                 peak, max(r.peak_tree_mb for r in runs), outputs[name])
+        log.info("report.py plot, %s documents, %s tweets, %s: median %.1f s of %s (CPU "
+                 "%.1f s); peak RSS %.0f MB (%.0f MB with its workers); wrote %s",
+                 f"{documents:,}", f"{tweets:,}", name, seconds,
+                 ", ".join(f"{r.seconds:.1f}" for r in runs),
+                 statistics.median(r.cpu_seconds for r in runs), peak,
+                 max(r.peak_tree_mb for r in runs), outputs[name])
         if args.days >= 7:
             log.info("  targets for a week: <= %.0f s (%s), <= %.0f MB peak RSS (%s)",
                      TARGET_SECONDS, "met" if seconds <= TARGET_SECONDS else "NOT met",
