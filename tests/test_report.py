@@ -263,6 +263,7 @@ def test_plot_writes_a_png_of_the_expected_size_and_a_page(
     embedded = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     assert embedded is not None
     assert base64.b64decode(embedded.group(1)) == data
+    assert "<title>Covid-19 posts and case count, 2026-11-28 23:00:00" in text  # not tweets
     for fact in ("<th>batches</th><td>6</td>", "<th>posts</th><td>13</td>",
                  "<td>2026-11-28T23:00:00.000Z</td>", "<td>2026-11-28T23:01:40.000Z</td>",
                  "<td>704,703,000</td>", "<td>COVID19</td><td>7</td>",
@@ -555,13 +556,16 @@ def test_inspect_on_an_unreachable_mongodb_is_one_short_line(
 @pytest.mark.parametrize("command", [["plot", "--out"], ["plot", "--html"],
                                      ["export", "--out"]])
 def test_an_output_folder_that_does_not_exist_is_one_line(
-    fixture: Fixture, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
-    if fixture.kind != "embedded":
-        pytest.skip("a command-line error")
+    path = tmp_path / "db"
+    store = storage.open_store(config.Settings(embedded_db_path=path))
+    for document in batch_documents():
+        store.write(document)
+    store.close()
     missing = tmp_path / "no" / "such"
     with pytest.raises(SystemExit) as exit_info:
-        fixture.cli(*command, str(missing / "report.out"))
+        report.main([*command, str(missing / "report.out"), "--embedded-db-path", str(path)])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert err == f"report.py: error: no folder {missing} to write into (create it first)\n"
