@@ -10,18 +10,21 @@ a mongomock collection to the same :class:`BatchStore`.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bson
 import montydb.errors
 import pymongo
 import pymongo.errors
 from bson import json_util
+from bson.raw_bson import RawBSONDocument
 from montydb.errors import MontyError
 from pymongo.errors import PyMongoError
 
@@ -63,10 +66,24 @@ class BatchStore:
     ``_id``, so writing a batch twice leaves one document.
     """
 
-    def __init__(self, collection: Any, description: str, client: Any = None) -> None:
+    def __init__(self, collection: Any, description: str, client: Any = None,
+                 embedded_file: Path | None = None) -> None:
         self.collection = collection
         self.description = description
         self._client = client
+        self._embedded_file = embedded_file  # the embedded store's SQLite file, if any
+
+    def window(self, since: datetime | None = None, until: datetime | None = None
+               ) -> Iterator[dict[str, Any]]:
+        """The documents with ``since <= timestamp < until`` (all of them without
+        bounds), oldest first, one at a time: filtered and sorted by the server
+        through the ``timestamp`` index. MontyDB's own cursor decodes and holds every
+        document of the collection before it hands out the first, so the embedded
+        store is read from its SQLite file instead (:func:`scan_embedded`)."""
+        if self._embedded_file is not None:
+            return scan_embedded(self._embedded_file, since, until)
+        return iter(self.collection.find(window_filter(since, until))
+                    .sort("timestamp", pymongo.ASCENDING))
 
     def ensure_indexes(self) -> None:
         """Create the index on ``timestamp`` (a no-op where it exists)."""
@@ -126,6 +143,62 @@ class BatchStore:
         """Release the client's connections or files."""
         if self._client is not None:
             self._client.close()
+
+
+def window_filter(since: datetime | None, until: datetime | None) -> dict[str, Any]:
+    """The query for ``since <= timestamp < until`` (either may be ``None``)."""
+    bounds: dict[str, datetime] = {}
+    # naive UTC bounds: pymongo encodes naive datetimes as UTC, MontyDB stores naive
+    # UTC and cannot compare them with aware ones, mongomock accepts both
+    if since is not None:
+        bounds["$gte"] = _naive_utc(since)
+    if until is not None:
+        bounds["$lt"] = _naive_utc(until)
+    return {"timestamp": bounds} if bounds else {}
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+#: Rows fetched at a time when the embedded store is read in time order.
+SCAN_ROWS = 256
+_EMBEDDED_TABLE = "documents"  # MontyDB's SQLite table: k (the _id), v (the BSON document)
+
+
+def scan_embedded(file: Path, since: datetime | None, until: datetime | None
+                  ) -> Iterator[dict[str, Any]]:
+    """:meth:`BatchStore.window` of the embedded store's SQLite ``file`` (MontyDB's
+    layout), holding one document at a time (and SCAN_ROWS raw ones): a first pass
+    reads each document's ``timestamp`` only (the ``content`` array is not decoded),
+    then the documents are fetched by row in time order and decoded one by one, as
+    MontyDB decodes them (naive UTC datetimes). Without bounds, documents whose
+    timestamp is missing or not a date come first, as MongoDB sorts them."""
+    if not file.is_file():
+        return
+    low, high = (None if since is None else _naive_utc(since),
+                 None if until is None else _naive_utc(until))
+    connection = sqlite3.connect(str(file))
+    try:
+        order: list[tuple[int, datetime, int]] = []  # (0: no date / 1: date, time, row)
+        for row, raw in connection.execute(f"SELECT rowid, v FROM [{_EMBEDDED_TABLE}]"):
+            stamp = RawBSONDocument(raw).get("timestamp")
+            if not isinstance(stamp, datetime):
+                if low is None and high is None:
+                    order.append((0, datetime.min, row))
+            elif (low is None or stamp >= low) and (high is None or stamp < high):
+                order.append((1, stamp, row))
+        order.sort()
+        for start in range(0, len(order), SCAN_ROWS):
+            rows = [row for _, _, row in order[start:start + SCAN_ROWS]]
+            marks = ",".join("?" * len(rows))
+            found = dict(connection.execute(
+                f"SELECT rowid, v FROM [{_EMBEDDED_TABLE}] WHERE rowid IN ({marks})", rows))
+            for row in rows:
+                if row in found:  # else deleted meanwhile
+                    yield bson.decode(found.pop(row))
+    finally:
+        connection.close()
 
 
 class Spool:
@@ -279,12 +352,20 @@ class DurableStore:
             self._outage_started = None
 
 
-def open_store(settings: Settings) -> BatchStore:
+def open_store(settings: Settings, *, create: bool = True) -> BatchStore:
     """The store the settings name, checked to be reachable, with its index.
 
-    Raises StoreError (one line, password masked) when it cannot be reached.
+    ``create=False`` (a reader such as ``report.py``): an embedded store that does
+    not exist yet is an error instead of a new empty store, and nothing is written
+    (no folder, no index). Raises StoreError (one line, password masked) when the
+    store cannot be reached or, with ``create=False``, does not exist.
     """
-    store = _open_mongodb(settings) if settings.mongo_uri else _open_embedded(settings)
+    if settings.mongo_uri:
+        store = _open_mongodb(settings)
+    else:
+        store = _open_embedded(settings, create=create)
+    if not create:
+        return store
     try:
         store.ensure_indexes()
     except STORE_ERRORS as err:
@@ -307,6 +388,9 @@ def _open_mongodb(settings: Settings) -> BatchStore:
         raise StoreError(f"cannot reach MongoDB at {where}: {_one_line(err)}") from None
     try:
         client.admin.command("ping")
+    except pymongo.errors.ServerSelectionTimeoutError as err:
+        client.close()
+        raise StoreError(unreachable_message(where, str(err))) from None
     except PyMongoError as err:
         client.close()
         raise StoreError(f"cannot reach MongoDB at {where}: {_one_line(err)}") from None
@@ -314,10 +398,61 @@ def _open_mongodb(settings: Settings) -> BatchStore:
     return BatchStore(collection, settings.store_description, client)
 
 
-def _open_embedded(settings: Settings) -> BatchStore:
+#: What to do when no MongoDB answers, at the end of that error's line.
+UNREACHABLE_HINT = ("start MongoDB, check MONGODB_URI / --mongo-uri, or unset it to use the "
+                    "embedded store")
+_SERVER_ERRORS_SHOWN = 3
+_CONFIGURED_TIMEOUTS = re.compile(r"\s*\(configured timeouts: [^)]*\)")
+_NEXT_SERVER = re.compile(r",\s*(?=[^\s,]+:\d+: )")  # "...refused,host:27017: ..."
+_SERVER_PREFIX = re.compile(r"([^\s,]+:\d+): (.*)", re.DOTALL)
+_ERRNO = re.compile(r"\[Errno -?\d+\]\s*")
+_TIMEOUT = re.compile(r", Timeout: ([\d.]+)s\b")
+
+
+def unreachable_reason(error_text: str) -> str:
+    """The why of pymongo's ServerSelectionTimeoutError text, short: each server's
+    error (``127.0.0.1:27017: connection refused``), without the configured
+    timeouts, the errno and the topology description; ``"; "`` between servers.
+    ``"no server answered"`` when the text names none."""
+    head = _TIMEOUT.split(error_text, maxsplit=1)[0]
+    head = head.split(", Topology Description:", 1)[0]
+    head = _CONFIGURED_TIMEOUTS.sub("", head).strip()
+    if not head:
+        return "no server answered"
+    reasons = []
+    for part in _NEXT_SERVER.split(head):
+        server = _SERVER_PREFIX.match(part.strip())
+        where, why = server.groups() if server else ("", part.strip())
+        why = _ERRNO.sub("", why).strip() or why
+        why = why[:1].lower() + why[1:]
+        reasons.append(f"{where}: {why}" if where else why)
+    if len(reasons) > _SERVER_ERRORS_SHOWN:
+        more = len(reasons) - _SERVER_ERRORS_SHOWN
+        reasons = [*reasons[:_SERVER_ERRORS_SHOWN], f"and {more} more"]
+    return "; ".join(reasons)
+
+
+def unreachable_message(where: str, error_text: str) -> str:
+    """One line for a MongoDB no server answered (pymongo's ServerSelectionTimeoutError
+    text): where (password already masked), each server's reason, how long pymongo
+    tried, and what to do."""
+    found = _TIMEOUT.search(error_text)
+    waited = f" (after {float(found.group(1)):g} s)" if found else ""
+    return (f"cannot reach MongoDB at {where}: {unreachable_reason(error_text)}{waited}; "
+            f"{UNREACHABLE_HINT}")
+
+
+#: The file MontyDB keeps in every embedded store's folder.
+EMBEDDED_MARKER = "monty.storage.cfg"
+
+
+def _open_embedded(settings: Settings, *, create: bool = True) -> BatchStore:
     from montydb import MontyClient, set_storage  # only needed without a server
 
     path = settings.embedded_db_path
+    if not create and not (path / EMBEDDED_MARKER).is_file():
+        raise StoreError(f"no store at {path}: nothing stored yet? check --embedded-db-path "
+                         "/ EMBEDDED_DB_PATH")
     try:
         path.mkdir(parents=True, exist_ok=True)
         set_storage(str(path), storage="sqlite", use_bson=True)
@@ -325,7 +460,8 @@ def _open_embedded(settings: Settings) -> BatchStore:
     except (*STORE_ERRORS, ValueError) as err:
         raise StoreError(f"cannot open the embedded store at {path}: {err}") from None
     collection = client[settings.database][settings.collection]
-    return BatchStore(collection, settings.store_description, client)
+    file = path / settings.database / f"{settings.collection}.collection"  # MontyDB's layout
+    return BatchStore(collection, settings.store_description, client, embedded_file=file)
 
 
 def _one_line(err: BaseException) -> str:

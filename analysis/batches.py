@@ -1,13 +1,14 @@
-"""The stored documents as Batch values: reading a window of them from the store,
-summing them up, their times and counts as text, and binning them over time."""
+"""The stored documents as Batch values: reading a window of them from the store
+(documents a report cannot use are skipped and counted), their times and counts
+as text, and the bins of time the volume is counted in."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import chain, pairwise
+from itertools import chain
 from typing import Any
 
 import pymongo
@@ -21,7 +22,8 @@ EXTENDED_JSON = json_util.JSONOptions(
 #: At most this many bins in the volume panel (about 600 pixels wide): 2 or
 #: more pixels a bin, so the line never turns into a solid block.
 MAX_BINS = 360
-#: Coarser bins the volume panel may use when one per batch is too many.
+#: The bins of time the volume panel counts posts in, finest first: the finest that
+#: gives at most MAX_BINS bins (and is not shorter than the usual batch) is used.
 BIN_UNITS = (("minute", timedelta(minutes=1)), ("hour", timedelta(hours=1)),
              ("day", timedelta(days=1)))
 #: How the case count sources are named in the figure and the page.
@@ -31,6 +33,33 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 class EmptyWindowError(LookupError):
     """No batch is stored in the requested window; ``str(err)`` is one line."""
+
+
+class UnusableDocumentError(ValueError):
+    """A stored document lacks a field a report needs or has it with another type;
+    ``str(err)`` says which, e.g. ``no timestamp``."""
+
+
+class SkippedDocuments:
+    """Documents a report left out (:class:`UnusableDocumentError`), counted by reason."""
+
+    def __init__(self) -> None:
+        self.reasons: Counter[str] = Counter()
+
+    @property
+    def count(self) -> int:
+        return self.reasons.total()
+
+    def message(self) -> str | None:
+        """One line for the end of a report, or ``None`` when nothing was skipped:
+        ``skipped 3 documents with missing or wrongly typed fields (no timestamp: 2,
+        content not a list of texts: 1)``, the commonest reason first."""
+        if not self.count:
+            return None
+        noun = "document" if self.count == 1 else "documents"
+        ranked = sorted(self.reasons.items(), key=lambda item: (-item[1], item[0]))
+        why = ", ".join(f"{reason}: {n:,}" for reason, n in ranked)
+        return f"skipped {self.count:,} {noun} with missing or wrongly typed fields ({why})"
 
 
 @dataclass(frozen=True)
@@ -54,7 +83,8 @@ class Batch:
 class Summary:
     """What the report's table says about a window. The latest count's as-of time and
     source are ``None`` when unknown; ``count_sources`` are the sources of the window's
-    counts, in order of first appearance."""
+    counts, in order of first appearance; ``unrecorded_sources``: some counts have no
+    recorded source (older documents)."""
 
     batches: int
     tweets: int
@@ -64,34 +94,38 @@ class Summary:
     latest_count_as_of: datetime | None = None
     latest_count_source: str | None = None
     count_sources: tuple[str, ...] = ()
+    unrecorded_sources: bool = False
 
 
 @dataclass(frozen=True)
 class Binning:
-    """How the volume panel groups batches: one bin per batch, minute, hour or day."""
+    """How the volume panel groups posts: per minute, hour or day (UTC, from midnight)."""
 
-    unit: str  # "batch", "minute", "hour" or "day"
+    unit: str  # "minute", "hour" or "day"
     width: timedelta
 
     @property
     def title(self) -> str:
-        """The panel's title, e.g. ``Tweets per hour`` or ``Tweets per batch (20 s)``."""
-        if self.unit == "batch":
-            return f"Tweets per batch ({self.width.total_seconds():g} s)"
-        return f"Tweets per {self.unit}"
+        """The panel's title, e.g. ``Posts per hour``."""
+        return f"Posts per {self.unit}"
+
+    def index(self, moment: datetime) -> int:
+        """The number of ``moment``'s bin, counted from 1970-01-01 (UTC)."""
+        return (as_utc(moment) - _EPOCH) // self.width
 
     def origin(self, first: datetime) -> datetime:
-        """The start of the first bin: ``first`` centred in its bin for batches, else the
-        start of ``first``'s minute, hour or day (UTC)."""
-        if self.unit == "batch":
-            return first - self.width / 2
-        return _EPOCH + self.width * ((as_utc(first) - _EPOCH) // self.width)
+        """The start of ``first``'s minute, hour or day (UTC): where the first bin starts."""
+        return _EPOCH + self.width * self.index(first)
 
     def edges(self, first: datetime, last: datetime) -> list[datetime]:
         """The bin edges covering ``first`` .. ``last``: one more than the bins."""
         origin = self.origin(first)
-        bins = (as_utc(last) - origin) // self.width + 1
+        bins = self.index(last) - self.index(first) + 1
         return [origin + self.width * i for i in range(bins + 1)]
+
+
+#: The binnings of BIN_UNITS, finest first.
+BINNINGS = tuple(Binning(unit, width) for unit, width in BIN_UNITS)
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -146,25 +180,56 @@ def source_name(source: str | None) -> str:
 
 def to_batch(document: Mapping[str, Any]) -> Batch:
     """The :class:`Batch` of one stored document. Older documents have no
-    ``case_count_as_of`` or ``case_count_source``: both are then ``None``."""
+    ``case_count_as_of`` or ``case_count_source``: both are then ``None``. Raises
+    UnusableDocumentError for a document without a date ``timestamp`` or a list of
+    texts ``content``, or with a count, as-of time or source of another type."""
+    timestamp = document.get("timestamp")
+    if not isinstance(timestamp, datetime):
+        raise UnusableDocumentError("no timestamp" if timestamp is None
+                                    else "timestamp not a date")
+    content = document.get("content")
+    if not isinstance(content, list | tuple) or not all(isinstance(t, str) for t in content):
+        raise UnusableDocumentError("no content" if content is None
+                                    else "content not a list of texts")
     count = document.get("total_case_count")
+    if isinstance(count, float) and count.is_integer():
+        count = int(count)
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
+        raise UnusableDocumentError("total_case_count not a whole number")
     as_of = document.get("case_count_as_of")
+    if as_of is not None and not isinstance(as_of, datetime):
+        raise UnusableDocumentError("case_count_as_of not a date")
     source = document.get("case_count_source")
+    if source is not None and not isinstance(source, str):
+        raise UnusableDocumentError("case_count_source not a text")
     return Batch(
-        batch_id=str(document["_id"]),
-        timestamp=as_utc(document["timestamp"]),
-        content=tuple(document.get("content") or ()),
-        total_case_count=None if count is None else int(count),
-        case_count_as_of=as_utc(as_of) if isinstance(as_of, datetime) else None,
-        case_count_source=source if isinstance(source, str) else None,
+        batch_id=str(document.get("_id", "")),
+        timestamp=as_utc(timestamp),
+        content=tuple(content),
+        total_case_count=count,
+        case_count_as_of=None if as_of is None else as_utc(as_of),
+        case_count_source=source,
     )
 
 
-def format_table(documents: Sequence[Mapping[str, Any]], width: int = 60) -> str:
-    """The documents as a fixed-width table: time, tweets, count, the moment the
-    count is for, first tweet."""
-    rows = [("batch time (UTC)", "tweets", "total cases", "as of", "first tweet")]
-    for batch in map(to_batch, documents):
+def usable_batches(documents: Iterable[Mapping[str, Any]], skipped: SkippedDocuments
+                   ) -> Iterator[Batch]:
+    """The batches of ``documents`` (:func:`to_batch`), in order; a document that is
+    unusable is counted in ``skipped`` and left out."""
+    for document in documents:
+        try:
+            yield to_batch(document)
+        except UnusableDocumentError as err:
+            skipped.reasons[str(err)] += 1
+
+
+def format_table(documents: Sequence[Mapping[str, Any]], width: int = 60,
+                 skipped: SkippedDocuments | None = None) -> str:
+    """The documents as a fixed-width table: time, posts, count, the moment the
+    count is for, first post. Unusable documents are left out (and counted in
+    ``skipped``)."""
+    rows = [("batch time (UTC)", "posts", "total cases", "as of", "first post")]
+    for batch in usable_batches(documents, skipped or SkippedDocuments()):
         first = batch.content[0] if batch.content else ""
         if len(first) > width:
             first = first[: width - 1] + "…"
@@ -187,81 +252,49 @@ def format_json(documents: Sequence[Mapping[str, Any]]) -> str:
                      for doc in documents)
 
 
-def summarize(batches: Sequence[Batch]) -> Summary:
-    """Batches, tweets, first and last batch time, the latest non-null count with its
-    as-of time and source, and the sources of the window's counts."""
-    if not batches:
-        raise ValueError("no batches to summarise")
-    counted = [b for b in batches if b.total_case_count is not None]
-    latest = counted[-1] if counted else None
-    return Summary(
-        batches=len(batches),
-        tweets=sum(b.tweets for b in batches),
-        first=min(b.timestamp for b in batches),
-        last=max(b.timestamp for b in batches),
-        latest_count=latest.total_case_count if latest else None,
-        latest_count_as_of=latest.case_count_as_of if latest else None,
-        latest_count_source=latest.case_count_source if latest else None,
-        count_sources=tuple(dict.fromkeys(b.case_count_source for b in counted
-                                          if b.case_count_source is not None)),
-    )
-
-
-def batch_interval(times: Sequence[datetime]) -> timedelta | None:
-    """The batch interval the batch times show: the greatest common divisor of the
-    gaps between them, in milliseconds (Spark's batch times are multiples of the
-    interval, and an empty batch leaves no document, so gaps can be several
-    intervals). ``None`` for fewer than two distinct times or a divisor under 1 s."""
-    stamps = sorted({round((as_utc(t) - _EPOCH).total_seconds() * 1000) for t in times})
-    step = 0
-    for a, b in pairwise(stamps):
-        step = math.gcd(step, b - a)
-    return timedelta(milliseconds=step) if step >= 1000 else None
-
-
-def choose_binning(first: datetime, last: datetime, interval: timedelta | None,
+def choose_binning(first: datetime, last: datetime, at_least: timedelta | None = None,
                    max_bins: int = MAX_BINS) -> Binning:
-    """The finest binning of ``first`` .. ``last`` with at most ``max_bins`` bins:
-    per batch (``interval``, when known), else per minute, hour or day (never finer
-    than the batch interval); per day when even that is more."""
-    choices = [Binning("batch", interval)] if interval is not None else []
-    choices += [Binning(unit, width) for unit, width in BIN_UNITS
-                if interval is None or width > interval]
-    for binning in choices:
-        if len(binning.edges(first, last)) - 1 <= max_bins:
+    """The finest binning of ``first`` .. ``last`` (BINNINGS) with at most ``max_bins``
+    bins and no shorter than ``at_least`` (the usual batch: a bin shorter than a
+    batch would draw every other bin as 0); per day when even that is more."""
+    for binning in BINNINGS:
+        if at_least is not None and binning.width < at_least:
+            continue
+        if binning.index(last) - binning.index(first) + 1 <= max_bins:
             return binning
-    return choices[-1]
+    return BINNINGS[-1]
 
 
-def bin_tweets(batches: Sequence[Batch], binning: Binning) -> tuple[list[datetime], list[int]]:
-    """``(edges, tweets)``: the tweets of the batches summed per bin, from the first
-    batch's bin to the last's; a bin without a batch is 0 (nothing was stored then)."""
-    first = min(b.timestamp for b in batches)
-    last = max(b.timestamp for b in batches)
-    edges = binning.edges(first, last)
-    counts = [0] * (len(edges) - 1)
-    origin = edges[0]
-    for batch in batches:
-        counts[(batch.timestamp - origin) // binning.width] += batch.tweets
-    return edges, counts
+def usual_gap(gaps: Mapping[int, int]) -> timedelta | None:
+    """The usual time between two batches from ``{seconds: how often}``: the most
+    frequent gap (the shorter one among equals), ``None`` without gaps. A quiet
+    batch leaves no document, so a gap can be several batches; batches of two
+    lengths in one window (a 5 s demo, then a 20 s run) give two frequent gaps."""
+    if not gaps:
+        return None
+    seconds = max(gaps.items(), key=lambda item: (item[1], -item[0]))[0]
+    return timedelta(seconds=seconds)
+
+
+def find_latest(store: storage.BatchStore, last: int, since: datetime | None = None,
+                until: datetime | None = None) -> list[dict[str, Any]]:
+    """The ``last`` most recent documents with ``since <= timestamp < until``,
+    oldest first."""
+    newest = (store.collection.find(storage.window_filter(since, until))
+              .sort("timestamp", pymongo.DESCENDING).limit(last))
+    return list(reversed(list(newest)))
 
 
 def find_window(store: storage.BatchStore, since: datetime | None = None,
                 until: datetime | None = None) -> Iterator[dict[str, Any]]:
-    """The documents with ``since <= timestamp < until``, oldest first, filtered and
-    sorted by the server (the ``timestamp`` index)."""
-    bounds: dict[str, datetime] = {}
-    # naive UTC bounds: pymongo encodes naive datetimes as UTC, MontyDB stores naive
-    # UTC and cannot compare them with aware ones, mongomock accepts both
-    if since is not None:
-        bounds["$gte"] = as_utc(since).replace(tzinfo=None)
-    if until is not None:
-        bounds["$lt"] = as_utc(until).replace(tzinfo=None)
-    query = {"timestamp": bounds} if bounds else {}
-    return iter(store.collection.find(query).sort("timestamp", pymongo.ASCENDING))
+    """The documents with ``since <= timestamp < until``, oldest first, one at a time
+    (:meth:`storage.BatchStore.window`)."""
+    return store.window(since, until)
 
 
-def _empty(store: storage.BatchStore, since: datetime | None, until: datetime | None) -> str:
+def empty_window_text(store: storage.BatchStore, since: datetime | None,
+                      until: datetime | None) -> str:
+    """The line for a window without a batch: ``no batches from ... to ... in ...``."""
     if since is None and until is None:
         return f"no batches stored yet in {store.description}"
     start = iso_z(since) if since else "the start"
@@ -270,12 +303,19 @@ def _empty(store: storage.BatchStore, since: datetime | None, until: datetime | 
 
 
 def read_window(store: storage.BatchStore, since: datetime | None = None,
-                until: datetime | None = None) -> Iterator[Batch]:
+                until: datetime | None = None, skipped: SkippedDocuments | None = None
+                ) -> Iterator[Batch]:
     """The batches with ``since <= timestamp < until``, oldest first (:func:`find_window`,
-    :func:`to_batch`), read as they are iterated. Raises EmptyWindowError at once, before
-    the caller writes anything, when the window has no batch."""
-    documents = find_window(store, since, until)
-    first = next(documents, None)
+    :func:`usable_batches`: an unusable document is counted in ``skipped`` and left
+    out), read as they are iterated. Raises EmptyWindowError at once, before the
+    caller writes anything, when the window has no usable batch (all of them
+    unusable: the first line of the window's skipped documents with it)."""
+    skipped = SkippedDocuments() if skipped is None else skipped
+    batches = usable_batches(find_window(store, since, until), skipped)
+    first = next(batches, None)
     if first is None:
-        raise EmptyWindowError(_empty(store, since, until))
-    return map(to_batch, chain([first], documents))
+        text = empty_window_text(store, since, until)
+        if skipped.count:
+            text = text.replace("no batches", "no usable batches", 1) + f"; {skipped.message()}"
+        raise EmptyWindowError(text)
+    return chain([first], batches)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import storage
-from analysis.batches import Batch, iso_z, read_window
+from analysis.batches import Batch, SkippedDocuments, iso_z, read_window
 
 log = logging.getLogger("report")  # the report tool's log, as its lines always said
 
@@ -73,14 +73,19 @@ def write_jsonl(rows: Iterable[Mapping[str, Any]], out: IO[str]) -> int:
 
 def export_tweets(store: storage.BatchStore, out: IO[str] | Path, fmt: str, *,
                   since: datetime | None = None, until: datetime | None = None) -> int:
-    """Write one row per tweet of the window as ``csv`` or ``jsonl`` to a text stream
+    """Write one row per post of the window as ``csv`` or ``jsonl`` to a text stream
     or a file; the number of rows. Raises EmptyWindowError (and writes nothing, no
-    file either) when the window has no batch."""
+    file either) when the window has no batch. Documents a report cannot use are
+    left out, with one warning line at the end."""
     writer = {"csv": write_csv, "jsonl": write_jsonl}[fmt]
-    rows = tweet_rows(read_window(store, since, until))
+    skipped = SkippedDocuments()
+    rows = tweet_rows(read_window(store, since, until, skipped))
     if isinstance(out, Path):
         with out.open("w", encoding="utf-8", newline="") as handle:
             written = writer(rows, handle)
-        log.info("wrote %s: %d tweets", out, written)
-        return written
-    return writer(rows, out)
+        log.info("wrote %s: %d posts", out, written)
+    else:
+        written = writer(rows, out)
+    if skipped.count:
+        log.warning("%s", skipped.message())
+    return written

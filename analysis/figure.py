@@ -9,7 +9,7 @@ import io
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,18 +17,15 @@ from typing import TYPE_CHECKING
 
 import storage
 from analysis.batches import (
-    Batch,
+    SkippedDocuments,
     Summary,
-    batch_interval,
-    bin_tweets,
-    choose_binning,
     format_as_of,
     format_count,
     iso_z,
     read_window,
     source_name,
-    summarize,
 )
+from analysis.digest import WindowDigest
 from analysis.words import DEFAULT_TOP, WordCounter, rank_words
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not at start-up
@@ -48,31 +45,26 @@ class CountPanel:
     note: str | None  # e.g. "704,753,890 as of 2024-04-13"; None without a count
 
 
-def count_panel_texts(batches: Sequence[Batch]) -> CountPanel:
+def count_panel_texts(summary: Summary) -> CountPanel:
     """The case count panel's title, naming the source(s) of the counts shown, and
     the note on the last count, with the moment it is for:
     ``Total Covid-19 case count (WHO)`` and ``778,052,871 as of 2026-11-22``."""
-    counted = [b for b in batches if b.total_case_count is not None]
     title = "Total Covid-19 case count"
-    if not counted:
+    if summary.latest_count is None:
         return CountPanel(title, None)
-    sources = [source_name(s) for s in dict.fromkeys(b.case_count_source for b in counted
-                                                     if b.case_count_source is not None)]
-    unrecorded = any(b.case_count_source is None for b in counted)
+    sources = [source_name(s) for s in summary.count_sources]
     if len(sources) > 1:
         title += f" (mixed sources: {', '.join(sources)})"
-    elif sources and unrecorded:  # some older documents say nothing of the source
+    elif sources and summary.unrecorded_sources:  # some older documents say nothing of it
         title += f" ({sources[0]}, some unrecorded)"
     elif sources:
         title += f" ({sources[0]})"
     else:
         title += " (source not recorded)"
-    last = counted[-1]
-    assert last.total_case_count is not None
-    value = format_count(last.total_case_count)
-    if last.case_count_as_of is None:
+    value = format_count(summary.latest_count)
+    if summary.latest_count_as_of is None:
         return CountPanel(title, f"{value}, as-of date not recorded")
-    return CountPanel(title, f"{value} as of {format_as_of(last.case_count_as_of)}")
+    return CountPanel(title, f"{value} as of {format_as_of(summary.latest_count_as_of)}")
 
 
 def window_text(since: datetime | None, until: datetime | None, summary: Summary) -> str:
@@ -102,7 +94,7 @@ def render_html(summary: Summary, words: Sequence[tuple[str, int]], png: bytes,
         sources += " (mixed)"
     facts = [
         ("batches", f"{summary.batches:,}"),
-        ("tweets", f"{summary.tweets:,}"),
+        ("posts", f"{summary.tweets:,}"),
         ("first batch (UTC)", iso_z(summary.first)),
         ("last batch (UTC)", iso_z(summary.last)),
         ("latest total case count", latest),
@@ -141,9 +133,9 @@ img {{ max-width: 100%; }}
 """
 
 
-def render_png(batches: Sequence[Batch], words: Sequence[tuple[str, int]], title: str) -> bytes:
+def render_png(window: WindowDigest, words: Sequence[tuple[str, int]], title: str) -> bytes:
     """The report figure (:func:`build_figure`) as PNG bytes, FIGSIZE at DPI."""
-    fig = build_figure(batches, words, title)
+    fig = build_figure(window, words, title)
     buffer = io.BytesIO()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -158,21 +150,19 @@ def render_png(batches: Sequence[Batch], words: Sequence[tuple[str, int]], title
     return buffer.getvalue()
 
 
-def build_figure(batches: Sequence[Batch], words: Sequence[tuple[str, int]],
+def build_figure(window: WindowDigest, words: Sequence[tuple[str, int]],
                  title: str) -> Figure:
-    """The report figure: the tweets over time, binned (:func:`choose_binning`) and
-    drawn as steps, and the case count with its source and as-of date (left); the
-    most frequent words (right). Every count has thousands separators. Its axes are
-    volume, count, words, in this order."""
+    """The report figure: the posts over time, per minute, hour or day
+    (:class:`analysis.digest.VolumeBins`) drawn as steps, and the case count with its
+    source and as-of date (left); the most frequent words (right). Every count has
+    thousands separators. Its axes are volume, count, words, in this order."""
     from matplotlib import dates as mdates
     from matplotlib import ticker
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     counts_format = ticker.FuncFormatter(lambda value, _: format_count(value))
-    times = [b.timestamp for b in batches]
-    binning = choose_binning(min(times), max(times), batch_interval(times))
-    edges, volume = bin_tweets(batches, binning)
+    binning, edges, volume = window.volume.result()
     x_edges = mdates.date2num(edges)
 
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
@@ -186,28 +176,26 @@ def build_figure(batches: Sequence[Batch], words: Sequence[tuple[str, int]],
     ax_tweets.stairs(volume, x_edges, fill=True, color="#4878a8", alpha=0.2, linewidth=0)
     ax_tweets.stairs(volume, x_edges, color="#4878a8", linewidth=1.2)
     ax_tweets.set_ylim(0, max(max(volume) * 1.1, 1))
-    ax_tweets.set_ylabel("tweets")
+    ax_tweets.set_ylabel("posts")
     ax_tweets.set_title(binning.title, loc="left", fontsize=11)
     ax_tweets.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax_tweets.yaxis.set_major_formatter(counts_format)
     ax_tweets.tick_params(labelbottom=False)
 
-    counted = [(b.timestamp, b.total_case_count) for b in batches
-               if b.total_case_count is not None]
-    panel = count_panel_texts(batches)
+    steps = window.counts
+    panel = count_panel_texts(window.summary())
     ax_count.set_title(panel.title, loc="left", fontsize=11)
     ax_count.set_ylabel("total cases")
-    if counted:
-        values = [c for _, c in counted]
-        shown = counted if len(counted) <= 60 else _changes(counted)
+    if steps.low is not None and steps.high is not None:
+        shown = steps.points()
         ax_count.plot(mdates.date2num([t for t, _ in shown]), [c for _, c in shown],
-                      drawstyle="steps-post", marker="o" if shown is counted else "",
+                      drawstyle="steps-post", marker="o" if steps.every_point else "",
                       markersize=3, color="#c0504d")
-        low, high = min(values), max(values)
+        low, high = steps.low, steps.high
         pad = max((high - low) * 0.1, high * 1e-5, 1)
         ax_count.set_ylim(low - pad, high + pad)
         ax_count.yaxis.set_major_formatter(counts_format)
-        last_time, last_value = counted[-1]
+        last_time, last_value = shown[-1]
         ax_count.annotate(panel.note, xy=(mdates.date2num(last_time), last_value),
                           xytext=(0, 8), textcoords="offset points", ha="right", fontsize=9,
                           color="#8c2d2a")
@@ -246,45 +234,53 @@ def build_figure(batches: Sequence[Batch], words: Sequence[tuple[str, int]],
     return fig
 
 
-def _changes(points: Sequence[tuple[datetime, int]]) -> list[tuple[datetime, int]]:
-    """The points where the value changes, and the last one: the same steps-post line
-    as all the points, drawn with far fewer."""
-    kept = [point for i, point in enumerate(points) if i == 0 or point[1] != points[i - 1][1]]
-    if kept[-1] is not points[-1]:
-        kept.append(points[-1])
-    return kept
+def _texts(store: storage.BatchStore, since: datetime | None, until: datetime | None
+           ) -> Iterator[str]:
+    """Every text of the window, read again (to count the words once more)."""
+    for batch in read_window(store, since, until):
+        yield from batch.content
 
 
 def plot_report(store: storage.BatchStore, out: Path, *, since: datetime | None = None,
                 until: datetime | None = None, html_out: Path | None = None,
                 top: int = DEFAULT_TOP, workers: int = 0) -> Summary:
     """Write the figure of the window to ``out`` (PNG) and, if asked, the page to
-    ``html_out``. Raises EmptyWindowError (and writes nothing) when the window is empty.
+    ``html_out``. Raises EmptyWindowError (and writes nothing) when the window is
+    empty. Documents a report cannot use are left out, with one warning line.
+
+    The batches stream by once: what the figure needs is counted as they do
+    (:class:`WindowDigest`, :class:`WordCounter`), and no text is kept, so memory
+    grows with the bins and the vocabulary, not with the posts.
 
     ``workers``: processes that count the words of a window of more than WORD_CHUNK
-    tweets (:class:`WordCounter`; ``report.py plot`` uses :func:`word_workers`). They
+    posts (:class:`WordCounter`; ``report.py plot`` uses :func:`word_workers`). They
     are started the ``spawn`` way, which imports the calling script again: a script
     that asks for workers must keep its own work under ``if __name__ == "__main__":``.
+    If one fails, the window is read again to count its words in this process.
     """
     started = time.perf_counter()
-    batches: list[Batch] = []
-    with WordCounter(workers=workers) as words_counter:
-        for batch in read_window(store, since, until):
-            batches.append(batch)
+    digest = WindowDigest()
+    skipped = SkippedDocuments()
+    with WordCounter(workers=workers,
+                     recount=lambda: _texts(store, since, until)) as words_counter:
+        for batch in read_window(store, since, until, skipped):
+            digest.add(batch)
             words_counter.add(batch.content)
-        log.debug("read %d documents in %.1f s", len(batches), time.perf_counter() - started)
+        log.debug("read %d documents in %.1f s", digest.batches, time.perf_counter() - started)
         words = rank_words(words_counter.tokens(), top)
     log.debug("counted the words in %.1f s", time.perf_counter() - started)
-    summary = summarize(batches)
+    summary = digest.summary()
     window = window_text(since, until, summary)
-    title = (f"Covid-19 tweets and case count, {window}\n"
-             f"{summary.batches:,} batches, {summary.tweets:,} tweets")
-    png = render_png(batches, words, title)
+    title = (f"Covid-19 posts and case count, {window}\n"
+             f"{summary.batches:,} batches, {summary.tweets:,} posts")
+    png = render_png(digest, words, title)
     log.debug("drew the figure in %.1f s", time.perf_counter() - started)
     out.write_bytes(png)
-    log.info("wrote %s: %d batches, %d tweets", out, summary.batches, summary.tweets)
+    log.info("wrote %s: %d batches, %d posts", out, summary.batches, summary.tweets)
     if html_out is not None:
-        page = render_html(summary, words, png, f"Covid-19 tweets and case count, {window}")
+        page = render_html(summary, words, png, f"Covid-19 posts and case count, {window}")
         html_out.write_text(page, encoding="utf-8")
         log.info("wrote %s", html_out)
+    if skipped.count:
+        log.warning("%s", skipped.message())
     return summary

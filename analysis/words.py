@@ -12,7 +12,7 @@ import re
 import signal
 import string
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain, islice
 from operator import itemgetter
 from typing import Any
@@ -24,6 +24,9 @@ DEFAULT_TOP = 15
 _TEXTS_PER_CHUNK = 20_000  # texts joined at a time when counting words
 #: Texts a word-counting worker process gets at a time (WordCounter).
 WORD_CHUNK = 50_000
+#: Chunks that may wait for each worker: when the workers are behind, the reader
+#: waits, instead of holding the texts of the whole window in a queue.
+CHUNKS_IN_FLIGHT = 2
 
 # Small on purpose: the commonest function words of the stream's main languages
 # (English, Spanish, French, Portuguese, German); an analyst can filter more in the export.
@@ -143,21 +146,29 @@ class WordCounter:
     ``workers`` worker processes when there are many texts.
 
     Every ``chunk`` texts go, joined into one string, to the next worker in turn
-    while the caller goes on reading; the workers start with the first full chunk,
-    so a small window never starts one. Each worker counts the pieces of its
-    chunks and, at the end, tokenizes each distinct piece once; the tokens are
-    then put in the order they were first seen in all the texts. The counts and
-    that order are the same as ``count_tokens`` of all the texts. Without
-    workers, or if they cannot be started or one fails, this process counts.
-    Use as a context manager, or call :meth:`close`.
+    while the caller goes on reading, and are then dropped: at most
+    CHUNKS_IN_FLIGHT chunks wait for each worker (:meth:`add` waits when the
+    workers are behind), so memory does not grow with the texts. The workers
+    start with the first full chunk, so a small window never starts one. Each
+    worker counts the pieces of its chunks and, at the end, tokenizes each
+    distinct piece once; the tokens are then put in the order they were first
+    seen in all the texts. The counts and that order are the same as
+    ``count_tokens`` of all the texts. Without workers, or if they cannot be
+    started, this process counts. If a worker fails, the texts it had are gone:
+    ``recount`` (every text again, e.g. read again from the store) is counted in
+    this process instead, and without ``recount`` :meth:`tokens` raises
+    WorkerError. Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self, workers: int = 0, chunk: int = WORD_CHUNK) -> None:
+    def __init__(self, workers: int = 0, chunk: int = WORD_CHUNK,
+                 recount: Callable[[], Iterable[str]] | None = None) -> None:
         self.workers = workers
         self.chunk = chunk
+        self.recount = recount
         self._buffer: list[str] = []
         self._pieces: Counter[str] = Counter()  # counted here
-        self._chunks: list[list[str]] = []  # sent to the workers (kept, to count here)
+        self._sent = 0  # chunks sent to the workers
+        self._failure: str | None = None  # why a worker's counts are lost
         self._inboxes: list[Any] = []
         self._outbox: Any = None
         self._processes: list[Any] = []
@@ -178,23 +189,25 @@ class WordCounter:
             self._send(chunk)
 
     def tokens(self) -> Counter[str]:
-        """The counts of every token of the texts added, in first-seen order."""
+        """The counts of every token of the texts added, in first-seen order. Raises
+        WorkerError if a worker failed and there is no ``recount``."""
         tail, self._buffer = self._buffer, []
-        if not self._chunks:  # nothing went to a worker
+        if not self._sent:  # nothing went to a worker
             self._pieces.update(" ".join(tail).split())
             return _tokens_of_pieces(self._pieces)
-        for inbox in self._inboxes:
-            inbox.put(None)  # "that was all": each worker sends its counts
-        tail_tokens = _count_joined(" ".join(tail))
         try:
+            if self._failure is not None:
+                raise WorkerError(self._failure)
+            for inbox in self._inboxes:
+                self._put(inbox, None)  # "that was all": each worker sends its counts
+            tail_tokens = _count_joined(" ".join(tail))
             results = self._results()
         except WorkerError as err:
-            log.warning("%s; counting the words in this process instead", err)
             self.close()
-            for chunk in self._chunks:
-                self._pieces.update(" ".join(chunk).split())
-            self._pieces.update(" ".join(tail).split())
-            return _tokens_of_pieces(self._pieces)
+            if self.recount is None:
+                raise
+            log.warning("%s; counting the words in this process instead", err)
+            return count_tokens(self.recount())
         tokens = merge_worker_tokens(results)
         tokens.update(tail_tokens)
         return tokens
@@ -218,19 +231,41 @@ class WordCounter:
             self._started = True
             if self.workers > 0:
                 self._start()
+        if self._failure is not None:
+            return  # counted again from ``recount`` at the end
         if not self._processes:
             self._pieces.update(" ".join(chunk).split())
             return
-        number = len(self._chunks)
-        self._chunks.append(chunk)
-        self._inboxes[number % len(self._inboxes)].put((number, " ".join(chunk)))
+        number = self._sent
+        self._sent += 1
+        try:
+            self._put(self._inboxes[number % len(self._inboxes)], (number, " ".join(chunk)))
+        except WorkerError as err:
+            self._failure = str(err)
+            self.close()
+
+    def _put(self, inbox: Any, item: Any) -> None:
+        """Put ``item`` in a worker's inbox, waiting while it is full; raises WorkerError
+        when a worker ended meanwhile."""
+        while True:
+            try:
+                inbox.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                self._check_alive(set())
+
+    def _check_alive(self, done: set[int]) -> None:
+        dead = [p.name for i, p in enumerate(self._processes)
+                if i not in done and not p.is_alive()]
+        if dead:
+            raise WorkerError(f"word-counting process {dead[0]} ended without its counts")
 
     def _start(self) -> None:
         context = multiprocessing.get_context("spawn")  # no fork of a threaded process
         try:
             self._outbox = context.Queue()
             for index in range(self.workers):
-                inbox = context.Queue()
+                inbox = context.Queue(maxsize=CHUNKS_IN_FLIGHT)
                 process = context.Process(target=_word_worker, args=(index, inbox, self._outbox),
                                           name=f"report-words-{index}", daemon=True)
                 process.start()
@@ -249,11 +284,7 @@ class WordCounter:
             try:
                 index, result = self._outbox.get(timeout=0.5)
             except queue.Empty:
-                dead = [p.name for i, p in enumerate(self._processes)
-                        if i not in results and not p.is_alive()]
-                if dead:
-                    raise WorkerError(f"word-counting process {dead[0]} ended without "
-                                      "its counts") from None
+                self._check_alive(set(results))
                 continue
             results[index] = result
         self._collected = True

@@ -20,9 +20,13 @@ Usage: python -m bench.report_week [--days 7] [--tweets 1500000] [--texts unique
    count.
 2. Times ``python report.py plot --embedded-db-path <store> --out <dir>/week.png``
    as a subprocess, end to end (start-up, reading, counting, drawing), ``--repeat``
-   times; with ``--baseline REF`` also the ``report.py`` of that git commit
-   (e.g. ``HEAD``), run the same way against the same store, for a before/after.
-   Runs alternate between the versions, so that both see the same machine load.
+   times, and samples its memory (psutil, every 50 ms): the peak RSS of the
+   ``report.py`` process and the peak of its RSS summed with its word-counting
+   workers'. With ``--baseline REF`` also the ``report.py`` (and ``analysis/``,
+   the whole tree) of that git commit (e.g. ``HEAD``), run the same way against
+   the same store, for a before/after. Runs alternate between the versions, so
+   that both see the same machine load. Targets: a week in at most 10 s, at most
+   300 MB peak RSS.
 3. With ``--profile N``, runs each version once more under cProfile and prints
    its N most expensive functions (own time, then cumulative); cProfile sees the
    main process only, so words counted by worker processes show as waiting.
@@ -37,13 +41,16 @@ import io
 import logging
 import os
 import pstats
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
@@ -64,6 +71,9 @@ WHO_COUNTS = ((778_041_233, datetime(2026, 11, 15, tzinfo=UTC)),
 WHO_UPDATE_AT = timedelta(days=3, hours=14, minutes=7)  # when the job saw the new file
 NO_COUNT_UNTIL = timedelta(hours=1)  # the first fetches failed
 STORE_ENV = ("MONGODB_URI", "MONGODB_DATABASE", "MONGODB_COLLECTION", "EMBEDDED_DB_PATH")
+TARGET_SECONDS = 10.0  # a week
+TARGET_RSS_MB = 300.0
+SAMPLE_EVERY = 0.05  # seconds between memory samples
 
 log = logging.getLogger("bench.report_week")
 
@@ -212,30 +222,78 @@ def build_store(path: Path, days: float, total_tweets: int, texts_kind: str = "u
 
 
 def baseline_script(ref: str, folder: Path) -> Path:
-    """``report.py`` as it was at git ``ref``, written into ``folder``."""
-    source = subprocess.run(["git", "show", f"{ref}:report.py"], cwd=PROJECT, check=True,
-                            capture_output=True, text=True).stdout
+    """``report.py`` as it was at git ``ref``, with the whole tree it imports
+    (``analysis/``, ``storage.py``, ...), written into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    script = folder / "report.py"
-    script.write_text(source, encoding="utf-8")
-    return script
+    archive = subprocess.run(["git", "archive", "--format=tar", ref], cwd=PROJECT, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder / "report.py"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One ``report.py plot`` run: seconds end to end, the peak RSS of the report
+    process and the peak of its RSS plus its children's (word workers), in MB, and
+    the CPU seconds (user + system) of all of them: what a loaded machine does not
+    change much, unlike the time."""
+
+    seconds: float
+    peak_mb: float
+    peak_tree_mb: float
+    cpu_seconds: float = 0.0
+
+
+def _watch_memory(pid: int, done: threading.Event, peaks: list[float]) -> None:
+    """Sample ``pid``'s RSS and its descendants' until ``done``: peaks = [own, tree]."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    while not done.is_set():
+        try:
+            own = process.memory_info().rss
+            tree = own
+            for child in process.children(recursive=True):
+                try:
+                    tree += child.memory_info().rss
+                except psutil.NoSuchProcess:
+                    continue
+        except psutil.NoSuchProcess:
+            return
+        peaks[0] = max(peaks[0], own / 2**20)
+        peaks[1] = max(peaks[1], tree / 2**20)
+        done.wait(SAMPLE_EVERY)
 
 
 def run_plot(script: Path, store: Path, out: Path, workdir: Path,
-             profile_to: Path | None = None) -> float:
-    """Seconds of one ``report.py plot`` run as a subprocess (start-up included)."""
+             profile_to: Path | None = None) -> Run:
+    """One ``report.py plot`` run as a subprocess (start-up included), timed and sampled."""
     env = {k: v for k, v in os.environ.items() if k not in STORE_ENV}
-    env["PYTHONPATH"] = str(PROJECT)  # a baseline script imports config and storage from here
+    env["PYTHONPATH"] = str(script.parent)  # the version's own modules
     profile = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
     command = [sys.executable, *profile, str(script), "plot", "--embedded-db-path", str(store),
                "--out", str(out)]
+    peaks = [0.0, 0.0]
+    done = threading.Event()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True,
-                          check=False)
+    process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    watcher = threading.Thread(target=_watch_memory, args=(process.pid, done, peaks),
+                               daemon=True)
+    watcher.start()
+    _, stderr = process.communicate()
     seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{script} failed ({done.returncode}):\n{done.stderr}")
-    return seconds
+    done.set()
+    watcher.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if process.returncode != 0:
+        raise RuntimeError(f"{script} failed ({process.returncode}):\n{stderr}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(seconds, peaks[0], peaks[1], cpu)
 
 
 def top_functions(profile: Path, n: int) -> str:
@@ -288,23 +346,34 @@ def time_versions(args: argparse.Namespace, store: Path, workdir: Path, document
     if args.baseline:
         versions[f"baseline ({args.baseline})"] = baseline_script(args.baseline,
                                                                    workdir / "baseline")
-    results: dict[str, list[float]] = {name: [] for name in versions}
+    results: dict[str, list[Run]] = {name: [] for name in versions}
     outputs = {name: workdir / f"week-{number}.png" for number, name in enumerate(versions)}
     for _ in range(args.repeat):  # alternate, so that both see the same machine load
         for name, script in versions.items():
-            results[name].append(run_plot(script, store, outputs[name], workdir))
-            log.info("%s: %.1f s (load average %.2f)", name, results[name][-1],
-                     os.getloadavg()[0])
+            run = run_plot(script, store, outputs[name], workdir)
+            results[name].append(run)
+            log.info("%s: %.1f s (%.1f CPU s), peak RSS %.0f MB (%.0f MB with its workers) "
+                     "(load average %.2f)", name, run.seconds, run.cpu_seconds, run.peak_mb,
+                     run.peak_tree_mb, os.getloadavg()[0])
     if args.profile:
         for number, (name, script) in enumerate(versions.items()):
             profile = workdir / f"week-{number}.prof"
             run_plot(script, store, workdir / f"week-{number}-profiled.png", workdir, profile)
             log.info("profile of %s (this process only; worker processes show as "
                      "waiting):\n%s", name, top_functions(profile, args.profile))
-    for name, seconds in results.items():
-        log.info("report.py plot, %s documents, %s tweets, %s: median %.1f s of %s; wrote %s",
-                 f"{documents:,}", f"{tweets:,}", name, statistics.median(seconds),
-                 ", ".join(f"{s:.1f}" for s in seconds), outputs[name])
+    for name, runs in results.items():
+        seconds = statistics.median(r.seconds for r in runs)
+        peak = max(r.peak_mb for r in runs)
+        log.info("report.py plot, %s documents, %s tweets, %s: median %.1f s of %s (CPU "
+                 "%.1f s); peak RSS %.0f MB (%.0f MB with its workers); wrote %s",
+                 f"{documents:,}", f"{tweets:,}", name, seconds,
+                 ", ".join(f"{r.seconds:.1f}" for r in runs),
+                 statistics.median(r.cpu_seconds for r in runs), peak,
+                 max(r.peak_tree_mb for r in runs), outputs[name])
+        if args.days >= 7:
+            log.info("  targets for a week: <= %.0f s (%s), <= %.0f MB peak RSS (%s)",
+                     TARGET_SECONDS, "met" if seconds <= TARGET_SECONDS else "NOT met",
+                     TARGET_RSS_MB, "met" if peak <= TARGET_RSS_MB else "NOT met")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import csv
+import gc
 import io
 import json
 import logging
 import random
 import re
+import socket
 import struct
 import subprocess
 import sys
@@ -40,11 +42,10 @@ import transform
 from analysis.batches import (
     MAX_BINS,
     Batch,
-    Binning,
     EmptyWindowError,
+    SkippedDocuments,
+    UnusableDocumentError,
     as_utc,
-    batch_interval,
-    bin_tweets,
     choose_binning,
     format_as_of,
     format_count,
@@ -52,9 +53,10 @@ from analysis.batches import (
     format_table,
     iso_z,
     parse_time,
-    summarize,
     to_batch,
+    usual_gap,
 )
+from analysis.digest import VolumeBins, WindowDigest, summarize
 from analysis.export import EXPORT_FIELDS, csv_cell, export_tweets
 from analysis.figure import (
     DPI,
@@ -199,8 +201,8 @@ def test_inspect_table(fixture: Fixture, capsys: pytest.CaptureFixture[str]) -> 
     else:
         out = format_table(fixture.store.latest(3)) + "\n"
     lines = out.splitlines()
-    assert lines[0].split() == ["batch", "time", "(UTC)", "tweets", "total", "cases",
-                                "as", "of", "first", "tweet"]
+    assert lines[0].split() == ["batch", "time", "(UTC)", "posts", "total", "cases",
+                                "as", "of", "first", "post"]
     assert len(lines) == 4
     assert lines[1].startswith("2026-11-28 23:01:00")
     assert "704,701,500  2026-11-28 09:00 UTC  Stay home if sick COVID19" in lines[1]
@@ -261,7 +263,8 @@ def test_plot_writes_a_png_of_the_expected_size_and_a_page(
     embedded = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     assert embedded is not None
     assert base64.b64decode(embedded.group(1)) == data
-    for fact in ("<th>batches</th><td>6</td>", "<th>tweets</th><td>13</td>",
+    assert "<title>Covid-19 posts and case count, 2026-11-28 23:00:00" in text  # not tweets
+    for fact in ("<th>batches</th><td>6</td>", "<th>posts</th><td>13</td>",
                  "<td>2026-11-28T23:00:00.000Z</td>", "<td>2026-11-28T23:01:40.000Z</td>",
                  "<td>704,703,000</td>", "<td>COVID19</td><td>7</td>",
                  "<th>latest count is as of</th><td>2026-11-28 09:00 UTC</td>",
@@ -482,6 +485,202 @@ def test_bad_window_flags_are_usage_errors(capsys: pytest.CaptureFixture[str]) -
         assert "report.py" in capsys.readouterr().err
 
 
+def test_window_errors_show_the_commands_own_usage(capsys: pytest.CaptureFixture[str]
+                                                   ) -> None:
+    for command in ("plot", "export", "inspect"):
+        with pytest.raises(SystemExit) as exit_info:
+            report.main([command, "--since", "2026-11-29", "--until", "2026-11-28"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"usage: report.py {command} ")
+        assert err.endswith(f"report.py {command}: error: --since must be before --until\n")
+
+
+@pytest.mark.parametrize("last", ["0", "-5"])
+def test_inspect_last_must_be_at_least_1(last: str, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["inspect", "--last", last])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines()[-1] == (
+        f"report.py inspect: error: argument --last: {last} is not at least 1")
+
+
+def test_inspect_takes_a_window(fixture: Fixture, capsys: pytest.CaptureFixture[str]) -> None:
+    since, until = "2026-11-28T23:00:20Z", "2026-11-28T23:01:20Z"  # 3 of the 6 batches
+    if fixture.kind == "embedded":
+        assert fixture.cli("inspect", "--since", since, "--until", until, "--last", "2") == 0
+        out = capsys.readouterr().out
+        assert fixture.cli("inspect", "--since", "2026-11-30") == 0
+        assert capsys.readouterr().out.startswith(
+            "no batches from 2026-11-30T00:00:00.000Z to now in embedded MontyDB")
+    else:
+        out = format_table(report.batches.find_latest(
+            fixture.store, 2, parse_time(since), parse_time(until))) + "\n"
+    times = [line[:19] for line in out.splitlines()[1:]]
+    assert times == ["2026-11-28 23:00:40", "2026-11-28 23:01:00"]
+
+
+def test_a_missing_store_is_one_line_and_nothing_is_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "dta" / "db"
+    for args in (["inspect"], ["plot", "--out", str(tmp_path / "r.png")], ["export"]):
+        with pytest.raises(SystemExit) as exit_info:
+            report.main([*args, "--embedded-db-path", str(typo)])
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err
+        assert err == (f"report.py: error: no store at {typo}: nothing stored yet? check "
+                       "--embedded-db-path / EMBEDDED_DB_PATH\n")
+    assert not (tmp_path / "dta").exists()
+    assert not (tmp_path / "r.png").exists()
+
+
+def test_inspect_on_an_unreachable_mongodb_is_one_short_line(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = f"mongodb://user:pw@127.0.0.1:{port}/?serverSelectionTimeoutMS=300"
+    with pytest.raises(SystemExit) as exit_info:
+        report.main(["inspect", "--mongo-uri", uri])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Topology" not in err and ":pw@" not in err
+    assert f"127.0.0.1:{port}: connection refused (after 0.3 s); start MongoDB" in err
+
+
+@pytest.mark.parametrize("command", [["plot", "--out"], ["plot", "--html"],
+                                     ["export", "--out"]])
+def test_an_output_folder_that_does_not_exist_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    path = tmp_path / "db"
+    store = storage.open_store(config.Settings(embedded_db_path=path))
+    for document in batch_documents():
+        store.write(document)
+    store.close()
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(SystemExit) as exit_info:
+        report.main([*command, str(missing / "report.out"), "--embedded-db-path", str(path)])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err == f"report.py: error: no folder {missing} to write into (create it first)\n"
+    assert not (tmp_path / "no").exists()
+    assert not (tmp_path / "report.png").exists()
+
+
+#: Documents the pipeline never writes, but another writer (or a hand) might.
+BROKEN = [
+    {"_id": "no-time", "content": ["masks again"], "total_case_count": 1},
+    {"_id": "text", "timestamp": T0 + timedelta(seconds=5), "content": "one text, not a list",
+     "total_case_count": 1},
+    {"_id": "count", "timestamp": T0 + timedelta(seconds=6), "content": ["a"],
+     "total_case_count": "704 million"},
+    {"_id": "time", "timestamp": "2026-11-28T23:00:07Z", "content": ["b"]},
+]
+
+
+def test_unusable_documents_are_skipped_and_counted_in_one_line() -> None:
+    skipped = SkippedDocuments()
+    good = [to_batch(d) for d in batch_documents()[:2]]
+    found = list(report.batches.usable_batches(
+        [batch_documents()[0], *BROKEN, batch_documents()[1]], skipped))
+    assert found == good
+    assert skipped.message() == (
+        "skipped 4 documents with missing or wrongly typed fields (content not a list of "
+        "texts: 1, no timestamp: 1, timestamp not a date: 1, total_case_count not a whole "
+        "number: 1)")
+    with pytest.raises(UnusableDocumentError, match="no content"):
+        to_batch({"_id": "x", "timestamp": T0})
+    assert to_batch({"_id": "x", "timestamp": T0, "content": [],
+                     "total_case_count": 7.0}).total_case_count == 7
+
+
+def test_reports_skip_unusable_documents_instead_of_crashing(
+    make_store: Callable[..., Fixture], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    fx = make_store([*batch_documents(), *BROKEN])
+    warning = ("skipped 4 documents with missing or wrongly typed fields (content not a "
+               "list of texts: 1, no timestamp: 1, timestamp not a date: 1, total_case_count "
+               "not a whole number: 1)")
+    out = tmp_path / "rows.jsonl"
+    if fx.kind == "embedded":
+        assert fx.cli("export", "--format", "jsonl", "--out", str(out)) == 0
+        assert fx.cli("plot", "--out", str(tmp_path / "r.png")) == 0
+        assert fx.cli("inspect", "--last", "20") == 0
+        captured = capsys.readouterr()
+        assert len(captured.out.splitlines()) == 1 + 6  # the header and the usable six
+        warned = [line for line in captured.err.splitlines() if "skipped" in line]
+        assert len(warned) == 3 and all(line.endswith(warning) for line in warned)
+    else:
+        with caplog.at_level("WARNING", logger="report"):
+            export_tweets(fx.store, out, "jsonl")
+            summary = plot_report(fx.store, tmp_path / "r.png")
+        assert (summary.batches, summary.tweets) == (6, 13)
+        assert [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()] == [
+            warning, warning]
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 13  # no row per character of "one text, not a list"
+    assert {r["batch_id"] for r in rows} == {d["_id"] for d in batch_documents()}
+    assert png_size((tmp_path / "r.png").read_bytes()) == EXPECTED_SIZE
+
+
+def test_a_window_of_unusable_documents_only_is_empty(make_store: Callable[..., Fixture],
+                                                      tmp_path: Path) -> None:
+    fx = make_store(BROKEN[1:])
+    with pytest.raises(EmptyWindowError, match=r"^no usable batches stored yet in .*; "
+                                               r"skipped 3 documents"):
+        plot_report(fx.store, tmp_path / "r.png")
+
+
+class StreamedDocuments:
+    """A collection that hands out generated documents one at a time and, once the
+    last one is out, notes what the reader still holds of the earlier ones."""
+
+    name = "streamed"
+
+    def __init__(self, documents: int, texts: int) -> None:
+        self.documents, self.texts = documents, texts
+        self.batches_alive = self.texts_held = -1
+
+    def find(self, *args: Any, **kwargs: Any) -> StreamedDocuments:
+        return self
+
+    def sort(self, *args: Any) -> StreamedDocuments:
+        return self
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(self.documents):
+            moment = T0 + timedelta(seconds=20 * i)
+            yield {"_id": transform.batch_id(moment), "timestamp": moment,
+                   "content": [f"kept{i}x{j} covid masks" for j in range(self.texts)],
+                   "total_case_count": 1_000 + i // 100}
+        gc.collect()
+        alive = gc.get_objects()
+        self.batches_alive = sum(isinstance(o, Batch) for o in alive)
+        self.texts_held = sum(len(o) for o in alive if isinstance(o, list) and o
+                              and isinstance(o[0], str) and o[0].startswith("kept"))
+
+
+def test_plot_keeps_counts_not_the_batches_or_their_texts(tmp_path: Path) -> None:
+    """#15: plot held every text of the window (peak memory grew with the texts).
+    When the last document is read, what is still held of the earlier ones must be
+    at most one batch and one chunk of texts waiting for a word-counting worker."""
+    documents, texts = 1_100, 100  # 110,000 texts: two chunks go to the worker
+    collection = StreamedDocuments(documents, texts)
+    summary = plot_report(storage.BatchStore(collection, "streamed"), tmp_path / "r.png",
+                          workers=1)
+    assert (summary.batches, summary.tweets) == (documents, documents * texts)
+    assert summary.latest_count == 1_010
+    assert collection.batches_alive <= 2
+    assert collection.texts_held <= analysis.words.WORD_CHUNK + 2 * texts
+
+
 # --------------------------------------------------------------------------
 # the pure pieces
 
@@ -579,88 +778,124 @@ def batch(seconds: float, tweets: int = 1, count: int | None = None,
 
 def test_count_panel_names_the_source_and_the_as_of_date() -> None:
     who = datetime(2026, 11, 22, tzinfo=UTC)
-    panel = count_panel_texts([batch(0, count=778_041_233, as_of=who, source="who"),
-                               batch(20, count=778_052_871, as_of=who, source="who")])
+    panel = count_panel_texts(summarize([
+        batch(0, count=778_041_233, as_of=who, source="who"),
+        batch(20, count=778_052_871, as_of=who, source="who")]))
     assert panel == CountPanel("Total Covid-19 case count (WHO)",
                                "778,052,871 as of 2026-11-22")
     stopped = datetime(2024, 4, 13, tzinfo=UTC)
-    panel = count_panel_texts(
-        [batch(0, count=704_753_890, as_of=stopped, source="worldometers"), batch(20)])
+    panel = count_panel_texts(summarize(
+        [batch(0, count=704_753_890, as_of=stopped, source="worldometers"), batch(20)]))
     assert panel == CountPanel("Total Covid-19 case count (worldometers)",
                                "704,753,890 as of 2024-04-13")
 
 
 def test_count_panel_says_when_sources_are_mixed_or_unknown() -> None:
-    mixed = count_panel_texts([
+    mixed = count_panel_texts(summarize([
         batch(0, count=704_753_890, as_of=AS_OF, source="worldometers"),
         batch(20, count=778_052_871, as_of=datetime(2026, 11, 22, tzinfo=UTC), source="who"),
-    ])
+    ]))
     assert mixed.title == "Total Covid-19 case count (mixed sources: worldometers, WHO)"
     assert mixed.note == "778,052,871 as of 2026-11-22"
-    older = count_panel_texts([batch(0, count=704_700_000)])
+    older = count_panel_texts(summarize([batch(0, count=704_700_000)]))
     assert older == CountPanel("Total Covid-19 case count (source not recorded)",
                                "704,700,000, as-of date not recorded")
-    partly = count_panel_texts([batch(0, count=1), batch(20, count=2, as_of=AS_OF,
-                                                          source="who")])
+    partly = count_panel_texts(summarize([batch(0, count=1),
+                                          batch(20, count=2, as_of=AS_OF, source="who")]))
     assert partly.title == "Total Covid-19 case count (WHO, some unrecorded)"
-    assert count_panel_texts([batch(0), batch(20)]) == CountPanel(
+    assert count_panel_texts(summarize([batch(0), batch(20)])) == CountPanel(
         "Total Covid-19 case count", None)
 
 
-def test_batch_interval_is_the_common_divisor_of_the_gaps() -> None:
-    times = [T0 + timedelta(seconds=s) for s in (0, 40, 100, 160, 160)]  # quiet batches
-    assert batch_interval(times) == timedelta(seconds=20)
-    assert batch_interval([T0, T0 + timedelta(seconds=5)]) == timedelta(seconds=5)
-    assert batch_interval([T0]) is None
-    assert batch_interval([T0, T0 + timedelta(milliseconds=300)]) is None
+def test_the_usual_gap_is_the_most_frequent_one() -> None:
+    assert usual_gap({20: 9, 40: 2, 5: 1}) == timedelta(seconds=20)
+    assert usual_gap({5: 3, 20: 3}) == timedelta(seconds=5)  # the shorter among equals
+    assert usual_gap({}) is None
 
 
-@pytest.mark.parametrize(("span", "interval", "unit", "title", "bins"), [
-    (timedelta(minutes=5) - timedelta(seconds=20), timedelta(seconds=20), "batch",
-     "Tweets per batch (20 s)", 15),
-    (timedelta(hours=2) - timedelta(seconds=20), timedelta(seconds=20), "batch",
-     "Tweets per batch (20 s)", 360),
-    (timedelta(hours=2), timedelta(seconds=20), "minute", "Tweets per minute", 121),
-    (timedelta(days=1), timedelta(seconds=20), "hour", "Tweets per hour", 25),
+@pytest.mark.parametrize(("span", "at_least", "unit", "title", "bins"), [
+    (timedelta(minutes=5) - timedelta(seconds=20), timedelta(seconds=20), "minute",
+     "Posts per minute", 5),
+    (timedelta(hours=6) - timedelta(seconds=20), timedelta(seconds=20), "minute",
+     "Posts per minute", 360),
+    (timedelta(hours=6), timedelta(seconds=20), "hour", "Posts per hour", 7),
+    (timedelta(days=1), timedelta(seconds=20), "hour", "Posts per hour", 25),
     (timedelta(days=7) - timedelta(seconds=20), timedelta(seconds=20), "hour",
-     "Tweets per hour", 168),
-    (timedelta(days=90), timedelta(seconds=20), "day", "Tweets per day", 91),
-    (timedelta(hours=1), timedelta(minutes=2), "batch", "Tweets per batch (120 s)", 31),
-    (timedelta(days=2), timedelta(minutes=2), "hour", "Tweets per hour", 49),
-    (timedelta(0), None, "minute", "Tweets per minute", 1),
+     "Posts per hour", 168),
+    (timedelta(days=90), timedelta(seconds=20), "day", "Posts per day", 91),
+    (timedelta(hours=1), timedelta(minutes=2), "hour", "Posts per hour", 2),
+    (timedelta(0), None, "minute", "Posts per minute", 1),
 ])
-def test_volume_bins_are_the_finest_that_fit(span: timedelta, interval: timedelta | None,
+def test_volume_bins_are_the_finest_that_fit(span: timedelta, at_least: timedelta | None,
                                              unit: str, title: str, bins: int) -> None:
-    binning = choose_binning(T0, T0 + span, interval)
+    binning = choose_binning(T0, T0 + span, at_least)
     assert (binning.unit, binning.title) == (unit, title)
     edges = binning.edges(T0, T0 + span)
     assert len(edges) - 1 == bins <= MAX_BINS
     assert edges[0] <= T0 and T0 + span < edges[-1]
 
 
+def bin_posts(batches: list[Batch]) -> tuple[str, list[datetime], list[int]]:
+    binning, edges, posts = WindowDigest.of(batches).volume.result()
+    return binning.unit, edges, posts
+
+
 def test_bins_hold_zeros_where_nothing_was_stored_and_sum_parts() -> None:
-    batches = [batch(0, 2), batch(20, 1), batch(100, 3), batch(100, 4)]  # 100 s: two parts
-    binning = Binning("batch", timedelta(seconds=20))
-    edges, tweets = bin_tweets(batches, binning)
-    assert tweets == [2, 1, 0, 0, 0, 7]
-    assert edges[0] == T0 - timedelta(seconds=10) and len(edges) == 7
+    batches = [batch(0, 2), batch(20, 1), batch(200, 3), batch(200, 4),  # 200 s: two parts
+               batch(220, 1), batch(240, 1)]
+    unit, edges, posts = bin_posts(batches)
+    assert (unit, posts) == ("minute", [3, 0, 0, 8, 1])
+    assert edges[0] == T0 and len(edges) == 6
     # clock hours: 23:59:40 and 00:00:00 fall in different bins, 01:00 is empty
     late = datetime(2026, 11, 28, 23, 59, 40, tzinfo=UTC)
     hours = [batch(0, 5, start=late), batch(20, 6, start=late),
-             batch(3 * 3600, 7, start=late)]  # 02:59:40
-    edges, tweets = bin_tweets(hours, Binning("hour", timedelta(hours=1)))
-    assert tweets == [5, 6, 0, 7]
+             batch(3 * 3600, 7, start=late), batch(6 * 3600, 1, start=late)]  # 05:59:40
+    unit, edges, posts = bin_posts(hours)
+    assert (unit, posts) == ("hour", [5, 6, 0, 7, 0, 0, 1])
     assert edges[0] == datetime(2026, 11, 28, 23, 0, tzinfo=UTC)
+
+
+def test_mixed_batch_lengths_are_drawn_per_minute_not_per_common_divisor() -> None:
+    """A 5 s `make demo`, then a 20 s `make run`: the 20 s batches were drawn as
+    20, 0, 0, 0, ... (per 5 s, the divisor of all gaps); per minute both are true."""
+    demo = [batch(5 * i, 1) for i in range(24)]  # 2 minutes, 12 posts a minute
+    run_start = T0 + timedelta(minutes=10)
+    run = [batch(20 * i, 20, start=run_start) for i in range(30)]  # 10 minutes, 60 a minute
+    unit, edges, posts = bin_posts(demo + run)
+    assert unit == "minute" and len(edges) - 1 == len(posts) == 20
+    assert posts[:2] == [12, 12] and posts[2:10] == [0] * 8
+    assert posts[10:] == [60] * 10
+
+
+def test_volume_is_never_binned_finer_than_the_usual_batch() -> None:
+    """Two-minute batches per minute would show every other minute as 0."""
+    slow = [batch(120 * i, 4) for i in range(20)]  # 40 minutes
+    unit, _, posts = bin_posts(slow)
+    assert unit == "hour" and posts == [80]
+
+
+def test_volume_bins_stay_few_while_batches_stream_by() -> None:
+    """A week is counted per hour as it is read: never more than MAX_BINS bins held."""
+    volume = VolumeBins()
+    held = 0
+    for i in range(7 * 24 * 180):  # a week of 20 s batches
+        volume.add(T0 + timedelta(seconds=20 * i), 2)
+        held = max(held, volume.held)
+    binning, _, posts = volume.result()
+    assert binning.unit == "hour" and len(posts) == 168 and set(posts) == {360}
+    assert held <= MAX_BINS + 1
 
 
 def test_a_week_is_drawn_as_hourly_steps_with_readable_numbers() -> None:
     """What the week in the issue looked like: 30,240 batches, a word seen 1.9 M times."""
     who = datetime(2026, 11, 22, tzinfo=UTC)
     batches = [batch(20 * i, 1, 778_052_871, who, "who") for i in range(30_240)]
-    figure = build_figure(batches, [("COVID19", 1_891_850), ("masks", 23)], "week")
+    figure = build_figure(WindowDigest.of(batches), [("COVID19", 1_891_850), ("masks", 23)],
+                          "week")
     figure.canvas.draw()
     volume, count, words = figure.axes
-    assert volume.get_title(loc="left") == "Tweets per hour"
+    assert volume.get_title(loc="left") == "Posts per hour"
+    assert volume.get_ylabel() == "posts"
     assert len(volume.patches) == 2  # the steps and their fill, not 30,240 bars
     steps = volume.patches[1].get_data().values
     assert len(steps) == 168 and set(steps) == {180}
@@ -816,7 +1051,7 @@ def test_word_counter_counts_here_when_a_worker_dies(caplog: pytest.LogCaptureFi
                                                      ) -> None:
     texts = corpus(1_000)
     with caplog.at_level("WARNING", logger="report"), \
-            WordCounter(workers=2, chunk=200) as counter:
+            WordCounter(workers=2, chunk=200, recount=lambda: iter(texts)) as counter:
         counter.add(texts[:600])
         counter._processes[1].kill()
         counter.add(texts[600:])
@@ -825,6 +1060,18 @@ def test_word_counter_counts_here_when_a_worker_dies(caplog: pytest.LogCaptureFi
     assert [r.message for r in caplog.records] == [
         "word-counting process report-words-1 ended without its counts; counting the "
         "words in this process instead"]
+
+
+def test_word_counter_without_recount_says_a_worker_failed() -> None:
+    """The texts sent to a worker are not kept: without a way to read them again, a
+    dead worker is an error, never a silently short count."""
+    texts = corpus(1_000)
+    with WordCounter(workers=2, chunk=200) as counter:
+        counter.add(texts[:600])
+        counter._processes[1].kill()
+        counter.add(texts[600:])
+        with pytest.raises(analysis.words.WorkerError, match="report-words-1 ended"):
+            counter.tokens()
 
 
 class NoProcesses:
@@ -917,7 +1164,8 @@ def test_missing_glyphs_are_one_log_line_not_a_warning_per_character(
 ) -> None:
     batches = [to_batch(doc) for doc in batch_documents()]
     with caplog.at_level("WARNING", logger="report"):
-        png = render_png(batches, [("新型コロナ", 3), ("COVID19", 2)], "title")
+        png = render_png(WindowDigest.of(batches), [("新型コロナ", 3), ("COVID19", 2)],
+                         "title")
     assert png_size(png) == EXPECTED_SIZE
     assert [r.message for r in caplog.records if "font lacks" in r.message] == [
         "the figure's font lacks some characters of the words shown; they are drawn as boxes "
