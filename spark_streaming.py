@@ -25,12 +25,14 @@ Run stream.py first in one terminal, then in a second one:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -38,17 +40,17 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-from pyspark.streaming.listener import StreamingListener
+from typing import IO, Any
 
 import config
 import control
 import scrape
 import storage
 import transform
+from listeners import BatchMetrics, ReceiverWatch
+from stopping import install_stop_handlers
 
 log = logging.getLogger("spark_streaming")
 
@@ -61,6 +63,9 @@ BLOCK_INTERVAL_MAX_MS = 1_000  # a block is held in the JVM's heap until it is f
 #: tweet (received blocks, results collected), and Spark's default of 1 GiB ran out
 #: at a batch of ~1,000,000 tweets in make bench
 DRIVER_MEMORY = "2g"
+#: What the JVM prints on every start that says nothing to the user (Spark 4 asks for
+#: the vector module itself); the rest of its stderr is passed through as it comes.
+HARMLESS_JVM_LINES = (b"WARNING: Using incubator modules: jdk.incubator.vector",)
 SEEN_IDS_LIMIT = 200_000  # tweet ids remembered across batches to drop redeliveries
 
 
@@ -156,76 +161,6 @@ class Quarantine:
                 handle.writelines(entries)
 
 
-def _delay_ms(value: Any) -> int | None:
-    """A delay from Spark's JavaBatchInfo (a long, -1 when unknown), as an int or None."""
-    return int(value) if value is not None and int(value) >= 0 else None
-
-
-class BatchMetrics(StreamingListener):
-    """Spark's own figures for each batch (records received, scheduling and
-    processing delay) logged next to the job's counts, in one line per batch,
-    and optionally stored in a ``batch_metrics`` collection.
-
-    Registered as a ``StreamingListener``; Spark calls :meth:`onBatchCompleted`
-    once the batch's output (``BatchWriter.process``) has finished.
-    """
-
-    def __init__(self, writer: BatchWriter, collection: Any = None) -> None:
-        super().__init__()
-        self.writer = writer
-        self.collection = collection
-        self._warned = False
-
-    def line(self, stats: BatchStats | None, when: str, records: int,
-             scheduling_ms: int | None, processing_ms: int | None) -> str:
-        """The batch's log line: the job's summary, then Spark's figures."""
-        spark = (f"Spark: {records} records, scheduling delay {scheduling_ms} ms, "
-                 f"processing {processing_ms} ms")
-        if stats is None:
-            return f"batch {when}: not stored, see the error above; {spark}"
-        return f"{stats.summary()}; {spark}"
-
-    def record(self, stats: BatchStats | None, when: str, moment: datetime, records: int,
-               scheduling_ms: int | None, processing_ms: int | None) -> None:
-        log.info(self.line(stats, when, records, scheduling_ms, processing_ms))
-        if self.collection is None:
-            return
-        document: dict[str, Any] = {
-            "_id": when, "timestamp": transform.to_utc(moment), "records": records,
-            "scheduling_delay_ms": scheduling_ms, "processing_delay_ms": processing_ms,
-            "stored": stats is not None,
-        }
-        if stats is not None:
-            document.update(
-                lines=stats.lines, kept=stats.kept, empty=stats.empty,
-                malformed=stats.malformed, duplicates=stats.duplicates, resent=stats.resent,
-                out_of_order=stats.out_of_order, total_case_count=stats.total_case_count,
-                case_count_as_of=stats.case_count_as_of,
-                case_count_source=stats.case_count_source,
-                count_fresh=stats.count_fresh, write_ms=stats.write_ms, spooled=stats.spooled)
-        try:
-            self.collection.replace_one({"_id": when}, document, upsert=True)
-        except storage.STORE_ERRORS as err:  # metrics are best effort: never spooled
-            if not self._warned:
-                log.warning("cannot store batch metrics: %s", err)
-            self._warned = True
-        else:
-            self._warned = False
-
-    # -- StreamingListener (called by Spark through py4j)
-
-    def onBatchCompleted(self, batch_completed: Any) -> None:  # noqa: N802 (Spark's name)
-        try:
-            info = batch_completed.batchInfo()
-            millis = int(info.batchTime().milliseconds())
-            moment = datetime.fromtimestamp(millis / 1000, UTC)
-            stats = self.writer.take_stats(millis)
-            self.record(stats, transform.batch_id(moment), moment, int(info.numRecords()),
-                        _delay_ms(info.schedulingDelay()), _delay_ms(info.processingDelay()))
-        except Exception:  # a listener must never break Spark's event loop
-            log.exception("batch metrics failed")
-
-
 class BatchWriter:
     """The driver's part of each batch: drop what was already stored, fetch
     the count once, build the document(s), store them, acknowledge.
@@ -259,21 +194,40 @@ class BatchWriter:
         #: set by create_context when BatchMetrics logs each batch's line instead
         self.metrics_attached = False
         self._stats: OrderedDict[int, BatchStats] = OrderedDict()  # batch ms -> stats
+        self._active = 0  # process() calls under way
+        self._refuse_after = math.inf  # batches later than this (epoch s) are not taken
+        self._refused: set[int] = set()  # their times, in ms
 
     def take_stats(self, batch_millis: int) -> BatchStats | None:
         """The stats of the batch at ``batch_millis`` (once), None if it failed."""
         with self._finished:
             return self._stats.pop(batch_millis, None)
 
+    def refused(self, batch_millis: int) -> bool:
+        """Whether the batch at ``batch_millis`` came after the stop and was not taken."""
+        with self._finished:
+            return batch_millis in self._refused
+
     def log_untaken_stats(self) -> None:
-        """Log the line of batches Spark stopped before reporting (at shutdown)."""
+        """Log the line of batches Spark stopped before reporting, and how many came
+        after the stop (at shutdown)."""
         with self._finished:
             untaken, self._stats = list(self._stats.values()), OrderedDict()
+            refused = len(self._refused)
         for stats in untaken:
             log.info(stats.summary())
+        if refused:
+            log.info("%d batch(es) received after the stop were not taken: stream.py keeps "
+                     "their tweets and sends them to the next run", refused)
 
     def process(self, batch_time: datetime, rdd: Any) -> None:
         """``foreachRDD`` hook: collect the batch's records and write them."""
+        with self._finished:
+            if batch_time.timestamp() > self._refuse_after:
+                # the job is stopping: stream.py sends these tweets to the next run
+                self._refused.add(round(batch_time.timestamp() * 1000))
+                return
+            self._active += 1
         try:
             # plain tuples cross the wire (a NamedTuple costs ~2 µs more per tweet to
             # pickle); write_records reads them as Records
@@ -283,11 +237,16 @@ class BatchWriter:
                       "them again", transform.batch_id(batch_time), err)
             return
         except Exception:  # one bad batch must not stop the stream
-            log.exception("batch %s failed and was not stored; not acknowledged",
-                          transform.batch_id(batch_time))
+            if self._refuse_after < math.inf:  # Spark was stopped under it
+                log.info("batch %s: interrupted by the stop; not acknowledged, so stream.py "
+                         "sends its tweets again", transform.batch_id(batch_time))
+            else:
+                log.exception("batch %s failed and was not stored; not acknowledged",
+                              transform.batch_id(batch_time))
             return
         finally:
             with self._finished:
+                self._active -= 1
                 self._last_finished = max(self._last_finished, batch_time.timestamp())
                 self._finished.notify_all()
         if self.metrics_attached:
@@ -306,6 +265,14 @@ class BatchWriter:
         False if ``timeout`` seconds passed first."""
         with self._finished:
             return self._finished.wait_for(lambda: self._last_finished >= moment, timeout)
+
+    def finish(self, timeout: float) -> bool:
+        """Take no batch later than the last one handled, and wait until the ones
+        under way are done, so that stopping Spark interrupts none. False if
+        ``timeout`` seconds passed first."""
+        with self._finished:
+            self._refuse_after = self._last_finished
+            return self._finished.wait_for(lambda: self._active == 0, timeout)
 
     def write_records(
         self, batch_time: datetime, records: Iterable[transform.Record | tuple[Any, ...]]
@@ -429,6 +396,7 @@ def start_spark(settings: config.Settings, **extra_conf: str) -> Any:
     ``extra_conf`` adds Spark properties (tests turn the UI off).
     """
     from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
 
     if settings.master.startswith("local"):
         # the driver and the receiver stay on this machine: no hostname look-up warning
@@ -460,11 +428,32 @@ def start_spark(settings: config.Settings, **extra_conf: str) -> Any:
         conf.set("spark.driver.memory", DRIVER_MEMORY)
     for key, value in extra_conf.items():
         conf.set(key, value)
-    spark_context = SparkContext(conf=conf)
+    # The JVM gets a session of its own: a terminal's Ctrl-C (or a signal to our whole
+    # process group) then reaches only this process, which stops once the batch in
+    # flight is stored, instead of killing the JVM and its Python workers under that
+    # batch. The JVM still ends with us: it exits when its stdin pipe from us closes.
+    gateway = None
+    if SparkContext._gateway is None:  # one JVM per process
+        gateway = launch_gateway(
+            conf, popen_kwargs={"start_new_session": True, "stderr": subprocess.PIPE})
+        threading.Thread(target=forward_jvm_errors, args=(gateway.proc.stderr,),
+                         name="jvm-stderr", daemon=True).start()
+    spark_context = SparkContext(conf=conf, gateway=gateway)
     spark_context.setLogLevel("WARN")
     # executors import transform (process_line) from here, not from the driver's folder
     spark_context.addPyFile(str(PROJECT_DIR / "transform.py"))
     return spark_context
+
+
+def forward_jvm_errors(stream: IO[bytes], to: IO[bytes] | None = None) -> None:
+    """Copy the JVM's stderr (Spark's log lines) to ours, line by line, without the
+    lines in :data:`HARMLESS_JVM_LINES`; returns when the JVM closes it."""
+    out = sys.stderr.buffer if to is None else to
+    with stream:
+        for line in stream:
+            if not line.startswith(HARMLESS_JVM_LINES):
+                out.write(line)
+                out.flush()
 
 
 def create_context(
@@ -474,7 +463,8 @@ def create_context(
     metrics_collection: Any = None,
 ) -> Any:
     """The whole streaming graph: socket lines -> process_line -> writer.process,
-    and a :class:`BatchMetrics` listener (storing into ``metrics_collection`` if given)."""
+    a :class:`BatchMetrics` listener (storing into ``metrics_collection`` if given) and a
+    :class:`ReceiverWatch` that says when stream.py cannot be reached."""
     from pyspark import StorageLevel
     from pyspark.streaming import StreamingContext
 
@@ -487,6 +477,7 @@ def create_context(
     lines = ssc.socketTextStream(settings.host, settings.port, storageLevel=level)
     lines.mapPartitions(transform.process_partition).foreachRDD(writer.process)
     ssc.addStreamingListener(BatchMetrics(writer, metrics_collection))
+    ssc.addStreamingListener(ReceiverWatch(settings.host, settings.port))
     writer.metrics_attached = True
     return ssc
 
@@ -506,8 +497,11 @@ def run_until_stopped(
         if ssc.awaitTerminationOrTimeout(wait):
             return  # it died; awaitTermination has raised the reason if there was one
     stop_at = time.time()
-    if not writer.wait_for_batch_at_or_after(stop_at, settings.batch_seconds * 3 + 30):
+    patience = settings.batch_seconds * 3 + 30
+    if not writer.wait_for_batch_at_or_after(stop_at, patience):
         log.warning("the batch in flight did not finish in time; stopping anyway")
+    if not writer.finish(patience):
+        log.warning("a later batch did not finish in time; stopping anyway")
     ssc.stop(stopSparkContext=True, stopGraceFully=False)
     writer.log_untaken_stats()
 
@@ -519,11 +513,58 @@ def _java_missing() -> bool:
     return shutil.which("java") is None
 
 
+class StoppedWhileStartingError(Exception):
+    """A stop signal arrived while the job was starting (nothing was started yet)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = config.load_settings(
         "spark_streaming.py", config.SPARK_OPTIONS, argv, description=__doc__
     )
     config.configure_logging(settings)
+    stop = threading.Event()
+    started = threading.Event()  # set once batches run: a stop then waits for one
+
+    def on_signal(signum: int, count: int) -> None:
+        name = signal.Signals(signum).name
+        if count > 1:
+            log.warning("%s again: stopping now; the tweets of unfinished batches stay in "
+                        "stream.py's journal and are sent again", name)
+            logging.shutdown()
+            os._exit(130)  # the JVM and its workers end when their pipe from us closes
+        if started.is_set():
+            log.info("%s received: stopping once the batch in flight is stored (within %g s); "
+                     "send it again to stop at once", name, settings.batch_seconds)
+        else:
+            log.info("%s received while starting: stopping before the first batch", name)
+
+    restore = install_stop_handlers(stop, [], on_signal)
+    try:
+        with contextlib.ExitStack() as resources:
+            try:
+                run_job(settings, stop, started, resources)
+            except StoppedWhileStartingError:
+                log.info("stopped before the first batch")
+                return 0
+    finally:
+        restore()
+    log.info("stopped")
+    return 0
+
+
+def run_job(settings: config.Settings, stop: threading.Event, started: threading.Event,
+            resources: contextlib.ExitStack) -> None:
+    """Open the store, the case count and Spark, then run batches until ``stop``.
+
+    Each resource is registered on ``resources`` as soon as it exists, and
+    ``stop`` is checked after every step of start-up (raising StoppedWhileStartingError), so
+    a Ctrl-C at any moment leaves nothing running. Errors are SystemExit lines.
+    """
+
+    def check_stop() -> None:
+        if stop.is_set():
+            raise StoppedWhileStartingError
+
     if _java_missing():
         raise SystemExit(
             "spark_streaming.py: error: Java 17 is needed by Spark and was not found; "
@@ -537,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
         store = storage.open_store(settings)
     except storage.StoreError as err:
         raise SystemExit(f"spark_streaming.py: error: {err}") from None
+    resources.callback(store.close)
+    check_stop()
     durable = storage.DurableStore(store, storage.Spool(settings.spool_path))
     log.info("storing batches in %s", store.description)
     if durable.spooled:
@@ -552,37 +595,29 @@ def main(argv: list[str] | None = None) -> int:
              settings.batch_seconds, settings.master, settings.case_source,
              settings.who_url if settings.case_source == "who" else settings.worldometer_url)
     counter = scrape.open_counter(settings)
+    resources.callback(counter.close)
     counter.start()  # the first batch has a count, and a stale one is said at start
+    check_stop()
     acks = control.ControlClient(settings.host, settings.ack_port, secret)
+    resources.callback(acks.close)
     writer = BatchWriter(durable, counter.current, delivery=control.Delivery(delivered),
                          acks=acks, quarantine=Quarantine(settings.quarantine_path))
     metrics = settings.batch_metrics == "on" or (
         settings.batch_metrics == "auto" and not settings.mongo_uri)
-    ssc = create_context(settings, writer, start_spark(settings),
-                         store.sibling(METRICS_COLLECTION) if metrics else None)
-
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if stop.is_set():
-            log.warning("%s again: stopping now; tweets of unfinished batches are not stored",
-                        name)
-            raise SystemExit(130)
-        log.info("%s received: stopping once the batch in flight is stored (within %g s); "
-                 "send it again to stop at once", name, settings.batch_seconds)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     try:
-        run_until_stopped(ssc, writer, settings, stop)
+        spark_context = start_spark(settings)
+    except KeyboardInterrupt:  # SparkContext's own SIGINT handler, before we took it back
+        raise StoppedWhileStartingError from None
     finally:
-        acks.close()
-        counter.close()
-        store.close()
-    log.info("stopped")
-    return 0
+        # SparkContext installs a SIGINT handler of its own (cancel every job, raise
+        # KeyboardInterrupt): SIGINT is a stop request here, like SIGTERM
+        signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
+    resources.callback(spark_context.stop)  # a no-op once the streaming context stopped it
+    check_stop()
+    ssc = create_context(settings, writer, spark_context,
+                         store.sibling(METRICS_COLLECTION) if metrics else None)
+    started.set()
+    run_until_stopped(ssc, writer, settings, stop)
 
 
 if __name__ == "__main__":

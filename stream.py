@@ -42,12 +42,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import signal
-import socket
 import sys
 import threading
 from collections.abc import Callable
-from types import FrameType
 
 import requests
 import tweepy
@@ -58,6 +55,7 @@ from journal import Journal
 from sources.bluesky import BlueskySource, KeywordMatcher, NoHostError
 from sources.replay import ReplaySource
 from sources.twitter import DailyCap, TwitterSource
+from stopping import install_stop_handlers
 from utility import TweetServer
 
 log = logging.getLogger("stream")
@@ -78,14 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     settings = config.load_settings(PROG, config.STREAM_OPTIONS, argv, description=__doc__)
     config.configure_logging(settings)
 
+    stop = threading.Event()
+    signals: list[int] = []
+    restore = install_stop_handlers(stop, signals)
     try:
         secret = control.load_secret(settings.control_secret, settings.control_secret_path)
     except control.ControlError as err:
         sys.stderr.write(f"{PROG}: error: {err}\n")
+        restore()
         return 1
-    stop = threading.Event()
-    signals: list[int] = []
-    restore = _install_stop_handlers(stop, signals)
     try:
         journal = Journal(settings.journal_path, settings.journal_max_bytes)
     except OSError as err:
@@ -261,48 +260,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
     except ValueError:
         return False
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def _install_stop_handlers(
-    stop: threading.Event, signals: list[int]
-) -> Callable[[], None]:
-    """SIGINT and SIGTERM set ``stop``; returns a function that restores the old handlers.
-
-    The Python-level handler only records the signal: calling ``stop.set()``
-    from it could deadlock, because a handler runs in the main thread, which may
-    be holding that very Event's lock (inside ``stop.wait``). Instead the C-level
-    handler writes the signal number to a socket (``signal.set_wakeup_fd``) and
-    a small thread reading it sets ``stop``.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    reader, writer = socket.socketpair()
-    writer.setblocking(False)
-    wanted = {int(sig) for sig in STOP_SIGNALS}
-
-    def watch() -> None:
-        with reader:
-            while data := reader.recv(64):
-                if wanted.intersection(data):
-                    stop.set()
-
-    def handle(signum: int, frame: FrameType | None) -> None:
-        signals.append(signum)  # no locks here (see above)
-
-    old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
-    threading.Thread(target=watch, name="stop-signals", daemon=True).start()
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-        signal.set_wakeup_fd(old_fd)
-        writer.close()  # ends the watcher
-
-    return restore
 
 
 if __name__ == "__main__":

@@ -24,8 +24,11 @@ exits with stream.py's status.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import functools
 import http.server
+import os
 import shutil
 import signal
 import socket
@@ -40,6 +43,7 @@ sys.path.insert(0, str(PROJECT))  # the project's modules: config, sources
 
 import config  # noqa: E402
 from sources.bluesky import BlueskySource, first_answering  # noqa: E402
+from stopping import install_stop_handlers  # noqa: E402
 
 PYTHON = sys.executable
 DEMO_DATA = PROJECT / "data" / "demo"  # the demo's journal and spool: new each run
@@ -49,6 +53,9 @@ DEMO_BATCHES = 3
 # always the embedded store in data/db (where `report.py inspect` looks), even if .env
 # names a MongoDB; the empty --mongo-uri beats the environment
 EMBEDDED = ["--mongo-uri", "", "--embedded-db-path", "data/db"]
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+#: How long stream.py may take to stop once the job has (it closes its journal).
+PRODUCER_STOP_SECONDS = 30.0
 
 
 def free_ports(count: int) -> list[int]:
@@ -79,47 +86,86 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         """No access log lines in the demo's output."""
 
 
-def run_pair(producer_args: list[str], job_args: list[str]) -> int:
-    """stream.py, then spark_streaming.py, until the job ends; the exit status.
+def _die_with_parent() -> None:
+    """In a child, between fork and exec: get SIGTERM if the launcher dies (even by
+    SIGKILL), so that no program of the run is left behind (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
-    Ctrl-C reaches both from the terminal (the job finishes its batch). If
-    stream.py ends with an error first, the job is stopped and stream.py's
-    status returned, its error being the last thing it printed.
+
+def start(script: str, args: list[str]) -> subprocess.Popen[bytes]:
+    """``script`` with ``args``, in a process group of its own: a terminal's Ctrl-C
+    reaches only the launcher, which stops the programs in the right order."""
+    return subprocess.Popen([PYTHON, script, *args], cwd=PROJECT, process_group=0,
+                            preexec_fn=_die_with_parent)
+
+
+def end(process: subprocess.Popen[bytes], timeout: float) -> int:
+    """Ask ``process`` to stop (SIGTERM), wait up to ``timeout`` s, then kill it and
+    whatever is left of its process group; its exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        sys.stderr.write(f"launch: {process.args[1]} did not stop within {timeout:g} s; "
+                         "killing it\n")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # the group: anything it started
+    return process.wait()
+
+
+def run_pair(producer_args: list[str], job_args: list[str], stop: threading.Event,
+             job_stop_seconds: float) -> int:
+    """stream.py, then spark_streaming.py, until the job ends or ``stop`` is set;
+    the exit status.
+
+    A stop (Ctrl-C, SIGTERM, SIGHUP) stops the job first, so that the batch in
+    flight is stored and acknowledged (within ``job_stop_seconds``), then
+    stream.py, which keeps whatever is not stored in its journal. If stream.py
+    ends with an error first, the job is stopped and stream.py's status
+    returned, its error being the last thing it printed.
     """
-    producer = subprocess.Popen([PYTHON, "stream.py", *producer_args], cwd=PROJECT)
-    job = subprocess.Popen([PYTHON, "spark_streaming.py", *job_args], cwd=PROJECT)
-    # Ctrl-C reaches both children from the terminal; this process only waits for them
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    ended = threading.Event()
+    producer = start("stream.py", producer_args)
+    job = start("spark_streaming.py", job_args)
+    changed = threading.Event()
     for process in (producer, job):
-        threading.Thread(target=lambda p=process: (p.wait(), ended.set()), daemon=True).start()
-    while job.poll() is None:
-        ended.wait()
-        ended.clear()
+        threading.Thread(target=lambda p=process: (p.wait(), changed.set()),
+                         daemon=True).start()
+    threading.Thread(target=lambda: (stop.wait(), changed.set()), daemon=True).start()
+    status = None
+    while job.poll() is None and not stop.is_set():
+        changed.wait()
+        changed.clear()
         status = producer.poll()
         if status not in (None, 0) and job.poll() is None:
             sys.stderr.write(f"launch: stream.py stopped with status {status}; stopping "
                              "spark_streaming.py\n")
-            job.send_signal(signal.SIGTERM)
-            job.wait()
+            end(job, job_stop_seconds)
             return status
-    if producer.poll() is None:
-        producer.send_signal(signal.SIGTERM)  # it keeps what is not stored in its journal
-    producer.wait()
-    return job.returncode
+    job_status = end(job, job_stop_seconds)
+    producer_status = end(producer, PRODUCER_STOP_SECONDS)
+    return job_status or producer_status
 
 
-def live_source() -> list[str]:
+def live_source(stop: threading.Event | None = None) -> list[str] | None:
     """stream.py's arguments for ``make run``: X, Bluesky or, offline, the replay.
-    Prints which, in one line."""
+    Prints which, in one line; None if ``stop`` was set while looking."""
     settings = config.load_settings("make run", config.STREAM_OPTIONS, [])
     if settings.bearer_token:
         print("make run: live posts from the X API filtered stream (TWITTER_BEARER_TOKEN is "
               "set; X bills each post read)", flush=True)
         return ["--source", "twitter"]
-    url = first_answering(settings.jetstream_urls, BlueskySource.START_TIMEOUT)
-    if url is not None:
-        print(f"make run: live Bluesky posts from Jetstream ({url}), keywords "
+    answer: list[str | None] = []
+    looked = threading.Event()
+    threading.Thread(target=lambda: (answer.append(first_answering(
+        settings.jetstream_urls, BlueskySource.START_TIMEOUT)), looked.set()),
+        daemon=True).start()
+    while not looked.wait(0.2):  # a Ctrl-C while looking ends the launcher at once
+        if stop is not None and stop.is_set():
+            return None
+    if answer[0] is not None:
+        print(f"make run: live Bluesky posts from Jetstream ({answer[0]}), keywords "
               f"{','.join(settings.keywords)}", flush=True)
         return ["--source", "bluesky"]
     print(f"make run: no Jetstream host answered within {BlueskySource.START_TIMEOUT:g} s "
@@ -127,13 +173,25 @@ def live_source() -> list[str]:
     return ["--source", "replay", "--rate", "5", "--loop"]
 
 
+def job_stop_seconds(batch_seconds: float) -> float:
+    """How long the job may take to stop: it waits for the batch in flight (at most
+    three batches and 30 s), then stops Spark."""
+    return batch_seconds * 3 + 60
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["run", "demo"])
     mode = parser.parse_args().mode
+    stop = threading.Event()
+    install_stop_handlers(stop, [])  # Ctrl-C, SIGTERM and SIGHUP: stop both, in order
     if mode == "run":
-        return run_pair(live_source(), EMBEDDED)
+        source = live_source(stop)
+        if source is None:
+            return 0
+        batch_seconds = config.load_settings("make run", config.SPARK_OPTIONS, []).batch_seconds
+        return run_pair(source, EMBEDDED, stop, job_stop_seconds(batch_seconds))
 
     page = serve_samples()
     tweet_port, ack_port = free_ports(2)
@@ -149,21 +207,20 @@ def main() -> int:
          "--case-source", "worldometers", "--worldometer-url", url, *EMBEDDED,
          "--spool-path", str(DEMO_DATA / "spool.jsonl"),
          "--quarantine-path", str(DEMO_DATA / "quarantine.jsonl")],
+        stop, job_stop_seconds(DEMO_BATCH_SECONDS),
     )
     page.shutdown()
-    if code != 0:
+    if code != 0 or stop.is_set():
         return code
-    print("\n== stored batches ==", flush=True)
-    subprocess.run([PYTHON, "report.py", "inspect", "--last", str(DEMO_BATCHES + 2), *EMBEDDED],
-                   cwd=PROJECT, check=True)
-    print("\n== the last document, as MongoDB Extended JSON ==", flush=True)
-    subprocess.run([PYTHON, "report.py", "inspect", "--last", "1", "--json", *EMBEDDED],
-                   cwd=PROJECT, check=True)
-    print("\n== the report figure ==", flush=True)
-    plot = subprocess.run([PYTHON, "report.py", "plot", "--since", started,
-                           "--out", str(DEMO_REPORT), *EMBEDDED], cwd=PROJECT)
-    if plot.returncode != 0:  # report.py said why in one line (e.g. nothing was stored)
-        return plot.returncode
+    for title, args in (
+        ("stored batches", ["inspect", "--last", str(DEMO_BATCHES + 2)]),
+        ("the last document, as MongoDB Extended JSON", ["inspect", "--last", "1", "--json"]),
+        ("the report figure", ["plot", "--since", started, "--out", str(DEMO_REPORT)]),
+    ):
+        print(f"\n== {title} ==", flush=True)
+        shown = subprocess.run([PYTHON, "report.py", *args, *EMBEDDED], cwd=PROJECT)
+        if shown.returncode != 0:  # report.py said why in one line (e.g. nothing was stored)
+            return shown.returncode
     print(f"report figure: {DEMO_REPORT}", flush=True)
     return 0
 

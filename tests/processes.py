@@ -134,15 +134,17 @@ class Program:
     """A running stream.py or spark_streaming.py whose log lines a test can await."""
 
     def __init__(self, args: list[str], cwd: Path = PROJECT,
-                 preexec_fn: Callable[[], None] | None = None) -> None:
+                 preexec_fn: Callable[[], None] | None = None,
+                 env: dict[str, str] | None = None, own_group: bool = False) -> None:
         self.args = args
         self.lines: list[str] = []
         self.started = time.monotonic()
         self._changed = threading.Condition()
         self.process = subprocess.Popen(
-            [sys.executable, *args], cwd=cwd, env=clean_env(),
+            [sys.executable, *args], cwd=cwd, env=clean_env(**(env or {})),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             preexec_fn=preexec_fn,  # a resource limit, set between fork and exec
+            process_group=0 if own_group else None,  # as a terminal starts a program
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

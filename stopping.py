@@ -1,0 +1,80 @@
+"""How the programs stop: SIGINT, SIGTERM and SIGHUP become a stop request.
+
+Both programs and the launcher use :func:`install_stop_handlers` from the first
+moment of ``main()``, so a Ctrl-C is honoured at any point of start-up too, and
+a terminal that closes (SIGHUP) stops them the same graceful way as Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+#: The signals that ask a program to stop: Ctrl-C, ``kill``, a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def install_stop_handlers(
+    stop: threading.Event,
+    signals: list[int],
+    on_signal: Callable[[int, int], None] | None = None,
+) -> Callable[[], None]:
+    """Make :data:`STOP_SIGNALS` set ``stop``; returns a function that restores the
+    old handlers. Each signal's number is appended to ``signals``, and
+    ``on_signal(signum, count)`` (count 1 for the first stop signal, 2 for the
+    second, ...) is called from a watcher thread, e.g. to log or to stop at once.
+
+    The Python-level handler only records the signal: calling ``stop.set()``
+    from it could deadlock, because a handler runs in the main thread, which may
+    be holding that very Event's lock (inside ``stop.wait``). Instead the C-level
+    handler writes the signal number to a socket (``signal.set_wakeup_fd``) and
+    a small thread reading it sets ``stop``. Outside the main thread (tests
+    calling ``main()`` from a thread) nothing is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    watcher = _Watcher(stop, on_signal)
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        signals.append(signum)  # no locks here (see above)
+
+    old_fd = signal.set_wakeup_fd(watcher.writer.fileno(), warn_on_full_buffer=False)
+    previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
+    # the thread holds the watcher, and so both ends of the socket, for as long as
+    # the handlers are installed, whether or not the caller keeps ``restore``
+    threading.Thread(target=watcher.run, name="stop-signals", daemon=True).start()
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        signal.set_wakeup_fd(old_fd)
+        watcher.writer.close()  # ends the watcher
+
+    return restore
+
+
+class _Watcher:
+    """Reads the signal numbers that the C-level handler writes, in a thread."""
+
+    def __init__(self, stop: threading.Event,
+                 on_signal: Callable[[int, int], None] | None) -> None:
+        self.reader, self.writer = socket.socketpair()
+        self.writer.setblocking(False)
+        self.stop = stop
+        self.on_signal = on_signal
+        self.count = 0
+
+    def run(self) -> None:
+        wanted = {int(sig) for sig in STOP_SIGNALS}
+        with self.reader:
+            while data := self.reader.recv(64):
+                for signum in data:
+                    if signum not in wanted:
+                        continue
+                    self.count += 1
+                    self.stop.set()
+                    if self.on_signal is not None:
+                        self.on_signal(signum, self.count)

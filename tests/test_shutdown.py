@@ -1,0 +1,241 @@
+"""Stopping, as a person does it: Ctrl-C at any moment of start-up, a terminal's
+Ctrl-C to the whole process group, SIGTERM/SIGHUP to the launcher; and the job
+started before stream.py. The real programs run; nothing may be left behind."""
+
+from __future__ import annotations
+
+import gc
+import io
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+from processes import PROJECT, PageServer, Program, free_port, producer, write_tweets
+
+import spark_streaming
+from listeners import ReceiverWatch
+from stopping import STOP_SIGNALS, install_stop_handlers
+
+pytestmark = pytest.mark.e2e
+LEFTOVER_SECONDS = 30  # the issue's bound: no process of a run remains 30 s after a stop
+
+
+def processes_marked(marker: str) -> list[str]:
+    """Command lines of the processes whose environment holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+    return found
+
+
+def wait_until_none_marked(marker: str) -> list[str]:
+    """Wait up to LEFTOVER_SECONDS for every marked process to end; what is left."""
+    gone = threading.Event()
+    for _ in range(LEFTOVER_SECONDS * 10):
+        left = processes_marked(marker)
+        if not left:
+            return []
+        gone.wait(0.1)  # polling /proc: no process can tell us it has ended
+    return processes_marked(marker)
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> dict[str, str]:
+    """An environment that marks every process of the run (children inherit it) and
+    gives it a temporary folder of its own."""
+    (tmp_path / "tmp").mkdir()
+    return {"COVID_TEST_RUN": uuid.uuid4().hex, "TMPDIR": str(tmp_path / "tmp")}
+
+
+# --- the stop request ------------------------------------------------------------------
+
+
+def test_a_stop_signal_is_seen_even_when_the_caller_drops_restore() -> None:
+    stop, seen, counts = threading.Event(), [], []
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    install_stop_handlers(stop, seen, lambda signum, count: counts.append(count))
+    try:
+        gc.collect()  # nothing but the watcher may keep the socket alive
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert stop.wait(30), "SIGHUP was lost"
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(300):
+            if counts == [1, 2]:
+                break
+            threading.Event().wait(0.1)
+        assert seen == [signal.SIGHUP, signal.SIGTERM] and counts == [1, 2]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(-1)
+
+
+# --- the job's messages ----------------------------------------------------------------
+
+
+def test_waiting_for_stream_py_is_said_once_then_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [100.0]
+    watch = ReceiverWatch("127.0.0.1", 5555, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="spark_streaming"):
+        for _ in range(30):  # a minute of Spark's retries, every 2 s
+            watch.receiver_error("ConnectException: Connection refused")
+            now[0] += 2
+        watch.receiver_error("ConnectException: Connection refused")
+        watch.records_received(0)
+        watch.records_received(12)
+        watch.records_received(12)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        "waiting for stream.py on 127.0.0.1:5555 (ConnectException: Connection refused): "
+        "start it first (python stream.py), or check --host/--port; retrying every 2 s",
+        "still waiting for stream.py on 127.0.0.1:5555 after 60 s "
+        "(ConnectException: Connection refused)",
+        "stream.py on 127.0.0.1:5555 is sending again after 60 s",
+    ]
+
+
+def test_the_jvm_output_is_passed_on_without_the_incubator_warning() -> None:
+    jvm = io.BytesIO(b"WARNING: Using incubator modules: jdk.incubator.vector\n"
+                     b"12:00:00 ERROR   spark Executor: a real problem\n")
+    out = io.BytesIO()
+    spark_streaming.forward_jvm_errors(jvm, out)
+    assert out.getvalue() == b"12:00:00 ERROR   spark Executor: a real problem\n"
+
+
+# --- the real programs -----------------------------------------------------------------
+
+
+def test_ctrl_c_while_the_job_starts_stops_it_and_leaves_nothing(
+    tmp_path: Path, marker: dict[str, str],
+) -> None:
+    consumer = Program(["spark_streaming.py", "--port", str(free_port()),
+                        "--ack-port", str(free_port()), "--batch-seconds", "1",
+                        "--worldometer-url", "http://127.0.0.1:9/", "--scrape-timeout", "1",
+                        "--embedded-db-path", str(tmp_path / "db"),
+                        "--spool-path", str(tmp_path / "spool.jsonl"),
+                        "--quarantine-path", str(tmp_path / "quarantine.jsonl"),
+                        "--control-secret-file", str(tmp_path / "control.secret")],
+                       env=marker, own_group=True)
+    try:
+        consumer.wait_for_text("reading tweets from")  # Spark is not up yet
+        os.killpg(consumer.process.pid, signal.SIGINT)  # a terminal's Ctrl-C: the group
+        assert consumer.process.wait(120) == 0, consumer.log
+    finally:
+        consumer.kill()
+    assert "SIGINT received while starting: stopping before the first batch" in consumer.log
+    assert "stopped before the first batch" in consumer.log
+    assert "Traceback" not in consumer.log and "Exception" not in consumer.log
+    assert wait_until_none_marked(marker["COVID_TEST_RUN"]) == []
+    assert list((tmp_path / "tmp").iterdir()) == []  # pyspark's connection file is gone
+
+
+def test_the_job_waits_for_stream_py_in_one_line_and_a_group_ctrl_c_stores_the_last_batch(
+    tmp_path: Path, page: PageServer, marker: dict[str, str],
+) -> None:
+    port, ack_port = free_port(), free_port()
+    texts = write_tweets(tmp_path / "tweets.jsonl", 20_000)  # runs past the stop
+    consumer = Program(["spark_streaming.py", "--port", str(port), "--ack-port", str(ack_port),
+                        "--batch-seconds", "1", "--worldometer-url", page.url,
+                        "--embedded-db-path", str(tmp_path / "db"),
+                        "--spool-path", str(tmp_path / "spool.jsonl"),
+                        "--quarantine-path", str(tmp_path / "quarantine.jsonl"),
+                        "--control-secret-file", str(tmp_path / "control.secret")],
+                       env=marker, own_group=True)
+    source = None
+    try:
+        consumer.wait_for_text("waiting for stream.py on 127.0.0.1:")
+        consumer.wait_for(lambda lines: sum("Spark: 0 records" in line for line in lines) >= 3)
+        source = producer(tmp_path, tmp_path / "tweets.jsonl", port, ack_port, 100)
+        consumer.wait_for_text("is sending again")
+        consumer.wait_for(lambda _: consumer.kept() >= 100)
+        os.killpg(consumer.process.pid, signal.SIGINT)  # the JVM's and workers' group too
+        assert consumer.process.wait(120) == 0, consumer.log
+        source.wait_for_text("consumer disconnected")
+        assert source.stop(signal.SIGTERM) == 0, source.log
+    finally:
+        consumer.kill()
+        if source is not None:
+            source.kill()
+    log = consumer.log
+    assert sum("waiting for stream.py" in line for line in consumer.lines) == 1, log
+    assert "Restarting receiver" not in log and "Traceback" not in log
+    assert "not stored" not in log and "interrupted" not in log, log
+    assert "SIGINT received: stopping once the batch in flight is stored" in log
+    stored = consumer.kept()
+    summary = next(line for line in source.lines if "summary:" in line)
+    assert f"{stored} stored" in summary, (summary, stored)  # each stored batch was acknowledged
+    assert 100 <= stored <= len(texts)
+    assert wait_until_none_marked(marker["COVID_TEST_RUN"]) == []
+
+
+@pytest.mark.parametrize("how", ["SIGINT to the group", "SIGTERM", "SIGHUP"])
+def test_stopping_the_launcher_stops_the_job_first_and_leaves_nothing(
+    tmp_path: Path, page: PageServer, marker: dict[str, str], how: str,
+) -> None:
+    with socket_closed() as dead:
+        env = {**marker, "JETSTREAM_URLS": dead, "STREAM_PORT": str(free_port()),
+               "ACK_PORT": str(free_port()), "BATCH_SECONDS": "1",
+               "JOURNAL_PATH": str(tmp_path / "journal"),
+               "SPOOL_PATH": str(tmp_path / "spool.jsonl"),
+               "QUARANTINE_PATH": str(tmp_path / "quarantine.jsonl"),
+               "CONTROL_SECRET_FILE": str(tmp_path / "control.secret"),
+               "WORLDOMETER_URL": page.url}
+        launcher = Program([str(PROJECT / "scripts" / "launch.py"), "run"], cwd=tmp_path,
+                           env=env, own_group=True)
+    try:
+        launcher.wait_for(lambda _: launcher.kept() > 0)
+        if how == "SIGINT to the group":
+            os.killpg(launcher.process.pid, signal.SIGINT)  # what Ctrl-C in `make run` does
+        else:
+            launcher.process.send_signal(getattr(signal, how))
+        assert launcher.process.wait(120) == 0, launcher.log
+    finally:
+        launcher.kill()
+    log = launcher.log
+    assert wait_until_none_marked(marker["COVID_TEST_RUN"]) == [], log
+    job_stopped = log.index("spark_streaming: stopped")
+    assert job_stopped < log.index("stream: summary:"), log  # the job first, then stream.py
+    assert "Connection refused" not in log and "cannot reach the control port" not in log, log
+    assert "Traceback" not in log
+
+
+class socket_closed:  # noqa: N801 (used as a context manager, like a function)
+    """A ws:// URL on a port where nothing listens (a Jetstream host that is down)."""
+
+    def __enter__(self) -> str:
+        import socket
+
+        self._probe = socket.socket()
+        self._probe.bind(("127.0.0.1", 0))
+        return f"ws://127.0.0.1:{self._probe.getsockname()[1]}/subscribe"
+
+    def __exit__(self, *exc: object) -> None:
+        self._probe.close()
+
+
+def test_processes_marked_finds_a_child_and_forgets_it_once_it_ends(
+    marker: dict[str, str],
+) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE, env={**os.environ, **marker})
+    try:
+        assert len(processes_marked(marker["COVID_TEST_RUN"])) == 1
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(30)
+    assert processes_marked(marker["COVID_TEST_RUN"]) == []
