@@ -593,7 +593,7 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
     log.info("reading tweets from %s:%d (control port %d), %g s batches, master %s, "
              "case count from %s (%s)", settings.host, settings.port, settings.ack_port,
              settings.batch_seconds, settings.master, settings.case_source,
-             settings.who_url if settings.case_source == "who" else settings.worldometer_url)
+             settings.who_url if settings.case_source == "who" else settings.worldometers_url)
     counter = scrape.open_counter(settings)
     resources.callback(counter.close)
     counter.start()  # the first batch has a count, and a stale one is said at start

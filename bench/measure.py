@@ -166,7 +166,7 @@ class SparkJob:
             cmd = [sys.executable, "-m", "bench.job", "full", "--",
                    "--host", "127.0.0.1", "--port", str(feeder.port),
                    "--ack-port", str(feeder.ack_port), "--batch-seconds", str(interval),
-                   "--master", master, "--worldometer-url", page_url,
+                   "--master", master, "--worldometers-url", page_url,
                    "--embedded-db-path", str(here / "db"),
                    "--spool-path", str(here / "spool.jsonl"),
                    "--quarantine-path", str(here / "quarantine.jsonl")]

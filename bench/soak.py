@@ -472,7 +472,7 @@ def soak(run: Run, here: Path, page_url: str) -> Run:
             job = Program("job", "spark_streaming.py", [
                 "--host", "127.0.0.1", "--port", str(port), "--ack-port", str(ack_port),
                 "--batch-seconds", f"{run.batch_seconds:g}", "--master", run.master,
-                "--worldometer-url", page_url, "--embedded-db-path", str(here / "db"),
+                "--worldometers-url", page_url, "--embedded-db-path", str(here / "db"),
                 "--spool-path", str(here / "spool.jsonl"),
                 "--quarantine-path", str(here / "quarantine.jsonl"), *secret], here,
                 on_job_line)

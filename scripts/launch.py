@@ -204,7 +204,7 @@ def main() -> int:
         ["--source", "replay", "--rate", "4", "--loop", *ports,
          "--journal-path", str(DEMO_DATA / "journal")],
         [*ports, "--batch-seconds", str(DEMO_BATCH_SECONDS), "--duration", str(duration),
-         "--case-source", "worldometers", "--worldometer-url", url, *EMBEDDED,
+         "--case-source", "worldometers", "--worldometers-url", url, *EMBEDDED,
          "--spool-path", str(DEMO_DATA / "spool.jsonl"),
          "--quarantine-path", str(DEMO_DATA / "quarantine.jsonl")],
         stop, job_stop_seconds(DEMO_BATCH_SECONDS),

@@ -154,7 +154,7 @@ def test_the_job_runs_on_a_standalone_cluster(
     job = Program([
         str(PROJECT / "spark_streaming.py"), "--master", cluster.master_url,
         "--host", "127.0.0.1", "--port", port, "--ack-port", ack_port,
-        "--batch-seconds", "2", "--worldometer-url", page.url,
+        "--batch-seconds", "2", "--worldometers-url", page.url,
         "--embedded-db-path", str(db_path), "--spool-path", str(tmp_path / "spool.jsonl"),
         "--quarantine-path", str(tmp_path / "quarantine.jsonl")], cwd=job_dir)
     try:

@@ -195,7 +195,7 @@ def test_spark_streaming_help_explains_every_option() -> None:
     assert result.returncode == 0
     for flag in ("--host", "--port", "--batch-seconds", "--master", "--duration",
                  "--mongo-uri", "--database", "--collection", "--embedded-db-path",
-                 "--worldometer-url", "--scrape-timeout", "--log-level"):
+                 "--worldometers-url", "--scrape-timeout", "--log-level"):
         assert flag in result.stdout
 
 

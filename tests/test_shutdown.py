@@ -124,7 +124,7 @@ def test_ctrl_c_while_the_job_starts_stops_it_and_leaves_nothing(
 ) -> None:
     consumer = Program(["spark_streaming.py", "--port", str(free_port()),
                         "--ack-port", str(free_port()), "--batch-seconds", "1",
-                        "--worldometer-url", "http://127.0.0.1:9/", "--scrape-timeout", "1",
+                        "--worldometers-url", "http://127.0.0.1:9/", "--scrape-timeout", "1",
                         "--embedded-db-path", str(tmp_path / "db"),
                         "--spool-path", str(tmp_path / "spool.jsonl"),
                         "--quarantine-path", str(tmp_path / "quarantine.jsonl"),
@@ -149,7 +149,7 @@ def test_the_job_waits_for_stream_py_in_one_line_and_a_group_ctrl_c_stores_the_l
     port, ack_port = free_port(), free_port()
     texts = write_tweets(tmp_path / "tweets.jsonl", 20_000)  # runs past the stop
     consumer = Program(["spark_streaming.py", "--port", str(port), "--ack-port", str(ack_port),
-                        "--batch-seconds", "1", "--worldometer-url", page.url,
+                        "--batch-seconds", "1", "--worldometers-url", page.url,
                         "--embedded-db-path", str(tmp_path / "db"),
                         "--spool-path", str(tmp_path / "spool.jsonl"),
                         "--quarantine-path", str(tmp_path / "quarantine.jsonl"),
@@ -193,7 +193,7 @@ def test_stopping_the_launcher_stops_the_job_first_and_leaves_nothing(
                "SPOOL_PATH": str(tmp_path / "spool.jsonl"),
                "QUARANTINE_PATH": str(tmp_path / "quarantine.jsonl"),
                "CONTROL_SECRET_FILE": str(tmp_path / "control.secret"),
-               "WORLDOMETER_URL": page.url}
+               "WORLDOMETERS_URL": page.url}
         launcher = Program([str(PROJECT / "scripts" / "launch.py"), "run"], cwd=tmp_path,
                            env=env, own_group=True)
     try:
