@@ -40,6 +40,7 @@ Examples:
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import sys
@@ -56,7 +57,7 @@ from sources.bluesky import BlueskySource, KeywordMatcher, NoHostError
 from sources.replay import ReplaySource
 from sources.twitter import DailyCap, TwitterSource
 from stopping import install_stop_handlers
-from utility import TweetServer
+from utility import ListenError, TweetServer
 
 log = logging.getLogger("stream")
 
@@ -97,12 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             server.start()
-        except OSError as err:
-            reason = err.strerror or str(err)
-            sys.stderr.write(
-                f"{PROG}: error: cannot listen on {settings.host}:{settings.port} "
-                f"(control port {settings.ack_port}): {reason}\n"
-            )
+        except ListenError as err:
+            flag = "--port / STREAM_PORT" if err.role == "posts" else "--ack-port / ACK_PORT"
+            busy = ("; another program holds it (another stream.py?): choose another port"
+                    " with " + flag.split(" / ")[0] + ", and give spark_streaming.py the same"
+                    if err.errno == errno.EADDRINUSE else f" (set by {flag})")
+            sys.stderr.write(f"{PROG}: error: {err}{busy}\n")
             return 1
         host, port = server.address
         if not _is_loopback(host):

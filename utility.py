@@ -104,16 +104,17 @@ class TweetServer:
     def start(self) -> None:
         """Bind and listen (and the control port, if any), then start serving.
 
-        Raises OSError (``socket.gaierror`` included) when an address cannot be
-        bound; nothing is left open in that case.
+        Raises :class:`ListenError` naming the port when an address cannot be
+        bound (or resolved); nothing is left open in that case.
         """
         if self._listener is not None:
             raise RuntimeError("TweetServer already started")
-        self._listener = _listen(self.host, self.port, self.LISTEN_BACKLOG)
+        self._listener = _listen(self.host, self.port, self.LISTEN_BACKLOG, "posts")
         if self.ack_port is not None:
             assert self._secret is not None
             try:
-                control_listener = _listen(self.host, self.ack_port, self.LISTEN_BACKLOG)
+                control_listener = _listen(self.host, self.ack_port, self.LISTEN_BACKLOG,
+                                           "control")
             except OSError:
                 self._listener.close()
                 self._listener = None
@@ -472,16 +473,31 @@ class Sender(threading.Thread):
                 cursor.wake()
 
 
-def _listen(host: str, port: int, backlog: int) -> socket.socket:
-    family, _, _, _, sockaddr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    listener = socket.socket(family, socket.SOCK_STREAM)
+class ListenError(OSError):
+    """One of the producer's ports cannot be listened on; ``role`` says which
+    ("posts" or "control"), ``str(err)`` is one line naming it."""
+
+    def __init__(self, role: str, host: str, port: int, err: OSError) -> None:
+        super().__init__(err.errno, err.strerror or str(err))
+        self.role, self.host, self.port = role, host, port
+
+    def __str__(self) -> str:
+        return f"cannot listen on {self.host}:{self.port}, the {self.role} port: {self.strerror}"
+
+
+def _listen(host: str, port: int, backlog: int, role: str) -> socket.socket:
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as err:
+        raise ListenError(role, host, port, err) from None
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(sockaddr)
         listener.listen(backlog)
-    except OSError:
+    except OSError as err:
         listener.close()
-        raise
+        raise ListenError(role, host, port, err) from None
     return listener

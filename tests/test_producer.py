@@ -738,16 +738,23 @@ def test_cli_twitter_without_a_token_says_what_to_do(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_cli_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("busy", "role", "flag"), [("posts", "posts", "--port"),
+                                                     ("control", "control", "--ack-port")])
+def test_cli_port_in_use_names_the_busy_port_in_one_line(
+    tmp_path: Path, busy: str, role: str, flag: str
+) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        result = run_cli("--source", "replay", "--port", str(port), "--ack-port",
-                         str(free_port()), cwd=tmp_path)
+        ports = ([str(port), str(free_port())] if busy == "posts"
+                 else [str(free_port()), str(port)])
+        result = run_cli("--source", "replay", "--port", ports[0], "--ack-port", ports[1],
+                         cwd=tmp_path)
     assert result.returncode == 1
     lines = [line for line in result.stderr.strip().splitlines() if " INFO " not in line]
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"stream.py: error: cannot listen on 127.0.0.1:{port} "
-                               "(control port ")
+    assert lines[0].startswith(f"stream.py: error: cannot listen on 127.0.0.1:{port}, the "
+                               f"{role} port: Address already in use; "), lines[0]
+    assert f"choose another port with {flag}," in lines[0]
     assert "Traceback" not in result.stderr
 
 
