@@ -56,6 +56,14 @@ POST_COLLECTION = "app.bsky.feed.post"
 _FACET_TAG = "app.bsky.richtext.facet#tag"
 #: Largest event the client carries by default (and asks the host to skip above).
 DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024
+#: A frame is read up to this many times ``max_event_bytes``, so that an event a
+#: host sends although it is over the limit is skipped whole, by its size, with no
+#: post after it lost; only a frame past even that closes the connection (1009)
+#: and is got past by :mod:`sources.oversize`'s cursor rule.
+READ_LIMIT_FACTOR = 16
+#: Where an event's ``time_us`` is found without parsing it: Jetstream writes it
+#: among the first fields.
+_TIME_US = re.compile(r'"time_us"\s*:\s*(\d{1,20})')
 #: Query options a configured URL may not keep: the client sets them itself, or
 #: (requireHello) they would make the host wait for a message the client never sends.
 _OWN_OPTIONS = ("wantedCollections", "cursor", "compress", "maxMessageSizeBytes", "requireHello")
@@ -243,6 +251,8 @@ class BlueskySource(JetstreamProgress):
 
     #: At start, give up (NoHostError) if no host has answered within this.
     START_TIMEOUT = 15.0
+    #: Frames are read up to this many times ``max_event_bytes`` (see the constant).
+    READ_LIMIT_FACTOR = READ_LIMIT_FACTOR
     #: Most seconds one opening handshake may take.
     OPEN_TIMEOUT = 10.0
     #: Wait before reconnect attempt n: a random time up to
@@ -350,7 +360,8 @@ class BlueskySource(JetstreamProgress):
         self._asked = self.resume_cursor() if skip_cursor is None else skip_cursor
         self._newest_here = None
         target = subscribe_url(url, self._asked, self.max_event_bytes)
-        with connect(target, open_timeout=open_timeout, max_size=self.max_event_bytes,
+        with connect(target, open_timeout=open_timeout,
+                     max_size=self.max_event_bytes * self.READ_LIMIT_FACTOR,
                      close_timeout=2, user_agent_header=USER_AGENT) as websocket:
             if self.connected.is_set():
                 self.reconnects += 1
@@ -400,6 +411,9 @@ class BlueskySource(JetstreamProgress):
     def on_frame(self, frame: str | bytes) -> None:
         """Handle one frame: a matching new post goes to ``emit``."""
         self.events += 1
+        if len(frame) * 4 > self.max_event_bytes and _size(frame) > self.max_event_bytes:
+            self.on_oversize(frame)
+            return
         verdict, post, time_us = read_event(frame)
         if time_us is not None:
             self.note_time(time_us)
@@ -436,6 +450,22 @@ class BlueskySource(JetstreamProgress):
         level = logging.WARNING if self.connected.is_set() else logging.DEBUG
         log.log(level, "Jetstream %s: %s; reconnecting with backoff", url, reason[:200])
 
+    def on_oversize(self, frame: str | bytes) -> None:
+        """Called with an event over ``max_event_bytes`` that the host sent anyway (it
+        ignored ``maxMessageSizeBytes``): skipped, counted and logged, unparsed."""
+        head = frame[:256] if isinstance(frame, str) else frame[:256].decode("utf-8", "replace")
+        found = _TIME_US.search(head)
+        time_us = int(found.group(1)) if found else None
+        if time_us is not None:
+            self.note_time(time_us)
+            if self._asked is None or time_us >= self._asked:
+                self._newest_here = max(time_us, self._newest_here or time_us)
+                self._skip.event(time_us)
+        self.oversize += 1
+        log.warning("skipping a Jetstream event over %d bytes (%d bytes, time_us %s) from %s "
+                    "(%d skipped so far)", self.max_event_bytes, _size(frame), time_us,
+                    self.url, self.oversize)
+
     def on_too_big(self, url: str) -> None:
         """Called when ``url`` sent an event over ``max_event_bytes`` (the host
         ignored ``maxMessageSizeBytes``): the next connection goes past it."""
@@ -452,6 +482,11 @@ class BlueskySource(JetstreamProgress):
         """Called when no event has come for ``stale_seconds``: the host is silent."""
         log.warning("no event from %s for %g s; reconnecting to another host",
                     url, self.stale_seconds)
+
+
+def _size(frame: str | bytes) -> int:
+    """A frame's size in bytes, as the host counts it."""
+    return len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8", "replace"))
 
 
 def _too_big(err: websockets.exceptions.ConnectionClosed) -> bool:

@@ -1,5 +1,9 @@
 """Getting past a Jetstream event too big to carry (a close with code 1009).
 
+An event over the client's limit that still fits the WebSocket's read limit (16
+times it) is read and skipped by its size in ``BlueskySource.on_oversize``, with
+nothing lost; this module is for the rarer frame too big even to read.
+
 The client asks the host to skip events over its frame limit
 (``maxMessageSizeBytes``), but a v1 host may ignore that and send one anyway.
 The client's WebSocket then closes the connection with 1009 (message too big)

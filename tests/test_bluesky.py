@@ -527,9 +527,33 @@ def test_the_client_asks_the_host_to_skip_events_it_cannot_carry(
 def test_an_event_too_big_from_a_host_that_ignores_the_limit_is_skipped_once(
     jetstream: JetstreamStandIn, start: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A v1 host sends an event over the client's frame limit (4 MiB by default):
-    the connection closes with 1009, and the client must not ask for it again and
-    again; the posts after it arrive. Events a millisecond apart, as on the firehose."""
+    """A v1 host sends an event over the client's limit (4 MiB by default) although
+    it was asked not to: the client reads it, skips it by its size, counts and logs
+    it once, and stays connected: every post after it arrives, even one long after."""
+    caplog.set_level(logging.WARNING, logger="sources.bluesky")
+    jetstream.ignores_max_size = True
+    emitted = Collector()
+    source = start([jetstream.url], emitted)
+    jetstream.wait_for_connections(1)
+    jetstream.publish(*covid_posts(3, step_us=1_000),
+                      big_post("big", T0_US + 3_000, bluesky.DEFAULT_MAX_EVENT_BYTES),
+                      *covid_posts(3, start=4, step_us=1_000),
+                      post_event("k7", "post 7 about covid", T0_US + 5_000_000))
+    ids = emitted.wait_for(7)
+    assert ids == [uri(f"k{n}") for n in (0, 1, 2, 4, 5, 6, 7)]
+    assert len(jetstream.paths) == 1, jetstream.cursors()  # no reconnect at all
+    assert source.oversize == 1 and "1 oversize skipped" in source.status()
+    assert caplog.text.count("skipping a Jetstream event over 4194304 bytes") == 1
+
+
+def test_a_frame_past_even_the_read_limit_is_got_past_without_a_loop(
+    jetstream: JetstreamStandIn, start: Any, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A frame the WebSocket cannot read at all closes the connection with 1009 and
+    the client must not ask for it again and again; the posts after it arrive.
+    Events a millisecond apart, as on the firehose."""
+    monkeypatch.setattr(BlueskySource, "READ_LIMIT_FACTOR", 1)
     caplog.set_level(logging.WARNING, logger="sources.bluesky")
     jetstream.ignores_max_size = True
     emitted = Collector()
