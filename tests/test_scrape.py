@@ -857,8 +857,37 @@ def test_cli_rejects_a_non_http_url(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("scrape.py: error: ")
-    assert "--worldometers-url" in lines[0]
+    assert lines[0].startswith("scrape.py: error: --url / WORLDOMETERS_URL: ")
+    assert lines[0].endswith("(from --url)")
+
+
+@pytest.mark.usefixtures("cli_env")
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        (["--timeout", "abc"], {},
+         "--timeout / SCRAPE_TIMEOUT: 'abc' is not a number (from --timeout)"),
+        (["--scrape-timeout", "abc"], {},
+         "--scrape-timeout / SCRAPE_TIMEOUT: 'abc' is not a number (from --scrape-timeout)"),
+        (["--timeout=-1"], {}, "--timeout / SCRAPE_TIMEOUT: "),
+        # not typed: scrape.py's own name for the option
+        ([], {"SCRAPE_TIMEOUT": "abc"},
+         "--timeout / SCRAPE_TIMEOUT: 'abc' is not a number (from SCRAPE_TIMEOUT)"),
+        (["--worldometers-url", "ftp://x"], {}, "--worldometers-url / WORLDOMETERS_URL: "),
+        (["--who-url", "ftp://x"], {}, "--who-url / WHO_DATA_URL: "),
+    ],
+)
+def test_cli_option_error_names_the_flag_typed(
+    argv: list[str], environ: dict[str, str], expected: str,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as info:
+        scrape.main(argv)
+    assert info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"scrape.py: error: {expected}")
 
 
 @pytest.mark.usefixtures("cli_env")
