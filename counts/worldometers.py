@@ -292,7 +292,8 @@ def _zone_of(text: str | None) -> timezone | str:
     if text is None:
         return UTC
     parts = _ZONE_PARTS.fullmatch(text)
-    assert parts is not None  # the zone group has this shape
+    if parts is None:  # cannot happen: the zone group has this shape
+        return f"the time zone {text!r} is not one this reads"
     name = parts["name"].upper()
     if name and name not in _ZONES:
         if parts["sign"] is None and parts["name"] != name:
