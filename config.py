@@ -449,6 +449,27 @@ class SwitchAction(argparse.BooleanOptionalAction):
             setattr(namespace, self.dest, "false" if negative else "true")
 
 
+class _TypedFlag(argparse.Action):
+    """Stores an option's value (appends it when the option ``repeats``) and the flag
+    it was typed as, so that an error about it names that flag (an alias too)."""
+
+    def __init__(self, *args: Any, repeats: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.repeats = repeats
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if self.repeats:
+            values = [*(getattr(namespace, self.dest, None) or []), values]
+        setattr(namespace, self.dest, values)
+        setattr(namespace, _typed_dest(self.dest), option_string)
+
+
 def build_parser(
     prog: str,
     description: str,
@@ -459,7 +480,8 @@ def build_parser(
 ) -> argparse.ArgumentParser:
     """An argparse parser with one flag per option in ``names`` that has a flag.
 
-    ``aliases`` maps an option name to a second, shorter flag (``--url``);
+    ``aliases`` maps an option name to a second, shorter flag (``--url``),
+    which errors about a value not given as a flag then name;
     ``add_help=False`` makes a parent parser for subcommands.
 
     Flags default to ``None`` so that :func:`resolve` can tell "not given"
@@ -485,16 +507,20 @@ def build_parser(
         if opt.is_switch:
             parser.add_argument(*flags, dest=name, action=SwitchAction, default=None,
                                 help=help_text)
-        elif opt.repeats:
-            parser.add_argument(*flags, dest=name, metavar=opt.metavar, default=None,
-                                action="append", help=help_text)
         else:
             parser.add_argument(*flags, dest=name, metavar=opt.metavar, default=None,
-                                help=help_text)
+                                action=_TypedFlag, repeats=opt.repeats, help=help_text)
+            # errors name the flag typed; else this program's own name for the option
+            parser.set_defaults(**{_typed_dest(name): flags[-1]})
         if opt.old_flag is not None:
             parser.add_argument(opt.old_flag, dest=_old_dest(name), metavar=opt.metavar,
                                 default=None, help=argparse.SUPPRESS)
     return parser
+
+
+def _typed_dest(name: str) -> str:
+    """Where argparse keeps the flag an option's value was given under."""
+    return f"{name}__typed"
 
 
 def _old_dest(name: str) -> str:
@@ -526,12 +552,15 @@ def resolve(
 ) -> Settings:
     """Settings from raw flag values and an environment mapping.
 
-    Raises ConfigError naming the flag and the variable of the first bad value.
+    Raises ConfigError naming the flag and the variable of the first bad value:
+    the flag as typed (an alias such as scrape.py's ``--timeout``), if it was.
     """
     values: dict[str, Any] = {}
     for name in names:
         opt = OPTIONS[name]
-        given, where = flags.get(name), opt.flag
+        typed = flags.get(_typed_dest(name))
+        flag = typed if isinstance(typed, str) else opt.flag
+        given, where = flags.get(name), flag
         if given is None and opt.old_flag is not None:
             given, where = flags.get(_old_dest(name)), opt.old_flag
         raw = ",".join(given) if isinstance(given, list) else given
@@ -545,7 +574,7 @@ def resolve(
         try:
             values[name] = opt.parse(raw)
         except ValueError as err:
-            label = f"{opt.flag} / {opt.env}" if opt.flag else opt.env
+            label = f"{flag} / {opt.env}" if flag else opt.env
             raise ConfigError(f"{label}: {err} (from {where})") from None
     names = set(names)
     if "source" in names and "source" not in values:

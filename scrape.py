@@ -8,7 +8,8 @@ Two sources (--case-source, env CASE_SOURCE):
 * ``worldometers`` (the default): fetches worldometers.info/coronavirus and
   reads the number under the heading "Coronavirus Cases:", found by that label
   and never by its place on the page. The page's "Last updated: April 13, 2024,
-  00:00 GMT" line says when the figure is from. These counters stopped on
+  00:00 GMT" line says when the figure is from (its zone and AM/PM honoured; a
+  line that cannot be read gives no date and a warning). These counters stopped on
   2024-04-13 at 704,753,890 and the site says they are no longer updated.
 * ``who``: reads WHO's daily file (--who-url, a CSV of about 25 MB, one row per
   country per day) and sums each country's latest ``Cumulative_cases``; the

@@ -1,6 +1,7 @@
 """Benchmark of the WHO case count: a full-size daily file, served from 127.0.0.1.
 
 Usage: python -m bench.who [--countries N] [--days N] [--repeat N] [--workdir DIR]
+                           [--baseline CHECKOUT]
 
 Writes a file shaped like WHO's ``WHO-COVID-19-global-daily-data.csv`` (by
 default 240 countries x 2,300 days from 2020-01-05: ~540,000 rows, ~25 MB, with
@@ -18,6 +19,11 @@ measures, best and median of --repeat runs:
 * what a batch waits when a full refresh is due: ``WhoCaseCounter.current()``
   with ``max_wait`` 0.1 s (it returns then; the refresh ends in the background).
 
+With ``--baseline CHECKOUT`` (another checkout of this project, e.g. the main
+branch), the parse from bytes is also timed with that checkout's
+``counts/who.py`` on the same file, the two taking turns, so that a change to
+the parser is measured before and after in one run, under the same load.
+
 A benchmark, not a test: it prints its numbers and asserts only that the
 answers are right. Timings on a loaded 2-core machine move by ±10-20 %.
 """
@@ -28,6 +34,7 @@ import argparse
 import csv
 import functools
 import http.server
+import importlib.util
 import random
 import statistics
 import sys
@@ -38,6 +45,7 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import scrape
 from counts.fetch import fetch_body
@@ -114,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=2300)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--baseline", type=Path, default=None, metavar="CHECKOUT",
+                        help="also time the parse of this checkout's counts/who.py")
     args = parser.parse_args(argv)
+    baseline = None if args.baseline is None else load_baseline(args.baseline)
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         path = Path(folder) / "WHO-COVID-19-global-daily-data.csv"
@@ -130,11 +141,49 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{httpd.server_address[1]}/{path.name}"
         try:
+            if baseline is not None:
+                compare(baseline, path, total, args.repeat)
             run(url, path, total, as_of, args.repeat)
         finally:
             httpd.shutdown()
             httpd.server_close()
     return 0
+
+
+def load_baseline(checkout: Path) -> Callable[[Iterator[str]], Any]:
+    """``who_world_total`` of another checkout's ``counts/who.py`` (its imports of the
+    rest of ``counts`` resolve to this checkout's)."""
+    path = checkout / "counts" / "who.py"
+    spec = importlib.util.spec_from_file_location("baseline_who", path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise SystemExit(f"python -m bench.who: error: no counts/who.py in {checkout}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module.who_world_total
+
+
+def compare(baseline: Callable[[Iterator[str]], Any], path: Path, total: int,
+            repeat: int) -> None:
+    """The parse from bytes, this checkout's and the baseline's, taking turns."""
+    data = path.read_bytes()
+
+    def parse_with(parse: Callable[[Iterator[str]], Any]) -> float:
+        chunks = (data[i:i + scrape.CHUNK_BYTES]
+                  for i in range(0, len(data), scrape.CHUNK_BYTES))
+        started = time.perf_counter()
+        result = parse(text_lines(chunks))
+        took = time.perf_counter() - started
+        assert result.total == total, result
+        return took
+
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(repeat):
+        theirs.append(parse_with(baseline))
+        ours.append(parse_with(scrape.who_world_total))
+    show("parse from bytes, baseline checkout (before)", theirs)
+    show("parse from bytes, this checkout (after)", ours)
 
 
 def run(url: str, path: Path, total: int, as_of: datetime, repeat: int) -> None:
@@ -160,15 +209,18 @@ def run(url: str, path: Path, total: int, as_of: datetime, repeat: int) -> None:
     def parse_bytes() -> None:
         assert scrape.who_world_total(text_lines(chunks())).total == total
 
-    def split_only() -> None:
-        for _ in csv.reader(text_lines(chunks())):
-            pass
+    def split_only() -> None:  # as who_rows splits: csv only for lines with a quote
+        for line in text_lines(chunks()):
+            if '"' in line:
+                next(csv.reader([line]))
+            else:
+                line.rstrip("\r\n").split(",")
 
     show("download + parse (fetch_who_total)", timed(full, repeat))
     show("download only (body counted, dropped)", timed(download_only, repeat))
     show("parse only, from the file (who_world_total)", timed(parse_file, repeat))
     show("parse only, from bytes (decode + split + parse)", timed(parse_bytes, repeat))
-    show("  of which decode + split + csv.reader", timed(split_only, repeat))
+    show("  of which decode + split into lines and values", timed(split_only, repeat))
 
     _, validators = fetch_who(url, timeout=30, session=None, validators=None,
                               max_bytes=scrape.WHO_MAX_BYTES)

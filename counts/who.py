@@ -73,7 +73,9 @@ def who_world_total(lines: Iterable[str]) -> WhoTotal:
     Cumulative_cases,New_deaths,Cumulative_deaths``. Columns are found by name
     (case and surrounding spaces ignored, a UTF-8 byte order mark tolerated), so
     their order and any extra columns do not matter; quoted values may hold
-    commas.
+    commas. Each line is one row, read on its own (WHO's rows hold no line
+    breaks): a bad line costs that line only. A trailing comma in the header
+    (an empty last name) is tolerated.
 
     The rules:
 
@@ -92,7 +94,8 @@ def who_world_total(lines: Iterable[str]) -> WhoTotal:
 
     A row that cannot be used (wrong number of fields, a date that is not
     ``YYYY-MM-DD``, no country, a ``Cumulative_cases`` that is not a whole
-    number) is skipped and counted, never fatal; blank lines are ignored.
+    number, a quote its line does not close) is skipped and counted, never
+    fatal; the rows after it are read as usual; blank lines are ignored.
 
     Raises WhoFileError (one line) when the file has no header with those
     columns, when no row has a number, when more than half of the rows cannot
@@ -136,76 +139,116 @@ def who_rows(lines: Iterable[str]) -> Iterator[WhoRow | str]:
     """Each data row of WHO's daily CSV, checked: its values, or why it cannot be used.
 
     The one place that decides whether a row is usable. ``lines`` are as for
-    :func:`who_world_total`; its header (the first non-blank row) says where
-    the columns are. For each data row this yields either its values
-    (``Date_reported`` as a date, ``Country`` stripped, ``Cumulative_cases`` as
-    an int, None when blank), or a text ``line N: reason`` when it cannot be
-    used: wrong number of fields, a date that is not ``YYYY-MM-DD``, no
-    country, a ``Cumulative_cases`` that is not a whole number, a line csv
-    cannot split. Blank lines yield nothing. Raises WhoFileError when there is
-    no header with those columns. Each distinct ``Date_reported`` text is
-    parsed once.
+    :func:`who_world_total`; its header (the first non-blank line) says where
+    the columns are (empty names at its end, from a trailing comma, are
+    dropped). Each line is one row, read on its own (WHO's rows hold no line
+    breaks), so a bad line costs that line only: a quote never closed on its
+    line does not swallow the lines after it. For each data row this yields
+    either its values (``Date_reported`` as a date, ``Country`` stripped,
+    ``Cumulative_cases`` as an int, None when blank), or a text ``line N:
+    reason`` (N counts the lines given, from 1) when it cannot be used: wrong
+    number of fields, a date that is not ``YYYY-MM-DD``, no country, a
+    ``Cumulative_cases`` that is not a whole number, a line csv cannot split
+    or whose quote is never closed. Blank lines yield nothing. Raises
+    WhoFileError when there is no header with those columns. Each distinct
+    ``Date_reported`` text is parsed once.
     """
-    rows = csv.reader(_without_bom(lines))
-    header = _who_header(rows)
+    numbered = enumerate(lines, start=1)
+    quoted = _QuotedLineReader()
+    header = _who_header(numbered, quoted)
     date_at, country_at, cumulative_at = _who_columns(header)
     width = len(header)
     days: dict[str, date | None] = {}  # each Date_reported text parsed once
     unknown = date.min  # not in days yet (None there means "not a date")
-    while True:
-        try:
-            for row in rows:
-                if len(row) != width and (len(row) < width or "".join(row[width:]).strip()):
-                    if len(row) > 1 or "".join(row).strip():  # else a blank line: not a row
-                        yield f"line {rows.line_num}: {len(row)} fields, the header has {width}"
-                    continue
-                raw_day = row[date_at]
-                day = days.get(raw_day, unknown)
-                if day is unknown:
-                    day = days[raw_day] = _who_date(raw_day)
-                if day is None:
-                    yield (f"line {rows.line_num}: {WHO_DATE} {raw_day[:40]!r} is not a "
-                           "YYYY-MM-DD date")
-                    continue
-                country = row[country_at].strip()
-                if not country:
-                    yield f"line {rows.line_num}: no {WHO_COUNTRY}"
-                    continue
-                raw_count = row[cumulative_at]
-                # the common case, without a call: what _who_count says of plain digits
-                if (raw_count.isdigit() and raw_count.isascii()
-                        and len(raw_count) <= MAX_COUNT_DIGITS):
-                    yield day, country, int(raw_count)
-                    continue
-                count = _who_count(raw_count)
-                if count is None and raw_count.strip():
-                    yield (f"line {rows.line_num}: {WHO_CUMULATIVE} {raw_count[:40]!r} is not "
-                           "a whole number")
-                    continue
-                yield day, country, count
-        except csv.Error as err:  # e.g. a field past csv's size limit: that row only
-            yield f"line {rows.line_num}: {err}"
+    for number, line in numbered:
+        if '"' in line:  # the rare line with quoted values: csv splits it
+            row = quoted.fields(line)
+            if row.__class__ is str:
+                yield f"line {number}: {row}"
+                continue
+        else:  # the common line: as csv would split it, only faster
+            row = line.rstrip("\r\n").split(",")
+        if len(row) != width and (len(row) < width or "".join(row[width:]).strip()):
+            if len(row) > 1 or "".join(row).strip():  # else a blank line: not a row
+                yield f"line {number}: {len(row)} fields, the header has {width}"
             continue
-        return
+        raw_day = row[date_at]
+        day = days.get(raw_day, unknown)
+        if day is unknown:
+            day = days[raw_day] = _who_date(raw_day)
+        if day is None:
+            yield f"line {number}: {WHO_DATE} {raw_day[:40]!r} is not a YYYY-MM-DD date"
+            continue
+        country = row[country_at].strip()
+        if not country:
+            yield f"line {number}: no {WHO_COUNTRY}"
+            continue
+        raw_count = row[cumulative_at]
+        # the common case, without a call: what _who_count says of plain digits
+        if raw_count.isdigit() and raw_count.isascii() and len(raw_count) <= MAX_COUNT_DIGITS:
+            yield day, country, int(raw_count)
+            continue
+        count = _who_count(raw_count)
+        if count is None and raw_count.strip():
+            yield (f"line {number}: {WHO_CUMULATIVE} {raw_count[:40]!r} is not "
+                   "a whole number")
+            continue
+        yield day, country, count
 
 
-def _without_bom(lines: Iterable[str]) -> Iterator[str]:
-    """``lines`` with a byte order mark dropped from the first one."""
-    iterator = iter(lines)
-    for first in iterator:
-        yield first.removeprefix("\ufeff")
-        break
-    yield from iterator
+class _QuotedLineReader:
+    """Splits one line at a time with one csv reader, which never reads past that line.
+
+    The reader's input is this object: it hands over the line given to
+    :meth:`fields` and then says "no more", noting that the reader asked for
+    more, which it does only when the line ended inside a quoted value.
+    """
+
+    __slots__ = ("_line", "_reader", "_starved")
+
+    def __init__(self) -> None:
+        self._line: str | None = None
+        self._starved = False
+        self._reader = csv.reader(self)
+
+    def __iter__(self) -> _QuotedLineReader:
+        return self
+
+    def __next__(self) -> str:
+        line = self._line
+        if line is None:
+            self._starved = True
+            raise StopIteration
+        self._line = None
+        return line
+
+    def fields(self, line: str) -> list[str] | str:
+        """The values of ``line`` as csv reads them, or why it cannot be split."""
+        self._line, self._starved = line, False
+        try:
+            row = next(self._reader, [])
+        except csv.Error as err:  # e.g. a field past csv's size limit
+            return str(err)
+        finally:
+            self._line = None
+        if self._starved:
+            return 'a quote (") that the line does not close'
+        return row
 
 
-def _who_header(rows: Iterator[list[str]]) -> list[str]:
-    """The first non-blank row; WhoFileError when there is none or it is unreadable."""
-    try:
-        for row in rows:
-            if "".join(row).strip():
-                return row
-    except csv.Error as err:
-        raise WhoFileError(f"not WHO's daily CSV: its first line is unreadable ({err})") from None
+def _who_header(numbered: Iterator[tuple[int, str]], quoted: _QuotedLineReader) -> list[str]:
+    """The first non-blank line's names, trailing empty ones dropped (a trailing comma);
+    WhoFileError when there is none or it is unreadable."""
+    for number, line in numbered:
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        names = quoted.fields(line)
+        if names.__class__ is str:
+            raise WhoFileError(f"not WHO's daily CSV: its first line is unreadable ({names})")
+        if "".join(names).strip():
+            while not names[-1].strip():
+                names.pop()
+            return names
     raise WhoFileError("the file is empty")
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import requests
 from bs4 import BeautifulSoup, Tag, UnicodeDammit
@@ -48,15 +49,28 @@ _BLOCK_LOOKBEHIND = 16 * 1024  # the wrapper's opening tag must be this close to
 _BLOCK_LOOKAHEAD = 64 * 1024  # a block running to the end of the page must be this short
 
 # "Last updated: April 13, 2024, 00:00 GMT"; spaces may be &nbsp; and inline tags may
-# sit between the parts; the time (and its zone, GMT assumed) may be missing
+# sit between the parts; the time (and its zone, GMT assumed) may be missing. After the
+# time: AM/PM, then a zone (a name, a name with an offset, or an offset), maybe in (...)
 _GAP = r"(?:\s|&nbsp;|&#160;|&#xa0;|<[^<>]*>)"
+_SIGN = "[+\u2212-]"  # the minus may be U+2212
+_OFFSET = rf"{_SIGN}\s?\d{{1,2}}(?::?\d{{2}})?(?![0-9])"
 _LAST_UPDATED = re.compile(
     rf"Last{_GAP}+updated{_GAP}*:?{_GAP}*(?P<month>[A-Za-z]{{3,9}})\.?{_GAP}+(?P<day>\d{{1,2}})"
     rf"(?:st|nd|rd|th)?{_GAP}*,?{_GAP}*(?P<year>\d{{4}})"
-    rf"(?:{_GAP}*,?{_GAP}*(?P<hour>\d{{1,2}}):(?P<minute>\d{{2}})(?::(?P<second>\d{{2}}))?"
-    rf"(?:{_GAP}*(?:GMT|UTC|Z)\b)?)?",
+    rf"(?:{_GAP}*,?{_GAP}*(?P<hour>\d{{1,2}})"
+    rf"(?::(?P<minute>\d{{2}})(?::(?P<second>\d{{2}}))?|(?={_GAP}*[ap]\.?m\b))"
+    rf"(?:{_GAP}*(?P<ampm>[ap])\.?m\b\.?)?"
+    rf"(?:{_GAP}*\(?(?P<zone>[a-z]{{1,5}}(?:\s?{_OFFSET})?|{_OFFSET})(?![a-z0-9])\)?)?)?",
     re.IGNORECASE,
 )
+#: zone names read, and their offsets from UTC in hours
+_ZONES = {"GMT": 0, "UTC": 0, "UT": 0, "Z": 0, "EST": -5, "EDT": -4, "CST": -6, "CDT": -5,
+          "MST": -7, "MDT": -6, "PST": -8, "PDT": -7, "CET": 1, "CEST": 2}
+_ZONE_PARTS = re.compile(rf"(?P<name>[a-z]*)\s?(?:(?P<sign>{_SIGN})\s?(?P<hours>\d{{1,2}})"
+                         r"(?::?(?P<minutes>\d{2}))?)?", re.IGNORECASE)
+_MAX_OFFSET = timedelta(hours=14)  # UTC-12 to UTC+14 are in use
+#: distinct unreadable "Last updated" lines already warned about (oldest dropped past this)
+_WARNED_LINES_MAX = 256
 _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
            "september", "october", "november", "december")
 
@@ -223,8 +237,15 @@ def parse_last_updated(page: str | bytes) -> datetime | None:
     Reads the page's ``Last updated: April 13, 2024, 00:00 GMT`` line: English
     month names (full or abbreviated), spaces that may be ``&nbsp;``, inline
     tags between the parts; a missing time means 00:00 and a missing zone GMT.
+    The time may say AM or PM (``9:30 PM``, ``9 p.m.``) and its zone is
+    honoured: GMT, UTC, Z, an offset (``GMT+2``, ``UTC-5``, ``UTC+5:30``,
+    ``+0200``), or EST/EDT, CST/CDT, MST/MDT, PST/PDT, CET/CEST (any case).
+    A line this cannot read (a zone written in capitals that is not one of
+    those, such as ``AEST``; an offset past 14 hours; ``13:00 PM``; a day or
+    month that does not exist) gives no date: it is skipped, with one WARNING
+    per distinct line (logger ``scrape``), never read as some other time.
     Occurrences inside comments, scripts or styles are skipped. Returns None
-    when the page has no such line or its date does not exist.
+    when the page has no line it can read.
 
     Cheap: one regular-expression search over the decoded text (no HTML parse).
     """
@@ -234,16 +255,76 @@ def parse_last_updated(page: str | bytes) -> datetime | None:
     for found in _LAST_UPDATED.finditer(text):
         if _in_opaque_text(text, found.start()):
             continue
-        month = _month_number(found["month"])
-        if month is None:
-            continue
-        try:
-            return datetime(int(found["year"]), month, int(found["day"]),
-                            int(found["hour"] or 0), int(found["minute"] or 0),
-                            int(found["second"] or 0), tzinfo=UTC)
-        except ValueError:
-            continue  # e.g. February 30
+        when = _read_last_updated(found)
+        if isinstance(when, datetime):
+            return when
+        _warn_unreadable(found[0], when)
     return None
+
+
+def _read_last_updated(found: re.Match[str]) -> datetime | str:
+    """The moment a matched "Last updated" line gives, in UTC, or why it gives none."""
+    month = _month_number(found["month"])
+    if month is None:
+        return f"{found['month']!r} is not a month"
+    hour = int(found["hour"] or 0)
+    if found["ampm"]:
+        if not 1 <= hour <= 12:
+            return f"{hour} is not an hour of a 12-hour clock"
+        hour = hour % 12 + (12 if found["ampm"].lower() == "p" else 0)
+    zone = _zone_of(found["zone"])
+    if isinstance(zone, str):
+        return zone
+    try:
+        local = datetime(int(found["year"]), month, int(found["day"]), hour,
+                         int(found["minute"] or 0), int(found["second"] or 0), tzinfo=zone)
+    except ValueError as err:
+        return str(err)  # e.g. February 30, 25:00
+    return local.astimezone(UTC)
+
+
+def _zone_of(text: str | None) -> timezone | str:
+    """The zone a "Last updated" time is in (None: GMT), or why it cannot be read.
+
+    A name that is not a zone is read as the text after the line (GMT then),
+    unless it is written in capitals, as zone names are.
+    """
+    if text is None:
+        return UTC
+    parts = _ZONE_PARTS.fullmatch(text)
+    if parts is None:  # cannot happen: the zone group has this shape
+        return f"the time zone {text!r} is not one this reads"
+    name = parts["name"].upper()
+    if name and name not in _ZONES:
+        if parts["sign"] is None and parts["name"] != name:
+            return UTC  # e.g. "Source": words after the line, not a zone
+        return f"the time zone {text!r} is not one this reads"
+    offset = timedelta(hours=_ZONES.get(name, 0))
+    if parts["sign"] is not None:
+        if name not in ("", "GMT", "UTC", "UT"):
+            return f"the time zone {text!r} is not one this reads"
+        shift = timedelta(hours=int(parts["hours"]), minutes=int(parts["minutes"] or 0))
+        if int(parts["minutes"] or 0) >= 60 or shift > _MAX_OFFSET:
+            return f"the offset in {text!r} is not a time zone's"
+        offset = -shift if parts["sign"] != "+" else shift
+    return UTC if not offset else timezone(offset)
+
+
+_warned_lines: dict[str, None] = {}  # insertion-ordered: the oldest is dropped first
+_warned_lock = threading.Lock()
+
+
+def _warn_unreadable(line: str, reason: str) -> None:
+    """One WARNING per distinct unreadable line (DEBUG when it comes again)."""
+    shown = " ".join(re.sub(r"<[^<>]*>|&nbsp;|&#160;|&#xa0;", " ", line).split())
+    with _warned_lock:
+        seen = shown in _warned_lines
+        if not seen:
+            if len(_warned_lines) >= _WARNED_LINES_MAX:
+                del _warned_lines[next(iter(_warned_lines))]
+            _warned_lines[shown] = None
+    (log.debug if seen else log.warning)(
+        "cannot read the page's %r (%s): it gives the case count no date", shown[:120], reason)
 
 
 def _month_number(name: str) -> int | None:

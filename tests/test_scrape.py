@@ -214,6 +214,78 @@ def test_parse_last_updated(text: str, expected: datetime | None) -> None:
     assert parse_last_updated(page(f"<div>{text}</div>")) == expected
 
 
+@pytest.mark.parametrize(
+    ("time", "expected"),
+    [
+        ("07:30 EST", datetime(2024, 4, 13, 12, 30, tzinfo=UTC)),
+        ("07:30 EDT", datetime(2024, 4, 13, 11, 30, tzinfo=UTC)),
+        ("07:30 CST", datetime(2024, 4, 13, 13, 30, tzinfo=UTC)),
+        ("07:30 cdt", datetime(2024, 4, 13, 12, 30, tzinfo=UTC)),
+        ("07:30 MST", datetime(2024, 4, 13, 14, 30, tzinfo=UTC)),
+        ("07:30 MDT", datetime(2024, 4, 13, 13, 30, tzinfo=UTC)),
+        ("07:30 PST", datetime(2024, 4, 13, 15, 30, tzinfo=UTC)),
+        ("07:30 PDT", datetime(2024, 4, 13, 14, 30, tzinfo=UTC)),
+        ("07:30 CET", datetime(2024, 4, 13, 6, 30, tzinfo=UTC)),
+        ("07:30 (CEST)", datetime(2024, 4, 13, 5, 30, tzinfo=UTC)),
+        ("07:30 GMT+2", datetime(2024, 4, 13, 5, 30, tzinfo=UTC)),
+        ("07:30 GMT -3", datetime(2024, 4, 13, 10, 30, tzinfo=UTC)),
+        ("07:30 UTC-5", datetime(2024, 4, 13, 12, 30, tzinfo=UTC)),
+        ("07:30 UTC\u221205:00", datetime(2024, 4, 13, 12, 30, tzinfo=UTC)),  # a real minus
+        ("07:30 UTC+5:30", datetime(2024, 4, 13, 2, 0, tzinfo=UTC)),
+        ("01:00 UTC+09:00", datetime(2024, 4, 12, 16, 0, tzinfo=UTC)),  # the day before
+        ("07:30 +0200", datetime(2024, 4, 13, 5, 30, tzinfo=UTC)),
+        ("07:30 Z", datetime(2024, 4, 13, 7, 30, tzinfo=UTC)),
+        ("7:30 PM GMT", datetime(2024, 4, 13, 19, 30, tzinfo=UTC)),
+        ("7:30 am GMT", datetime(2024, 4, 13, 7, 30, tzinfo=UTC)),
+        ("12:05 AM", datetime(2024, 4, 13, 0, 5, tzinfo=UTC)),  # no zone: GMT
+        ("12:05 PM", datetime(2024, 4, 13, 12, 5, tzinfo=UTC)),
+        ("9 p.m. EST", datetime(2024, 4, 14, 2, 0, tzinfo=UTC)),  # the day after
+        ("<b>11:59</b> <i>pm</i> PDT", datetime(2024, 4, 14, 6, 59, tzinfo=UTC)),
+        ("07:30</div><div>Source: WHO", datetime(2024, 4, 13, 7, 30, tzinfo=UTC)),  # no zone
+    ],
+)
+def test_parse_last_updated_honours_the_zone_and_am_pm(time: str, expected: datetime) -> None:
+    found = parse_last_updated(f"<div>Last updated: April 13, 2024, {time}</div>")
+    assert found == expected
+    assert found is not None and found.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("time", "reason"),
+    [
+        ("10:00 AEST", "the time zone 'AEST' is not one this reads"),
+        ("10:00 EST+2", "the time zone 'EST+2' is not one this reads"),
+        ("10:00 GMT+15", "the offset in 'GMT+15' is not a time zone's"),
+        ("10:00 UTC+5:75", "the offset in 'UTC+5:75' is not a time zone's"),
+        ("13:00 PM GMT", "13 is not an hour of a 12-hour clock"),
+        ("0:30 AM", "0 is not an hour of a 12-hour clock"),
+        ("25:00 GMT", "hour must be in 0..23"),
+    ],
+)
+def test_an_unreadable_last_updated_line_gives_none_and_warns_once(
+    time: str, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a date of this test's own: each distinct line warns once per process
+    line = f"Last updated: March 3, 2031, {time}"
+    other = f"Last updated: March 4, 2031, {time}"
+    with caplog.at_level(logging.DEBUG, logger="scrape"):
+        assert parse_last_updated(f"<div>{line}</div>") is None
+        assert parse_last_updated(f"<p>{line}</p>".encode()) is None
+        assert parse_last_updated(other) is None
+    warnings = [r.getMessage() for r in scrape_records(caplog, logging.WARNING)]
+    assert warnings == [
+        f"cannot read the page's {line!r} ({reason}): it gives the case count no date",
+        f"cannot read the page's {other!r} ({reason}): it gives the case count no date",
+    ]
+    assert len(scrape_records(caplog, logging.DEBUG)) == 1  # the line seen again
+
+
+def test_an_unreadable_line_does_not_hide_a_readable_one() -> None:
+    text = ("<!-- Last updated: May 1, 2020, 10:00 GMT -->"
+            "<p>Last updated: March 5, 2031, 10:00 AEST</p><p>Last updated: April 13, 2024</p>")
+    assert parse_last_updated(text) == AS_OF
+
+
 def test_parse_last_updated_gives_aware_utc() -> None:
     found = parse_last_updated(SAMPLE.read_bytes())
     assert found is not None
@@ -665,6 +737,21 @@ def test_counter_page_without_a_date_gives_none_and_warns_once(
     assert url in warning.getMessage()
 
 
+def test_counter_page_with_an_unreadable_date_gives_none_and_warns_once(
+    server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    line = "Last updated: April 13, 2024, 00:00 AWST"  # a zone the reader does not know
+    url = server.serve("/awst", SAMPLE.read_text().replace(
+        "Last updated: April 13, 2024, 00:00 GMT", line))
+    with CaseCounter(url, timeout=5, clock=soon_after) as counter:
+        for _ in range(3):
+            assert counter.current() == CaseCount(CASES, None, "worldometers", fresh=True)
+    messages = [r.getMessage() for r in scrape_records(caplog, logging.WARNING)]
+    assert len(messages) == 2
+    assert messages[0].startswith(f"cannot read the page's {line!r} (the time zone 'AWST'")
+    assert url in messages[1] and "Last updated" in messages[1]
+
+
 def test_counter_start_logs_the_first_reading(
     server: LocalServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -770,8 +857,37 @@ def test_cli_rejects_a_non_http_url(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("scrape.py: error: ")
-    assert "--worldometers-url" in lines[0]
+    assert lines[0].startswith("scrape.py: error: --url / WORLDOMETERS_URL: ")
+    assert lines[0].endswith("(from --url)")
+
+
+@pytest.mark.usefixtures("cli_env")
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        (["--timeout", "abc"], {},
+         "--timeout / SCRAPE_TIMEOUT: 'abc' is not a number (from --timeout)"),
+        (["--scrape-timeout", "abc"], {},
+         "--scrape-timeout / SCRAPE_TIMEOUT: 'abc' is not a number (from --scrape-timeout)"),
+        (["--timeout=-1"], {}, "--timeout / SCRAPE_TIMEOUT: "),
+        # not typed: scrape.py's own name for the option
+        ([], {"SCRAPE_TIMEOUT": "abc"},
+         "--timeout / SCRAPE_TIMEOUT: 'abc' is not a number (from SCRAPE_TIMEOUT)"),
+        (["--worldometers-url", "ftp://x"], {}, "--worldometers-url / WORLDOMETERS_URL: "),
+        (["--who-url", "ftp://x"], {}, "--who-url / WHO_DATA_URL: "),
+    ],
+)
+def test_cli_option_error_names_the_flag_typed(
+    argv: list[str], environ: dict[str, str], expected: str,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as info:
+        scrape.main(argv)
+    assert info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"scrape.py: error: {expected}")
 
 
 @pytest.mark.usefixtures("cli_env")

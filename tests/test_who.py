@@ -214,6 +214,37 @@ def test_a_row_the_csv_module_rejects_is_skipped_too() -> None:
     assert result.problem is not None and "field larger than field limit" in result.problem
 
 
+def test_a_stray_quote_costs_its_line_only() -> None:
+    # one unclosed quote used to make csv swallow every line after it as one field
+    good = lines_of(SAMPLE)
+    stray = [f'{LAST_DAY},FR,"France,EUR,,999999,,0\r\n',  # never closed
+             f'{LAST_DAY},IT,Italy,EUR,,999999,,"0\r\n']  # opened in the last field
+    literal = f'{LAST_DAY},XQ,Cote d"Ivoire,AFR,,3,,0\r\n'  # mid-value: csv keeps it
+    result = who_world_total([good[0], stray[0], *good[1:20], stray[1], *good[20:], literal])
+    assert (result.total, result.as_of) == (TOTAL + 3, AS_OF)
+    assert (result.rows, result.skipped, result.countries) == (38 + 3, 2, 9)
+    assert result.problem == "line 2: a quote (\") that the line does not close"
+
+
+def test_a_stray_quote_in_a_streamed_file_without_other_quotes() -> None:
+    data = who_csv([Country("DE", "Germany", "EUR", [1, 2, 3, 4, 5]),
+                    Country("FR", "France", "EUR", [10, 20, 30, 40, 50])])
+    broken = data.replace(b"Germany", b'"Germany', 1)  # its first row: line 2
+    result = who_world_total(text_lines([broken]))
+    assert (result.total, result.rows, result.skipped) == (5 + 50, 10, 1)
+    assert result.problem is not None and result.problem.startswith("line 2: a quote")
+
+
+def test_a_trailing_comma_in_the_header_is_tolerated() -> None:
+    header = ",".join(HEADER) + ",\r\n"
+    rows = [f"{LAST_DAY},DE,Germany,EUR,,100,,0\r\n",
+            f"{LAST_DAY},FR,France,EUR,,50,,0,\r\n",  # its rows may end with one too
+            f"{LAST_DAY},BQ,Bonaire, Saint Eustatius and Saba,AMR,,999999,,0\r\n"]
+    result = who_world_total([header, *rows])
+    assert (result.total, result.rows, result.skipped) == (150, 3, 1)
+    assert result.problem == "line 4: 9 fields, the header has 8"
+
+
 def test_tolerated_values() -> None:
     rows = [",".join(HEADER), " 2025-03-02 ,DE, Germany ,EUR,,  100 ,,0",
             "2025-03-01T00:00:00Z,FR,France,EUR,,50.0,,0"]
