@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -376,3 +377,20 @@ def test_both_programs_serve_metrics_that_move_while_they_run(tmp_path: Path) ->
     assert "Traceback" not in source.log + consumer.log
     assert f"Prometheus metrics on http://127.0.0.1:{producer_port}/metrics" in source.log
     assert f"Prometheus metrics on http://127.0.0.1:{job_port}/metrics" in consumer.log
+
+
+def test_the_readme_lists_every_metric_the_programs_expose(tmp_path: Path) -> None:
+    producer_metrics = metrics.ProducerCollector(fake_server())
+    every_figure = metrics.SourceFigures(events=1, posts=1, matched=1, reconnects=1,
+                                         lag_seconds=1.0, read_today=1, daily_cap=1)
+    producer_metrics.watch(lambda: every_figure)
+    durable = SimpleNamespace(spooled=0, spool=SimpleNamespace(path=tmp_path / "spool"))
+    job_metrics = metrics.JobMetrics(durable)  # type: ignore[arg-type]
+    job_metrics.count_read(CaseCount(1, AS_OF, "who", True))
+    names = {family.name + ("_total" if family.type == "counter" else "")
+             for registry in (producer_metrics.registry, job_metrics.registry)
+             for family in registry.collect()}
+    readme = (PROJECT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Metrics"):readme.index("## Delivery guarantees")]
+    listed = set(re.findall(r"^\| `(covid19_\w+)` \|", section, flags=re.M))
+    assert listed == names
