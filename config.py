@@ -102,6 +102,7 @@ class Settings:
     batch_metrics: str = "auto"
     # both
     log_level: str = "INFO"
+    metrics_port: int | None = None  # None or 0: no /metrics endpoint
 
     @property
     def worldometer_url(self) -> str:
@@ -410,6 +411,9 @@ OPTIONS: dict[str, Option] = {
                "(on for the embedded store, off for MongoDB)", "{auto,on,off}"),
         Option("log_level", "LOG_LEVEL", "--log-level", _log_level,
                "DEBUG, INFO, WARNING or ERROR", "LEVEL"),
+        Option("metrics_port", "METRICS_PORT", "--metrics-port", _optional(_int_in(0, 65535)),
+               "serve Prometheus metrics on http://127.0.0.1:PORT/metrics; 0 or unset = "
+               "off (give each program its own port)", "PORT"),
     ]
 }
 
@@ -417,12 +421,12 @@ STREAM_OPTIONS = ("source", "jetstream_urls", "keywords", "stale_seconds", "max_
                   "from_start", "bearer_token",
                   "twitter_rules", "max_posts", "replay_file", "rate", "loop", "host", "port",
                   "ack_port", "journal_max_bytes", "journal_path", "control_secret",
-                  "control_secret_path", "log_level")
+                  "control_secret_path", "log_level", "metrics_port")
 SPARK_OPTIONS = ("host", "port", "ack_port", "control_secret", "control_secret_path",
                  "batch_seconds", "receiver_max_rate", "master", "duration", "mongo_uri",
                  "database", "collection", "embedded_db_path", "spool_path",
                  "quarantine_path", "batch_metrics", "case_source", "worldometers_url", "who_url",
-                 "scrape_timeout", "log_level")
+                 "scrape_timeout", "log_level", "metrics_port")
 SCRAPE_OPTIONS = ("case_source", "worldometers_url", "who_url", "scrape_timeout", "log_level")
 STORE_OPTIONS = ("mongo_uri", "database", "collection", "embedded_db_path", "log_level")
 

@@ -39,10 +39,15 @@ class BatchMetrics(StreamingListener):
     once the batch's output (``BatchWriter.process``) has finished.
     """
 
-    def __init__(self, writer: BatchWriter, collection: Any = None) -> None:
+    def __init__(self, writer: BatchWriter, collection: Any = None,
+                 observer: Callable[[BatchStats | None, int, int | None], None] | None = None,
+                 ) -> None:
+        """``observer(stats, records, processing_ms)``, if given, is told of each batch
+        before its line is logged (the job's Prometheus metrics)."""
         super().__init__()
         self.writer = writer
         self.collection = collection
+        self.observer = observer
         self._warned = False
 
     def line(self, stats: BatchStats | None, when: str, records: int,
@@ -56,6 +61,8 @@ class BatchMetrics(StreamingListener):
 
     def record(self, stats: BatchStats | None, when: str, moment: datetime, records: int,
                scheduling_ms: int | None, processing_ms: int | None) -> None:
+        if self.observer is not None:
+            self.observer(stats, records, processing_ms)
         log.info(self.line(stats, when, records, scheduling_ms, processing_ms))
         if self.collection is None:
             return

@@ -1,7 +1,8 @@
 r"""Spark Streaming job: tweets from a TCP socket + the Covid-19 case count -> MongoDB.
 
 Usage: spark_streaming.py [--host HOST] [--port PORT] [--batch-seconds SECONDS]
-                          [--master URL] [--mongo-uri URI] [--duration SECONDS] ...
+                          [--master URL] [--mongo-uri URI] [--duration SECONDS]
+                          [--metrics-port PORT] ...
 
 Every batch (20 s by default) this job reads the tweets that stream.py sent to
 HOST:PORT, parses and cleans them on the executors, gets the world's total
@@ -46,6 +47,7 @@ from typing import IO, Any
 
 import config
 import control
+import metrics
 import scrape
 import storage
 import transform
@@ -461,10 +463,12 @@ def create_context(
     writer: BatchWriter,
     spark_context: Any,
     metrics_collection: Any = None,
+    observer: Callable[[BatchStats | None, int, int | None], None] | None = None,
 ) -> Any:
     """The whole streaming graph: socket lines -> process_line -> writer.process,
-    a :class:`BatchMetrics` listener (storing into ``metrics_collection`` if given) and a
-    :class:`ReceiverWatch` that says when stream.py cannot be reached."""
+    a :class:`BatchMetrics` listener (storing into ``metrics_collection`` if given,
+    telling ``observer`` of each batch) and a :class:`ReceiverWatch` that says when
+    stream.py cannot be reached."""
     from pyspark import StorageLevel
     from pyspark.streaming import StreamingContext
 
@@ -476,7 +480,7 @@ def create_context(
         ssc = StreamingContext(spark_context, settings.batch_seconds)
     lines = ssc.socketTextStream(settings.host, settings.port, storageLevel=level)
     lines.mapPartitions(transform.process_partition).foreachRDD(writer.process)
-    ssc.addStreamingListener(BatchMetrics(writer, metrics_collection))
+    ssc.addStreamingListener(BatchMetrics(writer, metrics_collection, observer))
     ssc.addStreamingListener(ReceiverWatch(settings.host, settings.port))
     writer.metrics_attached = True
     return ssc
@@ -522,6 +526,11 @@ def main(argv: list[str] | None = None) -> int:
         "spark_streaming.py", config.SPARK_OPTIONS, argv, description=__doc__
     )
     config.configure_logging(settings)
+    conflict = metrics.port_conflict(settings.metrics_port, {
+        "--port / STREAM_PORT": settings.port, "--ack-port / ACK_PORT": settings.ack_port})
+    if conflict:
+        sys.stderr.write(f"spark_streaming.py: error: {conflict}\n")
+        return 2
     stop = threading.Event()
     started = threading.Event()  # set once batches run: a stop then waits for one
 
@@ -581,6 +590,13 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
     resources.callback(store.close)
     check_stop()
     durable = storage.DurableStore(store, storage.Spool(settings.spool_path))
+    exporter = metrics.JobMetrics(durable)
+    try:
+        endpoint = metrics.serve(exporter.registry, settings.metrics_port)
+    except metrics.MetricsError as err:
+        raise SystemExit(f"spark_streaming.py: error: {err}") from None
+    if endpoint is not None:
+        resources.callback(endpoint.close)
     log.info("storing batches in %s", store.description)
     if durable.spooled:
         log.info("the spool %s holds %d document(s) from an earlier run: writing them first",
@@ -596,13 +612,14 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
              settings.who_url if settings.case_source == "who" else settings.worldometers_url)
     counter = scrape.open_counter(settings)
     resources.callback(counter.close)
-    counter.start()  # the first batch has a count, and a stale one is said at start
+    # the first batch has a count, and a stale one is said at start
+    exporter.count_read(counter.start())
     check_stop()
     acks = control.ControlClient(settings.host, settings.ack_port, secret)
     resources.callback(acks.close)
     writer = BatchWriter(durable, counter.current, delivery=control.Delivery(delivered),
                          acks=acks, quarantine=Quarantine(settings.quarantine_path))
-    metrics = settings.batch_metrics == "on" or (
+    keep_metrics = settings.batch_metrics == "on" or (
         settings.batch_metrics == "auto" and not settings.mongo_uri)
     try:
         spark_context = start_spark(settings)
@@ -615,7 +632,8 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
     resources.callback(spark_context.stop)  # a no-op once the streaming context stopped it
     check_stop()
     ssc = create_context(settings, writer, spark_context,
-                         store.sibling(METRICS_COLLECTION) if metrics else None)
+                         store.sibling(METRICS_COLLECTION) if keep_metrics else None,
+                         exporter.batch_completed)
     started.set()
     run_until_stopped(ssc, writer, settings, stop)
 

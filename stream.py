@@ -6,7 +6,7 @@ Usage: stream.py [--source {bluesky,twitter,replay}] [--jetstream-url URL ...]
                  [--from-start] [--rules RULES]
                  [--host HOST] [--port PORT] [--ack-port PORT]
                  [--journal-max-bytes SIZE] [--journal-path PATH]
-                 [--control-secret-file PATH]
+                 [--control-secret-file PATH] [--metrics-port PORT]
 
 Run this first, then spark_streaming.py in a second terminal: Spark's socket
 receiver connects to HOST:PORT (default 127.0.0.1:5555) and reads the posts in
@@ -29,7 +29,8 @@ Sources:
            a file replayed to its end is not sent again unless --from-start
 
 Once a minute a live source logs one status line (events, posts, matches,
-reconnects, lag; or posts read for X).
+reconnects, lag; or posts read for X). With --metrics-port the same figures are
+served to Prometheus on http://127.0.0.1:PORT/metrics (see metrics.py).
 
 Examples:
   python stream.py                          # live Bluesky posts about Covid-19
@@ -52,6 +53,7 @@ import tweepy
 
 import config
 import control
+import metrics
 from journal import Journal
 from sources.bluesky import BlueskySource, KeywordMatcher, NoHostError
 from sources.replay import ReplaySource
@@ -76,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the producer; returns the exit status (0 done or stopped, 1 failure)."""
     settings = config.load_settings(PROG, config.STREAM_OPTIONS, argv, description=__doc__)
     config.configure_logging(settings)
+    conflict = metrics.port_conflict(settings.metrics_port, {
+        "--port / STREAM_PORT": settings.port, "--ack-port / ACK_PORT": settings.ack_port})
+    if conflict:
+        sys.stderr.write(f"{PROG}: error: {conflict}\n")
+        return 2
 
     stop = threading.Event()
     signals: list[int] = []
@@ -95,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     server = TweetServer(settings.host, settings.port, journal, ack_port=settings.ack_port,
                          secret=secret)
+    exporter = metrics.ProducerCollector(server)
+    endpoint: metrics.MetricsServer | None = None
     try:
         try:
             server.start()
@@ -104,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                     " with " + flag.split(" / ")[0] + ", and give spark_streaming.py the same"
                     if err.errno == errno.EADDRINUSE else f" (set by {flag})")
             sys.stderr.write(f"{PROG}: error: {err}{busy}\n")
+            return 1
+        try:
+            endpoint = metrics.serve(exporter.registry, settings.metrics_port)
+        except metrics.MetricsError as err:
+            sys.stderr.write(f"{PROG}: error: {err}\n")
             return 1
         host, port = server.address
         if not _is_loopback(host):
@@ -125,22 +139,26 @@ def main(argv: list[str] | None = None) -> int:
                  settings.journal_path, f"{settings.journal_max_bytes / 1024**2:,.0f} MiB")
 
         if settings.source == "replay":
-            return _run_replay(settings, server, stop)
+            return _run_replay(settings, server, stop, exporter)
         if settings.source == "bluesky":
-            return _run_bluesky(settings, server, stop, signals)
-        return _run_twitter(settings, server, stop, signals)
+            return _run_bluesky(settings, server, stop, signals, exporter)
+        return _run_twitter(settings, server, stop, signals, exporter)
     finally:
+        if endpoint is not None:
+            endpoint.close()
         server.close()
         restore()
 
 
-def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.Event) -> int:
+def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.Event,
+                exporter: metrics.ProducerCollector) -> int:
     last = server.journal.tail(1)
     source = ReplaySource(settings.replay_file, settings.rate, settings.loop,
                           from_start=settings.from_start,
                           position_path=settings.journal_path / ReplaySource.POSITION_FILE,
                           before_save=lambda: server.sync(SYNC_TIMEOUT),
                           resume_at=last[0].get("pos") if last else None)
+    exporter.watch(lambda: metrics.replay_figures(source))
     try:
         emitted = source.run(server.put, stop)
     except OSError as err:
@@ -161,6 +179,7 @@ def _run_bluesky(
     server: TweetServer,
     stop: threading.Event,
     signals: list[int],
+    exporter: metrics.ProducerCollector,
 ) -> int:
     source = BlueskySource(
         settings.jetstream_urls, KeywordMatcher(settings.keywords), server.put,
@@ -170,6 +189,7 @@ def _run_bluesky(
         before_cursor_save=lambda: server.sync(SYNC_TIMEOUT),
         journaled=server.journal.tail(BlueskySource.RECENT_POSTS),
     )
+    exporter.watch(lambda: metrics.bluesky_figures(source))
     error = _run_live(source.run, lambda: f"{source.status()}; {_server_status(server)}",
                       stop, "bluesky")
     log.info("summary: %s; %s", source.status(), _server_status(server))
@@ -184,12 +204,14 @@ def _run_twitter(
     server: TweetServer,
     stop: threading.Event,
     signals: list[int],
+    exporter: metrics.ProducerCollector,
 ) -> int:
     assert settings.bearer_token is not None  # load_settings guarantees it
     cap = None
     if settings.max_posts is not None:
         cap = DailyCap(settings.max_posts, settings.journal_path / DailyCap.FILE)
     source = TwitterSource(settings.bearer_token, server.put, daily_cap=cap)
+    exporter.watch(lambda: metrics.twitter_figures(source))
     try:
         source.sync_rules(settings.twitter_rules)
     except (tweepy.TweepyException, requests.RequestException) as err:

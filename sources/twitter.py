@@ -67,6 +67,11 @@ class DailyCap:
         self._roll()
         return self.used >= self.limit
 
+    @property
+    def used_today(self) -> int:
+        """Posts read this UTC day; read-only (0 once the day has rolled over)."""
+        return self.used if self._today() == self.day else 0
+
     def count(self) -> bool:
         """Count one post read; True when that one reached the limit."""
         self._roll()

@@ -1,0 +1,328 @@
+"""What each program exposes to Prometheus.
+
+With ``--metrics-port PORT`` (``METRICS_PORT``; 0 or unset: off) a program
+serves ``http://127.0.0.1:PORT/metrics`` from a thread of prometheus_client.
+Every name starts with :data:`PREFIX` and says its unit (``_total``,
+``_seconds``, ``_bytes``).
+
+* stream.py: :class:`ProducerCollector` reads the live counters of the
+  ``TweetServer``, its journal and the source (:class:`SourceFigures`) when
+  Prometheus scrapes, so a post costs nothing more.
+* spark_streaming.py: :class:`JobMetrics` adds each batch's figures to its
+  totals once a batch (the ``BatchMetrics`` listener calls
+  :meth:`JobMetrics.batch_completed`) and reads the spool and the case count's
+  age when scraped.
+
+Counters are totals since the process started (Prometheus's ``rate`` and
+``increase`` handle the reset of a restart); gauges are levels. Each program
+has a registry of its own, not prometheus_client's global one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from counts.reading import CaseCount
+
+if TYPE_CHECKING:
+    from sources.jetstream_progress import JetstreamProgress
+    from sources.replay import ReplaySource
+    from sources.twitter import TwitterSource
+    from spark_streaming import BatchStats
+
+log = logging.getLogger("metrics")
+
+PREFIX = "covid19"
+#: Only this machine can scrape (DESIGN.md): a Prometheus elsewhere goes through a proxy.
+ADDRESS = "127.0.0.1"
+#: Spark's processing time of a batch; batches are 20 s by default.
+PROCESSING_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+#: One write of a batch's document(s) to the store.
+WRITE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class MetricsError(Exception):
+    """The metrics endpoint cannot be served; ``str(err)`` is one line."""
+
+
+# --------------------------------------------------------------------------
+# serving
+
+
+class MetricsServer:
+    """The ``/metrics`` endpoint of one registry, served from a daemon thread."""
+
+    def __init__(self, registry: CollectorRegistry, port: int, addr: str = ADDRESS) -> None:
+        """Bind ``addr:port`` and serve; raises MetricsError (one line naming
+        METRICS_PORT) when it cannot be bound."""
+        try:
+            self._httpd, self._thread = start_http_server(port, addr=addr, registry=registry)
+        except OSError as err:
+            raise MetricsError(
+                f"cannot serve metrics on {addr}:{port} (--metrics-port / METRICS_PORT): "
+                f"{err.strerror or err}") from None
+        self.port: int = self._httpd.server_address[1]
+        self.url = f"http://{addr}:{self.port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(5)
+
+
+def serve(registry: CollectorRegistry, port: int | None) -> MetricsServer | None:
+    """Serve ``registry`` on 127.0.0.1:``port``, or nothing when ``port`` is 0 or None."""
+    if not port:
+        return None
+    server = MetricsServer(registry, port)
+    log.info("Prometheus metrics on %s", server.url)
+    return server
+
+
+def port_conflict(metrics_port: int | None, others: Mapping[str, int]) -> str | None:
+    """The one-line complaint when ``metrics_port`` is one of the program's other
+    ports (``{"--port / STREAM_PORT": 5555, ...}``), else None."""
+    if not metrics_port:
+        return None
+    for label, port in others.items():
+        if port == metrics_port:
+            return (f"--metrics-port / METRICS_PORT: {metrics_port} is already the port of "
+                    f"{label}; give the metrics a port of their own")
+    return None
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}_{name}", documentation, value=value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", documentation, value=value)
+
+
+# --------------------------------------------------------------------------
+# stream.py
+
+
+@dataclass(frozen=True)
+class SourceFigures:
+    """What a source has counted so far; None where the source has no such figure."""
+
+    events: int | None = None  # Jetstream frames received
+    posts: int | None = None  # posts read (with text)
+    matched: int | None = None  # posts that matched and were handed on
+    reconnects: int | None = None
+    lag_seconds: float | None = None  # now minus the newest event's time
+    read_today: int | None = None  # X posts read this UTC day (billed)
+    daily_cap: int | None = None  # TWITTER_MAX_POSTS
+
+
+def bluesky_figures(source: JetstreamProgress) -> SourceFigures:
+    """The figures of a Bluesky (Jetstream) source."""
+    return SourceFigures(events=source.events, posts=source.posts, matched=source.matched,
+                         reconnects=source.reconnects, lag_seconds=source.lag_seconds())
+
+
+def twitter_figures(source: TwitterSource) -> SourceFigures:
+    """The figures of an X API source: every post read matched the stream's rules."""
+    cap = source.daily_cap
+    return SourceFigures(posts=source.read, matched=source.received,
+                         reconnects=max(0, source.connections - 1),
+                         read_today=None if cap is None else cap.used_today,
+                         daily_cap=None if cap is None else cap.limit)
+
+
+def replay_figures(source: ReplaySource) -> SourceFigures:
+    """The figures of a replayed file: each tweet emitted counts as read and matched."""
+    return SourceFigures(posts=source.emitted, matched=source.emitted)
+
+
+class ProducerServer(Protocol):
+    """What :class:`ProducerCollector` reads of a ``utility.TweetServer``."""
+
+    journal: Any
+    sent: int
+    acked: int
+    dropped: int
+    pending: int
+    connections: int
+
+
+class ProducerCollector:
+    """stream.py's metrics, read from the live objects at each scrape.
+
+    ``server`` is the ``TweetServer``; :meth:`watch` adds the source's figures
+    once the source exists.
+    """
+
+    def __init__(self, server: ProducerServer) -> None:
+        self.server = server
+        self._figures: Callable[[], SourceFigures] | None = None
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
+
+    def watch(self, figures: Callable[[], SourceFigures]) -> None:
+        """Read the source's counts with ``figures()`` from now on."""
+        self._figures = figures
+
+    def collect(self) -> Iterator[Metric]:
+        """The current figures (called by prometheus_client at each scrape)."""
+        server, journal = self.server, self.server.journal
+        yield _counter("producer_sent_total", "Posts written to the job's socket, resends "
+                       "included.", server.sent)
+        yield _counter("producer_acknowledged_total", "Posts the job acknowledged as stored.",
+                       server.acked)
+        yield _counter("producer_refused_total", "Posts refused because the journal or the "
+                       "disk was full.", server.dropped)
+        yield _counter("producer_consumer_connections_total", "Connections of the job's "
+                       "receiver accepted.", server.connections)
+        yield _gauge("producer_held", "Posts journaled and not yet acknowledged.",
+                     server.pending)
+        yield _gauge("producer_journal_bytes", "Bytes of the posts held in the journal "
+                     "(what JOURNAL_MAX_BYTES bounds).", journal.bytes_held)
+        yield _gauge("producer_journal_max_bytes", "JOURNAL_MAX_BYTES.", journal.max_bytes)
+        if self._figures is not None:
+            yield from _source_metrics(self._figures())
+
+
+def _source_metrics(figures: SourceFigures) -> Iterator[Metric]:
+    counters = (("events", "Jetstream events received."),
+                ("posts", "Posts read from the source."),
+                ("matched", "Posts that matched the keywords or rules, handed on."),
+                ("reconnects", "Connections to the source after the first."))
+    for field, documentation in counters:
+        value = getattr(figures, field)
+        if value is not None:
+            yield _counter(f"producer_{field}_total", documentation, value)
+    if figures.lag_seconds is not None:
+        yield _gauge("producer_source_lag_seconds", "Now minus the newest Jetstream "
+                     "event's time.", figures.lag_seconds)
+    if figures.read_today is not None:
+        yield _gauge("producer_x_posts_read_today", "X posts read this UTC day (billed).",
+                     figures.read_today)
+    if figures.daily_cap is not None:
+        yield _gauge("producer_x_posts_daily_cap", "TWITTER_MAX_POSTS: most X posts read "
+                     "a UTC day.", figures.daily_cap)
+
+
+# --------------------------------------------------------------------------
+# spark_streaming.py
+
+
+class Spooling(Protocol):
+    """What :class:`JobMetrics` reads of a ``storage.DurableStore``."""
+
+    spooled: int
+    spool: Any  # has .path
+
+
+#: BatchStats fields added up into a ``covid19_job_<name>_total`` counter each
+_BATCH_TOTALS = {
+    "lines": "Lines of posts the job read.",
+    "kept": "Posts stored.",
+    "empty": "Posts dropped: nothing left after cleaning.",
+    "malformed": "Lines dropped: not a post (kept in the quarantine file).",
+    "duplicates": "Posts dropped: their id was seen before.",
+    "resent": "Posts dropped: sent again by stream.py, already handled.",
+    "out_of_order": "Posts dropped after a gap in the numbering, until sent again.",
+}
+
+
+class JobMetrics:
+    """spark_streaming.py's metrics: totals added once a batch, levels read when scraped.
+
+    ``durable`` (the job's ``DurableStore``) gives the spool's size; ``clock``
+    (epoch seconds) the case count's age.
+    """
+
+    def __init__(self, durable: Spooling | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.durable = durable
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._totals = dict.fromkeys(("batches", "batches_failed", "records", "spooled_batches",
+                                      *_BATCH_TOTALS), 0)
+        self._count: CaseCount | None = None
+        self.registry = CollectorRegistry()
+        self.processing = Histogram(
+            f"{PREFIX}_job_batch_processing_seconds", "Spark's processing time of a batch.",
+            buckets=PROCESSING_BUCKETS, registry=self.registry)
+        self.write = Histogram(
+            f"{PREFIX}_job_batch_write_seconds", "Time to write a batch's documents to the "
+            "store (or the spool).", buckets=WRITE_BUCKETS, registry=self.registry)
+        self.registry.register(self)
+
+    def batch_completed(self, stats: BatchStats | None, records: int,
+                        processing_ms: int | None) -> None:
+        """One batch is done: ``stats`` (None: it was not stored), Spark's ``records``
+        received and its processing time."""
+        with self._lock:
+            totals = self._totals
+            totals["batches"] += 1
+            totals["records"] += records
+            if stats is None:
+                totals["batches_failed"] += 1
+            else:
+                for name in _BATCH_TOTALS:
+                    totals[name] += getattr(stats, name)
+                totals["spooled_batches"] += stats.spooled
+        if processing_ms is not None:
+            self.processing.observe(processing_ms / 1000)
+        if stats is not None and stats.write_ms is not None:
+            self.write.observe(stats.write_ms / 1000)
+        if stats is not None and stats.total_case_count is not None:
+            self.count_read(_reading(stats))
+
+    def count_read(self, reading: CaseCount) -> None:
+        """The case count a batch stored (or the job's first reading)."""
+        if reading.total is not None:
+            with self._lock:
+                self._count = reading
+
+    def collect(self) -> Iterator[Metric]:
+        """The totals and the current levels (called by prometheus_client at each scrape)."""
+        with self._lock:
+            totals, count = dict(self._totals), self._count
+        yield _counter("job_batches_total", "Batches completed.", totals["batches"])
+        yield _counter("job_batches_failed_total", "Batches not stored (an error; their "
+                       "posts are sent again).", totals["batches_failed"])
+        yield _counter("job_records_total", "Records Spark received.", totals["records"])
+        for name, documentation in _BATCH_TOTALS.items():
+            yield _counter(f"job_{name}_total", documentation, totals[name])
+        yield _counter("job_spooled_batches_total", "Batches written to the spool because "
+                       "the store was down.", totals["spooled_batches"])
+        if self.durable is not None:
+            yield _gauge("job_spooled_documents", "Documents waiting in the spool for the "
+                         "store.", self.durable.spooled)
+            yield _gauge("job_spool_bytes", "Size of the spool file.",
+                         _file_size(self.durable.spool.path))
+        if count is not None and count.total is not None:
+            yield _gauge("job_case_count", "The total case count last stored.", count.total)
+            yield _gauge("job_case_count_fresh", "1 if the source answered for the last "
+                         "count stored, 0 if the last good one was carried over.",
+                         1 if count.fresh else 0)
+            if count.as_of is not None:
+                yield _gauge("job_case_count_age_seconds", "Now minus the moment the last "
+                             "count stored is for.", self._clock() - count.as_of.timestamp())
+
+
+def _reading(stats: BatchStats) -> CaseCount:
+    return CaseCount(stats.total_case_count, stats.case_count_as_of, stats.case_count_source,
+                     stats.count_fresh)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return Path(path).stat().st_size
+    except FileNotFoundError:
+        return 0
