@@ -42,6 +42,7 @@ from journal import Journal, records_of
 
 pytestmark = pytest.mark.e2e
 BATCH_WITH_TWEETS = re.compile(r"batch (\S+): \d+ lines, \d+ kept")
+WAITING = "waiting for stream.py on"  # the job's line once Spark's receiver tries to connect
 
 
 def stored_texts(collection) -> list[str]:
@@ -135,9 +136,11 @@ def test_forged_control_lines_lose_nothing(tmp_path, page, ports, programs) -> N
     the job is killed and restarted."""
     sent = write_tweets(tmp_path / "tweets.jsonl", 15_000)
     port, ack_port = ports
-    source = producer(tmp_path, tmp_path / "tweets.jsonl", port, ack_port, 500)
     first = job(tmp_path, port, ack_port, page.url)
-    programs.extend([source, first])
+    programs.append(first)
+    first.wait_for_text(WAITING)  # Spark is up: the replay runs while the job reads it
+    source = producer(tmp_path, tmp_path / "tweets.jsonl", port, ack_port, 500)
+    programs.append(source)
     first.wait_for(lambda _: first.kept() >= 1)
     victim = read_producer_id(tmp_path / "db")
     forged = forge(ack_port, victim)
@@ -283,10 +286,13 @@ def test_mongodb_outage_mid_stream_spools_and_loses_nothing(
     uri = f"mongodb://127.0.0.1:{proxy.port}/?serverSelectionTimeoutMS=1000"
     sent = write_tweets(tmp_path / "tweets.jsonl", int(200 * (outage + 15)))
     port, ack_port = ports
-    source = producer(tmp_path, tmp_path / "tweets.jsonl", port, ack_port, 200)
-    programs.append(source)
     consumer = job(tmp_path, port, ack_port, page.url, "--mongo-uri", uri)
     programs.append(consumer)
+    # the outage must come while tweets still flow: the replay starts once Spark is up
+    # (a slow start on a busy machine used to let the whole file be stored first)
+    consumer.wait_for_text(WAITING)
+    source = producer(tmp_path, tmp_path / "tweets.jsonl", port, ack_port, 200)
+    programs.append(source)
     consumer.wait_for(lambda _: consumer.kept() >= 400)
 
     proxy.off()
@@ -310,10 +316,11 @@ def test_mongodb_outage_mid_stream_spools_and_loses_nothing(
 def test_scrape_failures_never_cost_a_batch(tmp_path, page, ports, programs) -> None:
     write_tweets(tmp_path / "tweets.jsonl", 20_000)
     port, ack_port = ports
-    source = producer(tmp_path, tmp_path / "tweets.jsonl", port, ack_port, 100)
-    programs.append(source)
     consumer = job(tmp_path, port, ack_port, page.url, scrape_timeout=1)
     programs.append(consumer)
+    consumer.wait_for_text(WAITING)  # the failure windows come while tweets flow
+    source = producer(tmp_path, tmp_path / "tweets.jsonl", port, ack_port, 100)
+    programs.append(source)
     consumer.wait_for(lambda _: consumer.kept() >= 100)
     failures = {"error": "HTTP 500", "no-counter": "no 'Coronavirus Cases:' counter",
                 "hang": "no answer within 1 s"}
