@@ -88,6 +88,9 @@ class Secret(bytes):
         secret.origin = origin
         return secret
 
+    def __getnewargs__(self) -> tuple[bytes, str]:  # type: ignore[override]
+        return bytes(self), self.origin
+
 
 def _origin(secret: bytes) -> str:
     """Where ``secret`` came from, as a log line names it."""
