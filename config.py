@@ -1,9 +1,12 @@
 """The one place that reads configuration, for both processes.
 
 Precedence, highest first: command-line flags, the process environment, a
-``.env`` file in the current directory (python-dotenv), the defaults below.
-Every option has one environment variable and, unless it is a secret, one
-flag; ``config.example.env`` lists them all.
+``.env`` file in the current directory (python-dotenv, checked by
+:mod:`dotenv_check`), the defaults below. Every option has one environment
+variable and, unless it is a secret, one flag; ``config.example.env`` lists
+them all. The files the programs keep default to one folder, ``DATA_DIR``
+(``data`` in the project folder), whatever the current folder, so that both
+programs find the same ones.
 
     >>> settings = load_settings("stream.py", STREAM_OPTIONS, ["--port", "6000"])
     >>> settings.port
@@ -27,9 +30,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from dotenv import dotenv_values
+import dotenv_check
 
 PROJECT_DIR = Path(__file__).resolve().parent
+DEFAULT_DATA_DIR = PROJECT_DIR / "data"
+#: the files kept under DATA_DIR unless given a path of their own: option -> name in it
+DATA_FILES = {"journal_path": "journal", "control_secret_path": "control.secret",
+              "spool_path": "spool.jsonl", "quarantine_path": "quarantine.jsonl",
+              "embedded_db_path": "db"}
+#: variables the programs (or Spark and Java under them) read from the process
+#: environment, outside this module: never from .env, which does not reach them
+ENVIRONMENT_ONLY = ("JAVA_HOME", "SPARK_HOME", "SPARK_DRIVER_MEMORY", "SPARK_LOCAL_IP",
+                    "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "PYSPARK_SUBMIT_ARGS")
 DEFAULT_REPLAY_FILE = PROJECT_DIR / "samples" / "tweets.jsonl"
 DEFAULT_WORLDOMETERS_URL = "https://www.worldometers.info/coronavirus/"
 DEFAULT_RULES = "covid OR covid19 OR coronavirus OR #COVID19"
@@ -79,10 +91,10 @@ class Settings:
     loop: bool = False
     from_start: bool = False
     journal_max_bytes: int = 2 * 1024**3
-    journal_path: Path = Path("data/journal")
+    journal_path: Path = DEFAULT_DATA_DIR / "journal"
     # both: the control channel's shared secret
     control_secret: str | None = field(default=None, repr=False)
-    control_secret_path: Path = Path("data/control.secret")
+    control_secret_path: Path = DEFAULT_DATA_DIR / "control.secret"
     # Spark job
     batch_seconds: float = 20.0
     receiver_max_rate: int = 50_000
@@ -92,15 +104,16 @@ class Settings:
     worldometers_url: str = DEFAULT_WORLDOMETERS_URL
     who_url: str = DEFAULT_WHO_URL
     scrape_timeout: float = 10.0
-    spool_path: Path = Path("data/spool.jsonl")
-    quarantine_path: Path = Path("data/quarantine.jsonl")
+    spool_path: Path = DEFAULT_DATA_DIR / "spool.jsonl"
+    quarantine_path: Path = DEFAULT_DATA_DIR / "quarantine.jsonl"
     # storage
     mongo_uri: str | None = field(default=None, repr=False)
     database: str = "covid19"
     collection: str = "tweet_batches"
-    embedded_db_path: Path = Path("data/db")
+    embedded_db_path: Path = DEFAULT_DATA_DIR / "db"
     batch_metrics: str = "auto"
     # both
+    data_dir: Path = DEFAULT_DATA_DIR
     log_level: str = "INFO"
     metrics_port: int | None = None  # None or 0: no /metrics endpoint
 
@@ -206,13 +219,58 @@ def _master(raw: str) -> str:
     return value
 
 
+def _host_and_port(netloc: str, *, port_allowed: bool = True) -> str | None:
+    """What ``host[:port]`` (a URL's host part) has wrong ("no host", ...), or None."""
+    parts = urlsplit(f"//{netloc}")
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or above 65535
+        port = 0
+    if not parts.hostname:
+        return "no host"
+    if any(ch.isspace() for ch in netloc):
+        return "a space in its host"
+    if port is not None and not port_allowed:
+        return "a port, which this kind of URL may not name"
+    if port == 0:
+        return f"port {netloc.rpartition(':')[2]!r}, not one in 1..65535"
+    return None
+
+
+def _url(raw: str, schemes: tuple[str, ...]) -> str:
+    """``raw`` if it is a whole URL of one of ``schemes``: a host without spaces,
+    a port (if any) in 1..65535; else ValueError saying what is wrong."""
+    value = _non_empty(raw)
+    parts = urlsplit(value)
+    kinds = " or ".join(f"{scheme}://" for scheme in schemes)
+    if parts.scheme not in schemes:
+        raise ValueError(f"{value!r} is not a {kinds} URL")
+    problem = _host_and_port(parts.netloc.rpartition("@")[2])
+    if problem is None and any(ch.isspace() for ch in value):
+        problem = "a space in it"
+    if problem:
+        raise ValueError(f"{value!r} has {problem}")
+    return value
+
+
 def _mongo_uri(raw: str) -> str | None:
+    """A MongoDB connection string, checked without connecting; an error never
+    echoes the value (it may hold a password)."""
     value = raw.strip()
     if not value:
         return None
-    if not value.startswith(("mongodb://", "mongodb+srv://")):
-        # do not echo the value: it may hold a password
+    scheme, found, rest = value.partition("://")
+    if not found or scheme not in ("mongodb", "mongodb+srv"):
         raise ValueError("must start with mongodb:// or mongodb+srv://")
+    hosts = rest.partition("/")[0].partition("?")[0].rpartition("@")[2].split(",")
+    if scheme == "mongodb+srv" and len(hosts) > 1:
+        raise ValueError("a mongodb+srv:// URI names one host")
+    for host in hosts:
+        problem = _host_and_port(host, port_allowed=scheme == "mongodb")
+        if problem == "no host":
+            raise ValueError("names no host")
+        if problem:  # the host part holds no password: it may be shown
+            raise ValueError(f"host {host!r} has {problem}")
     return value
 
 
@@ -228,23 +286,14 @@ def _mongo_name(kind: str, forbidden: str) -> Callable[[str], str]:
 
 
 def _http_url(raw: str) -> str:
-    value = _non_empty(raw)
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{value!r} is not an http(s) URL")
-    return value
+    return _url(raw, ("http", "https"))
 
 
 def _ws_urls(raw: str) -> tuple[str, ...]:
     urls = tuple(dict.fromkeys(url.strip() for url in raw.split(",") if url.strip()))
     if not urls:
         raise ValueError("needs at least one ws:// or wss:// URL")
-    for url in urls:
-        parts = urlsplit(url)
-        if parts.scheme not in ("ws", "wss") or not parts.netloc or any(
-                ch.isspace() for ch in url):
-            raise ValueError(f"{url!r} is not a ws:// or wss:// URL")
-    return urls
+    return tuple(_url(url, ("ws", "wss")) for url in urls)
 
 
 def _keywords(raw: str) -> tuple[str, ...]:
@@ -409,6 +458,10 @@ OPTIONS: dict[str, Option] = {
         Option("batch_metrics", "BATCH_METRICS", "--batch-metrics", _choice("auto", "on", "off"),
                "store per-batch metrics in the batch_metrics collection: on, off, or auto "
                "(on for the embedded store, off for MongoDB)", "{auto,on,off}"),
+        Option("data_dir", "DATA_DIR", "--data-dir", lambda raw: Path(_non_empty(raw)),
+               "folder of the journal, control secret, spool, quarantine and embedded "
+               "store when their own paths are not given; both programs must use the same",
+               "PATH"),
         Option("log_level", "LOG_LEVEL", "--log-level", _log_level,
                "DEBUG, INFO, WARNING or ERROR", "LEVEL"),
         Option("metrics_port", "METRICS_PORT", "--metrics-port", _optional(_int_in(0, 65535)),
@@ -421,14 +474,15 @@ STREAM_OPTIONS = ("source", "jetstream_urls", "keywords", "stale_seconds", "max_
                   "from_start", "bearer_token",
                   "twitter_rules", "max_posts", "replay_file", "rate", "loop", "host", "port",
                   "ack_port", "journal_max_bytes", "journal_path", "control_secret",
-                  "control_secret_path", "log_level", "metrics_port")
+                  "control_secret_path", "data_dir", "log_level", "metrics_port")
 SPARK_OPTIONS = ("host", "port", "ack_port", "control_secret", "control_secret_path",
                  "batch_seconds", "receiver_max_rate", "master", "duration", "mongo_uri",
                  "database", "collection", "embedded_db_path", "spool_path",
                  "quarantine_path", "batch_metrics", "case_source", "worldometers_url", "who_url",
-                 "scrape_timeout", "log_level", "metrics_port")
+                 "scrape_timeout", "data_dir", "log_level", "metrics_port")
 SCRAPE_OPTIONS = ("case_source", "worldometers_url", "who_url", "scrape_timeout", "log_level")
-STORE_OPTIONS = ("mongo_uri", "database", "collection", "embedded_db_path", "log_level")
+STORE_OPTIONS = ("mongo_uri", "database", "collection", "embedded_db_path", "data_dir",
+                 "log_level")
 
 _DEFAULTS = Settings()
 
@@ -501,11 +555,7 @@ def build_parser(
         opt = OPTIONS[name]
         if opt.flag is None:
             continue
-        default = getattr(_DEFAULTS, name)
-        separator = "; " if name == "twitter_rules" else ","
-        shown = "" if name == "source" else f"; default: {_show_default(default, separator)}"
-        if name == "journal_max_bytes":
-            shown = f"; default: {default / 1024**3:g}GiB"
+        shown = "" if name == "source" else f"; default: {default_text(name)}"
         help_text = f"{opt.help} [env {opt.env}{shown}{_old_names(opt)}]"
         flags = [opt.flag, *([aliases[name]] if aliases and name in aliases else [])]
         if opt.is_switch:
@@ -538,14 +588,25 @@ def _old_names(opt: Option) -> str:
     return f"; formerly {old}, deprecated" if old else ""
 
 
-def _show_default(value: Any, separator: str) -> str:
+def default_text(name: str) -> str:
+    """Option ``name``'s default as ``--help`` and the README print it: ``60``
+    (not ``60.0``), ``false``, ``4MiB``, ``DATA_DIR/journal``, ``unset``."""
+    value = getattr(_DEFAULTS, name)
+    if name in DATA_FILES:
+        return f"DATA_DIR/{DATA_FILES[name]}"
+    if OPTIONS[name].parse is _byte_size:
+        unit = next(u for u in ("TiB", "GiB", "MiB", "KiB", "") if
+                    value % _SIZE_UNITS[u.lower()] == 0)
+        return f"{value // _SIZE_UNITS[unit.lower()]}{unit}"
     if isinstance(value, tuple):
-        return separator.join(value)
+        return ("; " if name == "twitter_rules" else ",").join(value)
     if isinstance(value, Path):
-        try:
-            return str(value.relative_to(PROJECT_DIR))
-        except ValueError:
-            return str(value)
+        project = PROJECT_DIR.as_posix()
+        return value.as_posix().replace(project, "<project folder>", 1)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return "unset" if value is None else str(value)
 
 
@@ -581,6 +642,9 @@ def resolve(
             label = f"{flag} / {opt.env}" if flag else opt.env
             raise ConfigError(f"{label}: {err} (from {where})") from None
     names = set(names)
+    if "data_dir" in values:  # the files not given a path of their own follow it
+        for path_name, file_name in DATA_FILES.items():
+            values.setdefault(path_name, values["data_dir"] / file_name)
     if "source" in names and "source" not in values:
         values["source"] = "twitter" if values.get("bearer_token") else "bluesky"
     settings = replace(_DEFAULTS, **values)
@@ -601,6 +665,11 @@ def _warn_old_names(opt: Option, flags: Mapping[str, str | list[str] | None],
 
 def _check(settings: Settings, names: set[str]) -> None:
     """Checks that involve more than one option or the file system."""
+    if {"port", "ack_port"} <= names and settings.port == settings.ack_port:
+        raise ConfigError(
+            f"--port / STREAM_PORT and --ack-port / ACK_PORT are both {settings.port}: the "
+            "tweet socket and the control channel need two different ports"
+        )
     if "source" not in names:
         return
     if settings.source == "twitter" and not settings.bearer_token:
@@ -650,14 +719,16 @@ def settings_from_args(
     dotenv_path: str | os.PathLike[str] | None = ".env",
 ) -> Settings:
     """Settings from parsed flags plus the environment and ``.env``; on a bad
-    value, ``parser`` exits with status 2 and one line naming it."""
+    value or a ``.env`` line that cannot be read, ``parser`` exits with status 2
+    and one line naming it. A ``.env`` name no option has is warned about."""
     merged: dict[str, str] = {}
-    if dotenv_path is not None and Path(dotenv_path).is_file():
-        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
-    merged.update(os.environ if environ is None else environ)
+    known = {name for opt in OPTIONS.values() for name in (opt.env, opt.old_env) if name}
     try:
+        if dotenv_path is not None and Path(dotenv_path).is_file():
+            merged.update(dotenv_check.read_dotenv(dotenv_path, known, ENVIRONMENT_ONLY))
+        merged.update(os.environ if environ is None else environ)
         return resolve(names, vars(args), merged)
-    except ConfigError as err:
+    except (ConfigError, dotenv_check.DotenvError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -70,7 +70,35 @@ class ProtocolError(Exception):
     """A peer broke the protocol (bad line, bad MAC, timeout); the connection is dropped."""
 
 
+class WrongSecretError(ProtocolError):
+    """The peer proved it holds another secret than ours (or none)."""
+
+
 # --- the secret ---------------------------------------------------------------------
+
+
+class Secret(bytes):
+    """The shared secret, which knows where it came from (``origin``, for log lines
+    when the other program holds another one; never the secret itself)."""
+
+    origin: str
+
+    def __new__(cls, value: bytes, origin: str) -> Secret:
+        secret = super().__new__(cls, value)
+        secret.origin = origin
+        return secret
+
+    def __getnewargs__(self) -> tuple[bytes, str]:  # type: ignore[override]
+        return bytes(self), self.origin
+
+
+def _origin(secret: bytes) -> str:
+    """Where ``secret`` came from, as a log line names it."""
+    return secret.origin if isinstance(secret, Secret) else "the secret it was given"
+
+
+#: what a log line says when the two programs' secrets differ
+SAME_SECRET = "both programs must use the same CONTROL_SECRET_FILE / CONTROL_SECRET"
 
 
 def load_secret(env_secret: str | None, path: Path) -> bytes:
@@ -85,9 +113,9 @@ def load_secret(env_secret: str | None, path: Path) -> bytes:
             raise ControlError(f"CONTROL_SECRET must be at least {MIN_SECRET_CHARS} "
                                "characters (e.g. python -c 'import secrets; "
                                "print(secrets.token_hex(32))')")
-        return env_secret.encode("utf-8")
+        return Secret(env_secret.encode("utf-8"), "CONTROL_SECRET")
     try:
-        return _secret_file(path)
+        return Secret(_secret_file(path), f"CONTROL_SECRET_FILE {path.absolute()}")
     except OSError as err:
         raise ControlError(f"cannot use the control secret file {path}: "
                            f"{err.strerror or err}") from None
@@ -245,6 +273,8 @@ class ControlServer:
         self.on_resend = on_resend
         #: lines and connections refused so far
         self.rejected = 0
+        #: a wrong secret was logged and no job has authenticated since (so: not again)
+        self._told_wrong_secret = False
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
@@ -292,8 +322,12 @@ class ControlServer:
                 self._handle(conn)
         except ProtocolError as err:
             self.rejected += 1
-            log.warning("control port: dropped a connection from %s:%d: %s", peer[0],
-                        peer[1], err)
+            wrong_secret = isinstance(err, WrongSecretError)
+            with self._lock:
+                told = wrong_secret and self._told_wrong_secret
+                self._told_wrong_secret |= wrong_secret
+            log.log(logging.DEBUG if told else logging.WARNING,
+                    "control port: dropped a connection from %s:%d: %s", peer[0], peer[1], err)
         except OSError as err:
             if not self._closing.is_set() and not isinstance(err, TimeoutError):
                 log.debug("control connection from %s:%d ended: %s", peer[0], peer[1], err)
@@ -321,13 +355,15 @@ class ControlServer:
         job_nonce = words[1]
         if not hmac.compare_digest(words[2], _mac(self.secret, "auth", producer_nonce,
                                                   job_nonce)):
-            raise ProtocolError("wrong control secret (CONTROL_SECRET / CONTROL_SECRET_FILE "
-                                "differ between the two programs?)")
+            raise WrongSecretError(
+                f"wrong control secret: this producer uses {_origin(self.secret)} and the job "
+                f"another; {SAME_SECRET} (not logged again until a job authenticates)")
         session = _Session(self.secret, producer_nonce, job_nonce)
-        conn.sendall(f"ok {_mac(self.secret, 'ok', producer_nonce, job_nonce)}\n"
-                     .encode("ascii"))
         with self._lock:
             self._unproven.pop(conn, None)  # a holder of the secret: it keeps its place
+            self._told_wrong_secret = False  # before "ok": a wrong one after it is told
+        conn.sendall(f"ok {_mac(self.secret, 'ok', producer_nonce, job_nonce)}\n"
+                     .encode("ascii"))
         conn.settimeout(self.IDLE_TIMEOUT)
         while not self._closing.is_set():
             line = reader.readline()
@@ -370,7 +406,8 @@ class ControlClient:
         self._sock: socket.socket | None = None
         self._reader: _LineReader | None = None
         self._session: _Session | None = None
-        self._failing = False
+        #: what is wrong with the control port, as last logged (None: nothing)
+        self._failing: str | None = None
 
     def send(self, acks: dict[str, int], resends: dict[str, int]) -> dict[str, tuple[int, int]]:
         """Send the acks and resend requests; the ``held`` answers that have come,
@@ -393,14 +430,15 @@ class ControlClient:
             answers = self._answers()
         except (OSError, ProtocolError) as err:
             self.close()
-            if not self._failing:
+            failing = str(err) if isinstance(err, ProtocolError) else "unreachable"
+            if failing != self._failing:  # once per change: not every batch
                 log.warning("cannot use the producer's control port %s:%d (%s); it keeps the "
                             "tweets until they are acknowledged", *self.address, err)
-            self._failing = True
+            self._failing = failing
             return {}
         if self._failing:
             log.info("acknowledgements reach the producer again")
-        self._failing = False
+        self._failing = None
         return answers
 
     def _connect(self) -> None:
@@ -418,8 +456,9 @@ class ControlClient:
             words = _words(line) if line is not None else []
             if (len(words) != 2 or words[0] != "ok" or not hmac.compare_digest(
                     words[1], _mac(self.secret, "ok", producer_nonce, job_nonce))):
-                raise ProtocolError("the control port refused the secret or does not hold it "
-                                    "(CONTROL_SECRET / CONTROL_SECRET_FILE differ?)")
+                raise WrongSecretError(
+                    "the control port refused the secret or does not hold it: this job uses "
+                    f"{_origin(self.secret)}; {SAME_SECRET}")
         except BaseException:
             sock.close()
             raise

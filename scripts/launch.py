@@ -9,13 +9,14 @@ The card's way, two terminals, works the same: run `python stream.py` in one,
 ``run`` takes live posts: from the X API when TWITTER_BEARER_TOKEN is set
 (.env or the environment), else from Bluesky's Jetstream; when no Jetstream
 host answers (no internet), it says so in one line and replays the sample
-file instead. It stores into the embedded store in data/db (see the batches
-with `python report.py inspect`) and takes everything else, the case source
-included, from your settings.
+file instead. It stores into the embedded store (EMBEDDED_DB_PATH, by default
+data/db in the project folder: see the batches with `python report.py
+inspect`) and takes everything else, the case source included, from your
+settings.
 
 ``demo`` is fully offline: its own ports, the sample replay, the project's
-saved page served from 127.0.0.1, the embedded store in data/db and a fresh
-journal and spool under data/demo.
+saved page served from 127.0.0.1, the embedded store of your settings and a
+fresh journal and spool in DATA_DIR/demo.
 
 If stream.py stops with an error, the job is stopped too and the launcher
 exits with stream.py's status.
@@ -46,13 +47,12 @@ from sources.bluesky import BlueskySource, first_answering  # noqa: E402
 from stopping import install_stop_handlers  # noqa: E402
 
 PYTHON = sys.executable
-DEMO_DATA = PROJECT / "data" / "demo"  # the demo's journal and spool: new each run
 DEMO_REPORT = PROJECT / "report.png"  # git-ignored
 DEMO_BATCH_SECONDS = 5
 DEMO_BATCHES = 3
-# always the embedded store in data/db (where `report.py inspect` looks), even if .env
-# names a MongoDB; the empty --mongo-uri beats the environment
-EMBEDDED = ["--mongo-uri", "", "--embedded-db-path", "data/db"]
+# always the embedded store (EMBEDDED_DB_PATH, where `report.py inspect` looks), even if
+# .env names a MongoDB; the empty --mongo-uri beats the environment
+EMBEDDED = ["--mongo-uri", ""]
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 #: How long stream.py may take to stop once the job has (it closes its journal).
 PRODUCER_STOP_SECONDS = 30.0
@@ -193,20 +193,23 @@ def main() -> int:
         batch_seconds = config.load_settings("make run", config.SPARK_OPTIONS, []).batch_seconds
         return run_pair(source, EMBEDDED, stop, job_stop_seconds(batch_seconds))
 
+    # the demo's journal and spool: new each run, in DATA_DIR (the programs run in the
+    # project folder, where a relative DATA_DIR is taken from)
+    demo_data = PROJECT / config.load_settings("make demo", ["data_dir"], []).data_dir / "demo"
     page = serve_samples()
     tweet_port, ack_port = free_ports(2)
     ports = ["--port", str(tweet_port), "--ack-port", str(ack_port)]
     url = f"http://127.0.0.1:{page.server_address[1]}/worldometers.html"
-    shutil.rmtree(DEMO_DATA, ignore_errors=True)
+    shutil.rmtree(demo_data, ignore_errors=True)
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     duration = DEMO_BATCH_SECONDS * DEMO_BATCHES
     code = run_pair(
         ["--source", "replay", "--rate", "4", "--loop", *ports,
-         "--journal-path", str(DEMO_DATA / "journal")],
+         "--journal-path", str(demo_data / "journal")],
         [*ports, "--batch-seconds", str(DEMO_BATCH_SECONDS), "--duration", str(duration),
          "--case-source", "worldometers", "--worldometers-url", url, *EMBEDDED,
-         "--spool-path", str(DEMO_DATA / "spool.jsonl"),
-         "--quarantine-path", str(DEMO_DATA / "quarantine.jsonl")],
+         "--spool-path", str(demo_data / "spool.jsonl"),
+         "--quarantine-path", str(demo_data / "quarantine.jsonl")],
         stop, job_stop_seconds(DEMO_BATCH_SECONDS),
     )
     page.shutdown()

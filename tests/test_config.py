@@ -20,7 +20,33 @@ def test_defaults() -> None:
     assert (settings.database, settings.collection) == ("covid19", "tweet_batches")
     assert settings.master == "local[2]"
     assert settings.mongo_uri is None
-    assert settings.embedded_db_path == Path("data/db")
+    assert settings.embedded_db_path == PROJECT / "data" / "db"
+
+
+def test_default_files_are_in_one_data_folder_whatever_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stream.py started in the project folder and spark_streaming.py started in
+    samples/ must use the same control secret (and journal, spool, store...)."""
+    def paths(names: tuple[str, ...], flags: dict[str, str]) -> dict[str, Path]:
+        settings = resolve(names, flags, {})
+        return {name: getattr(settings, name) for name in config.DATA_FILES}
+
+    monkeypatch.chdir(PROJECT)
+    in_project = paths(config.STREAM_OPTIONS, {})
+    monkeypatch.chdir(PROJECT / "samples")
+    in_samples = paths(config.SPARK_OPTIONS, {})
+    assert in_project == in_samples
+    assert in_project["control_secret_path"] == PROJECT / "data" / "control.secret"
+    assert in_project["journal_path"] == PROJECT / "data" / "journal"
+    assert {path.parent for path in in_project.values()} == {PROJECT / "data"}
+    # --data-dir / DATA_DIR moves every file not given a path of its own
+    moved = paths(config.SPARK_OPTIONS, {"data_dir": str(tmp_path), "spool_path": "my.jsonl"})
+    assert moved["embedded_db_path"] == tmp_path / "db"
+    assert moved["control_secret_path"] == tmp_path / "control.secret"
+    assert moved["spool_path"] == Path("my.jsonl")  # a path given keeps its meaning
+    from_env = resolve(config.STORE_OPTIONS, {}, {"DATA_DIR": str(tmp_path)})
+    assert from_env.embedded_db_path == tmp_path / "db"
 
 
 def test_flag_beats_environment_beats_dotenv(tmp_path: Path) -> None:
@@ -171,6 +197,30 @@ def test_case_source_and_daily_cap() -> None:
          "--from-start / REPLAY_FROM_START"),
         (config.SPARK_OPTIONS, {"case_source": "cdc"}, {}, "--case-source / CASE_SOURCE"),
         (config.SPARK_OPTIONS, {}, {"WHO_DATA_URL": "file:///x.csv"}, "--who-url / WHO_DATA_URL"),
+        # URLs checked whole at start: port, host present, no space in it
+        (config.SPARK_OPTIONS, {"worldometers_url": "http://127.0.0.1:99999/"}, {},
+         "--worldometers-url / WORLDOMETERS_URL"),
+        (config.SPARK_OPTIONS, {"worldometers_url": "http://www.worldometers .info/"}, {},
+         "--worldometers-url / WORLDOMETERS_URL"),
+        (config.SPARK_OPTIONS, {}, {"WHO_DATA_URL": "https:///x.csv"}, "--who-url / WHO_DATA_URL"),
+        (config.SPARK_OPTIONS, {}, {"WHO_DATA_URL": "https://h:0/x.csv"},
+         "--who-url / WHO_DATA_URL"),
+        (config.STREAM_OPTIONS, {}, {"JETSTREAM_URLS": "wss://h:70000/subscribe"},
+         "--jetstream-url / JETSTREAM_URLS"),
+        (config.STREAM_OPTIONS, {}, {"JETSTREAM_URLS": "wss://:443/subscribe"},
+         "--jetstream-url / JETSTREAM_URLS"),
+        (config.SPARK_OPTIONS, {"mongo_uri": "mongodb://u:pw@db:99999/"}, {},
+         "--mongo-uri / MONGODB_URI"),
+        (config.SPARK_OPTIONS, {"mongo_uri": "mongodb://u:pw@/covid19"}, {},
+         "--mongo-uri / MONGODB_URI"),
+        (config.SPARK_OPTIONS, {"mongo_uri": "mongodb+srv://c.example:27017/"}, {},
+         "--mongo-uri / MONGODB_URI"),
+        # the tweet socket and the control channel on one port
+        (config.SPARK_OPTIONS, {"port": "6000", "ack_port": "6000"}, {},
+         "--port / STREAM_PORT and --ack-port / ACK_PORT are both 6000"),
+        (config.STREAM_OPTIONS, {}, {"STREAM_PORT": "5556"},
+         "--port / STREAM_PORT and --ack-port / ACK_PORT are both 5556"),
+        (config.STORE_OPTIONS, {}, {"DATA_DIR": " "}, "--data-dir / DATA_DIR"),
     ],
 )
 def test_bad_values_name_the_option(names, flags, environ, named) -> None:
@@ -194,9 +244,23 @@ def test_twitter_without_token_says_what_to_do() -> None:
 
 
 def test_bad_mongo_uri_is_not_echoed() -> None:
-    with pytest.raises(ConfigError) as err:
-        resolve(config.SPARK_OPTIONS, {"mongo_uri": "mongo://u:hunter2@h"}, {})
-    assert "hunter2" not in str(err.value)
+    for uri in ("mongo://u:hunter2@h", "mongodb://u:hunter2@h:99999/", "mongodb://u:hunter2@/"):
+        with pytest.raises(ConfigError) as err:
+            resolve(config.SPARK_OPTIONS, {"mongo_uri": uri}, {})
+        assert "hunter2" not in str(err.value)
+
+
+def test_whole_urls_pass_the_start_up_checks() -> None:
+    settings = resolve(config.SPARK_OPTIONS, {
+        "worldometers_url": "http://127.0.0.1:8080/worldometers.html",
+        "who_url": "https://[::1]:443/who.csv",
+        "mongo_uri": "mongodb://u:p%40ss@h1:27017,h2,[::1]:27018/covid19?replicaSet=rs0",
+    }, {})
+    assert settings.who_url == "https://[::1]:443/who.csv"
+    assert resolve(config.SPARK_OPTIONS, {"mongo_uri": "mongodb+srv://c0.example.net/"},
+                   {}).mongo_uri == "mongodb+srv://c0.example.net/"
+    assert resolve(config.STREAM_OPTIONS, {}, {"JETSTREAM_URLS": "ws://127.0.0.1:1/s"}
+                   ).jetstream_urls == ("ws://127.0.0.1:1/s",)
 
 
 def test_the_old_worldometers_url_names_still_work(caplog: pytest.LogCaptureFixture) -> None:
@@ -271,3 +335,123 @@ def test_example_env_lists_every_variable() -> None:
     example = (PROJECT / "config.example.env").read_text()
     listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, flags=re.M))
     assert listed == {opt.env for opt in config.OPTIONS.values()}
+
+
+# --- .env: mistakes are said, not skipped --------------------------------------------------
+
+
+def dotenv_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    text: str, names: tuple[str, ...] = config.STREAM_OPTIONS,
+) -> tuple[config.Settings, list[str]]:
+    """The settings ``names`` with ``text`` as .env in the current folder, and what
+    the config logger said."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(text)
+    caplog.clear()
+    caplog.set_level(logging.WARNING, logger="config")
+    settings = config.load_settings("x", names, [], environ={})
+    return settings, [r.getMessage() for r in caplog.records if r.name == "config"]
+
+
+def test_dotenv_names_no_setting_has_are_warned_once_with_the_nearest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings, said = dotenv_messages(tmp_path, monkeypatch, caplog, (
+        "# my settings\n"
+        "\n"
+        "STREAM_PROT=6000\n"
+        "BATCH_SECONDS=3\n"           # a setting of the other program: fine
+        "export REPLAY_RATE=2\n"
+        "STREAM_PROT=7000\n"          # the same name again: no second line
+        "WORLDOMETER_URL=http://a/\n"  # a deprecated name: still a setting
+        "xyzzy=1\n"
+        "JAVA_HOME=/opt/jdk\n"        # read by Java from the environment, never from .env
+    ))
+    assert settings.port == 5555 and settings.rate == 2.0
+    assert said == [
+        ".env line 3: STREAM_PROT is not a setting (did you mean STREAM_PORT?)",
+        ".env line 8: xyzzy is not a setting",
+        ".env line 9: JAVA_HOME is read from the environment only, not from .env: export "
+        "it in the shell instead",
+    ]
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("# ports\nSTREAM_PORT 6000\n", 2),
+    ("STREAM_HOST=127.0.0.1\n\n\nSTREAM_PORT\n", 4),
+    ('STREAM_HOST=127.0.0.1\n\nKEYWORDS="covid,flu\nSTREAM_PORT=6000\n', 3),
+    ("TWITTER_BEARER_TOKEN AAAA-bearer-token\n", 1),
+])
+def test_dotenv_lines_that_cannot_be_read_exit_2_naming_the_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    text: str, line: int,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        config.load_settings("stream.py", config.STREAM_OPTIONS, [], environ={})
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"stream.py: error: .env line {line} is not NAME=value")
+    assert err.count("\n") == 1
+    assert "AAAA-bearer-token" not in err
+
+
+# --- what --help and the README say ------------------------------------------------------
+
+
+def test_help_prints_defaults_as_the_readme_does(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        config.load_settings("stream.py", config.STREAM_OPTIONS, ["--help"], environ={},
+                             dotenv_path=None)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[env JETSTREAM_STALE_SECONDS; default: 60]" in text
+    assert "[env REPLAY_RATE; default: 5]" in text
+    assert "[env REPLAY_LOOP; default: false]" in text
+    assert "[env JETSTREAM_MAX_EVENT_BYTES; default: 4MiB]" in text
+    assert "[env JOURNAL_PATH; default: DATA_DIR/journal]" in text
+    assert not re.search(r"default: [0-9]+\.0\]", text), text
+
+
+def readme_table() -> dict[str, tuple[str, str]]:
+    """The README's configuration table: variable -> (flag cell, default cell)."""
+    readme = (PROJECT / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n#", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        match = re.fullmatch(r"`([A-Z][A-Z0-9_]+)`", cells[0]) if len(cells) == 4 else None
+        if match:
+            rows[match.group(1)] = (cells[1], cells[2])
+    return rows
+
+
+#: defaults the README describes in words instead of printing them
+DESCRIBED = {"TWEET_SOURCE": "`twitter` if a token is set, else `bluesky`",
+             "JETSTREAM_URLS": "the six public hosts"}
+
+
+def test_readme_table_has_every_variable_with_its_flag_and_default() -> None:
+    rows = readme_table()
+    assert set(rows) == {opt.env for opt in config.OPTIONS.values()}
+    for name, opt in config.OPTIONS.items():
+        flag_cell, default_cell = rows[opt.env]
+        flags = re.findall(r"`(--[a-z-]+)`", flag_cell)
+        assert flags[:1] == ([opt.flag] if opt.flag else []), (opt.env, flag_cell)
+        if opt.env in DESCRIBED:
+            assert default_cell == DESCRIBED[opt.env]
+            continue
+        # the default as --help prints it, in backticks, maybe followed by "(a note)"
+        shown = re.sub(r"\s*\(.*\)$", "", default_cell).replace("`", "")
+        assert shown == config.default_text(name), (opt.env, default_cell)
+
+
+def test_the_example_env_copied_to_dotenv_is_read_without_a_word(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    example = (PROJECT / "config.example.env").read_text()
+    for names in (config.STREAM_OPTIONS, config.SPARK_OPTIONS):
+        settings, said = dotenv_messages(tmp_path, monkeypatch, caplog, example, names)
+        assert said == []
+        assert settings.control_secret_path == PROJECT / "data" / "control.secret"

@@ -173,6 +173,64 @@ def test_a_job_with_another_secret_is_refused_and_told(producer: Producer,
     wrong.close()
 
 
+def test_different_secrets_are_named_on_both_sides_once_per_change(tmp_path: Path) -> None:
+    """The two programs started in different folders once made two secret files: each
+    side says which secret it used, once per change of state, not once per batch."""
+    producer_file = tmp_path / "project" / "data" / "control.secret"
+    job_file = tmp_path / "samples" / "data" / "control.secret"
+    producer_secret = control.load_secret(None, producer_file)
+    job_secret = control.load_secret(None, job_file)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    same = "both programs must use the same CONTROL_SECRET_FILE / CONTROL_SECRET"
+    with capture_logs("control") as logs:
+        job = control.ControlClient("127.0.0.1", port, job_secret)
+        job.send({"p": 1}, {})  # the producer is not up yet
+        server = TweetServer("127.0.0.1", 0, Journal(tmp_path / "journal"), ack_port=port,
+                             secret=producer_secret)
+        server.start()
+        try:
+            for _ in range(3):  # three batches
+                job.send({server.source: 1}, {})
+            logs.wait_for("wrong control secret", times=3)
+            # a job holding the producer's secret authenticates: the next wrong one is told
+            right = control.ControlClient("127.0.0.1", port, producer_secret)
+            right.send({server.source: 0}, {})
+            right.close()
+            job.send({server.source: 1}, {})
+            logs.wait_for("wrong control secret", times=4)
+        finally:
+            job.close()
+            server.close()
+    warnings = [text for level, text in logs.messages if level >= logging.WARNING]
+    job_side = [text for text in warnings if "cannot use" in text]
+    assert len(job_side) == 2, warnings  # unreachable, then the wrong secret
+    assert f"this job uses CONTROL_SECRET_FILE {job_file}" in job_side[1]
+    assert same in job_side[1]
+    producer_side = [text for text in warnings if "wrong control secret" in text]
+    assert len(producer_side) == 2, warnings  # the first, and the first after the good job
+    assert all(f"this producer uses CONTROL_SECRET_FILE {producer_file}" in text
+               and same in text for text in producer_side)
+
+
+def test_the_secret_from_control_secret_is_named_as_such() -> None:
+    secret = control.load_secret("s" * 16, Path("unused"))
+    assert secret == b"s" * 16
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        server = control.ControlServer(listener, b"another-secret-0123456789", "p",
+                                       lambda seq: None, lambda seq: (seq, seq))
+        server.start()
+        with capture_logs("control") as logs:
+            job = control.ControlClient("127.0.0.1", listener.getsockname()[1], secret)
+            job.send({"p": 1}, {})
+            job.close()
+            server.close()
+    assert any("this job uses CONTROL_SECRET;" in text for text in logs.lines), logs.lines
+
+
 def test_a_line_replayed_on_another_connection_is_refused(producer: Producer,
                                                           control_log: LogWaiter) -> None:
     """A recorded authenticated line is worthless elsewhere: the MAC covers both nonces."""

@@ -682,9 +682,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    # cwd is a temporary folder so that a developer's .env cannot change the outcome
+    # cwd is a temporary folder so that a developer's .env cannot change the outcome, and
+    # the journal and control secret go to its data/, not the project's
     return subprocess.run(
-        [sys.executable, str(PROJECT / "stream.py"), *args], cwd=cwd, env=clean_env(**env),
+        [sys.executable, str(PROJECT / "stream.py"), *args], cwd=cwd,
+        env=clean_env(DATA_DIR=str(cwd / "data"), **env),
         capture_output=True, text=True, timeout=30, check=False,
     )
 
@@ -764,7 +766,8 @@ def start_producer(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], i
     proc = subprocess.Popen(
         [sys.executable, str(PROJECT / "stream.py"), "--source", "replay", "--port", str(port),
          "--ack-port", str(ACK_PORTS.setdefault(port, free_port())), *args],
-        cwd=tmp_path, env=clean_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        cwd=tmp_path, env=clean_env(DATA_DIR=str(tmp_path / "data")), stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         text=True,
     )
     assert proc.stderr is not None
@@ -992,7 +995,8 @@ def test_cli_warns_when_the_socket_is_reachable_from_the_network(tmp_path: Path)
     proc = subprocess.Popen(
         [sys.executable, str(PROJECT / "stream.py"), "--source", "replay", "--host", "0.0.0.0",
          "--port", str(free_port()), "--ack-port", str(free_port()), "--loop", "--rate", "1"],
-        cwd=tmp_path, env=clean_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        cwd=tmp_path, env=clean_env(DATA_DIR=str(tmp_path / "data")), stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         text=True,
     )
     try:
