@@ -329,7 +329,8 @@ class SendCursor:
         """Forget the tweets up to ``seq``: the job has stored them. Refused (False)
         when ``seq`` is beyond the highest seq sent: no job can have stored it."""
         with self.changed:
-            highest, before = self._highest_sent, self.journal.held
+            # counted by seq, not by how many are held: tweets are journaled meanwhile
+            highest, before = self._highest_sent, self.journal.first_held()
             refused = seq > highest
             if refused:
                 self.refused_acks += 1
@@ -349,7 +350,7 @@ class SendCursor:
                         err.strerror or err)
             return False
         with self.changed:
-            self.acked += max(0, before - self.journal.held)
+            self.acked += max(0, self.journal.first_held() - before)
             self.position = max(self.position, self.journal.first_held())
             self.changed.notify_all()
         return True

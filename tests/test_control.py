@@ -18,7 +18,7 @@ from processes import LogWaiter, capture_logs
 
 import control
 from journal import Journal
-from utility import TweetServer
+from utility import SendCursor, TweetServer
 
 SECRET = b"a-control-secret-for-the-tests-0123456789"
 TIMEOUT = 10.0
@@ -343,3 +343,28 @@ def test_a_handshake_that_trickles_is_dropped_on_time(producer: Producer,
                 break
         control_log.wait_for("did not authenticate in time")
     assert time.monotonic() - started < control.HANDSHAKE_TIMEOUT + 3
+
+
+def test_the_stored_count_is_exact_while_tweets_are_journaled_during_an_ack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stream.py's "N stored" (and its metric) counts the tweets an ack covers, even
+    when the source journals more at the same moment (as a live source always does)."""
+    journal = Journal(tmp_path / "journal")
+    for n in range(10):
+        last = journal.put({"id": str(n), "text": f"tweet {n}"})
+    assert journal.wait_committed(last, 10)
+    cursor = SendCursor(journal, resend_min_seconds=0, refused_warning_seconds=60)
+    real_ack = journal.ack
+
+    def ack_while_putting(seq: int) -> None:
+        for n in range(10, 13):  # the source's thread puts three more meanwhile
+            journal.put({"id": str(n), "text": f"tweet {n}"})
+        real_ack(seq)
+
+    monkeypatch.setattr(journal, "ack", ack_while_putting)
+    try:
+        assert cursor.ack(5) is True
+        assert cursor.acked == 5 and journal.held == 8
+    finally:
+        journal.close()

@@ -266,7 +266,7 @@ def test_make_run_falls_back_to_the_replay_and_stops_when_stream_py_fails(
         result = subprocess.run(
             [sys.executable, str(PROJECT / "scripts" / "launch.py"), "run"], cwd=tmp_path,
             env=clean_env(JETSTREAM_URLS=dead, STREAM_PORT=str(taken.getsockname()[1]),
-                          ACK_PORT=str(free_port())),
+                          ACK_PORT=str(free_port()), DATA_DIR=str(tmp_path / "data")),
             capture_output=True, text=True, timeout=120, check=False,
         )
     assert result.returncode == 1, result.stderr

@@ -56,7 +56,8 @@ def marker(tmp_path: Path) -> dict[str, str]:
     """An environment that marks every process of the run (children inherit it) and
     gives it a temporary folder of its own."""
     (tmp_path / "tmp").mkdir()
-    return {"COVID_TEST_RUN": uuid.uuid4().hex, "TMPDIR": str(tmp_path / "tmp")}
+    return {"COVID_TEST_RUN": uuid.uuid4().hex, "TMPDIR": str(tmp_path / "tmp"),
+            "DATA_DIR": str(tmp_path / "data")}
 
 
 # --- the stop request ------------------------------------------------------------------
@@ -177,7 +178,7 @@ def test_the_job_waits_for_stream_py_in_one_line_and_a_group_ctrl_c_stores_the_l
     assert "SIGINT received: stopping once the batch in flight is stored" in log
     stored = consumer.kept()
     summary = next(line for line in source.lines if "summary:" in line)
-    assert f"{stored} stored" in summary, (summary, stored)  # each stored batch was acknowledged
+    assert f"{stored:,} stored" in summary, (summary, stored)  # each stored batch acknowledged
     assert 100 <= stored <= len(texts)
     assert wait_until_none_marked(marker["COVID_TEST_RUN"]) == []
 
