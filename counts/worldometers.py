@@ -69,8 +69,6 @@ _ZONES = {"GMT": 0, "UTC": 0, "UT": 0, "Z": 0, "EST": -5, "EDT": -4, "CST": -6, 
 _ZONE_PARTS = re.compile(rf"(?P<name>[a-z]*)\s?(?:(?P<sign>{_SIGN})\s?(?P<hours>\d{{1,2}})"
                          r"(?::?(?P<minutes>\d{2}))?)?", re.IGNORECASE)
 _MAX_OFFSET = timedelta(hours=14)  # UTC-12 to UTC+14 are in use
-#: distinct unreadable "Last updated" lines already warned about (oldest dropped past this)
-_WARNED_LINES_MAX = 256
 _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
            "september", "october", "november", "december")
 
@@ -231,7 +229,8 @@ def _to_int(text: str) -> int:
     return int(digits)
 
 
-def parse_last_updated(page: str | bytes) -> datetime | None:
+def parse_last_updated(page: str | bytes,
+                       warned: UnreadableLines | None = None) -> datetime | None:
     """When a worldometers page says its figures are from, as an aware UTC datetime.
 
     Reads the page's ``Last updated: April 13, 2024, 00:00 GMT`` line: English
@@ -242,8 +241,9 @@ def parse_last_updated(page: str | bytes) -> datetime | None:
     ``+0200``), or EST/EDT, CST/CDT, MST/MDT, PST/PDT, CET/CEST (any case).
     A line this cannot read (a zone written in capitals that is not one of
     those, such as ``AEST``; an offset past 14 hours; ``13:00 PM``; a day or
-    month that does not exist) gives no date: it is skipped, with one WARNING
-    per distinct line (logger ``scrape``), never read as some other time.
+    month that does not exist) gives no date: it is skipped with a WARNING
+    (logger ``scrape``), never read as some other time; pass the same
+    ``warned`` to each call to warn once per distinct line (a counter does).
     Occurrences inside comments, scripts or styles are skipped. Returns None
     when the page has no line it can read.
 
@@ -258,7 +258,7 @@ def parse_last_updated(page: str | bytes) -> datetime | None:
         when = _read_last_updated(found)
         if isinstance(when, datetime):
             return when
-        _warn_unreadable(found[0], when)
+        (warned or UnreadableLines()).warn(found[0], when)
     return None
 
 
@@ -310,21 +310,27 @@ def _zone_of(text: str | None) -> timezone | str:
     return UTC if not offset else timezone(offset)
 
 
-_warned_lines: dict[str, None] = {}  # insertion-ordered: the oldest is dropped first
-_warned_lock = threading.Lock()
+class UnreadableLines:
+    """The distinct unreadable "Last updated" lines already warned about (the
+    oldest forgotten past :attr:`LIMIT`): one WARNING each, DEBUG when seen again."""
 
+    LIMIT = 256
 
-def _warn_unreadable(line: str, reason: str) -> None:
-    """One WARNING per distinct unreadable line (DEBUG when it comes again)."""
-    shown = " ".join(re.sub(r"<[^<>]*>|&nbsp;|&#160;|&#xa0;", " ", line).split())
-    with _warned_lock:
-        seen = shown in _warned_lines
-        if not seen:
-            if len(_warned_lines) >= _WARNED_LINES_MAX:
-                del _warned_lines[next(iter(_warned_lines))]
-            _warned_lines[shown] = None
-    (log.debug if seen else log.warning)(
-        "cannot read the page's %r (%s): it gives the case count no date", shown[:120], reason)
+    def __init__(self) -> None:
+        self._seen: dict[str, None] = {}  # insertion-ordered: the oldest is dropped first
+        self._lock = threading.Lock()
+
+    def warn(self, line: str, reason: str) -> None:
+        shown = " ".join(re.sub(r"<[^<>]*>|&nbsp;|&#160;|&#xa0;", " ", line).split())
+        with self._lock:
+            seen = shown in self._seen
+            if not seen:
+                if len(self._seen) >= self.LIMIT:
+                    del self._seen[next(iter(self._seen))]
+                self._seen[shown] = None
+        (log.debug if seen else log.warning)(
+            "cannot read the page's %r (%s): it gives the case count no date", shown[:120],
+            reason)
 
 
 def _month_number(name: str) -> int | None:
@@ -354,11 +360,12 @@ def _count_in_page(url: str, page: str | bytes) -> int:
         raise CounterNotFoundError(f"{url}: {err}") from None
 
 
-def reading_of_page(url: str, page: bytes) -> tuple[int, datetime | None]:
+def reading_of_page(url: str, page: bytes,
+                    warned: UnreadableLines | None = None) -> tuple[int, datetime | None]:
     """(count, as of) of a worldometers page; the page is decoded once for both."""
     text = _decoded(page)
     source = page if text is None else text
-    return _count_in_page(url, source), parse_last_updated(source)
+    return _count_in_page(url, source), parse_last_updated(source, warned)
 
 
 class CaseCounter(Counter):
@@ -380,6 +387,7 @@ class CaseCounter(Counter):
                  *, clock: Callable[[], datetime] = utc_now) -> None:
         super().__init__(url, timeout, session, clock)
         self._warned_no_date = False
+        self._unreadable = UnreadableLines()  # "Last updated" lines warned about
 
     def start(self) -> CaseCount:
         """The first reading, logged at INFO, and the staleness check; never raises."""
@@ -411,7 +419,7 @@ class CaseCounter(Counter):
                                      validators=validators)
         if page.body is None:
             return Answer(None, page.validators)
-        count, as_of = reading_of_page(self.url, page.body)
+        count, as_of = reading_of_page(self.url, page.body, self._unreadable)
         if as_of is None and not self._warned_no_date:
             self._warned_no_date = True
             log.warning("%s has no readable 'Last updated:' line: the case count's "

@@ -21,6 +21,7 @@ from processes import Clock
 
 import config
 import scrape
+from counts.worldometers import UnreadableLines
 from scrape import (
     MAX_PAGE_BYTES,
     NO_COUNT,
@@ -265,13 +266,13 @@ def test_parse_last_updated_honours_the_zone_and_am_pm(time: str, expected: date
 def test_an_unreadable_last_updated_line_gives_none_and_warns_once(
     time: str, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # a date of this test's own: each distinct line warns once per process
     line = f"Last updated: March 3, 2031, {time}"
     other = f"Last updated: March 4, 2031, {time}"
+    warned = UnreadableLines()  # what a counter keeps: each distinct line warns once
     with caplog.at_level(logging.DEBUG, logger="scrape"):
-        assert parse_last_updated(f"<div>{line}</div>") is None
-        assert parse_last_updated(f"<p>{line}</p>".encode()) is None
-        assert parse_last_updated(other) is None
+        assert parse_last_updated(f"<div>{line}</div>", warned) is None
+        assert parse_last_updated(f"<p>{line}</p>".encode(), warned) is None
+        assert parse_last_updated(other, warned) is None
     warnings = [r.getMessage() for r in scrape_records(caplog, logging.WARNING)]
     assert warnings == [
         f"cannot read the page's {line!r} ({reason}): it gives the case count no date",
