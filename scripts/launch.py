@@ -29,6 +29,7 @@ import contextlib
 import ctypes
 import functools
 import http.server
+import logging
 import os
 import shutil
 import signal
@@ -186,6 +187,9 @@ def main() -> int:
     mode = parser.parse_args().mode
     stop = threading.Event()
     install_stop_handlers(stop, [])  # Ctrl-C, SIGTERM and SIGHUP: stop both, in order
+    # each program says what is wrong in .env (an unknown name, an old spelling) itself:
+    # the launcher's own reads of the settings stay quiet instead of saying it twice more
+    logging.getLogger("config").setLevel(logging.ERROR)
     if mode == "run":
         source = live_source(stop)
         if source is None:
