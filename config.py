@@ -45,7 +45,7 @@ ENVIRONMENT_ONLY = ("JAVA_HOME", "SPARK_HOME", "SPARK_DRIVER_MEMORY", "SPARK_LOC
 DEFAULT_REPLAY_FILE = PROJECT_DIR / "samples" / "tweets.jsonl"
 DEFAULT_WORLDOMETERS_URL = "https://www.worldometers.info/coronavirus/"
 DEFAULT_RULES = "covid OR covid19 OR coronavirus OR #COVID19"
-#: Bluesky's public Jetstream hosts (DESIGN.md, "Bluesky posts"): the original
+#: Bluesky's public Jetstream hosts (docs/design.md, "Bluesky posts"): the original
 #: service, then its 2026 rewrite, which serves /subscribe as well.
 DEFAULT_JETSTREAM_URLS = tuple(
     f"wss://{host}/subscribe" for host in (

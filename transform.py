@@ -1,7 +1,7 @@
 """Pure functions of the pipeline: parse a wire line, clean a tweet, build a document.
 
 No I/O and no state here, so Spark can run :func:`process_line` on executors
-and each rule can be tested alone. The contracts are in DESIGN.md:
+and each rule can be tested alone. The contracts are in docs/design.md:
 
 * wire format: one JSON tweet object per line, with at least ``id`` and ``text``;
 * cleaning: :func:`clean_text`, rules applied in the documented order, after
@@ -48,7 +48,7 @@ class MalformedLineError(ValueError):
 
 # --- cleaning rules, in contract order ------------------------------------
 #
-# tests/test_transform.py keeps DESIGN.md's rules as plain regular expressions,
+# tests/test_transform.py keeps docs/design.md's rules as plain regular expressions,
 # one pass each (``reference_clean_text``), and checks on 100,000 generated
 # texts that :func:`clean_text` gives the same result. The patterns below match
 # exactly the same text, written so that Python's regex engine can jump to the

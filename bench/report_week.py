@@ -65,7 +65,7 @@ SEED = 2026
 CHUNK = 500  # documents per insert_many
 POOL_SIZE = 20_000
 VOCABULARY = 200_000
-# WHO's world total (DESIGN.md): the file changes in bursts; one update mid-week
+# WHO's world total (docs/design.md): the file changes in bursts; one update mid-week
 WHO_COUNTS = ((778_041_233, datetime(2026, 11, 15, tzinfo=UTC)),
               (778_052_871, datetime(2026, 11, 22, tzinfo=UTC)))
 WHO_UPDATE_AT = timedelta(days=3, hours=14, minutes=7)  # when the job saw the new file

@@ -7,7 +7,7 @@
 * :mod:`sources.replay`: a newline-delimited JSON file at a chosen rate.
 
 Each turns what its service sends into the tweet objects of the wire format
-(DESIGN.md): a dict with at least a string ``id`` and a string ``text``, plus
+(docs/design.md): a dict with at least a string ``id`` and a string ``text``, plus
 what the source gave (``created_at``, ``lang``, ``author_id``, ...), and hands
 them to ``emit``, :meth:`utility.TweetServer.put` in ``stream.py``. X API v2
 payloads, which the replay files also hold, are read here.

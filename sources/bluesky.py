@@ -2,7 +2,7 @@
 
 Jetstream turns the Bluesky network into JSON: one event per WebSocket text
 frame from ``wss://HOST/subscribe?wantedCollections=app.bsky.feed.post``, no
-account and no key (DESIGN.md, "Bluesky posts"). Three parts, the first and
+account and no key (docs/design.md, "Bluesky posts"). Three parts, the first and
 last in this module:
 
 * pure functions: :class:`KeywordMatcher` (a keyword as a whole word, or a
@@ -157,7 +157,7 @@ def _tags(record: dict[str, Any]) -> tuple[str, ...]:
 
 
 class KeywordMatcher:
-    """Whether a post is about the keywords (DESIGN.md, "Keywords").
+    """Whether a post is about the keywords (docs/design.md, "Keywords").
 
     A post matches when, case-insensitively, a keyword occurs in its text as
     posted as a whole word (not preceded or followed by a word character,

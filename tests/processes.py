@@ -326,7 +326,7 @@ T0_US = 1_796_000_000_000_000  # 2026-11-30T08:53:20Z, in microseconds
 def post_event(rkey: str, text: str, time_us: int, *, did: str = "did:plc:alice",
                facets: list[dict[str, Any]] | None = None, tags: list[str] | None = None,
                langs: list[str] | None = None, **record: Any) -> dict[str, Any]:
-    """A Jetstream event creating a post, in the shape DESIGN.md documents."""
+    """A Jetstream event creating a post, in the shape docs/design.md documents."""
     body: dict[str, Any] = {"$type": "app.bsky.feed.post",
                             "createdAt": "2026-11-30T08:00:01.000Z",
                             "langs": ["en"] if langs is None else langs, "text": text}

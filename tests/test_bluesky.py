@@ -1,7 +1,7 @@
 """The Bluesky source: Jetstream events -> matching posts -> wire tweets.
 
 A local WebSocket server (tests/processes.py, JetstreamStandIn) stands in for
-Jetstream and serves events the tests write themselves, in the shape DESIGN.md
+Jetstream and serves events the tests write themselves, in the shape docs/design.md
 documents. Waits are on events and conditions, never on sleeps.
 """
 

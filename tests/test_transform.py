@@ -1,4 +1,4 @@
-"""The cleaning contract (DESIGN.md), the wire framing and the stored document."""
+"""The cleaning contract (docs/design.md), the wire framing and the stored document."""
 
 import html
 import json
@@ -83,7 +83,7 @@ def test_cleaned_text_can_always_be_encoded_as_utf8() -> None:
 
 # --- clean_text is the contract's plain passes, only faster ---------------------------
 
-# DESIGN.md's rules 1-8 as plain regular expressions, each pass over the whole
+# docs/design.md's rules 1-8 as plain regular expressions, each pass over the whole
 # text: what transform.clean_text must give, exactly.
 _REF_RETWEET = re.compile(r"^\s*RT @[A-Za-z0-9_]{1,15}:")
 _REF_URL = re.compile(r"(?i)\b(?:https?://|www\.)\S*")
