@@ -100,6 +100,7 @@ class Settings:
     collection: str = "tweet_batches"
     embedded_db_path: Path = Path("data/db")
     batch_metrics: str = "auto"
+    post_fields: tuple[str, ...] = ()
     # both
     log_level: str = "INFO"
 
@@ -286,6 +287,18 @@ def _byte_size(raw: str) -> int:
     return value
 
 
+def _post_fields(raw: str) -> tuple[str, ...]:
+    """``id,lang``: names of transform.POST_FIELDS, in their documented order; "" = none."""
+    from transform import POST_FIELDS
+
+    names = {name.strip().lower() for name in raw.split(",") if name.strip()}
+    unknown = sorted(names.difference(POST_FIELDS))
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a post field (use a comma list of "
+                         f"{', '.join(POST_FIELDS)})")
+    return tuple(name for name in POST_FIELDS if name in names)
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -408,6 +421,10 @@ OPTIONS: dict[str, Option] = {
         Option("batch_metrics", "BATCH_METRICS", "--batch-metrics", _choice("auto", "on", "off"),
                "store per-batch metrics in the batch_metrics collection: on, off, or auto "
                "(on for the embedded store, off for MongoDB)", "{auto,on,off}"),
+        Option("post_fields", "POST_FIELDS", "--post-fields", _post_fields,
+               "also store each post's fields, a comma list of id, created_at, lang, url, "
+               "author_id (author_id identifies a person: only when named), as the "
+               "document's posts, aligned with content; empty = content only", "FIELDS"),
         Option("log_level", "LOG_LEVEL", "--log-level", _log_level,
                "DEBUG, INFO, WARNING or ERROR", "LEVEL"),
     ]
@@ -422,7 +439,7 @@ SPARK_OPTIONS = ("host", "port", "ack_port", "control_secret", "control_secret_p
                  "batch_seconds", "receiver_max_rate", "master", "duration", "mongo_uri",
                  "database", "collection", "embedded_db_path", "spool_path",
                  "quarantine_path", "batch_metrics", "case_source", "worldometers_url", "who_url",
-                 "scrape_timeout", "log_level")
+                 "scrape_timeout", "post_fields", "log_level")
 SCRAPE_OPTIONS = ("case_source", "worldometers_url", "who_url", "scrape_timeout", "log_level")
 STORE_OPTIONS = ("mongo_uri", "database", "collection", "embedded_db_path", "log_level")
 
@@ -510,7 +527,7 @@ def _old_names(opt: Option) -> str:
 
 def _show_default(value: Any, separator: str) -> str:
     if isinstance(value, tuple):
-        return separator.join(value)
+        return separator.join(value) or "none"
     if isinstance(value, Path):
         try:
             return str(value.relative_to(PROJECT_DIR))
