@@ -350,18 +350,26 @@ def post_time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        moment = datetime.fromisoformat(value.strip())
+        moment = datetime.fromisoformat(value)
     except ValueError:
         try:
-            moment = datetime.strptime(value.strip(), _V1_TIME)
+            moment = datetime.fromisoformat(value.strip())
         except ValueError:
-            return None
+            try:
+                moment = datetime.strptime(value.strip(), _V1_TIME)
+            except ValueError:
+                return None
+    # each step only when needed: datetime.replace costs ~1 µs, a third of the whole
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    try:
-        return to_utc(moment)
-    except OverflowError:  # e.g. 0001-01-01T00:00+01:00: before year 1 in UTC
-        return None
+    elif moment.tzinfo is not UTC:
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00+01:00: before year 1 in UTC
+            return None
+    if moment.microsecond % 1000:
+        moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    return moment
 
 
 def _first_lang(value: Any) -> str | None:
