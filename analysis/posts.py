@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # pyarrow is imported when a table is built, not at start-up
 POST_FIELDS = ("id", "created_at", "lang", "url", "author_id")
 #: Rows per Parquet row group (and per chunk of a DataFrame): what is held at a time.
 ROW_GROUP_ROWS = 65_536
+#: Rows held as Python objects before they are converted to Arrow's compact form.
+CONVERT_ROWS = 4_096
 #: How a post without a language tag is named in the language mix.
 NO_LANGUAGE = "none"
 
@@ -123,13 +125,15 @@ def arrow_tables(batches: Iterable[Batch], columns: Sequence[str],
                  rows: int | None = None) -> Iterator[pyarrow.Table]:
     """One row per post of ``batches``, as tables of about ``rows`` (ROW_GROUP_ROWS)
     rows each (a batch is never cut); a post field a batch lacks, or a value of
-    another type, is null."""
+    another type, is null. Rows are held as Python objects CONVERT_ROWS at a time,
+    then in Arrow's compact form."""
     import pyarrow as pa
 
     rows = ROW_GROUP_ROWS if rows is None else rows
     schema = arrow_schema(columns)
     data: dict[str, list[Any]] = {name: [] for name in schema.names}
-    held = 0
+    converted: list[pyarrow.RecordBatch] = []
+    held = pending = 0
     for batch in batches:
         n = batch.tweets
         if not n:
@@ -144,12 +148,18 @@ def arrow_tables(batches: Iterable[Batch], columns: Sequence[str],
         for name in columns:
             data[name] += _post_values(batch, name)
         held += n
-        if held >= rows:
-            yield pa.Table.from_pydict(data, schema=schema)
+        pending += n
+        if pending >= CONVERT_ROWS or held >= rows:
+            converted.append(pa.RecordBatch.from_pydict(data, schema=schema))
             data = {name: [] for name in schema.names}
-            held = 0
-    if held:
-        yield pa.Table.from_pydict(data, schema=schema)
+            pending = 0
+        if held >= rows:
+            yield pa.Table.from_batches(converted, schema=schema)
+            converted, held = [], 0
+    if pending:
+        converted.append(pa.RecordBatch.from_pydict(data, schema=schema))
+    if converted:
+        yield pa.Table.from_batches(converted, schema=schema)
 
 
 def _post_values(batch: Batch, name: str) -> list[Any]:
