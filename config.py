@@ -112,6 +112,7 @@ class Settings:
     collection: str = "tweet_batches"
     embedded_db_path: Path = DEFAULT_DATA_DIR / "db"
     batch_metrics: str = "auto"
+    post_fields: tuple[str, ...] = ()
     # both
     data_dir: Path = DEFAULT_DATA_DIR
     log_level: str = "INFO"
@@ -336,6 +337,18 @@ def _byte_size(raw: str) -> int:
     return value
 
 
+def _post_fields(raw: str) -> tuple[str, ...]:
+    """``id,lang``: names of transform.POST_FIELDS, in their documented order; "" = none."""
+    from transform import POST_FIELDS
+
+    names = {name.strip().lower() for name in raw.split(",") if name.strip()}
+    unknown = sorted(names.difference(POST_FIELDS))
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a post field (use a comma list of "
+                         f"{', '.join(POST_FIELDS)})")
+    return tuple(name for name in POST_FIELDS if name in names)
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -458,6 +471,10 @@ OPTIONS: dict[str, Option] = {
         Option("batch_metrics", "BATCH_METRICS", "--batch-metrics", _choice("auto", "on", "off"),
                "store per-batch metrics in the batch_metrics collection: on, off, or auto "
                "(on for the embedded store, off for MongoDB)", "{auto,on,off}"),
+        Option("post_fields", "POST_FIELDS", "--post-fields", _post_fields,
+               "also store each post's fields, a comma list of id, created_at, lang, url, "
+               "author_id (author_id identifies a person: only when named), as the "
+               "document's posts, aligned with content; empty = content only", "FIELDS"),
         Option("data_dir", "DATA_DIR", "--data-dir", lambda raw: Path(_non_empty(raw)),
                "folder of the journal, control secret, spool, quarantine and embedded "
                "store when their own paths are not given; both programs must use the same",
@@ -479,7 +496,7 @@ SPARK_OPTIONS = ("host", "port", "ack_port", "control_secret", "control_secret_p
                  "batch_seconds", "receiver_max_rate", "master", "duration", "mongo_uri",
                  "database", "collection", "embedded_db_path", "spool_path",
                  "quarantine_path", "batch_metrics", "case_source", "worldometers_url", "who_url",
-                 "scrape_timeout", "data_dir", "log_level", "metrics_port")
+                 "scrape_timeout", "post_fields", "data_dir", "log_level", "metrics_port")
 SCRAPE_OPTIONS = ("case_source", "worldometers_url", "who_url", "scrape_timeout", "log_level")
 STORE_OPTIONS = ("mongo_uri", "database", "collection", "embedded_db_path", "data_dir",
                  "log_level")
@@ -599,7 +616,7 @@ def default_text(name: str) -> str:
                     value % _SIZE_UNITS[u.lower()] == 0)
         return f"{value // _SIZE_UNITS[unit.lower()]}{unit}"
     if isinstance(value, tuple):
-        return ("; " if name == "twitter_rules" else ",").join(value)
+        return ("; " if name == "twitter_rules" else ",").join(value) or "none"
     if isinstance(value, Path):
         project = PROJECT_DIR.as_posix()
         return value.as_posix().replace(project, "<project folder>", 1)

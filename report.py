@@ -4,7 +4,14 @@
     python report.py inspect --json          # the same documents as MongoDB Extended JSON
     python report.py plot --out report.png   # post volume, case count, top words
     python report.py plot --since 2026-11-28T23:00Z --html report.html
+    python report.py plot --lang en,pt --out en-pt.png       # those languages only
     python report.py export --format csv --out tweets.csv   # one row per post
+    python report.py export --format parquet --out posts.parquet  # typed columns
+
+In a notebook (pandas: pip install -r requirements-analysis.txt):
+
+    from report import load_posts
+    df = load_posts(since="2026-11-28", until="2026-11-29")
 
 ``--since`` (inclusive) and ``--until`` (exclusive) take ISO 8601 times; a time
 without an offset is UTC. Reads MONGODB_URI (or the embedded store when unset),
@@ -18,7 +25,9 @@ with a field of another type, are left out and counted in one warning line at
 the end. In a CSV export a text cell
 that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets
 a leading ``'`` so that a spreadsheet shows it instead of running it as a
-formula; JSON Lines keep every text exactly as stored.
+formula; JSON Lines keep every text exactly as stored. With post fields stored
+(the job's POST_FIELDS), ``inspect`` shows the language mix, ``plot --lang``
+draws some languages only, and the exports have the post fields as columns.
 """
 
 from __future__ import annotations
@@ -29,10 +38,14 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import config
 import storage
-from analysis import batches, export, figure, words
+from analysis import batches, export, figure, posts, words
+
+if TYPE_CHECKING:
+    import pandas
 
 log = logging.getLogger("report")
 
@@ -52,6 +65,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not at least 1")
     return value
+
+
+def _languages(text: str) -> tuple[str, ...]:
+    try:
+        return posts.parse_languages(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,21 +117,29 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
                       help="also write a self-contained HTML page with a summary table")
     plot.add_argument("--top", type=_positive_int, default=words.DEFAULT_TOP, metavar="N",
                       help=f"how many frequent words to show (default: {words.DEFAULT_TOP})")
+    plot.add_argument("--lang", type=_languages, metavar="LANGS",
+                      help="volume and words of the posts in these languages only, e.g. en "
+                           "or en,pt (needs post languages stored: POST_FIELDS with lang)")
 
     export_command = commands.add_parser(
         "export", parents=[window, store_flags],
-        help="one row per post as CSV or JSON Lines",
+        help="one row per post as CSV, JSON Lines or Parquet",
         description=(
             "One row per post, columns " + ", ".join(export.EXPORT_FIELDS) + ". Times are "
             "ISO 8601 UTC with Z; an unknown count, as-of time or source is an empty cell "
             "(CSV) or null (JSON Lines). CSV only: a text cell starting with =, +, -, @, "
             "a tab or a carriage return gets a leading ' so that a spreadsheet shows it "
-            "instead of running it as a formula; JSON Lines keep the texts exactly."
+            "instead of running it as a formula; JSON Lines keep the texts exactly. "
+            "Parquet: typed columns (times as UTC timestamps, counts as int64), written "
+            "in row groups. The post fields stored with the window's first batch "
+            "(POST_FIELDS) are columns too."
         ),
     )
-    export_command.add_argument("--format", choices=("csv", "jsonl"), default="csv",
-                                help="csv (default; formula-like texts get a leading ') "
-                                     "or jsonl (texts exactly as stored)")
+    export_command.add_argument("--format", choices=("csv", "jsonl", "parquet"),
+                                default="csv",
+                                help="csv (default; formula-like texts get a leading '), "
+                                     "jsonl (texts exactly as stored) or parquet (typed; "
+                                     "needs --out)")
     export_command.add_argument("--out", type=Path, metavar="FILE",
                                 help="file to write (default: standard output)")
     return parser, {"inspect": inspect, "plot": plot, "export": export_command}
@@ -137,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     since, until = args.since, args.until
     if since and until and since >= until:
         commands[args.command].error("--since must be before --until")
+    if args.command == "export" and args.format == "parquet" and args.out is None:
+        commands["export"].error("--format parquet needs --out FILE (it is not text)")
     missing = _missing_folder(args)
     if missing is not None:
         parser.exit(1, f"report.py: error: no folder {missing} to write into (create it "
@@ -151,11 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plot":
             figure.plot_report(store, args.out, since=since, until=until,
                                html_out=args.html, top=args.top,
-                               workers=words.word_workers())
+                               workers=words.word_workers(), langs=args.lang)
         else:
             export.export_tweets(store, args.out or sys.stdout, args.format, since=since,
                                  until=until)
-    except batches.EmptyWindowError as err:
+    except (batches.EmptyWindowError, posts.NoPostFieldsError) as err:
         parser.exit(1, f"report.py: {err}\n")
     except BrokenPipeError:  # `report.py export | head`: the reader has all it wants
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -181,9 +211,37 @@ def _inspect(store: storage.BatchStore, last: int, since: datetime | None,
         return 0
     skipped = batches.SkippedDocuments()
     sys.stdout.write(batches.format_table(documents, skipped=skipped) + "\n")
+    mix = posts.language_mix(batches.usable_batches(documents, batches.SkippedDocuments()))
+    if mix:
+        shown = "this batch" if len(documents) == 1 else f"these {len(documents)} batches"
+        sys.stdout.write(f"languages of the posts of {shown}: "
+                         f"{posts.format_language_mix(mix)}\n")
     if skipped.count:
         log.warning("%s", skipped.message())
     return 0
+
+
+def load_posts(since: datetime | str | None = None, until: datetime | str | None = None,
+               *, store: storage.BatchStore | None = None) -> pandas.DataFrame:
+    """The posts stored from ``since`` (inclusive) to ``until`` (exclusive) as a pandas
+    DataFrame, one row per post, with ``export``'s columns (and the post fields, when
+    stored): times as UTC timestamps, counts as Int64 (null where unknown).
+
+    ``since``/``until``: datetimes or ISO 8601 text (no offset means UTC). The store
+    is the one the settings name (MONGODB_URI, else EMBEDDED_DB_PATH; the environment,
+    then ``.env``), unless ``store`` is given. Needs pandas
+    (``pip install -r requirements-analysis.txt``): without it, ImportError.
+    """
+    export.require_pandas()
+    bounds = [batches.parse_time(t) if isinstance(t, str) else t for t in (since, until)]
+    if store is not None:
+        return export.posts_frame(store, *bounds)
+    settings = config.load_settings("load_posts", config.STORE_OPTIONS, [])
+    opened = storage.open_store(settings, create=False)
+    try:
+        return export.posts_frame(opened, *bounds)
+    finally:
+        opened.close()
 
 
 if __name__ == "__main__":

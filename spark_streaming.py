@@ -182,6 +182,7 @@ class BatchWriter:
         acks: control.ControlClient | None = None,
         quarantine: Quarantine | None = None,
         max_content_bytes: int = transform.MAX_CONTENT_BYTES,
+        post_fields: Iterable[str] = (),
     ) -> None:
         self.store = store
         self.case_count = case_count
@@ -191,6 +192,8 @@ class BatchWriter:
         self.acks = acks
         self.quarantine = quarantine
         self.max_content_bytes = max_content_bytes
+        #: the post fields stored as each document's posts (empty: none)
+        self.post_fields = tuple(post_fields)
         self._finished = threading.Condition()
         self._last_finished = -math.inf  # epoch seconds of the last batch handled
         #: set by create_context when BatchMetrics logs each batch's line instead
@@ -282,7 +285,8 @@ class BatchWriter:
         """Store the document(s) of one batch of ``process_line`` results (Records,
         or the same fields as plain tuples); its stats."""
         content: list[str] = []
-        marks: list[tuple[str | None, int | None]] = []  # (source, seq) of each text
+        # (source, seq, post fields) of each text
+        marks: list[tuple[str | None, int | None, dict[str, Any] | None]] = []
         malformed: list[transform.Record] = []
         new_ids: list[str] = []
         lines = empty = duplicates = resent = out_of_order = 0
@@ -290,7 +294,7 @@ class BatchWriter:
         self.delivery.begin()
         try:
             for record in records:
-                status, tweet_id, text, seq, source, _ = record
+                status, tweet_id, text, seq, source, _, post = record
                 lines += 1
                 if status == transform.MALFORMED:
                     malformed.append(transform.Record._make(record))
@@ -309,7 +313,7 @@ class BatchWriter:
                     empty += 1
                     continue
                 content.append(text)
-                marks.append((source, seq))
+                marks.append((source, seq, post))
             stats = BatchStats(batch_time, lines, len(content), empty, len(malformed),
                                duplicates, out_of_order=out_of_order, resent=resent)
             if content:
@@ -353,17 +357,23 @@ class BatchWriter:
         self,
         batch_time: datetime,
         content: list[str],
-        marks: list[tuple[str | None, int | None]],
+        marks: list[tuple[str | None, int | None, dict[str, Any] | None]],
         reading: scrape.CaseCount,
     ) -> list[dict[str, Any]]:
         """The batch's document, or its parts when it would pass 16 MB; each
-        part records how far it takes each producer's sequence."""
-        parts = transform.split_content(content, self.max_content_bytes)
+        part records how far it takes each producer's sequence and, with post
+        fields, has the posts of its texts."""
+        posts = None
+        if self.post_fields:
+            empty = dict.fromkeys(self.post_fields)
+            posts = [dict(empty) if post is None else post for _, _, post in marks]
+        parts = transform.split_content(content, self.max_content_bytes, posts)
         documents, start = [], 0
         final = self.delivery.batch_committed()
         for number, part in enumerate(parts, start=1):
-            document = transform.build_document(batch_time, part, reading.total,
-                                                reading.as_of, reading.source)
+            document = transform.build_document(
+                batch_time, part, reading.total, reading.as_of, reading.source,
+                None if posts is None else posts[start:start + len(part)])
             document["_id"] = transform.part_id(batch_time, number)
             if len(parts) > 1:
                 document["part"] = {"number": number, "of": len(parts)}
@@ -371,7 +381,7 @@ class BatchWriter:
             if number == len(parts):
                 reached = final
             else:
-                for source, seq in marks[start:start + len(part)]:
+                for source, seq, _ in marks[start:start + len(part)]:
                     if source is not None and seq is not None:
                         reached[source] = max(seq, reached.get(source, seq))
             if reached:
@@ -479,7 +489,8 @@ def create_context(
         warnings.filterwarnings("ignore", message="DStream is deprecated", category=FutureWarning)
         ssc = StreamingContext(spark_context, settings.batch_seconds)
     lines = ssc.socketTextStream(settings.host, settings.port, storageLevel=level)
-    lines.mapPartitions(transform.process_partition).foreachRDD(writer.process)
+    lines.mapPartitions(transform.partition_processor(settings.post_fields)
+                        ).foreachRDD(writer.process)
     ssc.addStreamingListener(BatchMetrics(writer, metrics_collection, observer))
     ssc.addStreamingListener(ReceiverWatch(settings.host, settings.port))
     writer.metrics_attached = True
@@ -618,7 +629,8 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
     acks = control.ControlClient(settings.host, settings.ack_port, secret)
     resources.callback(acks.close)
     writer = BatchWriter(durable, counter.current, delivery=control.Delivery(delivered),
-                         acks=acks, quarantine=Quarantine(settings.quarantine_path))
+                         acks=acks, quarantine=Quarantine(settings.quarantine_path),
+                         post_fields=settings.post_fields)
     keep_metrics = settings.batch_metrics == "on" or (
         settings.batch_metrics == "auto" and not settings.mongo_uri)
     try:

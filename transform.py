@@ -6,15 +6,17 @@ and each rule can be tested alone. The contracts are in docs/design.md:
 * wire format: one JSON tweet object per line, with at least ``id`` and ``text``;
 * cleaning: :func:`clean_text`, rules applied in the documented order, after
   :func:`strip_post_markup` for a Bluesky post (its links and mentions);
-* stored document: :func:`build_document`.
+* stored document: :func:`build_document`, with the opt-in ``posts``
+  (:func:`post_fields`, :func:`partition_processor`).
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -40,6 +42,7 @@ class Record(NamedTuple):
     seq: int | None = None  # the producer's delivery sequence number, if it sent one
     source: str | None = None  # the producer's journal id, with seq
     raw: str | None = None  # MALFORMED only: the start of the line, for the quarantine
+    post: dict[str, Any] | None = None  # OK with post fields on: the post's stored fields
 
 
 class MalformedLineError(ValueError):
@@ -226,7 +229,11 @@ def parse_line(line: str) -> tuple[str, str, int | None, str | None]:
     ``seq`` and ``source`` are the producer's delivery fields (``"seq"``,
     ``"src"``); a line without them gives None for both.
     """
-    tweet = _load_json(line)
+    return _tweet_fields(_load_json(line))
+
+
+def _tweet_fields(tweet: Any) -> tuple[str, str, int | None, str | None]:
+    """:func:`parse_line` of a parsed line."""
     if not isinstance(tweet, dict):
         raise MalformedLineError(f"JSON {type(tweet).__name__}, not an object")
     tweet_id, text = tweet.get("id"), tweet.get("text")
@@ -242,12 +249,16 @@ def parse_line(line: str) -> tuple[str, str, int | None, str | None]:
     return str(tweet_id), text, seq, source
 
 
-def process_line(line: str) -> Record:
+def process_line(line: str, fields: Sequence[str] = ()) -> Record:
     """What Spark's executors do with one line: parse and clean, never raise.
 
     A tweet gives ``Record(OK or EMPTY, id, cleaned, seq, source)``; anything
-    else ``Record(MALFORMED, "", reason, raw=<start of the line>)``.
+    else ``Record(MALFORMED, "", reason, raw=<start of the line>)``. With
+    ``fields`` (names of POST_FIELDS), an OK record also carries
+    ``post=``:func:`post_fields` of the tweet.
     """
+    if fields:
+        return Record._make(_process_with_post(line, tuple(fields)))
     return Record._make(_process(line))
 
 
@@ -257,13 +268,115 @@ def process_partition(lines: Iterable[str]) -> Iterator[tuple[Any, ...]]:
     return map(_process, lines)
 
 
+def partition_processor(fields: Sequence[str] = ()
+                        ) -> Callable[[Iterable[str]], Iterator[tuple[Any, ...]]]:
+    """What the executors run over each partition: :func:`process_partition`
+    when no post field is stored (no cost per post), else the same records with
+    each OK one's :func:`post_fields` for ``fields``."""
+    if not fields:
+        return process_partition
+    return functools.partial(_process_partition_with_posts, tuple(fields))
+
+
+def _process_partition_with_posts(fields: tuple[str, ...], lines: Iterable[str]
+                                  ) -> Iterator[tuple[Any, ...]]:
+    return (_process_with_post(line, fields) for line in lines)
+
+
 def _process(line: str) -> tuple[Any, ...]:
     try:
         tweet_id, text, seq, source = parse_line(line)
     except MalformedLineError as err:
-        return MALFORMED, "", str(err), None, None, line[:RAW_KEEP_CHARS]
+        return MALFORMED, "", str(err), None, None, line[:RAW_KEEP_CHARS], None
     cleaned = clean_text(text)
-    return OK if cleaned else EMPTY, tweet_id, cleaned, seq, source, None
+    return OK if cleaned else EMPTY, tweet_id, cleaned, seq, source, None, None
+
+
+def _process_with_post(line: str, fields: tuple[str, ...]) -> tuple[Any, ...]:
+    """:func:`_process`, the parsed tweet kept for its post fields."""
+    try:
+        tweet = _load_json(line)
+        tweet_id, text, seq, source = _tweet_fields(tweet)
+    except MalformedLineError as err:
+        return MALFORMED, "", str(err), None, None, line[:RAW_KEEP_CHARS], None
+    cleaned = clean_text(text)
+    if not cleaned:  # dropped: its fields are not needed
+        return EMPTY, tweet_id, cleaned, seq, source, None, None
+    return OK, tweet_id, cleaned, seq, source, None, post_fields(tweet, tweet_id, fields)
+
+
+# --- post fields (opt-in: POST_FIELDS) ---------------------------------------------
+
+#: The fields a stored post can have, in the order they are documented. ``author_id``
+#: identifies a person: it is stored only when asked for by name.
+POST_FIELDS = ("id", "created_at", "lang", "url", "author_id")
+#: X API v1.1's time format (``Wed Oct 10 20:19:24 +0000 2018``), for old replay files.
+_V1_TIME = "%a %b %d %H:%M:%S %z %Y"
+
+
+def post_fields(tweet: dict[str, Any], tweet_id: str, fields: Sequence[str]
+                ) -> dict[str, Any]:
+    """The stored fields of one wire tweet, ``{field: value}`` for ``fields`` only:
+
+    * ``id``: ``tweet_id``, the wire id as text;
+    * ``created_at``: :func:`post_time` of the tweet's own ``created_at`` (None when
+      absent or unparseable, never the batch time);
+    * ``lang``: its first language tag, or None;
+    * ``url``: its link, or None (X's wire posts have none);
+    * ``author_id``: the author's id (a DID, an X user id) as text, or None.
+    """
+    post: dict[str, Any] = {}
+    for name in fields:
+        if name == "id":
+            post["id"] = tweet_id
+        elif name == "created_at":
+            post["created_at"] = post_time(tweet.get("created_at"))
+        elif name == "lang":
+            post["lang"] = _first_lang(tweet.get("lang"))
+        elif name == "url":
+            url = tweet.get("url")
+            post["url"] = url if isinstance(url, str) and url else None
+        elif name == "author_id":
+            author = tweet.get("author_id")
+            post["author_id"] = (str(author) if isinstance(author, str | int)
+                                 and not isinstance(author, bool) and author != "" else None)
+    return post
+
+
+def post_time(value: Any) -> datetime | None:
+    """A post's own time as an aware UTC datetime at millisecond precision (BSON's),
+    from ISO 8601 text (``2026-11-30T08:00:01.000Z``; no offset means UTC) or X API
+    v1.1's format; None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            try:
+                moment = datetime.strptime(value.strip(), _V1_TIME)
+            except ValueError:
+                return None
+    # each step only when needed: datetime.replace costs ~1 µs, a third of the whole
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    elif moment.tzinfo is not UTC:
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00+01:00: before year 1 in UTC
+            return None
+    if moment.microsecond % 1000:
+        moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    return moment
+
+
+def _first_lang(value: Any) -> str | None:
+    """The first language tag: ``lang`` as the producer sends it, or a list of tags."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return value if isinstance(value, str) and value else None
 
 
 def encode_tweet(tweet: dict[str, Any]) -> bytes:
@@ -300,16 +413,20 @@ def build_document(
     total_case_count: int | None,
     case_count_as_of: datetime | None = None,
     case_count_source: str | None = None,
+    posts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The document stored for one batch, in the contract's shape plus ``_id``.
 
     ``case_count_as_of`` is the moment the count is for and
     ``case_count_source`` where it came from ("worldometers" or "who"); both
-    are null when there is no count.
+    are null when there is no count. ``posts`` (post fields on): the stored
+    fields of each text of ``content``, in the same order, as ``posts``.
     """
     if total_case_count is None:
         case_count_as_of = case_count_source = None
-    return {
+    if posts is not None and len(posts) != len(content):
+        raise ValueError(f"{len(posts)} posts for {len(content)} texts")
+    document = {
         "_id": batch_id(batch_time),
         "content": list(content),
         "timestamp": to_utc(batch_time),
@@ -317,10 +434,13 @@ def build_document(
         "case_count_as_of": None if case_count_as_of is None else to_utc(case_count_as_of),
         "case_count_source": case_count_source,
     }
+    if posts is not None:
+        document["posts"] = list(posts)
+    return document
 
 
-#: Room for a part's content array: MongoDB's 16 MiB document limit less
-#: space for the other fields.
+#: Room for a part's content array (and its posts array, post fields on):
+#: MongoDB's 16 MiB document limit less space for the other fields.
 MAX_CONTENT_BYTES = 16 * 1024 * 1024 - 64 * 1024
 
 
@@ -330,34 +450,69 @@ def bson_array_item_size(index: int, text: str) -> int:
     return 1 + len(str(index)) + 1 + 4 + len(text.encode("utf-8", "surrogatepass")) + 1
 
 
-def split_content(content: list[str], max_bytes: int = MAX_CONTENT_BYTES) -> list[list[str]]:
-    """``content`` cut, in order, into parts whose BSON array fits ``max_bytes``.
+def bson_post_size(index: int, post: dict[str, Any]) -> int:
+    """Bytes one post (:func:`post_fields`: text, date or null values) takes as item
+    ``index`` of a BSON array; an other value is counted as 8 bytes."""
+    # type byte + key + NUL + the subdocument: int32 length, its fields, NUL
+    return 1 + len(str(index)) + 1 + _post_body_size(post)
+
+
+def _post_body_size(post: dict[str, Any]) -> int:
+    size = 4 + 1
+    for name, value in post.items():
+        size += 1 + len(name) + 1  # type byte + ASCII field name + NUL
+        if isinstance(value, str):
+            size += 4 + len(value.encode("utf-8", "surrogatepass")) + 1
+        elif value is not None:
+            size += 8  # a date (int64 ms)
+    return size
+
+
+def split_content(content: list[str], max_bytes: int = MAX_CONTENT_BYTES,
+                  posts: list[dict[str, Any]] | None = None) -> list[list[str]]:
+    """``content`` cut, in order, into parts whose BSON array fits ``max_bytes``;
+    with ``posts`` (one a text, post fields on), whose content and posts arrays
+    together fit: part N's posts are then the same slice of ``posts``.
 
     Almost every batch is one part. A single text larger than ``max_bytes``
     gets a part of its own (and cannot be stored: tweets are never that big).
     """
-    if _array_size(content) <= max_bytes:  # the usual case, without a loop per text
+    size = _array_size(content)
+    if posts is not None:
+        size += _array_size(posts, [_post_body_size(post) for post in posts])
+    if size <= max_bytes:  # the usual case, without a loop per text
         return [list(content)]
     parts: list[list[str]] = [[]]
     size = 0
-    for text in content:
-        item = bson_array_item_size(len(parts[-1]), text)
+    for number, text in enumerate(content):
+        item = _item_size(len(parts[-1]), text, posts, number)
         if parts[-1] and size + item > max_bytes:
             parts.append([])
             size = 0
-            item = bson_array_item_size(0, text)
+            item = _item_size(0, text, posts, number)
         parts[-1].append(text)
         size += item
     return parts
 
 
-def _array_size(content: list[str]) -> int:
-    """The sum of :func:`bson_array_item_size` over ``content``, with one encode."""
+def _item_size(index: int, text: str, posts: list[dict[str, Any]] | None, number: int) -> int:
+    """Bytes text ``number`` (and its post) take as item ``index`` of a part's arrays."""
+    size = bson_array_item_size(index, text)
+    if posts is not None:
+        size += bson_post_size(index, posts[number])
+    return size
+
+
+def _array_size(content: list[Any], bodies: list[int] | None = None) -> int:
+    """The sum of :func:`bson_array_item_size` over ``content``, with one encode; with
+    ``bodies`` (the sizes of posts), of :func:`bson_post_size` over them."""
     count = len(content)
     digits, power = count, 10  # len(str(i)) = 1 + (i >= 10) + (i >= 100) + ...
     while power < count:
         digits += count - power
         power *= 10
+    if bodies is not None:
+        return count * 2 + digits + sum(bodies)
     text_bytes = len("".join(content).encode("utf-8", "surrogatepass"))
     return count * 7 + digits + text_bytes
 

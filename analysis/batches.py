@@ -73,6 +73,8 @@ class Batch:
     total_case_count: int | None
     case_count_as_of: datetime | None = None
     case_count_source: str | None = None
+    #: the stored post fields of each text (POST_FIELDS), dates in UTC; None without
+    posts: tuple[dict[str, Any], ...] | None = None
 
     @property
     def tweets(self) -> int:
@@ -182,7 +184,8 @@ def to_batch(document: Mapping[str, Any]) -> Batch:
     """The :class:`Batch` of one stored document. Older documents have no
     ``case_count_as_of`` or ``case_count_source``: both are then ``None``. Raises
     UnusableDocumentError for a document without a date ``timestamp`` or a list of
-    texts ``content``, or with a count, as-of time or source of another type."""
+    texts ``content``, or with a count, as-of time or source of another type, or
+    ``posts`` that are not one object per text."""
     timestamp = document.get("timestamp")
     if not isinstance(timestamp, datetime):
         raise UnusableDocumentError("no timestamp" if timestamp is None
@@ -202,6 +205,13 @@ def to_batch(document: Mapping[str, Any]) -> Batch:
     source = document.get("case_count_source")
     if source is not None and not isinstance(source, str):
         raise UnusableDocumentError("case_count_source not a text")
+    posts = document.get("posts")
+    if posts is not None:
+        if (not isinstance(posts, list | tuple) or len(posts) != len(content)
+                or not all(isinstance(post, dict) for post in posts)):
+            raise UnusableDocumentError("posts not aligned with content")
+        posts = tuple({k: as_utc(v) if isinstance(v, datetime) else v for k, v in post.items()}
+                      for post in posts)
     return Batch(
         batch_id=str(document.get("_id", "")),
         timestamp=as_utc(timestamp),
@@ -209,6 +219,7 @@ def to_batch(document: Mapping[str, Any]) -> Batch:
         total_case_count=count,
         case_count_as_of=None if as_of is None else as_utc(as_of),
         case_count_source=source,
+        posts=posts,
     )
 
 

@@ -26,6 +26,7 @@ from analysis.batches import (
     source_name,
 )
 from analysis.digest import WindowDigest
+from analysis.posts import LanguageFilter
 from analysis.words import DEFAULT_TOP, WordCounter, rank_words
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not at start-up
@@ -234,16 +235,19 @@ def build_figure(window: WindowDigest, words: Sequence[tuple[str, int]],
     return fig
 
 
-def _texts(store: storage.BatchStore, since: datetime | None, until: datetime | None
-           ) -> Iterator[str]:
-    """Every text of the window, read again (to count the words once more)."""
-    for batch in read_window(store, since, until):
+def _texts(store: storage.BatchStore, since: datetime | None, until: datetime | None,
+           langs: Sequence[str] | None = None) -> Iterator[str]:
+    """Every text of the window (of ``langs`` only, if given), read again (to count
+    the words once more)."""
+    batches = read_window(store, since, until)
+    for batch in LanguageFilter(langs)(batches) if langs else batches:
         yield from batch.content
 
 
 def plot_report(store: storage.BatchStore, out: Path, *, since: datetime | None = None,
                 until: datetime | None = None, html_out: Path | None = None,
-                top: int = DEFAULT_TOP, workers: int = 0) -> Summary:
+                top: int = DEFAULT_TOP, workers: int = 0,
+                langs: Sequence[str] | None = None) -> Summary:
     """Write the figure of the window to ``out`` (PNG) and, if asked, the page to
     ``html_out``. Raises EmptyWindowError (and writes nothing) when the window is
     empty. Documents a report cannot use are left out, with one warning line.
@@ -257,30 +261,42 @@ def plot_report(store: storage.BatchStore, out: Path, *, since: datetime | None 
     are started the ``spawn`` way, which imports the calling script again: a script
     that asks for workers must keep its own work under ``if __name__ == "__main__":``.
     If one fails, the window is read again to count its words in this process.
+
+    ``langs``: the posts of these languages only (their stored ``lang``, POST_FIELDS);
+    batches without stored languages are left out, with one warning line, and a
+    window without any raises NoPostFieldsError (and writes nothing).
     """
     started = time.perf_counter()
     digest = WindowDigest()
     skipped = SkippedDocuments()
+    only = LanguageFilter(langs) if langs else None
     with WordCounter(workers=workers,
-                     recount=lambda: _texts(store, since, until)) as words_counter:
-        for batch in read_window(store, since, until, skipped):
+                     recount=lambda: _texts(store, since, until, langs)) as words_counter:
+        batches = read_window(store, since, until, skipped)
+        for batch in only(batches) if only else batches:
             digest.add(batch)
             words_counter.add(batch.content)
         log.debug("read %d documents in %.1f s", digest.batches, time.perf_counter() - started)
+        if only:
+            only.check(store.description)
         words = rank_words(words_counter.tokens(), top)
     log.debug("counted the words in %.1f s", time.perf_counter() - started)
     summary = digest.summary()
     window = window_text(since, until, summary)
-    title = (f"Covid-19 posts and case count, {window}\n"
-             f"{summary.batches:,} batches, {summary.tweets:,} posts")
+    posts = f"posts in {', '.join(langs)}" if langs else "posts"
+    title = (f"Covid-19 {posts} and case count, {window}\n"
+             f"{summary.batches:,} batches, {summary.tweets:,} {posts}")
     png = render_png(digest, words, title)
     log.debug("drew the figure in %.1f s", time.perf_counter() - started)
     out.write_bytes(png)
     log.info("wrote %s: %d batches, %d posts", out, summary.batches, summary.tweets)
     if html_out is not None:
-        page = render_html(summary, words, png, f"Covid-19 posts and case count, {window}")
+        page = render_html(summary, words, png, f"Covid-19 {posts} and case count, {window}")
         html_out.write_text(page, encoding="utf-8")
         log.info("wrote %s", html_out)
+    if only and only.without:
+        log.warning("left out %d batches without stored post languages (--lang needs "
+                    "POST_FIELDS with lang)", only.without)
     if skipped.count:
         log.warning("%s", skipped.message())
     return summary

@@ -1,6 +1,7 @@
 """How long ``report.py plot`` takes on a week of stored batches (not a test).
 
 Usage: python -m bench.report_week [--days 7] [--tweets 1500000] [--texts unique|pooled]
+                                   [--post-fields] [--commands plot,csv,parquet]
                                    [--store DIR] [--baseline GIT_REF] [--repeat N]
                                    [--profile N]
 
@@ -17,7 +18,8 @@ Usage: python -m bench.report_week [--days 7] [--tweets 1500000] [--texts unique
    follows a daily cycle. Every document has
    ``total_case_count``, ``case_count_as_of`` and ``case_count_source``: WHO's
    weekly figure, which changes once in the week, after a first hour without any
-   count.
+   count. With ``--post-fields``, every document also has ``posts`` (id, created_at,
+   lang, url: what POST_FIELDS=id,created_at,lang,url stores).
 2. Times ``python report.py plot --embedded-db-path <store> --out <dir>/week.png``
    as a subprocess, end to end (start-up, reading, counting, drawing), ``--repeat``
    times, and samples its memory (psutil, every 50 ms): the peak RSS of the
@@ -26,7 +28,8 @@ Usage: python -m bench.report_week [--days 7] [--tweets 1500000] [--texts unique
    the whole tree) of that git commit (e.g. ``HEAD``), run the same way against
    the same store, for a before/after. Runs alternate between the versions, so
    that both see the same machine load. Targets: a week in at most 10 s, at most
-   300 MB peak RSS.
+   300 MB peak RSS. ``--commands`` times ``export --format csv`` and/or
+   ``export --format parquet`` (to a file) the same way, instead of or besides ``plot``.
 3. With ``--profile N``, runs each version once more under cProfile and prints
    its N most expensive functions (own time, then cumulative); cProfile sees the
    main process only, so words counted by worker processes show as waiting.
@@ -166,8 +169,26 @@ def pooled_texts(count: int, rng: np.random.Generator) -> Iterator[str]:
         yield pool[pick]
 
 
-def week_documents(days: float, total_tweets: int, texts_kind: str = "unique"
-                   ) -> Iterator[dict[str, Any]]:
+POST_LANGS = ("en",) * 12 + ("pt",) * 3 + ("es", "ja", "de", "fr") + (None,)
+
+
+def week_posts(offset: timedelta, first: int, size: int, rng: np.random.Generator
+               ) -> list[dict[str, Any]]:
+    """The posts of one batch, as POST_FIELDS=id,created_at,lang,url stores them."""
+    langs = rng.integers(0, len(POST_LANGS), size=size).tolist()
+    lags = rng.integers(200, 20_000, size=size).tolist()  # ms before the batch
+    posts = []
+    for n, (lang, lag) in enumerate(zip(langs, lags, strict=True), start=first):
+        did, rkey = f"did:plc:{n % 50_000:024d}", f"3m{n:011d}"
+        posts.append({"id": f"at://{did}/app.bsky.feed.post/{rkey}",
+                      "created_at": START + offset - timedelta(milliseconds=lag),
+                      "lang": POST_LANGS[lang],
+                      "url": f"https://bsky.app/profile/{did}/post/{rkey}"})
+    return posts
+
+
+def week_documents(days: float, total_tweets: int, texts_kind: str = "unique",
+                   post_fields: bool = False) -> Iterator[dict[str, Any]]:
     """The documents of ``days`` of 20 s batches, oldest first, as the job stores them."""
     import transform
 
@@ -179,14 +200,16 @@ def week_documents(days: float, total_tweets: int, texts_kind: str = "unique"
     for i, size in enumerate(sizes):
         offset = timedelta(seconds=i * BATCH_SECONDS)
         count, as_of, source = case_count(offset)
-        document = transform.build_document(START + offset, list(islice(texts, size)), count)
+        posts = week_posts(offset, i * 100_000, size, rng) if post_fields else None
+        document = transform.build_document(START + offset, list(islice(texts, size)), count,
+                                            posts=posts)
         document["case_count_as_of"] = as_of
         document["case_count_source"] = source
         yield document
 
 
-def build_store(path: Path, days: float, total_tweets: int, texts_kind: str = "unique"
-                ) -> tuple[int, int]:
+def build_store(path: Path, days: float, total_tweets: int, texts_kind: str = "unique",
+                post_fields: bool = False) -> tuple[int, int]:
     """Fill the embedded store at ``path``; (documents, tweets). Reuses a filled one."""
     import config
     import storage
@@ -202,7 +225,7 @@ def build_store(path: Path, days: float, total_tweets: int, texts_kind: str = "u
         started = time.perf_counter()
         documents = tweets = 0
         chunk: list[dict[str, Any]] = []
-        for document in week_documents(days, total_tweets, texts_kind):
+        for document in week_documents(days, total_tweets, texts_kind, post_fields):
             chunk.append(document)
             tweets += len(document["content"])
             if len(chunk) == CHUNK:
@@ -268,19 +291,25 @@ def _watch_memory(pid: int, done: threading.Event, peaks: list[float]) -> None:
         done.wait(SAMPLE_EVERY)
 
 
+#: What each of --commands runs (report.py's arguments before --out FILE) and its file.
+COMMANDS = {"plot": (("plot",), "png"), "csv": (("export", "--format", "csv"), "csv"),
+            "parquet": (("export", "--format", "parquet"), "parquet")}
+
+
 def run_plot(script: Path, store: Path, out: Path, workdir: Path,
-             profile_to: Path | None = None) -> Run:
-    """One ``report.py plot`` run as a subprocess (start-up included), timed and sampled."""
+             profile_to: Path | None = None, command: str = "plot") -> Run:
+    """One ``report.py plot`` (or another of COMMANDS) run as a subprocess (start-up
+    included), timed and sampled."""
     env = {k: v for k, v in os.environ.items() if k not in STORE_ENV}
     env["PYTHONPATH"] = str(script.parent)  # the version's own modules
     profile = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
-    command = [sys.executable, *profile, str(script), "plot", "--embedded-db-path", str(store),
-               "--out", str(out)]
+    command_line = [sys.executable, *profile, str(script), *COMMANDS[command][0],
+                    "--embedded-db-path", str(store), "--out", str(out)]
     peaks = [0.0, 0.0]
     done = threading.Event()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE,
+    process = subprocess.Popen(command_line, cwd=workdir, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     watcher = threading.Thread(target=_watch_memory, args=(process.pid, done, peaks),
                                daemon=True)
@@ -313,6 +342,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="unique texts with a realistic vocabulary (default), or texts "
                              f"drawn from {POOL_SIZE:,} synthetic tweets, like a replayed "
                              "sample file")
+    parser.add_argument("--post-fields", action="store_true",
+                        help="documents with posts (id, created_at, lang, url), as "
+                             "POST_FIELDS stores them")
+    parser.add_argument("--commands", default="plot",
+                        type=lambda raw: [c.strip() for c in raw.split(",") if c.strip()],
+                        help="what to time, a comma list of plot, csv (export --format csv) "
+                             "and parquet (export --format parquet) (default: plot)")
     parser.add_argument("--store", type=Path,
                         help="the embedded store's folder (kept; reused when filled)")
     parser.add_argument("--baseline", metavar="GIT_REF",
@@ -326,10 +362,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    unknown = sorted(set(args.commands) - set(COMMANDS))
+    if unknown or not args.commands:
+        parser.error(f"--commands: use plot, csv and/or parquet, not {', '.join(unknown)}")
     workdir = Path(tempfile.mkdtemp(prefix="report-week-"))
     store = args.store or workdir / "db"
     try:
-        documents, tweets = build_store(store, args.days, args.tweets, args.texts)
+        documents, tweets = build_store(store, args.days, args.tweets, args.texts,
+                                        args.post_fields)
         log.info("store %s: %s documents, %s tweets", store, f"{documents:,}", f"{tweets:,}")
         time_versions(args, store, workdir, documents, tweets)
     finally:
@@ -340,37 +380,42 @@ def main(argv: list[str] | None = None) -> int:
 
 def time_versions(args: argparse.Namespace, store: Path, workdir: Path, documents: int,
                   tweets: int) -> None:
-    """Time ``report.py plot`` (and the baseline's) on ``store``; log the results."""
+    """Time each of ``args.commands`` (and the baseline's) on ``store``; log the results."""
 
     versions = {"current": PROJECT / "report.py"}
     if args.baseline:
         versions[f"baseline ({args.baseline})"] = baseline_script(args.baseline,
                                                                    workdir / "baseline")
-    results: dict[str, list[Run]] = {name: [] for name in versions}
-    outputs = {name: workdir / f"week-{number}.png" for number, name in enumerate(versions)}
-    for _ in range(args.repeat):  # alternate, so that both see the same machine load
-        for name, script in versions.items():
-            run = run_plot(script, store, outputs[name], workdir)
-            results[name].append(run)
-            log.info("%s: %.1f s (%.1f CPU s), peak RSS %.0f MB (%.0f MB with its workers) "
-                     "(load average %.2f)", name, run.seconds, run.cpu_seconds, run.peak_mb,
-                     run.peak_tree_mb, os.getloadavg()[0])
+    runs_of = [(name, command) for command in args.commands for name in versions]
+    results: dict[tuple[str, str], list[Run]] = {key: [] for key in runs_of}
+    outputs = {(name, command): workdir / f"week-{number}.{COMMANDS[command][1]}"
+               for number, (name, command) in enumerate(runs_of)}
+    for _ in range(args.repeat):  # alternate, so that all see the same machine load
+        for name, command in runs_of:
+            run = run_plot(versions[name], store, outputs[name, command], workdir,
+                           command=command)
+            results[name, command].append(run)
+            log.info("%s %s: %.1f s (%.1f CPU s), peak RSS %.0f MB (%.0f MB with its "
+                     "workers) (load average %.2f)", name, command, run.seconds,
+                     run.cpu_seconds, run.peak_mb, run.peak_tree_mb, os.getloadavg()[0])
     if args.profile:
         for number, (name, script) in enumerate(versions.items()):
             profile = workdir / f"week-{number}.prof"
             run_plot(script, store, workdir / f"week-{number}-profiled.png", workdir, profile)
             log.info("profile of %s (this process only; worker processes show as "
                      "waiting):\n%s", name, top_functions(profile, args.profile))
-    for name, runs in results.items():
+    for (name, command), runs in results.items():
         seconds = statistics.median(r.seconds for r in runs)
         peak = max(r.peak_mb for r in runs)
-        log.info("report.py plot, %s documents, %s tweets, %s: median %.1f s of %s (CPU "
-                 "%.1f s); peak RSS %.0f MB (%.0f MB with its workers); wrote %s",
-                 f"{documents:,}", f"{tweets:,}", name, seconds,
-                 ", ".join(f"{r.seconds:.1f}" for r in runs),
+        out = outputs[name, command]
+        size = f", {out.stat().st_size / 2**20:.0f} MB" if out.exists() else ""
+        log.info("report.py %s, %s documents, %s tweets, %s: median %.1f s of %s (CPU "
+                 "%.1f s); peak RSS %.0f MB (%.0f MB with its workers); wrote %s%s",
+                 " ".join(COMMANDS[command][0]), f"{documents:,}", f"{tweets:,}", name,
+                 seconds, ", ".join(f"{r.seconds:.1f}" for r in runs),
                  statistics.median(r.cpu_seconds for r in runs), peak,
-                 max(r.peak_tree_mb for r in runs), outputs[name])
-        if args.days >= 7:
+                 max(r.peak_tree_mb for r in runs), out, size)
+        if args.days >= 7 and command == "plot":
             log.info("  targets for a week: <= %.0f s (%s), <= %.0f MB peak RSS (%s)",
                      TARGET_SECONDS, "met" if seconds <= TARGET_SECONDS else "NOT met",
                      TARGET_RSS_MB, "met" if peak <= TARGET_RSS_MB else "NOT met")

@@ -6,7 +6,8 @@ Usage: python -m bench.run [--jobs ceiling,bare,full,default,backlog] [--master 
 
 1. Case-count parse on a full-size (~1 MB) page (bench.bigpage):
    ``scrape.parse_total_cases`` vs a full ``BeautifulSoup(html, "html.parser")``.
-2. How fast the Bluesky source turns Jetstream frames into wire tweets (bench.bluesky).
+2. How fast the Bluesky source turns Jetstream frames into wire tweets (bench.bluesky),
+   and what storing post fields costs per post, off vs on (bench.post_fields).
 3. Spark jobs, one after the other, each in its own processes (bench.measure
    steps each through offered rates to its limit, bench.load feeds them):
    (a) ``ceiling``: Spark's bare receiver (socketTextStream, each batch only
@@ -165,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
 
         log("Bluesky source: Jetstream frames -> wire tweets, one core")
         source_lines = bluesky.table()
+    from bench import post_fields
+    log("post fields: executors + driver, off vs on, 200,000 posts, one core")
+    post_lines = post_fields.table()
     page = PageServer()
     jobs: dict[str, JobResult] = {}
     backlog: BacklogResult | None = None
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = tables.targets(jobs, backlog, parse_rows)
     sys.stdout.write("\n".join(checks) + "\n")
     tables.write_report(args.output, about, args.master, jobs, backlog, checks, parse_rows,
-                        source_lines, time.time() - started)
+                        source_lines, time.time() - started, post_lines)
     log(f"done in {(time.time() - started) / 60:.1f} minutes; wrote {args.output}")
     return 0
 

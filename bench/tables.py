@@ -254,7 +254,7 @@ def profile_lines(job: JobResult) -> list[str]:
 def write_report(output: Path, about: dict[str, str], master: str, jobs: dict[str, JobResult],
                  backlog: BacklogResult | None, checks: list[str],
                  parse_rows: list[dict[str, Any]], source_lines: list[str],
-                 took: float) -> None:
+                 took: float, post_lines: list[str] | None = None) -> None:
     two_second = [jobs[key] for key in ("ceiling", "bare", "full") if key in jobs]
     full = jobs.get("full")
     lines = [
@@ -290,6 +290,8 @@ def write_report(output: Path, about: dict[str, str], master: str, jobs: dict[st
               "## Case-count parse on a full-size page", "", *parse_table(parse_rows), "",
               "## The Bluesky source (`python -m bench.bluesky`)", "",
               *(source_lines or ["Skipped (--skip-sources)."]), "",
+              "## Post fields, off vs on (`python -m bench.post_fields`)", "",
+              *(post_lines or ["Not run."]), "",
               "## Every step", ""]
     for job in jobs.values():
         lines += [*step_table(job), ""]

@@ -60,7 +60,8 @@ class JobRun:
         self.batches: queue.Queue[BatchStats] = queue.Queue()
         self.metrics = MetricsCollection()
         writer.on_batch = self.batches.put
-        settings = config.Settings(host="127.0.0.1", port=port, batch_seconds=1)
+        settings = config.Settings(host="127.0.0.1", port=port, batch_seconds=1,
+                                   post_fields=writer.post_fields)
         self.ssc = spark_streaming.create_context(settings, writer, spark_context, self.metrics)
         self.ssc.start()
 
@@ -210,6 +211,27 @@ def test_a_failing_batch_does_not_stop_the_stream(run_job, tweet_socket, durable
     job.wait_for(lambda seen: total(seen, "kept") >= 1)
     contents = [doc["content"] for doc in durable.store.collection.find()]
     assert ["stored after it"] in contents
+
+
+@pytest.mark.spark
+def test_post_fields_reach_the_document_aligned_with_content(run_job, tweet_socket, store,
+                                                             durable) -> None:
+    job = run_job(BatchWriter(durable, lambda: READING, post_fields=("id", "created_at")))
+    wire = b"".join([
+        tweet("1", "first #COVID19"),
+        b"not json\n",
+        tweet("2", "https://t.co/only-a-link"),  # cleans to nothing
+        json.dumps({"id": "3", "text": "third", "created_at": "2026-11-30T08:00:03Z"}
+                   ).encode() + b"\n",
+        tweet("1", "a redelivery"),
+    ])
+    tweet_socket.send(wire)
+    job.wait_for(lambda seen: total(seen, "lines") >= 5)
+    documents = list(store.collection.find().sort("timestamp", 1))
+    assert [t for doc in documents for t in doc["content"]] == ["first COVID19", "third"]
+    assert [p for doc in documents for p in doc["posts"]] == [
+        {"id": "1", "created_at": None},
+        {"id": "3", "created_at": datetime(2026, 11, 30, 8, 0, 3, tzinfo=UTC)}]
 
 
 # --- the driver's part alone, without Spark ------------------------------------------
