@@ -616,7 +616,7 @@ def default_text(name: str) -> str:
                     value % _SIZE_UNITS[u.lower()] == 0)
         return f"{value // _SIZE_UNITS[unit.lower()]}{unit}"
     if isinstance(value, tuple):
-        return ("; " if name == "twitter_rules" else ",").join(value) or "none"
+        return ("; " if name == "twitter_rules" else ",").join(value) or "empty"
     if isinstance(value, Path):
         project = PROJECT_DIR.as_posix()
         return value.as_posix().replace(project, "<project folder>", 1)
