@@ -21,7 +21,7 @@ help:
 	@echo "              and batch-time drift, every post counted back; writes bench/soak.md"
 	@echo "make diagram  render flow_diagram.png from flow_diagram.dot (needs Graphviz)"
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-analysis.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"' \
 	  || { echo "error: $(PYTHON) is older than Python 3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
