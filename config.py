@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -31,6 +29,26 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import dotenv_check
+from config_values import (
+    SIZE_UNITS,
+    boolean,
+    byte_size,
+    choice,
+    host_name,
+    http_url,
+    int_in,
+    keywords,
+    log_level,
+    master,
+    mongo_name,
+    mongo_uri,
+    non_empty,
+    number,
+    optional,
+    post_fields,
+    rules,
+    ws_urls,
+)
 
 PROJECT_DIR = Path(__file__).resolve().parent
 DEFAULT_DATA_DIR = PROJECT_DIR / "data"
@@ -144,218 +162,6 @@ class Settings:
         )
 
 
-# --------------------------------------------------------------------------
-# value parsers: str -> value, raising ValueError with a short reason
-
-
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ValueError(f"{raw!r} is not an integer") from None
-        if not low <= value <= high:
-            raise ValueError(f"{value} is outside {low}..{high}")
-        return value
-
-    return parse
-
-
-def _number(minimum: float, *, inclusive: bool) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ValueError(f"{raw!r} is not a number") from None
-        too_small = value < minimum if inclusive else value <= minimum
-        if not math.isfinite(value) or too_small:
-            bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
-            raise ValueError(f"{raw.strip()} must be a finite number {bound}")
-        return value
-
-    return parse
-
-
-def _bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError(f"{raw!r} is not a boolean (use true or false)")
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in choices:
-            raise ValueError(f"{raw!r} is not one of {', '.join(choices)}")
-        return value
-
-    return parse
-
-
-def _non_empty(raw: str) -> str:
-    value = raw.strip()
-    if not value:
-        raise ValueError("must not be empty")
-    return value
-
-
-def _host(raw: str) -> str:
-    value = _non_empty(raw)
-    if any(ch.isspace() for ch in value) or "/" in value:
-        raise ValueError(f"{raw!r} is not a host name or address")
-    return value
-
-
-def _master(raw: str) -> str:
-    value = _non_empty(raw)
-    match = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\s*\d+)?\])?", value)
-    if match and match.group(1) in (None, "1"):
-        raise ValueError(
-            f"{value!r} gives Spark one core, which the socket receiver keeps busy, so no "
-            "batch would ever run; use local[2] or more"
-        )
-    return value
-
-
-def _host_and_port(netloc: str, *, port_allowed: bool = True) -> str | None:
-    """What ``host[:port]`` (a URL's host part) has wrong ("no host", ...), or None."""
-    parts = urlsplit(f"//{netloc}")
-    try:
-        port = parts.port
-    except ValueError:  # not a number, or above 65535
-        port = 0
-    if not parts.hostname:
-        return "no host"
-    if any(ch.isspace() for ch in netloc):
-        return "a space in its host"
-    if port is not None and not port_allowed:
-        return "a port, which this kind of URL may not name"
-    if port == 0:
-        return f"port {netloc.rpartition(':')[2]!r}, not one in 1..65535"
-    return None
-
-
-def _url(raw: str, schemes: tuple[str, ...]) -> str:
-    """``raw`` if it is a whole URL of one of ``schemes``: a host without spaces,
-    a port (if any) in 1..65535; else ValueError saying what is wrong."""
-    value = _non_empty(raw)
-    parts = urlsplit(value)
-    kinds = " or ".join(f"{scheme}://" for scheme in schemes)
-    if parts.scheme not in schemes:
-        raise ValueError(f"{value!r} is not a {kinds} URL")
-    problem = _host_and_port(parts.netloc.rpartition("@")[2])
-    if problem is None and any(ch.isspace() for ch in value):
-        problem = "a space in it"
-    if problem:
-        raise ValueError(f"{value!r} has {problem}")
-    return value
-
-
-def _mongo_uri(raw: str) -> str | None:
-    """A MongoDB connection string, checked without connecting; an error never
-    echoes the value (it may hold a password)."""
-    value = raw.strip()
-    if not value:
-        return None
-    scheme, found, rest = value.partition("://")
-    if not found or scheme not in ("mongodb", "mongodb+srv"):
-        raise ValueError("must start with mongodb:// or mongodb+srv://")
-    hosts = rest.partition("/")[0].partition("?")[0].rpartition("@")[2].split(",")
-    if scheme == "mongodb+srv" and len(hosts) > 1:
-        raise ValueError("a mongodb+srv:// URI names one host")
-    for host in hosts:
-        problem = _host_and_port(host, port_allowed=scheme == "mongodb")
-        if problem == "no host":
-            raise ValueError("names no host")
-        if problem:  # the host part holds no password: it may be shown
-            raise ValueError(f"host {host!r} has {problem}")
-    return value
-
-
-def _mongo_name(kind: str, forbidden: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = _non_empty(raw)
-        bad = sorted({ch for ch in value if ch in forbidden})
-        if bad or (kind == "database" and len(value.encode()) > 63):
-            raise ValueError(f"{value!r} is not a valid MongoDB {kind} name")
-        return value
-
-    return parse
-
-
-def _http_url(raw: str) -> str:
-    return _url(raw, ("http", "https"))
-
-
-def _ws_urls(raw: str) -> tuple[str, ...]:
-    urls = tuple(dict.fromkeys(url.strip() for url in raw.split(",") if url.strip()))
-    if not urls:
-        raise ValueError("needs at least one ws:// or wss:// URL")
-    return tuple(_url(url, ("ws", "wss")) for url in urls)
-
-
-def _keywords(raw: str) -> tuple[str, ...]:
-    words = tuple(dict.fromkeys(word.strip().casefold() for word in raw.split(",")
-                                if word.strip()))
-    if not words:
-        raise ValueError("needs at least one keyword")
-    return words
-
-
-def _rules(raw: str) -> tuple[str, ...]:
-    rules = tuple(rule.strip() for rule in raw.split(";") if rule.strip())
-    if not rules:
-        raise ValueError("needs at least one rule")
-    return rules
-
-
-def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """``parse``, except that an empty value means "unset" (None)."""
-    def parse_optional(raw: str) -> Any:
-        return None if not raw.strip() else parse(raw)
-
-    return parse_optional
-
-
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
-               "mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4,
-               "tb": 1000**4, "tib": 1024**4}
-
-
-def _byte_size(raw: str) -> int:
-    """``2GiB``, ``500 MB``, ``1048576``: a number of bytes, at least 1 MiB."""
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", raw)
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in _SIZE_UNITS:
-        raise ValueError(f"{raw!r} is not a size (e.g. 2GiB, 500MB or a number of bytes)")
-    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
-    if value < 1024**2:
-        raise ValueError(f"{raw.strip()} is less than 1 MiB")
-    return value
-
-
-def _post_fields(raw: str) -> tuple[str, ...]:
-    """``id,lang``: names of transform.POST_FIELDS, in their documented order; "" = none."""
-    from transform import POST_FIELDS
-
-    names = {name.strip().lower() for name in raw.split(",") if name.strip()}
-    unknown = sorted(names.difference(POST_FIELDS))
-    if unknown:
-        raise ValueError(f"{unknown[0]!r} is not a post field (use a comma list of "
-                         f"{', '.join(POST_FIELDS)})")
-    return tuple(name for name in POST_FIELDS if name in names)
-
-
-def _log_level(raw: str) -> str:
-    value = raw.strip().upper()
-    if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ValueError(f"{raw!r} is not one of DEBUG, INFO, WARNING, ERROR")
-    return value
-
-
 @dataclass(frozen=True)
 class Option:
     """How one Settings field is read: its variable, its flag, its parser."""
@@ -379,109 +185,109 @@ class Option:
 OPTIONS: dict[str, Option] = {
     opt.name: opt
     for opt in [
-        Option("host", "STREAM_HOST", "--host", _host,
+        Option("host", "STREAM_HOST", "--host", host_name,
                "address of the tweet socket (producer binds it, Spark connects to it)", "HOST"),
-        Option("port", "STREAM_PORT", "--port", _int_in(1, 65535),
+        Option("port", "STREAM_PORT", "--port", int_in(1, 65535),
                "TCP port of the tweet socket", "PORT"),
-        Option("ack_port", "ACK_PORT", "--ack-port", _int_in(1, 65535),
+        Option("ack_port", "ACK_PORT", "--ack-port", int_in(1, 65535),
                "TCP port of the control channel: where the producer hears the job's "
                "authenticated acknowledgements (same host)", "PORT"),
-        Option("source", "TWEET_SOURCE", "--source", _choice("bluesky", "twitter", "replay"),
+        Option("source", "TWEET_SOURCE", "--source", choice("bluesky", "twitter", "replay"),
                "where posts come from: bluesky (Bluesky's public Jetstream, free), twitter "
                "(X API filtered stream, paid per post read) or replay (a file); default: "
                "twitter when TWITTER_BEARER_TOKEN is set, else bluesky",
                "{bluesky,twitter,replay}"),
-        Option("jetstream_urls", "JETSTREAM_URLS", "--jetstream-url", _ws_urls,
+        Option("jetstream_urls", "JETSTREAM_URLS", "--jetstream-url", ws_urls,
                "Jetstream subscribe URL for --source bluesky; give the flag several times "
                "(JETSTREAM_URLS: comma-separated) and reconnects rotate through them",
                "URL", repeats=True),
-        Option("keywords", "KEYWORDS", "--keywords", _keywords,
+        Option("keywords", "KEYWORDS", "--keywords", keywords,
                "comma-separated keywords a Bluesky post must contain as a whole word or "
                "tag (case-insensitive)", "WORDS"),
         Option("stale_seconds", "JETSTREAM_STALE_SECONDS", "--stale-seconds",
-               _number(0, inclusive=False),
+               number(0, inclusive=False),
                "reconnect to Jetstream when no event has arrived for this many seconds",
                "SECONDS"),
-        Option("max_event_bytes", "JETSTREAM_MAX_EVENT_BYTES", "--max-event-bytes", _byte_size,
+        Option("max_event_bytes", "JETSTREAM_MAX_EVENT_BYTES", "--max-event-bytes", byte_size,
                "largest Jetstream event the client reads (e.g. 4MiB, at least 1 MiB); hosts "
                "are asked to skip bigger ones, and one sent anyway is skipped", "SIZE"),
-        Option("bearer_token", "TWITTER_BEARER_TOKEN", None, _non_empty,
+        Option("bearer_token", "TWITTER_BEARER_TOKEN", None, non_empty,
                "X API bearer token (environment or .env only, never a flag)"),
-        Option("twitter_rules", "TWITTER_RULES", "--rules", _rules,
+        Option("twitter_rules", "TWITTER_RULES", "--rules", rules,
                "filtered-stream rules, separated by ';'", "RULES"),
-        Option("max_posts", "TWITTER_MAX_POSTS", "--max-posts", _optional(_int_in(1, 10**12)),
+        Option("max_posts", "TWITTER_MAX_POSTS", "--max-posts", optional(int_in(1, 10**12)),
                "at most this many X posts read per UTC day (X bills each post read); at the "
                "cap the stream disconnects until the next UTC day; unset = no cap", "N"),
-        Option("replay_file", "REPLAY_FILE", "--replay-file", lambda raw: Path(_non_empty(raw)),
+        Option("replay_file", "REPLAY_FILE", "--replay-file", lambda raw: Path(non_empty(raw)),
                "newline-delimited JSON file for --source replay", "PATH"),
-        Option("rate", "REPLAY_RATE", "--rate", _number(0, inclusive=True),
+        Option("rate", "REPLAY_RATE", "--rate", number(0, inclusive=True),
                "replay rate in tweets per second; 0 = as fast as possible", "N"),
-        Option("loop", "REPLAY_LOOP", "--loop", _bool,
+        Option("loop", "REPLAY_LOOP", "--loop", boolean,
                "replay the file again and again (ids get a '~N' suffix per pass)", is_switch=True),
-        Option("from_start", "REPLAY_FROM_START", "--from-start", _bool,
+        Option("from_start", "REPLAY_FROM_START", "--from-start", boolean,
                "replay the file again from its top although an earlier run replayed it, "
                "as a new pass whose ids get the next '~N' suffix", is_switch=True),
-        Option("journal_max_bytes", "JOURNAL_MAX_BYTES", "--journal-max-bytes", _byte_size,
+        Option("journal_max_bytes", "JOURNAL_MAX_BYTES", "--journal-max-bytes", byte_size,
                "most disk the journal of tweets not yet stored may take (e.g. 2GiB); past "
                "it new tweets are refused, accepted ones are kept", "SIZE"),
         Option("journal_path", "JOURNAL_PATH", "--journal-path",
-               lambda raw: Path(_non_empty(raw)),
+               lambda raw: Path(non_empty(raw)),
                "folder where the producer keeps tweets until they are stored", "PATH"),
-        Option("control_secret", "CONTROL_SECRET", None, _non_empty,
+        Option("control_secret", "CONTROL_SECRET", None, non_empty,
                "shared secret of the control channel (environment or .env only, never a "
                "flag); unset = the file CONTROL_SECRET_FILE"),
         Option("control_secret_path", "CONTROL_SECRET_FILE", "--control-secret-file",
-               lambda raw: Path(_non_empty(raw)),
+               lambda raw: Path(non_empty(raw)),
                "file holding the control channel's secret, made on first use, readable by "
                "its owner only; both programs must use the same", "PATH"),
-        Option("batch_seconds", "BATCH_SECONDS", "--batch-seconds", _number(0, inclusive=False),
+        Option("batch_seconds", "BATCH_SECONDS", "--batch-seconds", number(0, inclusive=False),
                "length of one Spark Streaming batch in seconds", "SECONDS"),
         Option("receiver_max_rate", "RECEIVER_MAX_RATE", "--receiver-max-rate",
-               _int_in(0, 10**9),
+               int_in(0, 10**9),
                "most tweets per second Spark's receiver takes, also when stream.py sends "
                "a backlog (the rest waits in its journal); 0 = no cap", "N"),
-        Option("master", "SPARK_MASTER", "--master", _master,
+        Option("master", "SPARK_MASTER", "--master", master,
                "Spark master URL (local[2], spark://host:7077, ...)", "URL"),
-        Option("duration", "RUN_DURATION", "--duration", _number(0, inclusive=False),
+        Option("duration", "RUN_DURATION", "--duration", number(0, inclusive=False),
                "stop gracefully after this many seconds (default: run until Ctrl-C)", "SECONDS"),
-        Option("case_source", "CASE_SOURCE", "--case-source", _choice("worldometers", "who"),
+        Option("case_source", "CASE_SOURCE", "--case-source", choice("worldometers", "who"),
                "where the total case count comes from: worldometers (frozen since "
                "2024-04-13) or who (WHO's daily file, still updated)", "{worldometers,who}"),
-        Option("worldometers_url", "WORLDOMETERS_URL", "--worldometers-url", _http_url,
+        Option("worldometers_url", "WORLDOMETERS_URL", "--worldometers-url", http_url,
                "page holding the 'Coronavirus Cases:' counter", "URL",
                old_flag="--worldometer-url", old_env="WORLDOMETER_URL"),
-        Option("who_url", "WHO_DATA_URL", "--who-url", _http_url,
+        Option("who_url", "WHO_DATA_URL", "--who-url", http_url,
                "WHO's daily Covid-19 CSV for --case-source who", "URL"),
-        Option("scrape_timeout", "SCRAPE_TIMEOUT", "--scrape-timeout", _number(0, inclusive=False),
+        Option("scrape_timeout", "SCRAPE_TIMEOUT", "--scrape-timeout", number(0, inclusive=False),
                "seconds before one case-count request gives up (and the most a batch waits "
                "for the count)", "SECONDS"),
-        Option("spool_path", "SPOOL_PATH", "--spool-path", lambda raw: Path(_non_empty(raw)),
+        Option("spool_path", "SPOOL_PATH", "--spool-path", lambda raw: Path(non_empty(raw)),
                "file holding batches while the store is unreachable", "PATH"),
         Option("quarantine_path", "QUARANTINE_PATH", "--quarantine-path",
-               lambda raw: Path(_non_empty(raw)),
+               lambda raw: Path(non_empty(raw)),
                "file keeping malformed lines with the reason (bounded)", "PATH"),
-        Option("mongo_uri", "MONGODB_URI", "--mongo-uri", _mongo_uri,
+        Option("mongo_uri", "MONGODB_URI", "--mongo-uri", mongo_uri,
                "MongoDB connection string; unset = the embedded store", "URI"),
-        Option("database", "MONGODB_DATABASE", "--database", _mongo_name("database", '/\\. "$'),
+        Option("database", "MONGODB_DATABASE", "--database", mongo_name("database", '/\\. "$'),
                "database name", "NAME"),
         Option("collection", "MONGODB_COLLECTION", "--collection",
-               _mongo_name("collection", "$\0"), "collection name", "NAME"),
+               mongo_name("collection", "$\0"), "collection name", "NAME"),
         Option("embedded_db_path", "EMBEDDED_DB_PATH", "--embedded-db-path",
-               lambda raw: Path(_non_empty(raw)), "folder of the embedded store", "PATH"),
-        Option("batch_metrics", "BATCH_METRICS", "--batch-metrics", _choice("auto", "on", "off"),
+               lambda raw: Path(non_empty(raw)), "folder of the embedded store", "PATH"),
+        Option("batch_metrics", "BATCH_METRICS", "--batch-metrics", choice("auto", "on", "off"),
                "store per-batch metrics in the batch_metrics collection: on, off, or auto "
                "(on for the embedded store, off for MongoDB)", "{auto,on,off}"),
-        Option("post_fields", "POST_FIELDS", "--post-fields", _post_fields,
+        Option("post_fields", "POST_FIELDS", "--post-fields", post_fields,
                "also store each post's fields, a comma list of id, created_at, lang, url, "
                "author_id (author_id identifies a person: only when named), as the "
                "document's posts, aligned with content; empty = content only", "FIELDS"),
-        Option("data_dir", "DATA_DIR", "--data-dir", lambda raw: Path(_non_empty(raw)),
+        Option("data_dir", "DATA_DIR", "--data-dir", lambda raw: Path(non_empty(raw)),
                "folder of the journal, control secret, spool, quarantine and embedded "
                "store when their own paths are not given; both programs must use the same",
                "PATH"),
-        Option("log_level", "LOG_LEVEL", "--log-level", _log_level,
+        Option("log_level", "LOG_LEVEL", "--log-level", log_level,
                "DEBUG, INFO, WARNING or ERROR", "LEVEL"),
-        Option("metrics_port", "METRICS_PORT", "--metrics-port", _optional(_int_in(0, 65535)),
+        Option("metrics_port", "METRICS_PORT", "--metrics-port", optional(int_in(0, 65535)),
                "serve Prometheus metrics on http://127.0.0.1:PORT/metrics; 0 or unset = "
                "off (give each program its own port)", "PORT"),
     ]
@@ -611,10 +417,10 @@ def default_text(name: str) -> str:
     value = getattr(_DEFAULTS, name)
     if name in DATA_FILES:
         return f"DATA_DIR/{DATA_FILES[name]}"
-    if OPTIONS[name].parse is _byte_size:
+    if OPTIONS[name].parse is byte_size:
         unit = next(u for u in ("TiB", "GiB", "MiB", "KiB", "") if
-                    value % _SIZE_UNITS[u.lower()] == 0)
-        return f"{value // _SIZE_UNITS[unit.lower()]}{unit}"
+                    value % SIZE_UNITS[u.lower()] == 0)
+        return f"{value // SIZE_UNITS[unit.lower()]}{unit}"
     if isinstance(value, tuple):
         return ("; " if name == "twitter_rules" else ",").join(value) or "empty"
     if isinstance(value, Path):
