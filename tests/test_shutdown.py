@@ -240,3 +240,65 @@ def test_processes_marked_finds_a_child_and_forgets_it_once_it_ends(
         child.stdin.close()
         child.wait(30)
     assert processes_marked(marker["COVID_TEST_RUN"]) == []
+
+
+# --- the launcher's own logic, with stand-ins for the two programs ---------------------
+
+#: runs scripts/launch.py's main() with stream.py and spark_streaming.py taken from the
+#: folder given as its second argument (stand-ins that say which signals they get)
+LAUNCHER_WITH_STAND_INS = """
+import importlib.util, sys
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("launch", sys.argv[1])
+launch = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(launch)
+launch.PROJECT = Path(sys.argv[2])
+sys.argv = ["launch.py", "run"]
+sys.exit(launch.main())
+"""
+
+STAND_IN = """
+import signal, sys
+name, count = sys.argv[1], 0
+def on_stop(signum, frame):
+    global count
+    count += 1
+    print(f"{name}: {signal.Signals(signum).name} {count}", file=sys.stderr, flush=True)
+    if count > 1 or name == "producer":
+        sys.exit(130 if count > 1 else 0)
+signal.signal(signal.SIGTERM, on_stop)
+signal.signal(signal.SIGINT, on_stop)
+print(f"{name}: running", file=sys.stderr, flush=True)
+while True:
+    signal.pause()
+"""
+
+
+def launcher_with_stand_ins(tmp_path: Path, dead_jetstream: str) -> Program:
+    """scripts/launch.py run, in its own process group as a terminal starts it, with
+    stand-ins for stream.py (stops at the first SIGTERM) and spark_streaming.py
+    (stops at the second stop signal, with status 130, as the job does)."""
+    for script, name in (("stream.py", "producer"), ("spark_streaming.py", "job")):
+        (tmp_path / script).write_text(
+            f"import sys\nsys.argv[1:1] = [{name!r}]\n{STAND_IN}", encoding="utf-8")
+    launcher = Program(["-c", LAUNCHER_WITH_STAND_INS, str(PROJECT / "scripts" / "launch.py"),
+                        str(tmp_path)], cwd=tmp_path, env={"JETSTREAM_URLS": dead_jetstream},
+                       own_group=True)
+    launcher.wait_for_text("producer: running")
+    launcher.wait_for_text("job: running")
+    return launcher
+
+
+def test_a_second_ctrl_c_of_the_launcher_stops_the_job_at_once(tmp_path: Path) -> None:
+    with socket_closed() as dead:
+        launcher = launcher_with_stand_ins(tmp_path, dead)
+    try:
+        os.killpg(launcher.process.pid, signal.SIGINT)  # Ctrl-C: the launcher's group only
+        launcher.wait_for_text("job: SIGTERM 1")  # the job stores its batch in flight...
+        os.killpg(launcher.process.pid, signal.SIGINT)  # ...unless asked again
+        # the launcher would otherwise wait for the job up to job_stop_seconds (2 min)
+        launcher.wait_for_text("job: SIGTERM 2", timeout=30)
+        assert launcher.process.wait(30) == 130, launcher.log
+    finally:
+        launcher.kill()
+    assert "producer: SIGTERM 1" in launcher.log  # stream.py is still stopped, after the job
