@@ -449,11 +449,18 @@ def start_spark(settings: config.Settings, **extra_conf: str) -> Any:
 
 def forward_jvm_errors(stream: IO[bytes], to: IO[bytes] | None = None) -> None:
     """Copy the JVM's stderr (Spark's log lines) to ours, line by line, without the
-    lines in :data:`HARMLESS_JVM_LINES`; returns when the JVM closes it."""
-    out = sys.stderr.buffer if to is None else to
+    lines in :data:`HARMLESS_JVM_LINES`; returns when the JVM closes it.
+
+    A line that cannot be written (no stderr, a terminal that is gone, a full
+    non-blocking pipe) is lost, not the ones after it."""
     with stream:
         for line in stream:
-            if not line.startswith(HARMLESS_JVM_LINES):
+            if line.startswith(HARMLESS_JVM_LINES):
+                continue
+            out = to if to is not None else getattr(sys.stderr, "buffer", None)
+            if out is None:
+                continue
+            with contextlib.suppress(OSError, ValueError):  # ValueError: stderr closed
                 out.write(line)
                 out.flush()
 

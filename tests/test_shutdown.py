@@ -117,6 +117,39 @@ def test_the_jvm_output_is_passed_on_without_the_incubator_warning() -> None:
     assert out.getvalue() == b"12:00:00 ERROR   spark Executor: a real problem\n"
 
 
+class FlakyOut(io.BytesIO):
+    """A stderr whose first write fails, as a terminal that is gone or a full
+    non-blocking pipe does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        if not self.failed:
+            self.failed = True
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return super().write(data)
+
+
+def test_the_jvm_output_goes_on_after_a_line_that_could_not_be_written() -> None:
+    jvm = io.BytesIO(b"12:00:00 WARN    spark a line lost\n"
+                     b"12:00:01 ERROR   spark Executor: the next problem\n")
+    out = FlakyOut()
+    spark_streaming.forward_jvm_errors(jvm, out)  # returns (the JVM's stderr was read)
+    assert out.getvalue() == b"12:00:01 ERROR   spark Executor: the next problem\n"
+    assert jvm.closed
+
+
+def test_the_jvm_output_is_read_to_its_end_without_a_stderr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "stderr", None)  # started with 2>&- (or by pythonw)
+    jvm = io.BytesIO(b"12:00:00 ERROR   spark Executor: a real problem\n" * 3)
+    spark_streaming.forward_jvm_errors(jvm)
+    assert jvm.closed
+
+
 # --- the real programs -----------------------------------------------------------------
 
 
