@@ -160,6 +160,21 @@ def run_pair(producer_args: list[str], job_args: list[str], stop: threading.Even
     return job_status or producer_status
 
 
+def show(args: list[str], stop: threading.Event) -> int | None:
+    """report.py with ``args``, like the programs in a process group of its own and
+    ending with the launcher; its exit status, or None if ``stop`` was set first
+    (report.py is then stopped)."""
+    report = start("report.py", args)
+    ended = threading.Event()
+    for event in (lambda: report.wait(), stop.wait):
+        threading.Thread(target=lambda e=event: (e(), ended.set()), daemon=True).start()
+    ended.wait()
+    if stop.is_set():
+        end(report, PRODUCER_STOP_SECONDS)
+        return None
+    return report.wait()
+
+
 def live_source(stop: threading.Event | None = None) -> list[str] | None:
     """stream.py's arguments for ``make run``: X, Bluesky or, offline, the replay.
     Prints which, in one line; None if ``stop`` was set while looking."""
@@ -242,9 +257,11 @@ def main() -> int:
         ("the report figure", ["plot", "--since", started, "--out", str(DEMO_REPORT)]),
     ):
         print(f"\n== {title} ==", flush=True)
-        shown = subprocess.run([PYTHON, "report.py", *args, *EMBEDDED], cwd=PROJECT)
-        if shown.returncode != 0:  # report.py said why in one line (e.g. nothing was stored)
-            return shown.returncode
+        shown = show([*args, *EMBEDDED], stop)
+        if shown is None:  # stopped: what was stored stays for `python report.py`
+            return 0
+        if shown != 0:  # report.py said why in one line (e.g. nothing was stored)
+            return shown
     print(f"report figure: {DEMO_REPORT}", flush=True)
     return 0
 

@@ -286,7 +286,7 @@ spec = importlib.util.spec_from_file_location("launch", sys.argv[1])
 launch = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(launch)
 launch.PROJECT = Path(sys.argv[2])
-sys.argv = ["launch.py", "run"]
+sys.argv = ["launch.py", sys.argv[3]]
 sys.exit(launch.main())
 """
 
@@ -297,25 +297,31 @@ def on_stop(signum, frame):
     global count
     count += 1
     print(f"{name}: {signal.Signals(signum).name} {count}", file=sys.stderr, flush=True)
-    if count > 1 or name == "producer":
+    if count > 1 or name != "job":
         sys.exit(130 if count > 1 else 0)
 signal.signal(signal.SIGTERM, on_stop)
 signal.signal(signal.SIGINT, on_stop)
 print(f"{name}: running", file=sys.stderr, flush=True)
+if name == "job" and "--duration" in sys.argv:  # the demo's job ends by itself
+    sys.exit(0)
 while True:
     signal.pause()
 """
 
 
-def launcher_with_stand_ins(tmp_path: Path, dead_jetstream: str) -> Program:
-    """scripts/launch.py run, in its own process group as a terminal starts it, with
-    stand-ins for stream.py (stops at the first SIGTERM) and spark_streaming.py
-    (stops at the second stop signal, with status 130, as the job does)."""
-    for script, name in (("stream.py", "producer"), ("spark_streaming.py", "job")):
+def launcher_with_stand_ins(tmp_path: Path, dead_jetstream: str, mode: str = "run",
+                            ) -> Program:
+    """scripts/launch.py ``mode``, in its own process group as a terminal starts it,
+    with stand-ins for stream.py and report.py (stop at the first SIGTERM) and
+    spark_streaming.py (stops at the second stop signal, with status 130, as the job
+    does; at once in the demo)."""
+    for script, name in (("stream.py", "producer"), ("spark_streaming.py", "job"),
+                         ("report.py", "report")):
         (tmp_path / script).write_text(
             f"import sys\nsys.argv[1:1] = [{name!r}]\n{STAND_IN}", encoding="utf-8")
     launcher = Program(["-c", LAUNCHER_WITH_STAND_INS, str(PROJECT / "scripts" / "launch.py"),
-                        str(tmp_path)], cwd=tmp_path, env={"JETSTREAM_URLS": dead_jetstream},
+                        str(tmp_path), mode], cwd=tmp_path,
+                       env={"JETSTREAM_URLS": dead_jetstream, "DATA_DIR": str(tmp_path)},
                        own_group=True)
     launcher.wait_for_text("producer: running")
     launcher.wait_for_text("job: running")
@@ -335,3 +341,18 @@ def test_a_second_ctrl_c_of_the_launcher_stops_the_job_at_once(tmp_path: Path) -
     finally:
         launcher.kill()
     assert "producer: SIGTERM 1" in launcher.log  # stream.py is still stopped, after the job
+
+
+def test_stopping_the_demo_while_it_shows_what_was_stored_stops_report_py(
+    tmp_path: Path,
+) -> None:
+    with socket_closed() as dead:
+        launcher = launcher_with_stand_ins(tmp_path, dead, "demo")
+    try:
+        launcher.wait_for_text("report: running")  # the demo's first report.py command
+        launcher.process.send_signal(signal.SIGTERM)  # the launcher only, as `kill` does
+        launcher.wait_for_text("report: SIGTERM 1", timeout=30)
+        assert launcher.process.wait(30) == 0, launcher.log
+    finally:
+        launcher.kill()
+    assert launcher.log.count("report: running") == 1, launcher.log  # not the next one
