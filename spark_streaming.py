@@ -69,6 +69,8 @@ DRIVER_MEMORY = "2g"
 #: the vector module itself); the rest of its stderr is passed through as it comes.
 HARMLESS_JVM_LINES = (b"WARNING: Using incubator modules: jdk.incubator.vector",)
 SEEN_IDS_LIMIT = 200_000  # tweet ids remembered across batches to drop redeliveries
+#: How long a second stop signal waits for its log line before the job exits anyway.
+SAY_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -528,6 +530,12 @@ class StoppedWhileStartingError(Exception):
     """A stop signal arrived while the job was starting (nothing was started yet)."""
 
 
+def _say_stopping_now(name: str) -> None:
+    log.warning("%s again: stopping now; the tweets of unfinished batches stay in "
+                "stream.py's journal and are sent again", name)
+    logging.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = config.load_settings(
         "spark_streaming.py", config.SPARK_OPTIONS, argv, description=__doc__
@@ -544,9 +552,11 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum: int, count: int) -> None:
         name = signal.Signals(signum).name
         if count > 1:
-            log.warning("%s again: stopping now; the tweets of unfinished batches stay in "
-                        "stream.py's journal and are sent again", name)
-            logging.shutdown()
+            # said if it can be: a log line blocks while stderr is stuck (a terminal's
+            # Ctrl-S, a full pipe), and this is the way out then
+            said = threading.Thread(target=_say_stopping_now, args=(name,), daemon=True)
+            said.start()
+            said.join(SAY_SECONDS)
             os._exit(130)  # the JVM and its workers end when their pipe from us closes
         if started.is_set():
             log.info("%s received: stopping once the batch in flight is stored (within %g s); "

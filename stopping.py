@@ -25,7 +25,9 @@ def install_stop_handlers(
     """Make :data:`STOP_SIGNALS` set ``stop``; returns a function that restores the
     old handlers. Each signal's number is appended to ``signals``, and
     ``on_signal(signum, count)`` (count 1 for the first stop signal, 2 for the
-    second, ...) is called from a watcher thread, e.g. to log or to stop at once.
+    second, ...) is called, e.g. to log or to stop at once, from a thread of its
+    own for each signal: a call that blocks (a log line to a terminal whose output
+    is stopped, or to a full pipe) holds up neither ``stop`` nor the next signal.
 
     The Python-level handler only records the signal: calling ``stop.set()``
     from it could deadlock, because a handler runs in the main thread, which may
@@ -77,4 +79,6 @@ class _Watcher:
                     self.count += 1
                     self.stop.set()
                     if self.on_signal is not None:
-                        self.on_signal(signum, self.count)
+                        threading.Thread(target=self.on_signal, args=(signum, self.count),
+                                         name=f"stop-signal-{self.count}",
+                                         daemon=True).start()

@@ -16,7 +16,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from processes import PROJECT, PageServer, Program, free_port, producer, write_tweets
+from processes import (
+    PROJECT,
+    PageServer,
+    Program,
+    clean_env,
+    free_port,
+    producer,
+    write_tweets,
+)
 
 import spark_streaming
 from listeners import ReceiverWatch
@@ -38,6 +46,12 @@ def processes_marked(marker: str) -> list[str]:
         except OSError:  # gone meanwhile, or a kernel thread
             continue
     return found
+
+
+def signal_pending(pid: int) -> bool:
+    """Whether a signal sent to process ``pid`` is not delivered yet."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return any(line.startswith("ShdPnd:") and int(line.split()[1], 16) for line in status)
 
 
 def wait_until_none_marked(marker: str) -> list[str]:
@@ -81,6 +95,34 @@ def test_a_stop_signal_is_seen_even_when_the_caller_drops_restore() -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         signal.set_wakeup_fd(-1)
+
+
+def test_a_callback_that_blocks_holds_up_neither_the_stop_nor_the_next_signal() -> None:
+    """on_signal may log, and a log line blocks while the terminal's output is stopped
+    (Ctrl-S) or stderr is a full pipe: the second signal is still seen."""
+    stop, counts, unblock = threading.Event(), [], threading.Event()
+
+    def on_signal(signum: int, count: int) -> None:
+        counts.append(count)
+        if count == 1:
+            unblock.wait()  # stuck, like a log line to a stopped terminal
+
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    restore = install_stop_handlers(stop, [], on_signal)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(30)
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(300):
+            if 2 in counts:
+                break
+            threading.Event().wait(0.1)
+        assert counts == [1, 2]
+    finally:
+        unblock.set()
+        restore()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # --- the job's messages ----------------------------------------------------------------
@@ -175,6 +217,49 @@ def test_ctrl_c_while_the_job_starts_stops_it_and_leaves_nothing(
     assert "Traceback" not in consumer.log and "Exception" not in consumer.log
     assert wait_until_none_marked(marker["COVID_TEST_RUN"]) == []
     assert list((tmp_path / "tmp").iterdir()) == []  # pyspark's connection file is gone
+
+
+def test_a_second_ctrl_c_stops_the_job_at_once_while_its_stderr_is_stuck(
+    tmp_path: Path, marker: dict[str, str],
+) -> None:
+    """A terminal whose output is stopped (Ctrl-S) or a pipe nobody reads blocks every
+    log line; the second Ctrl-C is the way out and must not wait for one."""
+    import fcntl
+
+    reader, writer = os.pipe()
+    fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, 4096)  # the smallest pipe: a few lines fill it
+    url = "http://127.0.0.1:9/" + "x" * 3000  # its lines are long: the banner names it
+    job = subprocess.Popen(
+        [sys.executable, "spark_streaming.py", "--port", str(free_port()),
+         "--ack-port", str(free_port()), "--worldometers-url", url,
+         "--embedded-db-path", str(tmp_path / "db"),
+         "--spool-path", str(tmp_path / "spool.jsonl"),
+         "--quarantine-path", str(tmp_path / "quarantine.jsonl"),
+         "--control-secret-file", str(tmp_path / "control.secret")],
+        cwd=PROJECT, env=clean_env(**marker), stdout=subprocess.DEVNULL, stderr=writer)
+    os.close(writer)
+    try:
+        wchan = Path(f"/proc/{job.pid}/wchan")
+        for _ in range(LEFTOVER_SECONDS * 10):  # until its main thread waits on the pipe
+            if wchan.read_text().endswith("pipe_write"):
+                break
+            threading.Event().wait(0.1)  # polling /proc: a blocked write says nothing
+        assert wchan.read_text().endswith("pipe_write")
+        job.send_signal(signal.SIGINT)
+        for _ in range(LEFTOVER_SECONDS * 10):  # until it is delivered: a second SIGINT
+            if not signal_pending(job.pid):  # sent before would merge with it
+                break
+            threading.Event().wait(0.1)
+        job.send_signal(signal.SIGINT)
+        try:
+            assert job.wait(60) == 130
+        except subprocess.TimeoutExpired:
+            pytest.fail("the second SIGINT did not stop the job")
+    finally:
+        job.kill()
+        job.wait()
+        os.close(reader)
+    assert wait_until_none_marked(marker["COVID_TEST_RUN"]) == []
 
 
 def test_the_job_waits_for_stream_py_in_one_line_and_a_group_ctrl_c_stores_the_last_batch(
