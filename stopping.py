@@ -29,6 +29,11 @@ def install_stop_handlers(
     own for each signal: a call that blocks (a log line to a terminal whose output
     is stopped, or to a full pipe) holds up neither ``stop`` nor the next signal.
 
+    SIGHUP counts once, however often it comes: it says that the terminal or the
+    launcher is gone, not that someone asks again. (The launcher has the kernel
+    send its programs SIGHUP when it dies, and the kernel sends it again for each
+    of the launcher's threads that ends.)
+
     The Python-level handler only records the signal: calling ``stop.set()``
     from it could deadlock, because a handler runs in the main thread, which may
     be holding that very Event's lock (inside ``stop.wait``). Instead the C-level
@@ -71,11 +76,13 @@ class _Watcher:
 
     def run(self) -> None:
         wanted = {int(sig) for sig in STOP_SIGNALS}
+        hung_up = False
         with self.reader:
             while data := self.reader.recv(64):
                 for signum in data:
-                    if signum not in wanted:
+                    if signum not in wanted or (hung_up and signum == signal.SIGHUP):
                         continue
+                    hung_up = hung_up or signum == signal.SIGHUP
                     self.count += 1
                     self.stop.set()
                     if self.on_signal is not None:

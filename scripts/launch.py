@@ -88,10 +88,15 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def _die_with_parent() -> None:
-    """In a child, between fork and exec: get SIGTERM if the launcher dies (even by
-    SIGKILL), so that no program of the run is left behind (Linux; elsewhere a no-op)."""
+    """In a child, between fork and exec: get SIGHUP if the launcher dies (even by
+    SIGKILL), so that no program of the run is left behind (Linux; elsewhere a no-op).
+
+    SIGHUP, as when a terminal closes, because the kernel sends it again each time
+    one of the launcher's threads ends: the programs count a repeated SIGHUP once
+    (stopping.py), where a second SIGTERM would stop the job at once, its batch in
+    flight dropped."""
     if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGHUP)
 
 
 def start(script: str, args: list[str]) -> subprocess.Popen[bytes]:

@@ -97,6 +97,31 @@ def test_a_stop_signal_is_seen_even_when_the_caller_drops_restore() -> None:
         signal.set_wakeup_fd(-1)
 
 
+def test_sighup_counts_once_however_often_it_comes() -> None:
+    """A closed terminal, or a launcher that died (the kernel repeats its death signal
+    for each of its threads), is not a second Ctrl-C; a SIGTERM after it is."""
+    stop, calls, changed = threading.Event(), [], threading.Condition()
+
+    def on_signal(signum: int, count: int) -> None:
+        with changed:
+            calls.append((count, signum))
+            changed.notify_all()
+
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    restore = install_stop_handlers(stop, [], on_signal)
+    try:
+        for sig in (signal.SIGHUP, signal.SIGHUP, signal.SIGHUP, signal.SIGTERM):
+            os.kill(os.getpid(), sig)
+        with changed:
+            assert changed.wait_for(lambda: any(signum == signal.SIGTERM
+                                                for _, signum in calls), 30)
+        assert sorted(calls) == [(1, signal.SIGHUP), (2, signal.SIGTERM)]
+    finally:
+        restore()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def test_a_callback_that_blocks_holds_up_neither_the_stop_nor_the_next_signal() -> None:
     """on_signal may log, and a log line blocks while the terminal's output is stopped
     (Ctrl-S) or stderr is a full pipe: the second signal is still seen."""
@@ -376,37 +401,42 @@ sys.exit(launch.main())
 """
 
 STAND_IN = """
-import signal, sys
-name, count = sys.argv[1], 0
-def on_stop(signum, frame):
-    global count
-    count += 1
-    print(f"{name}: {signal.Signals(signum).name} {count}", file=sys.stderr, flush=True)
-    if count > 1 or name != "job":
-        sys.exit(130 if count > 1 else 0)
-signal.signal(signal.SIGTERM, on_stop)
-signal.signal(signal.SIGINT, on_stop)
-print(f"{name}: running", file=sys.stderr, flush=True)
+import os, signal, sys, threading
+sys.path.insert(0, os.environ["PROJECT"])
+from stopping import install_stop_handlers
+name, stop, said, stopped = sys.argv[1], *(threading.Event() for _ in range(3))
+def say(text):
+    os.write(2, f"{name}: {text}\\n".encode())
+def on_signal(signum, count):
+    say(f"{signal.Signals(signum).name} {count}")
+    said.set()
+    if count > 1:
+        os._exit(130)
+install_stop_handlers(stop, [], on_signal)
+say("running")
 if name == "job" and "--duration" in sys.argv:  # the demo's job ends by itself
     sys.exit(0)
-while True:
-    signal.pause()
+said.wait()
+if name == "job":  # stores its batch in flight: STOP_SECONDS, or until asked again
+    stopped.wait(float(os.environ["STOP_SECONDS"]) if "STOP_SECONDS" in os.environ else None)
+    say("stopped")
 """
 
 
 def launcher_with_stand_ins(tmp_path: Path, dead_jetstream: str, mode: str = "run",
-                            ) -> Program:
+                            **env: str) -> Program:
     """scripts/launch.py ``mode``, in its own process group as a terminal starts it,
-    with stand-ins for stream.py and report.py (stop at the first SIGTERM) and
-    spark_streaming.py (stops at the second stop signal, with status 130, as the job
-    does; at once in the demo)."""
+    with stand-ins for stream.py and report.py (stop at the first stop signal) and
+    spark_streaming.py (takes STOP_SECONDS to stop, forever by default, or stops at
+    the second stop signal with status 130, as the job does; at once in the demo)."""
     for script, name in (("stream.py", "producer"), ("spark_streaming.py", "job"),
                          ("report.py", "report")):
         (tmp_path / script).write_text(
             f"import sys\nsys.argv[1:1] = [{name!r}]\n{STAND_IN}", encoding="utf-8")
     launcher = Program(["-c", LAUNCHER_WITH_STAND_INS, str(PROJECT / "scripts" / "launch.py"),
                         str(tmp_path), mode], cwd=tmp_path,
-                       env={"JETSTREAM_URLS": dead_jetstream, "DATA_DIR": str(tmp_path)},
+                       env={"JETSTREAM_URLS": dead_jetstream, "DATA_DIR": str(tmp_path),
+                            "PROJECT": str(PROJECT), **env},
                        own_group=True)
     launcher.wait_for_text("producer: running")
     launcher.wait_for_text("job: running")
@@ -441,3 +471,20 @@ def test_stopping_the_demo_while_it_shows_what_was_stored_stops_report_py(
     finally:
         launcher.kill()
     assert launcher.log.count("report: running") == 1, launcher.log  # not the next one
+
+
+def test_a_launcher_that_is_killed_has_its_programs_stop_the_graceful_way(
+    tmp_path: Path,
+) -> None:
+    """The launcher asks the kernel to signal its programs when it dies; the kernel
+    does so again for each of the launcher's threads that ends, and that must not
+    read as a second Ctrl-C (the job would drop its batch in flight)."""
+    with socket_closed() as dead:
+        launcher = launcher_with_stand_ins(tmp_path, dead, STOP_SECONDS="3")
+    try:
+        launcher.process.kill()  # SIGKILL: no handler of the launcher runs
+        launcher.wait_for_text("job: stopped", timeout=60)
+    finally:
+        launcher.kill()
+    assert "producer: SIGHUP 1" in launcher.log, launcher.log
+    assert "job: SIGHUP 1" in launcher.log and " 2\n" not in launcher.log, launcher.log
