@@ -15,6 +15,8 @@ from types import FrameType
 
 #: The signals that ask a program to stop: Ctrl-C, ``kill``, a closed terminal.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: How long the stop waits for ``on_signal`` (a log line to a stuck terminal blocks).
+CALLBACK_SECONDS = 1.0
 
 
 def install_stop_handlers(
@@ -25,9 +27,11 @@ def install_stop_handlers(
     """Make :data:`STOP_SIGNALS` set ``stop``; returns a function that restores the
     old handlers. Each signal's number is appended to ``signals``, and
     ``on_signal(signum, count)`` (count 1 for the first stop signal, 2 for the
-    second, ...) is called, e.g. to log or to stop at once, from a thread of its
-    own for each signal: a call that blocks (a log line to a terminal whose output
-    is stopped, or to a full pipe) holds up neither ``stop`` nor the next signal.
+    second, ...) is called, e.g. to log or to stop at once, before ``stop`` is set
+    (what it logs comes before what the stop does), in a thread of its own for
+    each signal: a call that blocks (a log line to a terminal whose output is
+    stopped, or to a full pipe) is waited for :data:`CALLBACK_SECONDS` at most,
+    then ``stop`` is set and the next signal read all the same.
 
     SIGHUP counts once, however often it comes: it says that the terminal or the
     launcher is gone, not that someone asks again. (The launcher has the kernel
@@ -84,8 +88,10 @@ class _Watcher:
                         continue
                     hung_up = hung_up or signum == signal.SIGHUP
                     self.count += 1
-                    self.stop.set()
                     if self.on_signal is not None:
-                        threading.Thread(target=self.on_signal, args=(signum, self.count),
-                                         name=f"stop-signal-{self.count}",
-                                         daemon=True).start()
+                        call = threading.Thread(target=self.on_signal,
+                                                args=(signum, self.count),
+                                                name=f"stop-signal-{self.count}", daemon=True)
+                        call.start()
+                        call.join(CALLBACK_SECONDS)
+                    self.stop.set()
