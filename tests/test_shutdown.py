@@ -374,13 +374,18 @@ class socket_closed:  # noqa: N801 (used as a context manager, like a function)
 def test_processes_marked_finds_a_child_and_forgets_it_once_it_ends(
     marker: dict[str, str],
 ) -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
-                             stdin=subprocess.PIPE, env={**os.environ, **marker})
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, **marker})
     try:
+        # once it runs: Popen returns as soon as the exec began, and for a moment of
+        # it /proc/PID/environ reads empty (seen once in a full run of this file)
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"
         assert len(processes_marked(marker["COVID_TEST_RUN"])) == 1
     finally:
-        assert child.stdin is not None
+        assert child.stdin is not None and child.stdout is not None
         child.stdin.close()
+        child.stdout.close()
         child.wait(30)
     assert processes_marked(marker["COVID_TEST_RUN"]) == []
 
