@@ -69,6 +69,8 @@ DRIVER_MEMORY = "2g"
 #: the vector module itself); the rest of its stderr is passed through as it comes.
 HARMLESS_JVM_LINES = (b"WARNING: Using incubator modules: jdk.incubator.vector",)
 SEEN_IDS_LIMIT = 200_000  # tweet ids remembered across batches to drop redeliveries
+#: How long a second stop signal waits for its log line before the job exits anyway.
+SAY_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -459,11 +461,18 @@ def start_spark(settings: config.Settings, **extra_conf: str) -> Any:
 
 def forward_jvm_errors(stream: IO[bytes], to: IO[bytes] | None = None) -> None:
     """Copy the JVM's stderr (Spark's log lines) to ours, line by line, without the
-    lines in :data:`HARMLESS_JVM_LINES`; returns when the JVM closes it."""
-    out = sys.stderr.buffer if to is None else to
+    lines in :data:`HARMLESS_JVM_LINES`; returns when the JVM closes it.
+
+    A line that cannot be written (no stderr, a terminal that is gone, a full
+    non-blocking pipe) is lost, not the ones after it."""
     with stream:
         for line in stream:
-            if not line.startswith(HARMLESS_JVM_LINES):
+            if line.startswith(HARMLESS_JVM_LINES):
+                continue
+            out = to if to is not None else getattr(sys.stderr, "buffer", None)
+            if out is None:
+                continue
+            with contextlib.suppress(OSError, ValueError):  # ValueError: stderr closed
                 out.write(line)
                 out.flush()
 
@@ -532,6 +541,12 @@ class StoppedWhileStartingError(Exception):
     """A stop signal arrived while the job was starting (nothing was started yet)."""
 
 
+def _say_stopping_now(name: str) -> None:
+    log.warning("%s again: stopping now; the tweets of unfinished batches stay in "
+                "stream.py's journal and are sent again", name)
+    logging.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = config.load_settings(
         "spark_streaming.py", config.SPARK_OPTIONS, argv, description=__doc__
@@ -548,9 +563,11 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum: int, count: int) -> None:
         name = signal.Signals(signum).name
         if count > 1:
-            log.warning("%s again: stopping now; the tweets of unfinished batches stay in "
-                        "stream.py's journal and are sent again", name)
-            logging.shutdown()
+            # said if it can be: a log line blocks while stderr is stuck (a terminal's
+            # Ctrl-S, a full pipe), and this is the way out then
+            said = threading.Thread(target=_say_stopping_now, args=(name,), daemon=True)
+            said.start()
+            said.join(SAY_SECONDS)
             os._exit(130)  # the JVM and its workers end when their pipe from us closes
         if started.is_set():
             log.info("%s received: stopping once the batch in flight is stored (within %g s); "

@@ -15,6 +15,8 @@ from types import FrameType
 
 #: The signals that ask a program to stop: Ctrl-C, ``kill``, a closed terminal.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: How long the stop waits for ``on_signal`` (a log line to a stuck terminal blocks).
+CALLBACK_SECONDS = 1.0
 
 
 def install_stop_handlers(
@@ -25,7 +27,16 @@ def install_stop_handlers(
     """Make :data:`STOP_SIGNALS` set ``stop``; returns a function that restores the
     old handlers. Each signal's number is appended to ``signals``, and
     ``on_signal(signum, count)`` (count 1 for the first stop signal, 2 for the
-    second, ...) is called from a watcher thread, e.g. to log or to stop at once.
+    second, ...) is called, e.g. to log or to stop at once, before ``stop`` is set
+    (what it logs comes before what the stop does), in a thread of its own for
+    each signal: a call that blocks (a log line to a terminal whose output is
+    stopped, or to a full pipe) is waited for :data:`CALLBACK_SECONDS` at most,
+    then ``stop`` is set and the next signal read all the same.
+
+    SIGHUP counts once, however often it comes: it says that the terminal or the
+    launcher is gone, not that someone asks again. (The launcher has the kernel
+    send its programs SIGHUP when it dies, and the kernel sends it again for each
+    of the launcher's threads that ends.)
 
     The Python-level handler only records the signal: calling ``stop.set()``
     from it could deadlock, because a handler runs in the main thread, which may
@@ -69,12 +80,18 @@ class _Watcher:
 
     def run(self) -> None:
         wanted = {int(sig) for sig in STOP_SIGNALS}
+        hung_up = False
         with self.reader:
             while data := self.reader.recv(64):
                 for signum in data:
-                    if signum not in wanted:
+                    if signum not in wanted or (hung_up and signum == signal.SIGHUP):
                         continue
+                    hung_up = hung_up or signum == signal.SIGHUP
                     self.count += 1
-                    self.stop.set()
                     if self.on_signal is not None:
-                        self.on_signal(signum, self.count)
+                        call = threading.Thread(target=self.on_signal,
+                                                args=(signum, self.count),
+                                                name=f"stop-signal-{self.count}", daemon=True)
+                        call.start()
+                        call.join(CALLBACK_SECONDS)
+                    self.stop.set()

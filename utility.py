@@ -278,6 +278,7 @@ class SendCursor:
         self.refused_acks = 0
         # what the journal holds at start may have been sent before a restart
         self._highest_sent = journal.committed
+        self._counted_to = journal.first_held()  # acks counted in :attr:`acked` up to here
         self._sending_end = 0  # the seq after the spans being written right now, if any
         self._last_rewind = -math.inf
         self._last_refused_warning = -math.inf
@@ -329,8 +330,7 @@ class SendCursor:
         """Forget the tweets up to ``seq``: the job has stored them. Refused (False)
         when ``seq`` is beyond the highest seq sent: no job can have stored it."""
         with self.changed:
-            # counted by seq, not by how many are held: tweets are journaled meanwhile
-            highest, before = self._highest_sent, self.journal.first_held()
+            highest = self._highest_sent
             refused = seq > highest
             if refused:
                 self.refused_acks += 1
@@ -350,8 +350,13 @@ class SendCursor:
                         err.strerror or err)
             return False
         with self.changed:
-            self.acked += max(0, self.journal.first_held() - before)
-            self.position = max(self.position, self.journal.first_held())
+            # counted by seq, not by how many are held (tweets are journaled meanwhile),
+            # and from where the last count stopped: two acks may cross (each control
+            # connection has its thread), and each tweet is counted once
+            first_held = self.journal.first_held()
+            self.acked += max(0, first_held - self._counted_to)
+            self._counted_to = max(self._counted_to, first_held)
+            self.position = max(self.position, first_held)
             self.changed.notify_all()
         return True
 

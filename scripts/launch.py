@@ -88,10 +88,15 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def _die_with_parent() -> None:
-    """In a child, between fork and exec: get SIGTERM if the launcher dies (even by
-    SIGKILL), so that no program of the run is left behind (Linux; elsewhere a no-op)."""
+    """In a child, between fork and exec: get SIGHUP if the launcher dies (even by
+    SIGKILL), so that no program of the run is left behind (Linux; elsewhere a no-op).
+
+    SIGHUP, as when a terminal closes, because the kernel sends it again each time
+    one of the launcher's threads ends: the programs count a repeated SIGHUP once
+    (stopping.py), where a second SIGTERM would stop the job at once, its batch in
+    flight dropped."""
     if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGHUP)
 
 
 def start(script: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -101,11 +106,15 @@ def start(script: str, args: list[str]) -> subprocess.Popen[bytes]:
                             preexec_fn=_die_with_parent)
 
 
-def end(process: subprocess.Popen[bytes], timeout: float) -> int:
+def end(process: subprocess.Popen[bytes], timeout: float,
+        again: threading.Event | None = None) -> int:
     """Ask ``process`` to stop (SIGTERM), wait up to ``timeout`` s, then kill it and
-    whatever is left of its process group; its exit status."""
+    whatever is left of its process group; its exit status. Once ``again`` is set
+    (a second Ctrl-C), a second SIGTERM asks it to stop at once."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
+        if again is not None:
+            threading.Thread(target=_ask_again, args=(process, again), daemon=True).start()
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -116,14 +125,21 @@ def end(process: subprocess.Popen[bytes], timeout: float) -> int:
     return process.wait()
 
 
+def _ask_again(process: subprocess.Popen[bytes], again: threading.Event) -> None:
+    again.wait()
+    if process.poll() is None:  # not yet reaped: its pid is still its own
+        process.send_signal(signal.SIGTERM)
+
+
 def run_pair(producer_args: list[str], job_args: list[str], stop: threading.Event,
-             job_stop_seconds: float) -> int:
+             job_stop_seconds: float, again: threading.Event | None = None) -> int:
     """stream.py, then spark_streaming.py, until the job ends or ``stop`` is set;
     the exit status.
 
     A stop (Ctrl-C, SIGTERM, SIGHUP) stops the job first, so that the batch in
     flight is stored and acknowledged (within ``job_stop_seconds``), then
-    stream.py, which keeps whatever is not stored in its journal. If stream.py
+    stream.py, which keeps whatever is not stored in its journal; once ``again``
+    is set (a second Ctrl-C), the job is asked to stop at once. If stream.py
     ends with an error first, the job is stopped and stream.py's status
     returned, its error being the last thing it printed.
     """
@@ -142,11 +158,26 @@ def run_pair(producer_args: list[str], job_args: list[str], stop: threading.Even
         if status not in (None, 0) and job.poll() is None:
             sys.stderr.write(f"launch: stream.py stopped with status {status}; stopping "
                              "spark_streaming.py\n")
-            end(job, job_stop_seconds)
+            end(job, job_stop_seconds, again)
             return status
-    job_status = end(job, job_stop_seconds)
+    job_status = end(job, job_stop_seconds, again)
     producer_status = end(producer, PRODUCER_STOP_SECONDS)
     return job_status or producer_status
+
+
+def show(args: list[str], stop: threading.Event) -> int | None:
+    """report.py with ``args``, like the programs in a process group of its own and
+    ending with the launcher; its exit status, or None if ``stop`` was set first
+    (report.py is then stopped)."""
+    report = start("report.py", args)
+    ended = threading.Event()
+    for event in (lambda: report.wait(), stop.wait):
+        threading.Thread(target=lambda e=event: (e(), ended.set()), daemon=True).start()
+    ended.wait()
+    if stop.is_set():
+        end(report, PRODUCER_STOP_SECONDS)
+        return None
+    return report.wait()
 
 
 def live_source(stop: threading.Event | None = None) -> list[str] | None:
@@ -185,8 +216,14 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["run", "demo"])
     mode = parser.parse_args().mode
-    stop = threading.Event()
-    install_stop_handlers(stop, [])  # Ctrl-C, SIGTERM and SIGHUP: stop both, in order
+    stop, again = threading.Event(), threading.Event()
+
+    def on_signal(signum: int, count: int) -> None:
+        if count > 1:  # the README's "a second Ctrl-C stops the job at once"
+            again.set()
+
+    # Ctrl-C, SIGTERM and SIGHUP: stop both, in order; a second one: the job at once
+    install_stop_handlers(stop, [], on_signal)
     # each program says what is wrong in .env (an unknown name, an old spelling) itself:
     # the launcher's own reads of the settings stay quiet instead of saying it twice more
     logging.getLogger("config").setLevel(logging.ERROR)
@@ -195,7 +232,7 @@ def main() -> int:
         if source is None:
             return 0
         batch_seconds = config.load_settings("make run", config.SPARK_OPTIONS, []).batch_seconds
-        return run_pair(source, EMBEDDED, stop, job_stop_seconds(batch_seconds))
+        return run_pair(source, EMBEDDED, stop, job_stop_seconds(batch_seconds), again)
 
     # the demo's journal and spool: new each run, in DATA_DIR (the programs run in the
     # project folder, where a relative DATA_DIR is taken from)
@@ -214,7 +251,7 @@ def main() -> int:
          "--case-source", "worldometers", "--worldometers-url", url, *EMBEDDED,
          "--spool-path", str(demo_data / "spool.jsonl"),
          "--quarantine-path", str(demo_data / "quarantine.jsonl")],
-        stop, job_stop_seconds(DEMO_BATCH_SECONDS),
+        stop, job_stop_seconds(DEMO_BATCH_SECONDS), again,
     )
     page.shutdown()
     if code != 0 or stop.is_set():
@@ -225,9 +262,11 @@ def main() -> int:
         ("the report figure", ["plot", "--since", started, "--out", str(DEMO_REPORT)]),
     ):
         print(f"\n== {title} ==", flush=True)
-        shown = subprocess.run([PYTHON, "report.py", *args, *EMBEDDED], cwd=PROJECT)
-        if shown.returncode != 0:  # report.py said why in one line (e.g. nothing was stored)
-            return shown.returncode
+        shown = show([*args, *EMBEDDED], stop)
+        if shown is None:  # stopped: what was stored stays for `python report.py`
+            return 0
+        if shown != 0:  # report.py said why in one line (e.g. nothing was stored)
+            return shown
     print(f"report figure: {DEMO_REPORT}", flush=True)
     return 0
 

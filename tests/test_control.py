@@ -368,3 +368,37 @@ def test_the_stored_count_is_exact_while_tweets_are_journaled_during_an_ack(
         assert cursor.acked == 5 and journal.held == 8
     finally:
         journal.close()
+
+
+def test_the_stored_count_counts_each_tweet_once_when_two_acks_cross(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each control connection is served by its own thread (a job restarted while the
+    old connection's last line is read): two acks handled at once count each
+    acknowledged tweet once."""
+    journal = Journal(tmp_path / "journal")
+    for n in range(10):
+        last = journal.put({"id": str(n), "text": f"tweet {n}"})
+    assert journal.wait_committed(last, 10)
+    cursor = SendCursor(journal, resend_min_seconds=0, refused_warning_seconds=60)
+    real_ack = journal.ack
+    first_inside, second_done = threading.Event(), threading.Event()
+
+    def crossing_ack(seq: int) -> None:
+        if seq == 4:  # the first ack is recorded only after the second one is counted
+            first_inside.set()
+            assert second_done.wait(TIMEOUT)
+        real_ack(seq)
+
+    monkeypatch.setattr(journal, "ack", crossing_ack)
+    first = threading.Thread(target=cursor.ack, args=(4,))
+    try:
+        first.start()
+        assert first_inside.wait(TIMEOUT)
+        assert cursor.ack(8) is True
+        second_done.set()
+        first.join(TIMEOUT)
+        assert cursor.acked == 8 and journal.held == 2
+    finally:
+        second_done.set()
+        journal.close()

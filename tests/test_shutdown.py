@@ -16,7 +16,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from processes import PROJECT, PageServer, Program, free_port, producer, write_tweets
+from processes import (
+    PROJECT,
+    PageServer,
+    Program,
+    clean_env,
+    free_port,
+    producer,
+    write_tweets,
+)
 
 import spark_streaming
 from listeners import ReceiverWatch
@@ -38,6 +46,12 @@ def processes_marked(marker: str) -> list[str]:
         except OSError:  # gone meanwhile, or a kernel thread
             continue
     return found
+
+
+def signal_pending(pid: int) -> bool:
+    """Whether a signal sent to process ``pid`` is not delivered yet."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return any(line.startswith("ShdPnd:") and int(line.split()[1], 16) for line in status)
 
 
 def wait_until_none_marked(marker: str) -> list[str]:
@@ -83,6 +97,59 @@ def test_a_stop_signal_is_seen_even_when_the_caller_drops_restore() -> None:
         signal.set_wakeup_fd(-1)
 
 
+def test_sighup_counts_once_however_often_it_comes() -> None:
+    """A closed terminal, or a launcher that died (the kernel repeats its death signal
+    for each of its threads), is not a second Ctrl-C; a SIGTERM after it is."""
+    stop, calls, changed = threading.Event(), [], threading.Condition()
+
+    def on_signal(signum: int, count: int) -> None:
+        with changed:
+            calls.append((count, signum))
+            changed.notify_all()
+
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    restore = install_stop_handlers(stop, [], on_signal)
+    try:
+        for sig in (signal.SIGHUP, signal.SIGHUP, signal.SIGHUP, signal.SIGTERM):
+            os.kill(os.getpid(), sig)
+        with changed:
+            assert changed.wait_for(lambda: any(signum == signal.SIGTERM
+                                                for _, signum in calls), 30)
+        assert sorted(calls) == [(1, signal.SIGHUP), (2, signal.SIGTERM)]
+    finally:
+        restore()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def test_a_callback_that_blocks_holds_up_neither_the_stop_nor_the_next_signal() -> None:
+    """on_signal may log, and a log line blocks while the terminal's output is stopped
+    (Ctrl-S) or stderr is a full pipe: the second signal is still seen."""
+    stop, counts, unblock = threading.Event(), [], threading.Event()
+
+    def on_signal(signum: int, count: int) -> None:
+        counts.append(count)
+        if count == 1:
+            unblock.wait()  # stuck, like a log line to a stopped terminal
+
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    restore = install_stop_handlers(stop, [], on_signal)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(30)
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(300):
+            if 2 in counts:
+                break
+            threading.Event().wait(0.1)
+        assert counts == [1, 2]
+    finally:
+        unblock.set()
+        restore()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 # --- the job's messages ----------------------------------------------------------------
 
 
@@ -117,6 +184,39 @@ def test_the_jvm_output_is_passed_on_without_the_incubator_warning() -> None:
     assert out.getvalue() == b"12:00:00 ERROR   spark Executor: a real problem\n"
 
 
+class FlakyOut(io.BytesIO):
+    """A stderr whose first write fails, as a terminal that is gone or a full
+    non-blocking pipe does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        if not self.failed:
+            self.failed = True
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return super().write(data)
+
+
+def test_the_jvm_output_goes_on_after_a_line_that_could_not_be_written() -> None:
+    jvm = io.BytesIO(b"12:00:00 WARN    spark a line lost\n"
+                     b"12:00:01 ERROR   spark Executor: the next problem\n")
+    out = FlakyOut()
+    spark_streaming.forward_jvm_errors(jvm, out)  # returns (the JVM's stderr was read)
+    assert out.getvalue() == b"12:00:01 ERROR   spark Executor: the next problem\n"
+    assert jvm.closed
+
+
+def test_the_jvm_output_is_read_to_its_end_without_a_stderr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "stderr", None)  # started with 2>&- (or by pythonw)
+    jvm = io.BytesIO(b"12:00:00 ERROR   spark Executor: a real problem\n" * 3)
+    spark_streaming.forward_jvm_errors(jvm)
+    assert jvm.closed
+
+
 # --- the real programs -----------------------------------------------------------------
 
 
@@ -142,6 +242,49 @@ def test_ctrl_c_while_the_job_starts_stops_it_and_leaves_nothing(
     assert "Traceback" not in consumer.log and "Exception" not in consumer.log
     assert wait_until_none_marked(marker["COVID_TEST_RUN"]) == []
     assert list((tmp_path / "tmp").iterdir()) == []  # pyspark's connection file is gone
+
+
+def test_a_second_ctrl_c_stops_the_job_at_once_while_its_stderr_is_stuck(
+    tmp_path: Path, marker: dict[str, str],
+) -> None:
+    """A terminal whose output is stopped (Ctrl-S) or a pipe nobody reads blocks every
+    log line; the second Ctrl-C is the way out and must not wait for one."""
+    import fcntl
+
+    reader, writer = os.pipe()
+    fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, 4096)  # the smallest pipe: a few lines fill it
+    url = "http://127.0.0.1:9/" + "x" * 3000  # its lines are long: the banner names it
+    job = subprocess.Popen(
+        [sys.executable, "spark_streaming.py", "--port", str(free_port()),
+         "--ack-port", str(free_port()), "--worldometers-url", url,
+         "--embedded-db-path", str(tmp_path / "db"),
+         "--spool-path", str(tmp_path / "spool.jsonl"),
+         "--quarantine-path", str(tmp_path / "quarantine.jsonl"),
+         "--control-secret-file", str(tmp_path / "control.secret")],
+        cwd=PROJECT, env=clean_env(**marker), stdout=subprocess.DEVNULL, stderr=writer)
+    os.close(writer)
+    try:
+        wchan = Path(f"/proc/{job.pid}/wchan")
+        for _ in range(LEFTOVER_SECONDS * 10):  # until its main thread waits on the pipe
+            if wchan.read_text().endswith("pipe_write"):
+                break
+            threading.Event().wait(0.1)  # polling /proc: a blocked write says nothing
+        assert wchan.read_text().endswith("pipe_write")
+        job.send_signal(signal.SIGINT)
+        for _ in range(LEFTOVER_SECONDS * 10):  # until it is delivered: a second SIGINT
+            if not signal_pending(job.pid):  # sent before would merge with it
+                break
+            threading.Event().wait(0.1)
+        job.send_signal(signal.SIGINT)
+        try:
+            assert job.wait(60) == 130
+        except subprocess.TimeoutExpired:
+            pytest.fail("the second SIGINT did not stop the job")
+    finally:
+        job.kill()
+        job.wait()
+        os.close(reader)
+    assert wait_until_none_marked(marker["COVID_TEST_RUN"]) == []
 
 
 def test_the_job_waits_for_stream_py_in_one_line_and_a_group_ctrl_c_stores_the_last_batch(
@@ -231,12 +374,122 @@ class socket_closed:  # noqa: N801 (used as a context manager, like a function)
 def test_processes_marked_finds_a_child_and_forgets_it_once_it_ends(
     marker: dict[str, str],
 ) -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
-                             stdin=subprocess.PIPE, env={**os.environ, **marker})
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, **marker})
     try:
+        # once it runs: Popen returns as soon as the exec began, and for a moment of
+        # it /proc/PID/environ reads empty (seen once in a full run of this file)
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"
         assert len(processes_marked(marker["COVID_TEST_RUN"])) == 1
     finally:
-        assert child.stdin is not None
+        assert child.stdin is not None and child.stdout is not None
         child.stdin.close()
+        child.stdout.close()
         child.wait(30)
     assert processes_marked(marker["COVID_TEST_RUN"]) == []
+
+
+# --- the launcher's own logic, with stand-ins for the two programs ---------------------
+
+#: runs scripts/launch.py's main() with stream.py and spark_streaming.py taken from the
+#: folder given as its second argument (stand-ins that say which signals they get)
+LAUNCHER_WITH_STAND_INS = """
+import importlib.util, sys
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("launch", sys.argv[1])
+launch = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(launch)
+launch.PROJECT = Path(sys.argv[2])
+sys.argv = ["launch.py", sys.argv[3]]
+sys.exit(launch.main())
+"""
+
+STAND_IN = """
+import os, signal, sys, threading
+sys.path.insert(0, os.environ["PROJECT"])
+from stopping import install_stop_handlers
+name, stop, said, stopped = sys.argv[1], *(threading.Event() for _ in range(3))
+def say(text):
+    os.write(2, f"{name}: {text}\\n".encode())
+def on_signal(signum, count):
+    say(f"{signal.Signals(signum).name} {count}")
+    said.set()
+    if count > 1:
+        os._exit(130)
+install_stop_handlers(stop, [], on_signal)
+say("running")
+if name == "job" and "--duration" in sys.argv:  # the demo's job ends by itself
+    sys.exit(0)
+said.wait()
+if name == "job":  # stores its batch in flight: STOP_SECONDS, or until asked again
+    stopped.wait(float(os.environ["STOP_SECONDS"]) if "STOP_SECONDS" in os.environ else None)
+    say("stopped")
+"""
+
+
+def launcher_with_stand_ins(tmp_path: Path, dead_jetstream: str, mode: str = "run",
+                            **env: str) -> Program:
+    """scripts/launch.py ``mode``, in its own process group as a terminal starts it,
+    with stand-ins for stream.py and report.py (stop at the first stop signal) and
+    spark_streaming.py (takes STOP_SECONDS to stop, forever by default, or stops at
+    the second stop signal with status 130, as the job does; at once in the demo)."""
+    for script, name in (("stream.py", "producer"), ("spark_streaming.py", "job"),
+                         ("report.py", "report")):
+        (tmp_path / script).write_text(
+            f"import sys\nsys.argv[1:1] = [{name!r}]\n{STAND_IN}", encoding="utf-8")
+    launcher = Program(["-c", LAUNCHER_WITH_STAND_INS, str(PROJECT / "scripts" / "launch.py"),
+                        str(tmp_path), mode], cwd=tmp_path,
+                       env={"JETSTREAM_URLS": dead_jetstream, "DATA_DIR": str(tmp_path),
+                            "PROJECT": str(PROJECT), **env},
+                       own_group=True)
+    launcher.wait_for_text("producer: running")
+    launcher.wait_for_text("job: running")
+    return launcher
+
+
+def test_a_second_ctrl_c_of_the_launcher_stops_the_job_at_once(tmp_path: Path) -> None:
+    with socket_closed() as dead:
+        launcher = launcher_with_stand_ins(tmp_path, dead)
+    try:
+        os.killpg(launcher.process.pid, signal.SIGINT)  # Ctrl-C: the launcher's group only
+        launcher.wait_for_text("job: SIGTERM 1")  # the job stores its batch in flight...
+        os.killpg(launcher.process.pid, signal.SIGINT)  # ...unless asked again
+        # the launcher would otherwise wait for the job up to job_stop_seconds (2 min)
+        launcher.wait_for_text("job: SIGTERM 2", timeout=30)
+        assert launcher.process.wait(30) == 130, launcher.log
+    finally:
+        launcher.kill()
+    assert "producer: SIGTERM 1" in launcher.log  # stream.py is still stopped, after the job
+
+
+def test_stopping_the_demo_while_it_shows_what_was_stored_stops_report_py(
+    tmp_path: Path,
+) -> None:
+    with socket_closed() as dead:
+        launcher = launcher_with_stand_ins(tmp_path, dead, "demo")
+    try:
+        launcher.wait_for_text("report: running")  # the demo's first report.py command
+        launcher.process.send_signal(signal.SIGTERM)  # the launcher only, as `kill` does
+        launcher.wait_for_text("report: SIGTERM 1", timeout=30)
+        assert launcher.process.wait(30) == 0, launcher.log
+    finally:
+        launcher.kill()
+    assert launcher.log.count("report: running") == 1, launcher.log  # not the next one
+
+
+def test_a_launcher_that_is_killed_has_its_programs_stop_the_graceful_way(
+    tmp_path: Path,
+) -> None:
+    """The launcher asks the kernel to signal its programs when it dies; the kernel
+    does so again for each of the launcher's threads that ends, and that must not
+    read as a second Ctrl-C (the job would drop its batch in flight)."""
+    with socket_closed() as dead:
+        launcher = launcher_with_stand_ins(tmp_path, dead, STOP_SECONDS="3")
+    try:
+        launcher.process.kill()  # SIGKILL: no handler of the launcher runs
+        launcher.wait_for_text("job: stopped", timeout=60)
+    finally:
+        launcher.kill()
+    assert "producer: SIGHUP 1" in launcher.log, launcher.log
+    assert "job: SIGHUP 1" in launcher.log and " 2\n" not in launcher.log, launcher.log
