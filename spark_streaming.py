@@ -663,6 +663,7 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
     ssc = create_context(settings, writer, spark_context,
                          store.sibling(METRICS_COLLECTION) if keep_metrics else None,
                          exporter.batch_completed)
+    check_stop()  # nothing runs yet: a stop now still needs no batch
     started.set()
     run_until_stopped(ssc, writer, settings, stop)
 

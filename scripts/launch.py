@@ -55,6 +55,9 @@ DEMO_BATCHES = 3
 # .env names a MongoDB; the empty --mongo-uri beats the environment
 EMBEDDED = ["--mongo-uri", ""]
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+#: libc's prctl, looked up here once: between fork and exec (where the launcher's
+#: other threads may hold the loader's locks) a child only calls it
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 #: How long stream.py may take to stop once the job has (it closes its journal).
 PRODUCER_STOP_SECONDS = 30.0
 
@@ -95,8 +98,8 @@ def _die_with_parent() -> None:
     one of the launcher's threads ends: the programs count a repeated SIGHUP once
     (stopping.py), where a second SIGTERM would stop the job at once, its batch in
     flight dropped."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGHUP)
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGHUP)
 
 
 def start(script: str, args: list[str]) -> subprocess.Popen[bytes]:
