@@ -31,9 +31,7 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -43,12 +41,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import config
 import control
 import metrics
 import scrape
+import spark_setup
 import storage
 import transform
 from listeners import BatchMetrics, ReceiverWatch
@@ -56,18 +55,7 @@ from stopping import install_stop_handlers
 
 log = logging.getLogger("spark_streaming")
 
-PROJECT_DIR = Path(__file__).resolve().parent
-LOG4J_CONFIG = PROJECT_DIR / "conf" / "log4j2.properties"
 METRICS_COLLECTION = "batch_metrics"
-BLOCK_INTERVAL_MIN_MS = 200  # Spark's default block interval
-BLOCK_INTERVAL_MAX_MS = 1_000  # a block is held in the JVM's heap until it is full
-#: the JVM's heap unless SPARK_DRIVER_MEMORY says otherwise: a batch costs it ~1 KB a
-#: tweet (received blocks, results collected), and Spark's default of 1 GiB ran out
-#: at a batch of ~1,000,000 tweets in make bench
-DRIVER_MEMORY = "2g"
-#: What the JVM prints on every start that says nothing to the user (Spark 4 asks for
-#: the vector module itself); the rest of its stderr is passed through as it comes.
-HARMLESS_JVM_LINES = (b"WARNING: Using incubator modules: jdk.incubator.vector",)
 SEEN_IDS_LIMIT = 200_000  # tweet ids remembered across batches to drop redeliveries
 #: How long a second stop signal waits for its log line before the job exits anyway.
 SAY_SECONDS = 2.0
@@ -397,86 +385,6 @@ class BatchWriter:
 # --- Spark ---------------------------------------------------------------------
 
 
-def block_interval_ms(batch_seconds: float) -> int:
-    """Spark's block interval for batches of ``batch_seconds``: a quarter of a batch,
-    within [BLOCK_INTERVAL_MIN_MS, BLOCK_INTERVAL_MAX_MS]."""
-    quarter = round(batch_seconds * 1000 / 4)
-    return max(BLOCK_INTERVAL_MIN_MS, min(BLOCK_INTERVAL_MAX_MS, quarter))
-
-
-def start_spark(settings: config.Settings, **extra_conf: str) -> Any:
-    """A SparkContext for the job: the master, quiet logs, ``transform.py`` shipped.
-
-    ``extra_conf`` adds Spark properties (tests turn the UI off).
-    """
-    from pyspark import SparkConf, SparkContext
-    from pyspark.java_gateway import launch_gateway
-
-    if settings.master.startswith("local"):
-        # the driver and the receiver stay on this machine: no hostname look-up warning
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        # Python workers run this interpreter (the virtualenv's), not whatever is on PATH
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    conf = (
-        SparkConf()
-        .setMaster(settings.master)
-        .setAppName("covid19-live-stream")
-        .set("spark.ui.showConsoleProgress", "false")
-        # each received block is one Python task (~50 ms of overhead each here): four
-        # per batch instead of Spark's default of one every 200 ms, but at most a
-        # second's worth (20 s batches: 20), which the receiver keeps in the JVM's heap
-        # until it is full
-        .set("spark.streaming.blockInterval", f"{block_interval_ms(settings.batch_seconds)}ms")
-        .set("spark.driver.extraJavaOptions",
-             f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}")
-    )
-    if settings.receiver_max_rate:
-        # a backlog (after the job was down) is taken at most this fast, so that a batch
-        # fits the heap; the rest waits in stream.py's journal, on disk. (Spark's
-        # backpressure, tried, undershot: with 20 s batches at 28,300 tweets/s its
-        # estimate let in ~19,000/s, though batches took 15.5 s of their 20)
-        conf.set("spark.streaming.receiver.maxRate", str(settings.receiver_max_rate))
-    # Spark's own variable wins, and so does --driver-memory in PYSPARK_SUBMIT_ARGS
-    # (a JVM started by spark-submit has its heap already)
-    if not os.environ.get("SPARK_DRIVER_MEMORY"):
-        conf.set("spark.driver.memory", DRIVER_MEMORY)
-    for key, value in extra_conf.items():
-        conf.set(key, value)
-    # The JVM gets a session of its own: a terminal's Ctrl-C (or a signal to our whole
-    # process group) then reaches only this process, which stops once the batch in
-    # flight is stored, instead of killing the JVM and its Python workers under that
-    # batch. The JVM still ends with us: it exits when its stdin pipe from us closes.
-    gateway = None
-    if SparkContext._gateway is None:  # one JVM per process
-        gateway = launch_gateway(
-            conf, popen_kwargs={"start_new_session": True, "stderr": subprocess.PIPE})
-        threading.Thread(target=forward_jvm_errors, args=(gateway.proc.stderr,),
-                         name="jvm-stderr", daemon=True).start()
-    spark_context = SparkContext(conf=conf, gateway=gateway)
-    spark_context.setLogLevel("WARN")
-    # executors import transform (process_line) from here, not from the driver's folder
-    spark_context.addPyFile(str(PROJECT_DIR / "transform.py"))
-    return spark_context
-
-
-def forward_jvm_errors(stream: IO[bytes], to: IO[bytes] | None = None) -> None:
-    """Copy the JVM's stderr (Spark's log lines) to ours, line by line, without the
-    lines in :data:`HARMLESS_JVM_LINES`; returns when the JVM closes it.
-
-    A line that cannot be written (no stderr, a terminal that is gone, a full
-    non-blocking pipe) is lost, not the ones after it."""
-    with stream:
-        for line in stream:
-            if line.startswith(HARMLESS_JVM_LINES):
-                continue
-            out = to if to is not None else getattr(sys.stderr, "buffer", None)
-            if out is None:
-                continue
-            with contextlib.suppress(OSError, ValueError):  # ValueError: stderr closed
-                out.write(line)
-                out.flush()
-
-
 def create_context(
     settings: config.Settings,
     writer: BatchWriter,
@@ -528,13 +436,6 @@ def run_until_stopped(
         log.warning("a later batch did not finish in time; stopping anyway")
     ssc.stop(stopSparkContext=True, stopGraceFully=False)
     writer.log_untaken_stats()
-
-
-def _java_missing() -> bool:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").exists():
-        return False
-    return shutil.which("java") is None
 
 
 class StoppedWhileStartingError(Exception):
@@ -602,7 +503,7 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
         if stop.is_set():
             raise StoppedWhileStartingError
 
-    if _java_missing():
+    if spark_setup.java_missing():
         raise SystemExit(
             "spark_streaming.py: error: Java 17 is needed by Spark and was not found; "
             "install it (Debian: apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
@@ -651,7 +552,7 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
     keep_metrics = settings.batch_metrics == "on" or (
         settings.batch_metrics == "auto" and not settings.mongo_uri)
     try:
-        spark_context = start_spark(settings)
+        spark_context = spark_setup.start_spark(settings)
     except KeyboardInterrupt:  # SparkContext's own SIGINT handler, before we took it back
         raise StoppedWhileStartingError from None
     finally:

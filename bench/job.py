@@ -42,6 +42,7 @@ from pyspark.streaming.listener import StreamingListener
 
 import config
 import control
+import spark_setup
 import spark_streaming
 import storage
 from bench.tweets import stamp_of
@@ -130,7 +131,7 @@ def run_bare(args: argparse.Namespace) -> int:
     settings = config.Settings(host="127.0.0.1", port=args.port, master=args.master,
                                batch_seconds=args.batch_seconds,
                                receiver_max_rate=args.receiver_max_rate)
-    spark_context = spark_streaming.start_spark(settings)
+    spark_context = spark_setup.start_spark(settings)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="DStream is deprecated", category=FutureWarning)
         ssc = StreamingContext(spark_context, settings.batch_seconds)

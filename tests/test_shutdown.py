@@ -26,7 +26,7 @@ from processes import (
     write_tweets,
 )
 
-import spark_streaming
+import spark_setup
 from listeners import ReceiverWatch
 from stopping import STOP_SIGNALS, install_stop_handlers
 
@@ -180,7 +180,7 @@ def test_the_jvm_output_is_passed_on_without_the_incubator_warning() -> None:
     jvm = io.BytesIO(b"WARNING: Using incubator modules: jdk.incubator.vector\n"
                      b"12:00:00 ERROR   spark Executor: a real problem\n")
     out = io.BytesIO()
-    spark_streaming.forward_jvm_errors(jvm, out)
+    spark_setup.forward_jvm_errors(jvm, out)
     assert out.getvalue() == b"12:00:00 ERROR   spark Executor: a real problem\n"
 
 
@@ -203,7 +203,7 @@ def test_the_jvm_output_goes_on_after_a_line_that_could_not_be_written() -> None
     jvm = io.BytesIO(b"12:00:00 WARN    spark a line lost\n"
                      b"12:00:01 ERROR   spark Executor: the next problem\n")
     out = FlakyOut()
-    spark_streaming.forward_jvm_errors(jvm, out)  # returns (the JVM's stderr was read)
+    spark_setup.forward_jvm_errors(jvm, out)  # returns (the JVM's stderr was read)
     assert out.getvalue() == b"12:00:01 ERROR   spark Executor: the next problem\n"
     assert jvm.closed
 
@@ -213,7 +213,7 @@ def test_the_jvm_output_is_read_to_its_end_without_a_stderr(
 ) -> None:
     monkeypatch.setattr(sys, "stderr", None)  # started with 2>&- (or by pythonw)
     jvm = io.BytesIO(b"12:00:00 ERROR   spark Executor: a real problem\n" * 3)
-    spark_streaming.forward_jvm_errors(jvm)
+    spark_setup.forward_jvm_errors(jvm)
     assert jvm.closed
 
 

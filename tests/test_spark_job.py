@@ -15,6 +15,7 @@ import pytest
 
 import config
 import scrape
+import spark_setup
 import spark_streaming
 import storage
 import transform
@@ -323,7 +324,7 @@ def test_a_block_is_a_quarter_batch_but_at_most_a_second(batch_seconds: float,
                                                          block_ms: int) -> None:
     # a block stays in the JVM's heap until it is full: 20 s batches used to make
     # blocks of 5 s, 500 MB of lines while stream.py sends a backlog at 100,000/s
-    assert spark_streaming.block_interval_ms(batch_seconds) == block_ms
+    assert spark_setup.block_interval_ms(batch_seconds) == block_ms
 
 
 def test_the_receiver_takes_a_backlog_at_a_bounded_rate(spark_context) -> None:
