@@ -80,6 +80,7 @@ class Settings:
     from_start: bool = False
     journal_max_bytes: int = 2 * 1024**3
     journal_path: Path = Path("data/journal")
+    journal_commit_window_ms: float = 5.0
     # both: the control channel's shared secret
     control_secret: str | None = field(default=None, repr=False)
     control_secret_path: Path = Path("data/control.secret")
@@ -274,6 +275,14 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, 
                "tb": 1000**4, "tib": 1024**4}
 
 
+def _commit_window(raw: str) -> float:
+    """Milliseconds from 0 to 1000: the journal's group-commit window."""
+    value = _number(0, inclusive=True)(raw)
+    if value > 1000:
+        raise ValueError(f"{raw.strip()} ms is more than 1000 ms")
+    return value
+
+
 def _byte_size(raw: str) -> int:
     """``2GiB``, ``500 MB``, ``1048576``: a number of bytes, at least 1 MiB."""
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", raw)
@@ -364,6 +373,10 @@ OPTIONS: dict[str, Option] = {
         Option("journal_path", "JOURNAL_PATH", "--journal-path",
                lambda raw: Path(_non_empty(raw)),
                "folder where the producer keeps tweets until they are stored", "PATH"),
+        Option("journal_commit_window_ms", "JOURNAL_COMMIT_WINDOW_MS", "--commit-window-ms",
+               _commit_window,
+               "milliseconds the journal lets posts gather before one fsync writes them all "
+               "(0 to 1000); a post is accepted once its window is on disk", "MS"),
         Option("control_secret", "CONTROL_SECRET", None, _non_empty,
                "shared secret of the control channel (environment or .env only, never a "
                "flag); unset = the file CONTROL_SECRET_FILE"),
@@ -416,7 +429,8 @@ OPTIONS: dict[str, Option] = {
 STREAM_OPTIONS = ("source", "jetstream_urls", "keywords", "stale_seconds", "max_event_bytes",
                   "from_start", "bearer_token",
                   "twitter_rules", "max_posts", "replay_file", "rate", "loop", "host", "port",
-                  "ack_port", "journal_max_bytes", "journal_path", "control_secret",
+                  "ack_port", "journal_max_bytes", "journal_path", "journal_commit_window_ms",
+                  "control_secret",
                   "control_secret_path", "log_level")
 SPARK_OPTIONS = ("host", "port", "ack_port", "control_secret", "control_secret_path",
                  "batch_seconds", "receiver_max_rate", "master", "duration", "mongo_uri",
