@@ -34,6 +34,7 @@ from config_values import (
     boolean,
     byte_size,
     choice,
+    commit_window,
     host_name,
     http_url,
     int_in,
@@ -110,6 +111,7 @@ class Settings:
     from_start: bool = False
     journal_max_bytes: int = 2 * 1024**3
     journal_path: Path = DEFAULT_DATA_DIR / "journal"
+    journal_commit_window_ms: float = 5.0
     # both: the control channel's shared secret
     control_secret: str | None = field(default=None, repr=False)
     control_secret_path: Path = DEFAULT_DATA_DIR / "control.secret"
@@ -233,6 +235,10 @@ OPTIONS: dict[str, Option] = {
         Option("journal_path", "JOURNAL_PATH", "--journal-path",
                lambda raw: Path(non_empty(raw)),
                "folder where the producer keeps tweets until they are stored", "PATH"),
+        Option("journal_commit_window_ms", "JOURNAL_COMMIT_WINDOW_MS", "--commit-window-ms",
+               commit_window,
+               "milliseconds the journal lets posts gather before one fsync writes them all "
+               "(0 to 1000); a post is accepted once its window is on disk", "MS"),
         Option("control_secret", "CONTROL_SECRET", None, non_empty,
                "shared secret of the control channel (environment or .env only, never a "
                "flag); unset = the file CONTROL_SECRET_FILE"),
@@ -296,8 +302,9 @@ OPTIONS: dict[str, Option] = {
 STREAM_OPTIONS = ("source", "jetstream_urls", "keywords", "stale_seconds", "max_event_bytes",
                   "from_start", "bearer_token",
                   "twitter_rules", "max_posts", "replay_file", "rate", "loop", "host", "port",
-                  "ack_port", "journal_max_bytes", "journal_path", "control_secret",
-                  "control_secret_path", "data_dir", "log_level", "metrics_port")
+                  "ack_port", "journal_max_bytes", "journal_path", "journal_commit_window_ms",
+                  "control_secret", "control_secret_path", "data_dir", "log_level",
+                  "metrics_port")
 SPARK_OPTIONS = ("host", "port", "ack_port", "control_secret", "control_secret_path",
                  "batch_seconds", "receiver_max_rate", "master", "duration", "mongo_uri",
                  "database", "collection", "embedded_db_path", "spool_path",

@@ -190,6 +190,14 @@ SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "
                "tb": 1000**4, "tib": 1024**4}
 
 
+def commit_window(raw: str) -> float:
+    """Milliseconds from 0 to 1000: the journal's group-commit window."""
+    value = number(0, inclusive=True)(raw)
+    if value > 1000:
+        raise ValueError(f"{raw.strip()} ms is more than 1000 ms")
+    return value
+
+
 def byte_size(raw: str) -> int:
     """``2GiB``, ``500 MB``, ``1048576``: a number of bytes, at least 1 MiB."""
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", raw)

@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         restore()
         return 1
     try:
-        journal = Journal(settings.journal_path, settings.journal_max_bytes)
+        journal = Journal(settings.journal_path, settings.journal_max_bytes,
+                          settings.journal_commit_window_ms / 1000)
     except OSError as err:
         sys.stderr.write(f"{PROG}: error: cannot use the journal {settings.journal_path}: "
                          f"{err.strerror or err}\n")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import select
 import socket
 import threading
 import time
@@ -59,7 +60,7 @@ class TweetServer:
     SEND_CHUNK_BYTES = 256 * 1024
     #: A consumer that takes nothing for this long is dropped.
     SEND_TIMEOUT = 30.0
-    #: How often an idle sender checks whether its consumer has gone away.
+    #: Pause after finding only records lost to damage from the sender's position on.
     IDLE_CHECK_SECONDS = 0.5
     #: A resend request rewinds the sender at most once per this many seconds.
     RESEND_MIN_SECONDS = 1.0
@@ -156,7 +157,7 @@ class TweetServer:
                 return
             self._closing.set()
             consumer = self._sender.consumer if self._sender is not None else None
-            self._cursor.changed.notify_all()
+            self._cursor.wake()
         for sock in (consumer, self._listener):
             if sock is not None:
                 with contextlib.suppress(OSError):  # already gone
@@ -170,6 +171,8 @@ class TweetServer:
         for listener in (self._listener, self._control.listener if self._control else None):
             if listener is not None:
                 listener.close()
+        if self._sender is None or not self._sender.is_alive():
+            self._cursor.close()
         self.journal.close()
 
     # -- producer side
@@ -206,14 +209,9 @@ class TweetServer:
         """Block until every tweet put so far is done: acknowledged as stored (or,
         without acks, written to a consumer). False when ``timeout`` seconds passed
         first or the server was closed with tweets still held."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cursor.changed:
-            while self.journal.held and not self._closing.is_set():
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                self._cursor.changed.wait(self.IDLE_CHECK_SECONDS if left is None
-                                          else min(left, self.IDLE_CHECK_SECONDS))
+        with self._cursor.changed:  # notified on each ack, and when closing
+            self._cursor.changed.wait_for(
+                lambda: not self.journal.held or self._closing.is_set(), timeout)
             return not self.journal.held
 
     # -- counters
@@ -257,9 +255,11 @@ class SendCursor:
     """The resend bookkeeping: where the sender stands in the journal, and what the
     job's ``ack`` and ``resend`` lines do to it.
 
-    ``changed`` guards it all (its lock is reentrant) and wakes the sender: it is
-    notified when the cursor is moved back, tweets are acknowledged, or the
-    journal wrote more (:meth:`wake`).
+    ``changed`` guards it all (its lock is reentrant): it is notified when the
+    cursor is moved back, tweets are acknowledged, or the journal wrote more
+    (:meth:`wake`). The sender, which waits on its consumer's socket as well,
+    is woken through :attr:`wakeup`, a socket that gets a byte from
+    :meth:`wake` (once per commit: the journal commits a window at a time).
     """
 
     def __init__(self, journal: Journal, *, resend_min_seconds: float,
@@ -282,11 +282,28 @@ class SendCursor:
         self._sending_end = 0  # the seq after the spans being written right now, if any
         self._last_rewind = -math.inf
         self._last_refused_warning = -math.inf
+        #: readable once :meth:`wake` was called (the sender selects on it)
+        self.wakeup, self._waker = socket.socketpair()
+        for end in (self.wakeup, self._waker):
+            end.setblocking(False)
 
     def wake(self) -> None:
-        """Wake whoever waits on :attr:`changed` (the sender: the journal wrote more)."""
+        """Wake whoever waits on :attr:`changed` and the sender (the journal wrote
+        more, the cursor moved back, the server closes)."""
         with self.changed:
             self.changed.notify_all()
+        with contextlib.suppress(BlockingIOError, OSError):  # full: a wake is pending anyway
+            self._waker.send(b"w")
+
+    def take_wakes(self) -> None:
+        """Empty :attr:`wakeup` (before checking whether there is work)."""
+        with contextlib.suppress(BlockingIOError, OSError):
+            while self.wakeup.recv(4096):
+                pass
+
+    def close(self) -> None:
+        self.wakeup.close()
+        self._waker.close()
 
     # -- the sender's moves
 
@@ -376,7 +393,7 @@ class SendCursor:
                 self._last_rewind = now
                 self.position = target
                 self.rewinds += 1
-                self.changed.notify_all()
+                self.wake()
                 log.info("the job asked for the tweets from seq %d again", target)
             return first, self.journal.next_seq
 
@@ -440,13 +457,20 @@ class Sender(threading.Thread):
         conn.settimeout(self.send_timeout)
         cursor, changed = self.cursor, self.cursor.changed
         while True:
+            cursor.take_wakes()  # before the check: a wake after it is seen by select
             with changed:
-                changed.wait_for(
-                    lambda: cursor.position <= self.journal.committed or self.closing.is_set(),
-                    self.idle_check_seconds)
                 if self.closing.is_set():
                     return
+                idle = cursor.position > self.journal.committed
                 first, rewinds = cursor.position, cursor.rewinds
+            if idle:  # sleep until the journal commits more, the cursor moves or we close,
+                # or the consumer goes away: no timeout, nothing polls
+                readable, _, _ = select.select([conn, cursor.wakeup], [], [])
+                if conn in readable and _consumer_gone(conn):
+                    if not self.closing.is_set():
+                        log.info("consumer disconnected; holding tweets until one reconnects")
+                    return
+                continue
             spans = self.journal.spans(first, self.journal.committed, self.chunk_bytes)
             if spans:
                 cursor.writing(spans[-1].last)
@@ -477,6 +501,17 @@ class Sender(threading.Thread):
             if not self.acks:  # written is done
                 self.journal.ack(last)
                 cursor.wake()
+
+
+def _consumer_gone(conn: socket.socket) -> bool:
+    """``conn`` is readable: True when the consumer closed it (or it was reset). A
+    consumer sends nothing on the tweet socket; anything it does send is dropped."""
+    try:
+        return not conn.recv(65536)
+    except (BlockingIOError, TimeoutError):
+        return False
+    except OSError:
+        return True
 
 
 class ListenError(OSError):

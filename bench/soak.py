@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import BENCH, PROJECT, PageServer, clean_env, free_port
+from bench.proctree import tree_rss
 
 MB = 1024 * 1024
 TARGET_MINUTES = 60
@@ -281,11 +282,11 @@ def log(message: str) -> None:
 
 
 class Program:
-    """stream.py or spark_streaming.py in ``here``, its stderr copied to ``<name>.log``
-    and each line handed to ``on_line``."""
+    """stream.py or spark_streaming.py (of ``project``) in ``here``, its stderr copied to
+    ``<name>.log`` and each line handed to ``on_line``."""
 
     def __init__(self, name: str, script: str, args: list[str], here: Path,
-                 on_line: Callable[[str], None]) -> None:
+                 on_line: Callable[[str], None], project: Path = PROJECT) -> None:
         self.name = name
         self.log_path = here / f"{name}.log"
         self.tail: deque[str] = deque(maxlen=30)
@@ -293,7 +294,8 @@ class Program:
         self._on_line = on_line
         self._changed = threading.Condition()
         self.process = subprocess.Popen(
-            [sys.executable, str(PROJECT / script), *args], cwd=here, env=clean_env(),
+            [sys.executable, str(project / script), *args], cwd=here,
+            env={**clean_env(), "PYTHONPATH": str(project)},
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True, errors="replace")
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -352,24 +354,6 @@ class Program:
                     process.kill()
             psutil.wait_procs(tree, timeout=30)
         self.process.wait()
-
-
-def tree_rss(pid: int) -> dict[str, int]:
-    """Resident bytes of a process ("driver") and its descendants, found by parent pid
-    (the JVM may run in a session of its own): "jvm" (java) and "workers" (the rest)."""
-    import psutil
-
-    rss = {"driver": 0, "jvm": 0, "workers": 0}
-    try:
-        root = psutil.Process(pid)
-        rss["driver"] = root.memory_info().rss
-        children = root.children(recursive=True)
-    except psutil.Error:
-        return rss
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            rss["jvm" if child.name() == "java" else "workers"] += child.memory_info().rss
-    return rss
 
 
 def size_on_disk(*paths: Path) -> int:

@@ -300,4 +300,24 @@ def write_report(output: Path, about: dict[str, str], master: str, jobs: dict[st
     notes = BENCH / "notes.md"
     if notes.exists():
         lines += [notes.read_text(encoding="utf-8").rstrip(), ""]
-    output.write_text("\n".join(lines), encoding="utf-8")
+    text = "\n".join(lines)
+    kept = _cost_section(output)  # bench.cost's table, written after this: kept until then
+    if kept:
+        from bench.cost import HEADING, replace_section
+
+        text = replace_section(text, HEADING, kept)
+    output.write_text(text, encoding="utf-8")
+
+
+def _cost_section(output: Path) -> list[str]:
+    """The lines of the cost section (bench.cost) already in ``output``, if any."""
+    from bench.cost import HEADING
+
+    if not output.exists():
+        return []
+    text = output.read_text(encoding="utf-8")
+    start = text.find(HEADING + "\n")
+    if start < 0:
+        return []
+    end = text.find("\n## ", start + len(HEADING))
+    return text[start:end if end >= 0 else len(text)].rstrip("\n").split("\n")

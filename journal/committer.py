@@ -1,8 +1,12 @@
 """The producer journal's committer: the thread that writes what was put, many tweets at a time.
 
 :class:`Committer` holds the queue of records put and not on disk yet. Its
-thread takes the whole queue, appends it to the segment files and fsyncs
-them (a group commit, within milliseconds), then moves :attr:`committed`.
+thread waits for a short window from the first record queued (``window``
+seconds, or until ``window_bytes`` are queued), takes the whole queue,
+appends it to the segment files and fsyncs them (a group commit), then moves
+:attr:`committed`: a trickle of tweets shares one fsync per window instead of
+paying one each. A commit that took longer than the window (saturation) is
+followed at once by the next.
 A write that fails (a full disk) sets :attr:`disk_error`: the journal
 refuses new tweets while what was put is kept, and written as soon as a
 retry works.
@@ -31,12 +35,23 @@ class Committer(threading.Thread):
 
     #: how often a refused commit (full disk) is tried again
     RETRY_SECONDS = 0.5
+    #: the window's default: a tweet is on disk at most this long after it was put
+    #: (plus the write itself)
+    WINDOW_SECONDS = 0.005
+    #: a window ends early once this many bytes are queued
+    WINDOW_BYTES = 256 * 1024
 
     def __init__(self, segments: SegmentFiles, changed: threading.Condition,
-                 committed: int) -> None:
+                 committed: int, window: float = WINDOW_SECONDS,
+                 window_bytes: int = WINDOW_BYTES) -> None:
         super().__init__(name="journal-commit", daemon=True)
+        if window < 0 or window_bytes < 1:
+            raise ValueError("the commit window must be >= 0 s and >= 1 byte")
         self.segments = segments
         self.changed = changed
+        self.window = window
+        self.window_bytes = window_bytes
+        self._window_opened = 0.0  # when the first record of the queue was put
         #: the highest seq on disk
         self.committed = committed
         self.disk_error: str | None = None  # why commits fail now (None: they work)
@@ -55,7 +70,10 @@ class Committer(threading.Thread):
         self.pending.append(record)
         self.pending_bytes += len(record)
         if len(self.pending) == 1:
+            self._window_opened = time.monotonic()
             self.changed.notify_all()
+        elif self.pending_bytes >= self.window_bytes > self.pending_bytes - len(record):
+            self.changed.notify_all()  # the window is full: commit now
 
     def wait_committed(self, target: int, timeout: float | None = None) -> bool:
         """Wait until every seq up to ``target`` is on disk; False at once while the disk
@@ -74,6 +92,7 @@ class Committer(threading.Thread):
                 self.changed.wait_for(lambda: self.pending or self.closing)
                 if not self.pending:
                     return  # closing, and nothing left to write
+                self._gather()
                 batch, self.pending = self.pending, []
                 self.in_flight = len(batch)
                 first = self.committed + 1
@@ -98,6 +117,14 @@ class Committer(threading.Thread):
                 self.on_commit()
             if error is not None and self.closing:
                 return
+
+    def _gather(self) -> None:
+        """Let the window fill (lock held): until ``window`` seconds after its first
+        record was put, ``window_bytes`` are queued, or the journal closes."""
+        left = self._window_opened + self.window - time.monotonic()
+        if left > 0:
+            self.changed.wait_for(
+                lambda: self.pending_bytes >= self.window_bytes or self.closing, left)
 
     def _failed(self, err: OSError) -> None:
         """A commit failed (lock held): refuse new tweets until one works again."""

@@ -37,10 +37,11 @@ class Journal:
     segments back (cutting a torn tail off), so numbering goes on where it
     stopped and every unacknowledged tweet is sent again.
 
-    :meth:`put` numbers a tweet and queues it; the committer thread writes
-    the queue and fsyncs it (group commit); :attr:`committed` is the highest
-    seq on disk. A full disk makes :meth:`put` refuse new tweets, logged once,
-    while what was put is kept and written as soon as there is room.
+    :meth:`put` numbers a tweet and queues it; the committer thread lets
+    the queue gather for ``commit_window`` seconds, writes it and fsyncs it
+    (group commit); :attr:`committed` is the highest seq on disk. A full disk
+    makes :meth:`put` refuse new tweets, logged once, while what was put is
+    kept and written as soon as there is room.
     ``max_bytes`` bounds the segments on disk plus the queue: past it,
     :meth:`put` refuses too. Segments are deleted once every seq in them is
     acknowledged.
@@ -54,11 +55,17 @@ class Journal:
     #: at most one "journal full" warning per this many seconds
     FULL_WARNING_SECONDS = 10.0
 
-    def __init__(self, path: Path, max_bytes: int = 2 * 1024**3) -> None:
+    def __init__(self, path: Path, max_bytes: int = 2 * 1024**3,
+                 commit_window: float = Committer.WINDOW_SECONDS) -> None:
         """Open (or create) the journal at ``path``. Raises OSError when it cannot
-        be used, including when another stream.py has it open."""
+        be used, including when another stream.py has it open.
+
+        ``commit_window``: seconds the committer lets tweets gather before one
+        fsync writes them all (a tweet is accepted once its window is on disk)."""
         if max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
+        if not 0 <= commit_window < math.inf:
+            raise ValueError("commit_window must be a finite number of seconds >= 0")
         self.path = private_folder(Path(path))
         self.max_bytes = max_bytes
         self.segment_bytes = max(64 * 1024, min(self.SEGMENT_BYTES, max_bytes // 8))
@@ -77,7 +84,8 @@ class Journal:
         self.segments = SegmentFiles(self.path, self.segment_bytes, self.changed,
                                      _read_acked(self.path / self.ACKED))
         last = self.segments.open()
-        self.committer = Committer(self.segments, self.changed, max(last, self.acked))
+        self.committer = Committer(self.segments, self.changed, max(last, self.acked),
+                                   window=commit_window)
         #: the seq the next put gets
         self.next_seq = self.committed + 1
         #: tweets refused: journal full (max_bytes); see also refused_disk

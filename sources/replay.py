@@ -51,6 +51,8 @@ class ReplaySource:
 
     #: If replay falls this far behind schedule, restart the schedule instead of bursting.
     MAX_LAG_SECONDS = 1.0
+    #: Tweets due within this many seconds are emitted together, at one wake-up.
+    SLICE_SECONDS = 0.1
     #: The position file is rewritten at most this often.
     SAVE_SECONDS = 1.0
     POSITION_FILE = "replay-position.json"
@@ -84,7 +86,7 @@ class ReplaySource:
         be read.
         """
         self.emitted = self.skipped = 0
-        schedule = _Schedule(self.rate, self.MAX_LAG_SECONDS)
+        schedule = _Schedule(self.rate, self.MAX_LAG_SECONDS, self.SLICE_SECONDS)
         pass_number, offset, line = self._load_position()
         finished = pass_number == 0
         if not finished:
@@ -226,20 +228,28 @@ class ReplaySource:
 
 
 class _Schedule:
-    """Paces emits at ``rate`` per second on the monotonic clock (0 = no pacing)."""
+    """Paces emits at ``rate`` per second on the monotonic clock (0 = no pacing), in
+    slices: one wake-up emits every tweet due within the next ``slice_seconds``
+    (early by less than a slice, never late), so a fast replay wakes once a slice,
+    not once a tweet, and the journal commits a slice at a time."""
 
-    def __init__(self, rate: float, max_lag: float) -> None:
+    def __init__(self, rate: float, max_lag: float, slice_seconds: float = 0.0) -> None:
         self._interval = 1.0 / rate if rate > 0 else 0.0
         self._max_lag = max_lag
-        self._next_due = time.monotonic()
+        self._slice = slice_seconds
+        self._next_due = self._slice_end = time.monotonic()
 
     def wait_turn(self, stop: threading.Event) -> bool:
-        """Wait until the next emit is due; False if ``stop`` was set first."""
+        """Wait until the next emit is due (or falls in the current slice); False if
+        ``stop`` was set first."""
         if self._interval:
-            delay = self._next_due - time.monotonic()
-            if delay > 0 and stop.wait(delay):
-                return False
-            if delay < -self._max_lag:  # fell far behind: do not burst to catch up
-                self._next_due = time.monotonic()
+            if self._next_due > self._slice_end:  # past this slice: wait for the next
+                delay = self._next_due - time.monotonic()
+                if delay > 0 and stop.wait(delay):
+                    return False
+                now = time.monotonic()
+                if delay < -self._max_lag:  # fell far behind: do not burst to catch up
+                    self._next_due = now
+                self._slice_end = max(now, self._next_due) + self._slice
             self._next_due += self._interval
         return not stop.is_set()

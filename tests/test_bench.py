@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 import transform
+from bench.cost import HEADING, ROWS, Result, replace_section, table, targets
 from bench.soak import (
     MB,
     BatchLine,
@@ -235,3 +236,82 @@ def test_every_post_sent_is_counted_stored_once_twice_held_or_lost() -> None:
     assert (count.held, count.lost, count.foreign) == (2, 1, 2)  # lost: 6; post 9 was not sent
     assert not count.exact
     assert count_posts(3, [post_text(i) for i in range(3)], []).exact
+
+
+# --- bench.cost ----------------------------------------------------------------------------
+
+
+def cost_result(key: str, seconds: float, producer: float, job: dict[str, float],
+                load: float = 0.0) -> Result:
+    return Result(ROWS[key], seconds=seconds, producer=producer, job=job, load=load)
+
+
+def test_cost_is_a_share_of_a_core_and_cpu_per_post() -> None:
+    result = cost_result("replay-400", 60.0, 1.2, {"driver": 0.6, "jvm": 3.0, "workers": 0.6})
+    assert result.pct(result.producer) == pytest.approx(2.0)
+    assert result.us_per_post(result.producer) == pytest.approx(50.0)  # 1.2 s / 24,000 posts
+    assert result.pct(result.job_total) == pytest.approx(7.0)
+    idle = cost_result("idle", 60.0, 0.06, {"driver": 0.3})
+    assert idle.us_per_post(idle.producer) is None  # no post: no figure per post
+
+
+def test_cost_targets_say_met_or_missed() -> None:
+    lines = targets([
+        cost_result("replay-400", 60.0, 1.2, {"jvm": 1.0}),  # 2 %, 50 µs: met
+        cost_result("bluesky-50", 60.0, 1.0, {"jvm": 2.5}),  # 5.83 %: missed
+        cost_result("idle", 60.0, 0.1, {"jvm": 1.0}),  # 1.83 %: met
+    ])
+    assert [line.rsplit("|", 2)[1].strip() for line in lines[2:]] == ["met", "**missed**",
+                                                                      "met"]
+
+
+def test_cost_table_flags_other_load() -> None:
+    busy = cost_result("replay-5", 60.0, 0.3, {"jvm": 3.0}, load=3.0)
+    calm = cost_result("replay-5", 60.0, 0.3, {"jvm": 3.0}, load=0.2)
+    assert "other load ≈ 2.9 cores" in table([busy])[2]
+    assert "other load" not in table([calm])[2]
+
+
+def test_the_cost_section_replaces_its_earlier_self_and_keeps_the_rest() -> None:
+    text = "# Results\n\n## Ceiling\n\nrows\n\n## Every step\n\nsteps\n"
+    added = replace_section(text, HEADING, [HEADING, "", "first"])
+    assert added == ("# Results\n\n## Ceiling\n\nrows\n\n" + HEADING + "\n\nfirst\n\n"
+                     "## Every step\n\nsteps\n")  # next to the saturation tables
+    again = replace_section(added, HEADING, [HEADING, "", "second"])
+    assert again == added.replace("first", "second")
+    assert replace_section("", HEADING, [HEADING, "x"]) == HEADING + "\nx\n\n"
+
+
+def test_a_process_tree_is_found_by_parent_pid_and_its_cpu_counted() -> None:
+    pytest.importorskip("psutil")
+    import subprocess
+    import sys
+
+    from bench.proctree import CpuMeter, tree
+
+    # a child that spends CPU, starts a grandchild, says so, and waits for stdin to close
+    code = ("import subprocess, sys, time\n"
+            "end = time.process_time() + 0.3\n"
+            "while time.process_time() < end: pass\n"
+            "grandchild = subprocess.Popen([sys.executable, '-c', 'import sys; sys.stdin.read()'],"
+            " stdin=subprocess.PIPE)\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.read()\n"
+            "grandchild.stdin.close()\n"
+            "grandchild.wait()\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    meter = CpuMeter({"child": child.pid}, every=0.05)
+    meter.start()
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "ready\n"
+        assert len(tree(child.pid)) == 2  # the grandchild, found by parent pid
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait()
+        assert child.stdout is not None
+        child.stdout.close()
+    used = meter.stop()
+    assert used["child"]["driver"] > 0  # the root of the tree

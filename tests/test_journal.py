@@ -418,3 +418,51 @@ def test_a_record_has_the_members_of_the_tweet_after_seq_and_src_then_pos(tmp_pa
     assert first == (b'{"seq":1,"src":"%s","id":"7","text":"a\\nb \\ud83d","n":[1,2.5,null],'
                      b'"pos":[1,2]}' % journal.source.encode())
     assert second == b'{"seq":2,"src":"%s","pos":3}' % journal.source.encode()
+
+
+# --- the group-commit window -------------------------------------------------------------
+
+
+def test_a_trickle_within_the_window_shares_one_commit(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j", commit_window=3600.0)  # a window that never ends by itself
+    commits: list[int] = []
+    j.on_commit = lambda: commits.append(j.committed)
+    for n in range(5):
+        assert j.put(tweet(n))
+    assert not j.wait_committed(timeout=0.05)  # still gathering: not accepted yet
+    j.close()  # closing ends the window at once: everything put is written
+    assert commits == [5]  # one fsync for the five
+    reopened = Journal(tmp_path / "j")
+    try:
+        assert held_seqs(reopened) == [1, 2, 3, 4, 5]
+    finally:
+        reopened.close()
+
+
+def test_a_full_window_is_committed_without_waiting_for_its_end(tmp_path: Path) -> None:
+    from journal.committer import Committer
+
+    j = Journal(tmp_path / "j", commit_window=3600.0)
+    try:
+        big = {"id": "big", "text": "x" * 10_000}
+        for _ in range(Committer.WINDOW_BYTES // 10_000 + 1):
+            assert j.put(big)
+        assert j.wait_committed(timeout=TIMEOUT)  # long before the hour is up
+    finally:
+        j.close()
+
+
+def test_a_post_is_accepted_once_its_window_is_on_disk(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j")  # the default window: a few milliseconds
+    try:
+        assert j.put(tweet(1))
+        assert j.wait_committed(timeout=TIMEOUT)
+        assert j.committed == 1
+    finally:
+        j.close()
+
+
+@pytest.mark.parametrize("window", [-0.001, float("inf"), float("nan")])
+def test_a_commit_window_must_be_a_finite_duration(tmp_path: Path, window: float) -> None:
+    with pytest.raises(ValueError, match="commit_window"):
+        Journal(tmp_path / "j", commit_window=window)

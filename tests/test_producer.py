@@ -99,7 +99,7 @@ def make_server(path: Path, max_bytes: int = 64 * 1024**2, *, acks: bool = False
     """A started server on a journal at ``path``; with ``acks``, a control port too."""
     server = TweetServer("127.0.0.1", 0, Journal(path, max_bytes),
                          ack_port=0 if acks else None, secret=SECRET if acks else None)
-    server.IDLE_CHECK_SECONDS = 0.05  # notice an idle consumer's disconnect quickly
+    server.IDLE_CHECK_SECONDS = 0.05  # step over damaged records quickly
     server.start()
     return server
 
@@ -241,13 +241,38 @@ def test_consumer_vanishing_mid_stream_loses_nothing_put_after(
         received = []
         while not received or received[-1]["id"] != "1059":
             received.extend(second.read_tweets(1))
+        assert server.wait_until_drained(TIMEOUT)
+        # the first consumer's going was logged once (the sender notices a close at once,
+        # so this is counted before the second one goes)
+        assert server_log.count("consumer disconnected") == 1
     finally:
         second.close()
     ids = [int(tweet["id"]) for tweet in received]
     assert ids == sorted(ids)  # order kept, put-back tweets first
     assert received[-10:] == tweets(50, 60)
-    assert server.wait_until_drained(TIMEOUT)
-    assert server_log.count("consumer disconnected") == 1
+    assert thread_errors == []
+
+
+def test_an_idle_sender_notices_its_consumer_go_without_polling(
+    tmp_path: Path, server_log: LogWaiter, thread_errors: list[Any]
+) -> None:
+    server = TweetServer("127.0.0.1", 0, Journal(tmp_path / "journal"))
+    server.IDLE_CHECK_SECONDS = 3600.0  # a sender that polled would not look again for an hour
+    server.start()
+    try:
+        consumer = Consumer(server.address)
+        server.put(tweets(0, 1)[0])
+        assert consumer.read_tweets(1) == tweets(0, 1)  # the sender is idle from here on
+        consumer.close()
+        server_log.wait_for("consumer disconnected")  # seen on its socket, at once
+        second = Consumer(server.address)
+        try:
+            server.put(tweets(1, 2)[0])  # woken by the commit, not by a timer
+            assert second.read_tweets(1) == tweets(1, 2)
+        finally:
+            second.close()
+    finally:
+        server.close()
     assert thread_errors == []
 
 
@@ -412,10 +437,27 @@ def test_replay_loop_over_a_file_without_tweets_returns(
 
 
 def test_replay_paces_at_the_rate(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "t.jsonl", [json.dumps(t) for t in tweets(0, 6)])
+    path = write_lines(tmp_path / "t.jsonl", [json.dumps(t) for t in tweets(0, 31)])
     started = time.monotonic()
-    assert len(run_replay(ReplaySource(path, rate=50, loop=False))) == 6
-    assert time.monotonic() - started >= 5 / 50 * 0.9
+    assert len(run_replay(ReplaySource(path, rate=50, loop=False))) == 31
+    # paced in slices: a tweet goes out at most a slice before it is due
+    assert time.monotonic() - started >= (30 / 50 - ReplaySource.SLICE_SECONDS) * 0.9
+
+
+def test_a_fast_replay_wakes_once_a_slice_not_once_a_tweet(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "t.jsonl", [json.dumps(t) for t in tweets(0, 200)])
+    waits: list[float] = []
+
+    class CountingStop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waits.append(timeout or 0.0)
+            return super().wait(timeout)
+
+    emitted: list[dict[str, Any]] = []
+    source = ReplaySource(path, rate=1000, loop=False)  # 0.2 s: two slices
+    assert source.run(collect(emitted), CountingStop()) == 200
+    assert emitted == tweets(0, 200)
+    assert len(waits) <= 200 * ReplaySource.SLICE_SECONDS  # a tweet each would be 199
 
 
 def test_stop_interrupts_a_slow_replay_promptly(tmp_path: Path) -> None:
@@ -897,6 +939,8 @@ def test_unacknowledged_tweets_go_to_the_next_consumer_again(
         first = Consumer(server.address)
         assert first.read_tweets(5) == tweets(0, 5)
         job.send({server.source: 2}, {})  # seqs 1, 2 stored
+        with server.journal.changed:  # the ack is handled (the sender may see the close first)
+            assert server.journal.changed.wait_for(lambda: server.journal.acked >= 2, TIMEOUT)
         first.close()
         second = Consumer(server.address)
         try:
