@@ -214,12 +214,13 @@ def test_consumer_reconnects_after_a_clean_disconnect(
     second = Consumer(server.address)
     try:
         assert second.read_tweets(5) == tweets(5, 10)
+        assert server.wait_until_drained(TIMEOUT)
+        assert server.connections == 2
+        # counted while the second is still connected: the sender sees a close at once
+        assert server_log.count("consumer disconnected; holding tweets until one reconnects") == 1
+        assert server_log.count("consumer connected from 127.0.0.1:") == 2
     finally:
         second.close()
-    assert server.wait_until_drained(TIMEOUT)
-    assert server.connections == 2
-    assert server_log.count("consumer disconnected; holding tweets until one reconnects") == 1
-    assert server_log.count("consumer connected from 127.0.0.1:") == 2
     assert not [m for level, m in server_log.messages if level >= logging.ERROR]
     assert thread_errors == []
 
