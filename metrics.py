@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -90,11 +90,13 @@ def serve(registry: CollectorRegistry, port: int | None) -> MetricsServer | None
     return server
 
 
-def port_conflict(metrics_port: int | None, others: Mapping[str, int]) -> str | None:
-    """The one-line complaint when ``metrics_port`` is one of the program's other
-    ports (``{"--port / STREAM_PORT": 5555, ...}``), else None."""
+def port_conflict(settings: Any) -> str | None:
+    """The one-line complaint when the settings' metrics port is one of the
+    program's other ports (the posts and the control port), else None."""
+    metrics_port = settings.metrics_port
     if not metrics_port:
         return None
+    others = {"--port / STREAM_PORT": settings.port, "--ack-port / ACK_PORT": settings.ack_port}
     for label, port in others.items():
         if port == metrics_port:
             return (f"--metrics-port / METRICS_PORT: {metrics_port} is already the port of "

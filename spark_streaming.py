@@ -453,8 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         "spark_streaming.py", config.SPARK_OPTIONS, argv, description=__doc__
     )
     config.configure_logging(settings)
-    conflict = metrics.port_conflict(settings.metrics_port, {
-        "--port / STREAM_PORT": settings.port, "--ack-port / ACK_PORT": settings.ack_port})
+    conflict = metrics.port_conflict(settings)
     if conflict:
         sys.stderr.write(f"spark_streaming.py: error: {conflict}\n")
         return 2

@@ -261,10 +261,12 @@ def test_a_port_in_use_is_one_line_naming_metrics_port() -> None:
 
 
 def test_a_metrics_port_equal_to_another_port_of_the_program_is_refused() -> None:
-    others = {"--port / STREAM_PORT": 5555, "--ack-port / ACK_PORT": 5556}
-    assert metrics.port_conflict(None, others) is None
-    assert metrics.port_conflict(9101, others) is None
-    message = metrics.port_conflict(5556, others)
+    def settings(metrics_port: int | None) -> config.Settings:
+        return config.Settings(port=5555, ack_port=5556, metrics_port=metrics_port)
+
+    assert metrics.port_conflict(settings(None)) is None
+    assert metrics.port_conflict(settings(9101)) is None
+    message = metrics.port_conflict(settings(5556))
     assert message is not None and "METRICS_PORT" in message and "ACK_PORT" in message
 
 
