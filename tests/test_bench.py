@@ -283,7 +283,6 @@ def test_the_cost_section_replaces_its_earlier_self_and_keeps_the_rest() -> None
 
 
 def test_a_process_tree_is_found_by_parent_pid_and_its_cpu_counted() -> None:
-    pytest.importorskip("psutil")
     import subprocess
     import sys
 
