@@ -500,6 +500,13 @@ def _check(settings: Settings, names: set[str]) -> None:
             f"--port / STREAM_PORT and --ack-port / ACK_PORT are both {settings.port}: the "
             "tweet socket and the control channel need two different ports"
         )
+    if "metrics_port" in names and settings.metrics_port:
+        for label, port in (("--port / STREAM_PORT", settings.port),
+                            ("--ack-port / ACK_PORT", settings.ack_port)):
+            if port == settings.metrics_port:
+                raise ConfigError(
+                    f"--metrics-port / METRICS_PORT: {port} is already the port of {label}; "
+                    "give the metrics a port of their own")
     if "source" not in names:
         return
     if settings.source == "twitter" and not settings.bearer_token:

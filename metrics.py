@@ -90,20 +90,6 @@ def serve(registry: CollectorRegistry, port: int | None) -> MetricsServer | None
     return server
 
 
-def port_conflict(settings: Any) -> str | None:
-    """The one-line complaint when the settings' metrics port is one of the
-    program's other ports (the posts and the control port), else None."""
-    metrics_port = settings.metrics_port
-    if not metrics_port:
-        return None
-    others = {"--port / STREAM_PORT": settings.port, "--ack-port / ACK_PORT": settings.ack_port}
-    for label, port in others.items():
-        if port == metrics_port:
-            return (f"--metrics-port / METRICS_PORT: {metrics_port} is already the port of "
-                    f"{label}; give the metrics a port of their own")
-    return None
-
-
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(f"{PREFIX}_{name}", documentation, value=value)
 

@@ -453,10 +453,6 @@ def main(argv: list[str] | None = None) -> int:
         "spark_streaming.py", config.SPARK_OPTIONS, argv, description=__doc__
     )
     config.configure_logging(settings)
-    conflict = metrics.port_conflict(settings)
-    if conflict:
-        sys.stderr.write(f"spark_streaming.py: error: {conflict}\n")
-        return 2
     stop = threading.Event()
     started = threading.Event()  # set once batches run: a stop then waits for one
 

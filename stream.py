@@ -78,10 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run the producer; returns the exit status (0 done or stopped, 1 failure)."""
     settings = config.load_settings(PROG, config.STREAM_OPTIONS, argv, description=__doc__)
     config.configure_logging(settings)
-    conflict = metrics.port_conflict(settings)
-    if conflict:
-        sys.stderr.write(f"{PROG}: error: {conflict}\n")
-        return 2
 
     stop = threading.Event()
     signals: list[int] = []

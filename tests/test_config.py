@@ -221,6 +221,11 @@ def test_case_source_and_daily_cap() -> None:
         (config.STREAM_OPTIONS, {}, {"STREAM_PORT": "5556"},
          "--port / STREAM_PORT and --ack-port / ACK_PORT are both 5556"),
         (config.STORE_OPTIONS, {}, {"DATA_DIR": " "}, "--data-dir / DATA_DIR"),
+        # the metrics on a port the program already uses for posts or control
+        (config.STREAM_OPTIONS, {"metrics_port": "5556"}, {},
+         "--metrics-port / METRICS_PORT: 5556 is already the port of --ack-port / ACK_PORT"),
+        (config.SPARK_OPTIONS, {}, {"METRICS_PORT": "5555"},
+         "--metrics-port / METRICS_PORT: 5555 is already the port of --port / STREAM_PORT"),
     ],
 )
 def test_bad_values_name_the_option(names, flags, environ, named) -> None:

@@ -260,16 +260,6 @@ def test_a_port_in_use_is_one_line_naming_metrics_port() -> None:
     assert "METRICS_PORT" in message and f"127.0.0.1:{port}" in message
 
 
-def test_a_metrics_port_equal_to_another_port_of_the_program_is_refused() -> None:
-    def settings(metrics_port: int | None) -> config.Settings:
-        return config.Settings(port=5555, ack_port=5556, metrics_port=metrics_port)
-
-    assert metrics.port_conflict(settings(None)) is None
-    assert metrics.port_conflict(settings(9101)) is None
-    message = metrics.port_conflict(settings(5556))
-    assert message is not None and "METRICS_PORT" in message and "ACK_PORT" in message
-
-
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, *args], cwd=PROJECT, env=clean_env(),
                           capture_output=True, text=True, timeout=120)
