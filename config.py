@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -110,11 +110,11 @@ class Settings:
     loop: bool = False
     from_start: bool = False
     journal_max_bytes: int = 2 * 1024**3
-    journal_path: Path = DEFAULT_DATA_DIR / "journal"
+    journal_path: Path = DEFAULT_DATA_DIR / DATA_FILES["journal_path"]
     journal_commit_window_ms: float = 5.0
     # both: the control channel's shared secret
     control_secret: str | None = field(default=None, repr=False)
-    control_secret_path: Path = DEFAULT_DATA_DIR / "control.secret"
+    control_secret_path: Path = DEFAULT_DATA_DIR / DATA_FILES["control_secret_path"]
     # Spark job
     batch_seconds: float = 20.0
     receiver_max_rate: int = 50_000
@@ -124,24 +124,19 @@ class Settings:
     worldometers_url: str = DEFAULT_WORLDOMETERS_URL
     who_url: str = DEFAULT_WHO_URL
     scrape_timeout: float = 10.0
-    spool_path: Path = DEFAULT_DATA_DIR / "spool.jsonl"
-    quarantine_path: Path = DEFAULT_DATA_DIR / "quarantine.jsonl"
+    spool_path: Path = DEFAULT_DATA_DIR / DATA_FILES["spool_path"]
+    quarantine_path: Path = DEFAULT_DATA_DIR / DATA_FILES["quarantine_path"]
     # storage
     mongo_uri: str | None = field(default=None, repr=False)
     database: str = "covid19"
     collection: str = "tweet_batches"
-    embedded_db_path: Path = DEFAULT_DATA_DIR / "db"
+    embedded_db_path: Path = DEFAULT_DATA_DIR / DATA_FILES["embedded_db_path"]
     batch_metrics: str = "auto"
     post_fields: tuple[str, ...] = ()
     # both
     data_dir: Path = DEFAULT_DATA_DIR
     log_level: str = "INFO"
     metrics_port: int | None = None  # None or 0: no /metrics endpoint
-
-    @property
-    def worldometer_url(self) -> str:
-        """The old name of ``worldometers_url``, for callers not yet renamed."""
-        return self.worldometers_url
 
     @property
     def secrets(self) -> list[str]:
@@ -611,8 +606,3 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
     root.setLevel(settings.log_level)
     for noisy in ("py4j", "urllib3", "requests_oauthlib", "oauthlib", "charset_normalizer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def field_names() -> list[str]:
-    """All Settings field names (used by tests to check every option is documented)."""
-    return [f.name for f in fields(Settings)]

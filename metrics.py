@@ -269,7 +269,7 @@ class JobMetrics:
         if stats is not None and stats.write_ms is not None:
             self.write.observe(stats.write_ms / 1000)
         if stats is not None and stats.total_case_count is not None:
-            self.count_read(_reading(stats))
+            self.count_read(stats.reading)
 
     def count_read(self, reading: CaseCount) -> None:
         """The case count a batch stored (or the job's first reading)."""
@@ -302,11 +302,6 @@ class JobMetrics:
             if count.as_of is not None:
                 yield _gauge("job_case_count_age_seconds", "Now minus the moment the last "
                              "count stored is for.", self._clock() - count.as_of.timestamp())
-
-
-def _reading(stats: BatchStats) -> CaseCount:
-    return CaseCount(stats.total_case_count, stats.case_count_as_of, stats.case_count_source,
-                     stats.count_fresh)
 
 
 def _file_size(path: Path) -> int:

@@ -98,10 +98,15 @@ class BatchStats:
         return (f"batch {when}: {self.lines} lines, {self.kept} kept ({dropped}), "
                 f"count {self.count_text()}, {where}{parts} {self.write_ms:.0f} ms")
 
+    @property
+    def reading(self) -> scrape.CaseCount:
+        """The case count this batch was stored with."""
+        return scrape.CaseCount(self.total_case_count, self.case_count_as_of,
+                                self.case_count_source, self.count_fresh)
+
     def count_text(self) -> str:
         """``704,753,890 (worldometers, as of 2024-04-13, fresh)``."""
-        return scrape.CaseCount(self.total_case_count, self.case_count_as_of,
-                                self.case_count_source, self.count_fresh).describe()
+        return self.reading.describe()
 
 
 class RecentIds:

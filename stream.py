@@ -104,11 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             server.start()
         except ListenError as err:
-            flag = "--port / STREAM_PORT" if err.role == "posts" else "--ack-port / ACK_PORT"
-            busy = ("; another program holds it (another stream.py?): choose another port"
-                    " with " + flag.split(" / ")[0] + ", and give spark_streaming.py the same"
-                    if err.errno == errno.EADDRINUSE else f" (set by {flag})")
-            sys.stderr.write(f"{PROG}: error: {err}{busy}\n")
+            hint = (f"another program holds it (another stream.py?): choose another port "
+                    f"with {err.flag}, and give spark_streaming.py the same"
+                    if err.errno == errno.EADDRINUSE else f"set by {err.flag} / {err.env}")
+            sys.stderr.write(f"{PROG}: error: {err}; {hint}\n")
             return 1
         try:
             endpoint = metrics.serve(exporter.registry, settings.metrics_port)

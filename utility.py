@@ -514,6 +514,9 @@ def _consumer_gone(conn: socket.socket) -> bool:
         return True
 
 
+_PORT_SETTINGS = {"posts": ("--port", "STREAM_PORT"), "control": ("--ack-port", "ACK_PORT")}
+
+
 class ListenError(OSError):
     """One of the producer's ports cannot be listened on; ``role`` says which
     ("posts" or "control"), ``str(err)`` is one line naming it."""
@@ -521,6 +524,8 @@ class ListenError(OSError):
     def __init__(self, role: str, host: str, port: int, err: OSError) -> None:
         super().__init__(err.errno, err.strerror or str(err))
         self.role, self.host, self.port = role, host, port
+        #: the flag and the variable that set this port
+        self.flag, self.env = _PORT_SETTINGS[role]
 
     def __str__(self) -> str:
         return f"cannot listen on {self.host}:{self.port}, the {self.role} port: {self.strerror}"

@@ -292,8 +292,6 @@ def test_the_old_worldometers_url_names_still_work(caplog: pytest.LogCaptureFixt
     assert load([], {"WORLDOMETERS_URL": "http://c/", "WORLDOMETER_URL": "http://a/"})[0] == (
         "http://c/")
     assert load([], {}) == (config.DEFAULT_WORLDOMETERS_URL, [])
-    # the code that still reads the old attribute name gets the setting
-    assert config.Settings(worldometers_url="http://e/").worldometer_url == "http://e/"
 
 
 def test_load_settings_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
