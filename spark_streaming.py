@@ -56,6 +56,7 @@ from stopping import install_stop_handlers
 log = logging.getLogger("spark_streaming")
 
 METRICS_COLLECTION = "batch_metrics"
+RECEIVERS = 1  # socketTextStream's receiver holds one task slot for good
 SEEN_IDS_LIMIT = 200_000  # tweet ids remembered across batches to drop redeliveries
 #: How long a second stop signal waits for its log line before the job exits anyway.
 SAY_SECONDS = 2.0
@@ -390,6 +391,29 @@ class BatchWriter:
 # --- Spark ---------------------------------------------------------------------
 
 
+def one_task_a_batch(spark_context: Any) -> Callable[[Any], Any]:
+    """What ``transform`` does to each batch's RDD before the Python work: when the
+    receiver leaves one task slot free (``local[2]``, the default), the batch's
+    received blocks (one per block interval) are merged into one partition, without a
+    shuffle, so that the batch is one task.
+
+    Each partition is a task, and a task costs ~10-50 ms of scheduling and a Python
+    worker's round trip whatever it holds: a 20 s batch of a trickle was 20 tasks of
+    a post or two each, run one after another on that one slot. Spark's coalescer
+    keeps the blocks in their order only when it makes one partition (its first
+    group starts at the first block, the rest are added in order); with more free
+    slots (``local[3]``, a cluster) it spreads the blocks over its groups at random,
+    which would put the posts out of their order, so each block stays a task there.
+    (The slots are read per batch: on a cluster, executors can join after the start.)
+    """
+    def merge(rdd: Any) -> Any:
+        free_slots = spark_context.defaultParallelism - RECEIVERS
+        if free_slots <= 1 and rdd.getNumPartitions() > 1:
+            return rdd.coalesce(1)
+        return rdd
+    return merge
+
+
 def create_context(
     settings: config.Settings,
     writer: BatchWriter,
@@ -411,8 +435,8 @@ def create_context(
         warnings.filterwarnings("ignore", message="DStream is deprecated", category=FutureWarning)
         ssc = StreamingContext(spark_context, settings.batch_seconds)
     lines = ssc.socketTextStream(settings.host, settings.port, storageLevel=level)
-    lines.mapPartitions(transform.partition_processor(settings.post_fields)
-                        ).foreachRDD(writer.process)
+    lines.transform(one_task_a_batch(spark_context)).mapPartitions(
+        transform.partition_processor(settings.post_fields)).foreachRDD(writer.process)
     ssc.addStreamingListener(BatchMetrics(writer, metrics_collection, observer))
     ssc.addStreamingListener(ReceiverWatch(settings.host, settings.port))
     writer.metrics_attached = True

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.load import BENCH, PROJECT, PageServer, free_port
-from bench.proctree import CpuMeter
+from bench.proctree import CpuMeter, jvm_pid, thread_cpu
 from bench.soak import Program, write_posts
 
 log = logging.getLogger("bench.cost")
@@ -94,6 +94,8 @@ class Result:
     batches: int = 0  # completed in the window
     lines: int = 0  # the job received in those batches
     load: float = 0.0  # /proc/loadavg, 1 minute, at the window's end
+    #: the JVM's CPU seconds in the window by kind of thread (those alive at both ends)
+    jvm_threads: dict[str, float] = field(default_factory=dict)
     error: str = ""
 
     @property
@@ -208,10 +210,17 @@ def measure(row: Row, here: Path, page_url: str, warmup: float, seconds: float,
         log.info("%s: first batch; %g s warm-up, then %g s measured", row.key, warmup, seconds)
         time.sleep(warmup)
         meter = CpuMeter({"producer": producer.process.pid, "job": job.process.pid})
+        jvm = jvm_pid(job.process.pid)
+        threads_before = thread_cpu(jvm) if jvm else {}
         began = time.monotonic()
         meter.start()
         time.sleep(seconds)
         used = meter.stop()
+        if jvm:
+            result.jvm_threads = {
+                name: spent - threads_before.get(name, 0.0)
+                for name, spent in thread_cpu(jvm).items()
+                if spent - threads_before.get(name, 0.0) > 0}
         result.seconds = time.monotonic() - began
         result.load = os.getloadavg()[0]
         result.producer = sum(used["producer"].values())
@@ -292,7 +301,23 @@ def section(results: list[Result], seconds: float, warmup: float, master: str,
         f"program's process tree over {seconds:g} s, after the job's first batch and a "
         f"{warmup:g} s warm-up; Spark master `{master}`{where}. µs/post: CPU per post offered "
         "(per post event for the Bluesky row, of which only the matching ones reach the job).",
-        "", *table(results), "", *targets(results), ""]
+        "", *table(results), "", *targets(results), "", *jvm_profile(results)]
+
+
+def jvm_profile(results: list[Result], top: int = 6) -> list[str]:
+    """Where each row's JVM CPU went: its busiest kinds of thread (from /proc), as %
+    of a core over the window."""
+    rows = [r for r in results if r.jvm_threads and r.seconds]
+    if not rows:
+        return []
+    lines = ["Where the JVM's CPU went (its threads by name, % of a core; threads alive "
+             "at both ends of the window):", "",
+             "| load | JVM | busiest threads |", "|---|---:|---|"]
+    for r in rows:
+        busiest = sorted(r.jvm_threads.items(), key=lambda item: -item[1])[:top]
+        names = ", ".join(f"{name} {r.pct(spent):.2f}" for name, spent in busiest)
+        lines.append(f"| {r.row.label} | {r.pct(r.job.get('jvm', 0.0)):.2f} | {names} |")
+    return [*lines, ""]
 
 
 def replace_section(text: str, heading: str, lines: list[str]) -> str:

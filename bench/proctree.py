@@ -9,8 +9,11 @@ descendants. Shared by the soak (memory) and the cost benchmark (CPU).
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 
 def tree(pid: int) -> list:
@@ -103,3 +106,34 @@ class CpuMeter:
             spent = max(0.0, seconds - self._first.get(key, 0.0))
             used[name][part] = used[name].get(part, 0.0) + spent
         return used
+
+
+#: a JVM thread's name without its number: "C2 CompilerThre" (comm keeps 15 bytes),
+#: "Executor task launch worker for task 12" -> "Executor task l", "G1 Conc#0" -> "G1 Conc#"
+_THREAD_NUMBER = re.compile(r"[-#]?\d+$")
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) each kind of thread of process ``pid`` has used so
+    far, by thread name with its number taken off (from /proc/PID/task); empty when
+    the process is gone. Two readings subtracted give where a window's CPU went."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                name = (task / "comm").read_text(encoding="utf-8", errors="replace").strip()
+                # the fields after the command's closing parenthesis: utime, stime are 14, 15
+                fields = (task / "stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+                seconds = (int(fields[11]) + int(fields[12])) / ticks
+                key = _THREAD_NUMBER.sub("", name).strip() or name
+                used[key] = used.get(key, 0.0) + seconds
+    return used
+
+
+def jvm_pid(pid: int) -> int | None:
+    """The pid of the JVM (java) among ``pid``'s descendants, or None."""
+    for process in tree(pid):
+        if part_of(process, pid) == "jvm":
+            return process.pid
+    return None

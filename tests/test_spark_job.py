@@ -235,6 +235,33 @@ def test_post_fields_reach_the_document_aligned_with_content(run_job, tweet_sock
         {"id": "3", "created_at": datetime(2026, 11, 30, 8, 0, 3, tzinfo=UTC)}]
 
 
+@pytest.mark.spark
+def test_a_batch_of_several_blocks_is_one_task_and_keeps_the_order(run_job, tweet_socket, store,
+                                                                   durable, spark_context) -> None:
+    # A 1 s batch is four 250 ms blocks. Each block used to be a task of its own (a
+    # 20 s batch of a trickle: 20 tasks of a post or two, ~50 ms each): with the
+    # receiver holding one of local[2]'s two slots, the blocks are now merged into
+    # one task a batch, and the posts keep the order they came in.
+    tracker = spark_context.statusTracker()
+    jobs_before = set(tracker.getJobIdsForGroup())
+    job = run_job(BatchWriter(durable, lambda: READING))
+    tweet_socket.send(b"")  # the receiver is connected
+    paced = threading.Event()  # never set: wait(...) paces the posts 0.3 s apart
+    texts = [f"post number {n} about covid" for n in range(8)]
+    for n, text in enumerate(texts):  # over 2.1 s: several blocks in one batch
+        tweet_socket.send(tweet(str(n), text))
+        paced.wait(0.3)
+    job.wait_for(lambda seen: total(seen, "lines") >= len(texts))
+
+    documents = list(store.collection.find().sort("timestamp", 1))
+    assert [text for doc in documents for text in doc["content"]] == texts
+    tasks = [tracker.getStageInfo(stage).numTasks
+             for job_id in set(tracker.getJobIdsForGroup()) - jobs_before
+             for stage in tracker.getJobInfo(job_id).stageIds
+             if tracker.getStageInfo(stage) is not None]
+    assert tasks and max(tasks) == 1, tasks
+
+
 # --- the driver's part alone, without Spark ------------------------------------------
 
 
