@@ -450,13 +450,24 @@ def run_until_stopped(
     stop it once the batch in flight (the one holding the tweets received until
     then) is stored. Spark's own graceful stop would wait two more batches."""
     ssc.start()
-    deadline = None if settings.duration is None else time.monotonic() + settings.duration
-    while not stop.is_set():
-        wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-        if wait <= 0:
-            break
-        if ssc.awaitTerminationOrTimeout(wait):
-            return  # it died; awaitTermination has raised the reason if there was one
+    ended: list[Exception | None] = []  # the context ended by itself: why, or None
+
+    def await_end() -> None:
+        # blocks in the JVM until the context ends (no wake-up a second to look at
+        # ``stop``): a context that dies wakes the wait below through ``stop``
+        try:
+            ssc.awaitTermination()
+            ended.append(None)
+        except Exception as err:  # noqa: BLE001 -- raised again on the caller's thread
+            ended.append(err)
+        stop.set()
+
+    threading.Thread(target=await_end, name="spark-context-end", daemon=True).start()
+    stop.wait(settings.duration)
+    if ended:
+        if ended[0] is not None:
+            raise ended[0]
+        return  # it ended without an error
     stop_at = time.time()
     patience = settings.batch_seconds * 3 + 30
     if not writer.wait_for_batch_at_or_after(stop_at, patience):

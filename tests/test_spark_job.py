@@ -359,3 +359,87 @@ def test_the_receiver_takes_a_backlog_at_a_bounded_rate(spark_context) -> None:
     assert conf.get("spark.streaming.receiver.maxRate") == str(
         config.Settings().receiver_max_rate)
     assert conf.get("spark.streaming.blockInterval") == "250ms"  # the tests' 1 s batches
+
+
+class FakeStreamingContext:
+    """Stands in for a StreamingContext: ``awaitTermination`` blocks until the
+    context ends (stopped, or ``die``), as Spark's does; nothing polls it."""
+
+    def __init__(self) -> None:
+        self.ended = threading.Event()
+        self.error: Exception | None = None
+        self.stopped = False
+
+    def start(self) -> None:
+        pass
+
+    def awaitTermination(self) -> None:  # noqa: N802 (Spark's name)
+        self.ended.wait()
+        if self.error is not None:
+            raise self.error
+
+    def awaitTerminationOrTimeout(self, timeout: float) -> bool:  # noqa: N802
+        raise AssertionError("the job polled the context instead of waiting for its end")
+
+    def die(self, error: Exception | None) -> None:
+        self.error = error
+        self.ended.set()
+
+    def stop(self, stopSparkContext: bool, stopGraceFully: bool) -> None:  # noqa: N803
+        self.stopped = True
+        self.ended.set()
+
+
+class FinishedWriter:
+    def wait_for_batch_at_or_after(self, moment: float, timeout: float) -> bool:
+        return True
+
+    def finish(self, timeout: float) -> bool:
+        return True
+
+    def log_untaken_stats(self) -> None:
+        pass
+
+
+def run_in_thread(ssc: FakeStreamingContext, stop: threading.Event) -> tuple[threading.Thread,
+                                                                           list]:
+    raised: list = []
+
+    def run() -> None:
+        try:
+            spark_streaming.run_until_stopped(ssc, FinishedWriter(), config.Settings(), stop)
+        except Exception as err:  # noqa: BLE001 -- the test looks at it
+            raised.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, raised
+
+
+def test_the_job_waits_for_a_stop_without_polling_the_context() -> None:
+    ssc, stop = FakeStreamingContext(), threading.Event()
+    thread, raised = run_in_thread(ssc, stop)
+    # an observation window: the old loop asked the JVM once a second
+    thread.join(1.5)
+    assert thread.is_alive(), raised
+    stop.set()
+    thread.join(30)
+    assert not thread.is_alive() and ssc.stopped and not raised
+
+
+def test_a_context_that_dies_ends_the_wait_with_its_error() -> None:
+    ssc, stop = FakeStreamingContext(), threading.Event()
+    thread, raised = run_in_thread(ssc, stop)
+    ssc.die(RuntimeError("the receiver's executor is gone"))
+    thread.join(30)
+    assert not thread.is_alive()
+    assert [str(err) for err in raised] == ["the receiver's executor is gone"]
+    assert not ssc.stopped  # it had ended: nothing to stop
+
+
+def test_a_context_that_ends_without_an_error_ends_the_wait() -> None:
+    ssc, stop = FakeStreamingContext(), threading.Event()
+    thread, raised = run_in_thread(ssc, stop)
+    ssc.die(None)
+    thread.join(30)
+    assert not thread.is_alive() and not raised and not ssc.stopped
