@@ -908,7 +908,15 @@ def test_cli_sigterm_keeps_unacknowledged_tweets_for_the_next_start(tmp_path: Pa
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
             reader = sock.makefile("rb")
             first = [json.loads(reader.readline()) for _ in lines]
-            acknowledge(tmp_path, ACK_PORTS[port], first[1]["src"], first[1]["seq"])
+            src = first[1]["src"]
+            secret = control.load_secret(None, tmp_path / "data" / "control.secret")
+            job = control.ControlClient("127.0.0.1", ACK_PORTS[port], secret)
+            try:  # an ack, then a resend it reads after it on the same connection
+                job.send({src: first[1]["seq"]}, {src: first[2]["seq"]})
+            finally:
+                job.close()
+            # the resent tweet says the ack was applied: a stop at once keeps it
+            assert json.loads(reader.readline()) == first[2]
             proc.send_signal(signal.SIGTERM)  # 3 tweets still unacknowledged
             assert proc.wait(TIMEOUT) == 0
     finally:
