@@ -64,8 +64,6 @@ from utility import ListenError, TweetServer
 log = logging.getLogger("stream")
 
 PROG = "stream.py"
-#: How often a wait for the consumer rechecks the stop request.
-STOP_CHECK_SECONDS = 0.25
 #: How long to wait for a live source's thread after asking it to stop.
 DISCONNECT_TIMEOUT = BlueskySource.OPEN_TIMEOUT + 5.0
 #: Most seconds a source waits for the journal before it records how far it got.
@@ -162,11 +160,22 @@ def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.
     if not stop.is_set() and server.pending:
         log.info("replay done; waiting until the job has stored the %d tweets left "
                  "(Ctrl-C to quit)", server.pending)
-        while not stop.is_set() and not server.wait_until_drained(STOP_CHECK_SECONDS):
-            pass
+        _stop_once_drained(server, stop)
+        stop.wait()  # the first of: every tweet stored, a Ctrl-C
     log.info("summary: %d tweets emitted, %d bad lines skipped; %s", emitted, source.skipped,
              _server_status(server))
     return 0
+
+
+def _stop_once_drained(server: TweetServer, stop: threading.Event) -> None:
+    """Set ``stop`` once every tweet is done (or the server is closed), from a
+    thread of its own: the caller then waits on ``stop`` alone, woken by
+    whichever comes first, the job's last acknowledgement or a stop signal."""
+    def wait() -> None:
+        server.wait_until_drained()
+        stop.set()
+
+    threading.Thread(target=wait, name="replay-drain", daemon=True).start()
 
 
 def _run_bluesky(

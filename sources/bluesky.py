@@ -28,13 +28,14 @@ Typical use (what ``stream.py --source bluesky`` does)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,8 +260,6 @@ class BlueskySource(JetstreamProgress):
     #: min(BACKOFF_MAX, BACKOFF_BASE * 2**n) seconds ("full jitter").
     BACKOFF_BASE = 0.5
     BACKOFF_MAX = 30.0
-    #: How often a read without events checks ``stop`` and the watchdog.
-    POLL_SECONDS = 0.25
     #: At most one warning about malformed frames per this many seconds.
     MALFORMED_WARNING_SECONDS = 60.0
 
@@ -319,42 +318,46 @@ class BlueskySource(JetstreamProgress):
         """Read posts until ``stop`` is set, reconnecting whenever a host fails.
 
         Raises NoHostError when no host answered within START_TIMEOUT of the
-        start; once connected, it never gives up.
+        start; once connected, it never gives up. No timer wakes it to look at
+        ``stop``: the back-off waits on it, and a wait for the next frame ends
+        when the connection is closed on stop (:class:`_CloseOnStop`, which also
+        sets ``stop`` when this returns or raises).
         """
         deadline = time.monotonic() + self.START_TIMEOUT
         tried: list[str] = []
         turn = 0
-        while not stop.is_set():
-            url = self.urls[turn % len(self.urls)]
-            turn += 1
-            if not self.connected.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise NoHostError(self._no_host_line(tried))
-                tried.append(url)
-            else:
-                left = self.OPEN_TIMEOUT
-            try:
-                self._session(url, min(self.OPEN_TIMEOUT, left), stop)
-            except websockets.exceptions.ConnectionClosed as err:
-                if _too_big(err):
-                    turn -= 1  # the same host again: the cursor past the event is in its times
-                    self.on_too_big(url)
-                    stop.wait(self._backoff())
-                    continue
-                self.on_connection_error(url, err)
-            except (OSError, websockets.exceptions.WebSocketException) as err:
-                self.on_connection_error(url, err)
-            if stop.is_set():
-                break
-            self._attempt += 1
-            wait = self._backoff()
-            if not self.connected.is_set():
-                wait = min(wait, max(0.0, deadline - time.monotonic()))
-            stop.wait(wait)
-        self.save_cursor(force=True)
+        with _CloseOnStop(stop) as closer:
+            while not stop.is_set():
+                url = self.urls[turn % len(self.urls)]
+                turn += 1
+                if not self.connected.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise NoHostError(self._no_host_line(tried))
+                    tried.append(url)
+                else:
+                    left = self.OPEN_TIMEOUT
+                try:
+                    self._session(url, min(self.OPEN_TIMEOUT, left), closer)
+                except websockets.exceptions.ConnectionClosed as err:
+                    if _too_big(err):
+                        turn -= 1  # the same host again: the cursor past the event is in its times
+                        self.on_too_big(url)
+                        stop.wait(self._backoff())
+                        continue
+                    self.on_connection_error(url, err)
+                except (OSError, websockets.exceptions.WebSocketException) as err:
+                    self.on_connection_error(url, err)
+                if stop.is_set():
+                    break
+                self._attempt += 1
+                wait = self._backoff()
+                if not self.connected.is_set():
+                    wait = min(wait, max(0.0, deadline - time.monotonic()))
+                stop.wait(wait)
+            self.save_cursor(force=True)
 
-    def _session(self, url: str, open_timeout: float, stop: threading.Event) -> None:
+    def _session(self, url: str, open_timeout: float, closer: _CloseOnStop) -> None:
         """One connection: open it, read until stop, silence or a failure."""
         skip_cursor = self._skip.cursor_for(url)
         self._asked = self.resume_cursor() if skip_cursor is None else skip_cursor
@@ -362,26 +365,38 @@ class BlueskySource(JetstreamProgress):
         target = subscribe_url(url, self._asked, self.max_event_bytes)
         with connect(target, open_timeout=open_timeout,
                      max_size=self.max_event_bytes * self.READ_LIMIT_FACTOR,
-                     close_timeout=2, user_agent_header=USER_AGENT) as websocket:
+                     close_timeout=2, user_agent_header=USER_AGENT) as websocket, \
+                closer.holding(websocket):
             if self.connected.is_set():
                 self.reconnects += 1
             self.url = url
             self.connected.set()
             self.on_connect(url, target)
-            self._read(websocket, stop)
+            self._read(websocket, closer.stop)
 
     def _read(self, websocket: ClientConnection, stop: threading.Event) -> None:
-        last_event = time.monotonic()
+        """Handle frames until ``stop``, ``stale_seconds`` of silence or a failure.
+        With no frame, the wait lasts until the stale deadline, or until the
+        cursor file is due to get the last event's time, whichever is first."""
+        stale_at = time.monotonic() + self.stale_seconds
         while not stop.is_set():
+            wait = stale_at - time.monotonic()
+            save_in = self.cursor_save_in()
+            if save_in is not None:
+                wait = min(wait, save_in)
             try:
-                frame = websocket.recv(timeout=self.POLL_SECONDS)
+                frame = websocket.recv(timeout=max(0.0, wait))
             except TimeoutError:
-                if time.monotonic() - last_event >= self.stale_seconds:
+                if time.monotonic() >= stale_at:
                     self.on_stale(self.url or "")
                     return
                 self.save_cursor()
                 continue
-            last_event = time.monotonic()
+            except websockets.exceptions.ConnectionClosed:
+                if stop.is_set():
+                    return  # closed on stop
+                raise
+            stale_at = time.monotonic() + self.stale_seconds
             self._attempt = 0  # events flow: the next failure starts the backoff afresh
             self.on_frame(frame)
             self.save_cursor()
@@ -482,6 +497,51 @@ class BlueskySource(JetstreamProgress):
         """Called when no event has come for ``stale_seconds``: the host is silent."""
         log.warning("no event from %s for %g s; reconnecting to another host",
                     url, self.stale_seconds)
+
+
+class _CloseOnStop:
+    """For the length of a ``with`` block, a thread that waits for ``stop`` and
+    then closes the connection being read (:meth:`holding`): a read waiting for
+    its next frame ends at once, with no timer. A connection opened after that
+    looks at ``stop`` before its first read. Leaving the block sets ``stop``,
+    which ends the thread also when no host ever answered."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self._lock = threading.Lock()
+        self._websocket: ClientConnection | None = None
+        self._thread = threading.Thread(target=self._close_on_stop, name="bluesky-stop",
+                                        daemon=True)
+
+    def __enter__(self) -> _CloseOnStop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        self._thread.join()
+
+    @contextlib.contextmanager
+    def holding(self, websocket: ClientConnection) -> Iterator[None]:
+        """Close ``websocket`` on stop while the block lasts."""
+        with self._lock:
+            self._websocket = websocket
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._websocket = None
+
+    def _close_on_stop(self) -> None:
+        self.stop.wait()
+        with self._lock:
+            websocket = self._websocket
+        if websocket is None:
+            return
+        try:
+            websocket.close()  # thread-safe; waits for the host's answer (close_timeout)
+        except (OSError, websockets.exceptions.WebSocketException) as err:
+            log.debug("closing the Jetstream connection on stop: %s", err)
 
 
 def _size(frame: str | bytes) -> int:

@@ -108,6 +108,7 @@ class JetstreamProgress:
         #: post uri -> time_us of the posts handled lately, oldest first
         self.recent: OrderedDict[str, int] = OrderedDict()
         self._saved_time_us: int | None = None
+        self._save_due = 0.0  # time.monotonic() from which save_cursor writes again
         self._load_cursor()
         self._remember_journaled(journaled)
 
@@ -178,6 +179,15 @@ class JetstreamProgress:
         else:
             log.info("resuming Bluesky posts from %s (%.0f s ago)", self.cursor_path, age)
 
+    def cursor_save_in(self) -> float | None:
+        """Seconds until :meth:`save_cursor` would write the newest event's time
+        (0: now), or None when the cursor file already has it (or there is no
+        file): how long a reader with no event to read may wait before it saves."""
+        if (self._checkpoint is None or self.last_time_us is None
+                or self.last_time_us == self._saved_time_us):
+            return None
+        return max(0.0, self._save_due - time.monotonic())
+
     def save_cursor(self, *, force: bool = False) -> None:
         """Write the cursor file (at most every CURSOR_SAVE_SECONDS unless ``force``).
 
@@ -191,5 +201,7 @@ class JetstreamProgress:
         keep_after = self.last_time_us - int(
             (self.REWIND_SECONDS + self.RECENT_KEEP_SECONDS) * 1_000_000)
         recent = tuple((uri, at) for uri, at in self.recent.items() if at >= keep_after)
-        if self._checkpoint.save(Resume(self.last_time_us, recent).dumps(), force=force):
+        saved = self._checkpoint.save(Resume(self.last_time_us, recent).dumps(), force=force)
+        self._save_due = time.monotonic() + self._checkpoint.every  # the checkpoint's own, or later
+        if saved:
             self._saved_time_us = self.last_time_us

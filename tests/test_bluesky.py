@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import T0_US, JetstreamStandIn, clean_env, facet, post_event
+from processes import T0_US, JetstreamStandIn, capture_logs, clean_env, facet, post_event
+from websockets.sync.client import ClientConnection
 
 import transform
 from sources import bluesky
@@ -348,6 +349,90 @@ def test_a_silent_host_is_left_for_the_next_one(jetstream: JetstreamStandIn, sta
         assert source.url == jetstream.url
     finally:
         quiet.close()
+
+
+class RecvCalls:
+    """Counts the client's reads (``ClientConnection.recv``): each is a wake-up of
+    the source's thread, for a frame, a deadline or a timer."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self.cond = threading.Condition()
+        recv = ClientConnection.recv
+
+        def counting(connection: ClientConnection, *args: Any, **kwargs: Any) -> Any:
+            with self.cond:
+                self.count += 1
+                self.cond.notify_all()
+            return recv(connection, *args, **kwargs)
+
+        monkeypatch.setattr(ClientConnection, "recv", counting)
+
+    def during_an_idle_second(self) -> int:
+        """The reads begun during one second in which nothing comes."""
+        before = self.count
+        threading.Event().wait(1.0)  # an observation window, not a synchronisation
+        return self.count - before
+
+
+def test_an_idle_source_waits_on_its_socket_and_a_stop_ends_the_wait_at_once(
+    jetstream: JetstreamStandIn, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    reads = RecvCalls(monkeypatch)
+    emitted = Collector()
+    # the silence watchdog is an hour off: only the stop can end the wait for a frame
+    source = BlueskySource([jetstream.url], KeywordMatcher(DEFAULT_KEYWORDS), emitted,
+                           stale_seconds=3600)
+    run = Running(source)
+    jetstream.wait_for_connections(1)
+    jetstream.publish(*covid_posts(1))
+    emitted.wait_for(1)
+    # at most the read that follows the post: a 0.25 s poll read 4 times a second
+    assert reads.during_an_idle_second() <= 1
+    caplog.set_level(logging.INFO, logger="sources.bluesky")
+    run.close()  # joins the thread; the wait for a frame has no timer to end it
+    assert "reconnecting" not in caplog.text  # a stop is no connection error
+
+
+def test_the_last_cursor_before_a_silence_is_saved_in_it_then_the_source_sleeps(
+    jetstream: JetstreamStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = RecvCalls(monkeypatch)
+    cursor = tmp_path / BlueskySource.CURSOR_FILE
+    saves: list[int] = []  # how many reads had begun at each save
+
+    def before_save() -> None:
+        with reads.cond:
+            saves.append(reads.count)
+
+    emitted = Collector()
+    source = BlueskySource([jetstream.url], KeywordMatcher(DEFAULT_KEYWORDS), emitted,
+                           cursor_path=cursor, before_cursor_save=before_save)
+    run = Running(source)
+    jetstream.wait_for_connections(1)
+    # the first is saved at once, the second within CURSOR_SAVE_SECONDS: not yet
+    jetstream.publish(*covid_posts(2))
+    emitted.wait_for(2)
+    with reads.cond:  # saved while no event comes, and read again after the write
+        assert reads.cond.wait_for(
+            lambda: len(saves) == 2 and reads.count > saves[1], TIMEOUT), saves
+    assert json.loads(cursor.read_text())["time_us"] == T0_US + 1_000_000
+    assert reads.during_an_idle_second() == 0  # nothing left to save: asleep till an event
+    run.close()
+    assert len(saves) == 2  # the clean stop had nothing more to write
+
+
+def test_a_stop_during_the_back_off_ends_it_at_once() -> None:
+    host = JetstreamStandIn()
+    source = BlueskySource([host.url], KeywordMatcher(DEFAULT_KEYWORDS), Collector())
+    source.BACKOFF_BASE = source.BACKOFF_MAX = 3600.0  # a wait only the stop can cut short
+    with capture_logs("sources.bluesky") as logs:
+        run = Running(source)
+        host.wait_for_connections(1)
+        host.close()  # the host goes away: the source backs off before it tries again
+        logs.wait_for("reconnecting with backoff")
+        run.close()  # joins the thread
 
 
 def test_a_refusing_host_is_skipped(jetstream: JetstreamStandIn, start: Any) -> None:

@@ -908,7 +908,15 @@ def test_cli_sigterm_keeps_unacknowledged_tweets_for_the_next_start(tmp_path: Pa
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
             reader = sock.makefile("rb")
             first = [json.loads(reader.readline()) for _ in lines]
-            acknowledge(tmp_path, ACK_PORTS[port], first[1]["src"], first[1]["seq"])
+            src = first[1]["src"]
+            secret = control.load_secret(None, tmp_path / "data" / "control.secret")
+            job = control.ControlClient("127.0.0.1", ACK_PORTS[port], secret)
+            try:  # an ack, then a resend it reads after it on the same connection
+                job.send({src: first[1]["seq"]}, {src: first[2]["seq"]})
+            finally:
+                job.close()
+            # the resent tweet says the ack was applied: a stop at once keeps it
+            assert json.loads(reader.readline()) == first[2]
             proc.send_signal(signal.SIGTERM)  # 3 tweets still unacknowledged
             assert proc.wait(TIMEOUT) == 0
     finally:
@@ -927,6 +935,56 @@ def test_cli_sigterm_keeps_unacknowledged_tweets_for_the_next_start(tmp_path: Pa
         assert proc.stderr is not None
         proc.stderr.close()
     assert again == first[2:]  # same ids, seqs and source: the job can drop any it stored
+
+
+def sleeps(pid: int) -> dict[int, int]:
+    """How many times each thread of process ``pid`` has gone to sleep so far (its
+    voluntary context switches, from Linux's /proc): a thread that polls adds to
+    its count on each wake-up, one that waits on a socket or an event does not."""
+    counts = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        for line in status.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                counts[int(task.name)] = int(line.split()[1])
+    return counts
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts sleeps in /proc")
+def test_a_finished_replay_waits_for_the_job_without_waking_and_stops_at_once(
+    tmp_path: Path
+) -> None:
+    replay = write_lines(tmp_path / "two.jsonl",
+                         [json.dumps({"id": str(n), "text": f"tweet {n}"}) for n in range(2)])
+    proc, port = start_producer(tmp_path, "--replay-file", str(replay), "--rate", "0")
+    assert proc.stderr is not None
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            reader = sock.makefile("rb")
+            assert all(reader.readline() for _ in range(2))  # sent; the job never acks
+            for line in proc.stderr:
+                if "replay done; waiting until the job has stored" in line:
+                    break
+            threading.Event().wait(1.0)  # the wait begins: a thread starts, main blocks
+            before = sleeps(proc.pid)
+            threading.Event().wait(1.0)  # then an idle second: nothing is to happen in it
+            after = sleeps(proc.pid)
+            proc.send_signal(signal.SIGTERM)  # ends the wait for the job at once
+            assert proc.wait(TIMEOUT) == 0
+    finally:
+        proc.kill()
+        rest = proc.stderr.read()
+        proc.stderr.close()
+    # every thread waits on a socket or an event, the main thread on the stop request
+    # alone (a poll for it woke the main thread 4 times a second); one stray wake-up is
+    # let pass
+    woke = {tid: count - before.get(tid, 0) for tid, count in after.items()}
+    assert sum(woke.values()) <= 1, f"threads woke while idle: {woke} (main {proc.pid})"
+    assert "summary: 2 tweets emitted" in rest and "2 held" in rest
+    assert "Traceback" not in rest
 
 
 def test_unacknowledged_tweets_go_to_the_next_consumer_again(
