@@ -21,15 +21,19 @@ has a registry of its own, not prometheus_client's global one.
 from __future__ import annotations
 
 import logging
+import selectors
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 
 from counts.reading import CaseCount
@@ -59,26 +63,47 @@ class MetricsError(Exception):
 # serving
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged: Prometheus asks every 15 s, for weeks."""
+
+
 class MetricsServer:
-    """The ``/metrics`` endpoint of one registry, served from a daemon thread."""
+    """The ``/metrics`` endpoint of one registry, served from a daemon thread that
+    sleeps until a scrape comes or :meth:`close` wakes it (prometheus_client's own
+    ``start_http_server`` wakes twice a second to look for a shutdown)."""
 
     def __init__(self, registry: CollectorRegistry, port: int, addr: str = ADDRESS) -> None:
         """Bind ``addr:port`` and serve; raises MetricsError (one line naming
         METRICS_PORT) when it cannot be bound."""
         try:
-            self._httpd, self._thread = start_http_server(port, addr=addr, registry=registry)
+            self._httpd = make_server(addr, port, make_wsgi_app(registry),
+                                      ThreadingWSGIServer, handler_class=_QuietHandler)
         except OSError as err:
             raise MetricsError(
                 f"cannot serve metrics on {addr}:{port} (--metrics-port / METRICS_PORT): "
                 f"{err.strerror or err}") from None
+        self._httpd.timeout = 0  # handle_request() never waits: select() below does
+        self._wake, self._woken = socket.socketpair()
         self.port: int = self._httpd.server_address[1]
         self.url = f"http://{addr}:{self.port}/metrics"
+        self._thread = threading.Thread(target=self._serve, name="metrics", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._httpd, selectors.EVENT_READ)
+            selector.register(self._woken, selectors.EVENT_READ)
+            while not any(key.fileobj is self._woken for key, _ in selector.select()):
+                self._httpd.handle_request()  # ready: a scrape, answered on a thread
 
     def close(self) -> None:
         """Stop serving and release the port."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._wake.send(b"x")
         self._thread.join(5)
+        self._httpd.server_close()
+        self._wake.close()
+        self._woken.close()
 
 
 def serve(registry: CollectorRegistry, port: int | None) -> MetricsServer | None:

@@ -196,9 +196,11 @@ def live_source(stop: threading.Event | None = None) -> list[str] | None:
     threading.Thread(target=lambda: (answer.append(first_answering(
         settings.jetstream_urls, BlueskySource.START_TIMEOUT)), looked.set()),
         daemon=True).start()
-    while not looked.wait(0.2):  # a Ctrl-C while looking ends the launcher at once
-        if stop is not None and stop.is_set():
-            return None
+    if stop is not None:  # a Ctrl-C while looking ends the launcher at once
+        threading.Thread(target=lambda: (stop.wait(), looked.set()), daemon=True).start()
+    looked.wait()
+    if not answer or (stop is not None and stop.is_set()):  # stopped while looking
+        return None
     if answer[0] is not None:
         print(f"make run: live Bluesky posts from Jetstream ({answer[0]}), keywords "
               f"{','.join(settings.keywords)}", flush=True)

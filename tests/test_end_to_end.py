@@ -233,6 +233,33 @@ def load_launcher() -> Any:
     return module
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts sleeps in /proc")
+def test_make_run_looking_for_jetstream_sleeps_until_an_answer_or_a_ctrl_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launch = load_launcher()
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        monkeypatch.chdir(tmp_path)  # no developer .env
+        for name in {opt.env for opt in config.OPTIONS.values()}:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("JETSTREAM_URLS", f"ws://127.0.0.1:{silent.getsockname()[1]}")
+        stop, answers = threading.Event(), []
+        looking = threading.Thread(target=lambda: answers.append(launch.live_source(stop)))
+        looking.start()
+
+        def sleeps() -> int:
+            status = Path(f"/proc/self/task/{looking.native_id}/status").read_text()
+            return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+
+        threading.Event().wait(0.3)  # let it start looking
+        slept = sleeps()
+        threading.Event().wait(1.0)  # an observation window: it used to wake 5 times
+        assert sleeps() - slept <= 1
+        stop.set()  # what the launcher's Ctrl-C does
+        looking.join(10)
+        assert not looking.is_alive() and answers == [None]
+
+
 def test_make_run_says_it_takes_live_bluesky_posts_when_jetstream_answers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

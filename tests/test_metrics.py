@@ -236,6 +236,33 @@ def test_each_program_has_its_own_registry_served_on_127_0_0_1() -> None:
                 server.close()
 
 
+def _sleeps(thread: threading.Thread) -> int:
+    """How many times ``thread`` has gone to sleep (voluntary context switches)."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts sleeps in /proc")
+def test_the_endpoint_sleeps_between_scrapes_and_its_close_is_prompt() -> None:
+    registry = metrics.ProducerCollector(fake_server(sent=3)).registry
+    before = set(threading.enumerate())
+    server = metrics.serve(registry, free_port())
+    assert server is not None
+    [serving] = set(threading.enumerate()) - before  # no scrape yet: its thread only
+    try:
+        assert scrape(server.port)["covid19_producer_sent_total"] == 3
+        slept = _sleeps(serving)
+        threading.Event().wait(1.2)  # an observation window: nothing should wake it
+        assert _sleeps(serving) - slept <= 1  # prometheus_client's loop: twice a second
+        assert scrape(server.port)["covid19_producer_sent_total"] == 3
+    finally:
+        server.close()
+    serving.join(5)
+    assert not serving.is_alive()
+    with socket.create_server(("127.0.0.1", server.port)):
+        pass  # the port is free again
+
+
 def test_metrics_are_off_unless_a_port_is_given() -> None:
     registry = metrics.ProducerCollector(fake_server()).registry
     assert metrics.serve(registry, None) is None
