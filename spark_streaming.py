@@ -57,6 +57,8 @@ log = logging.getLogger("spark_streaming")
 
 METRICS_COLLECTION = "batch_metrics"
 RECEIVERS = 1  # socketTextStream's receiver holds one task slot for good
+#: a batch after one of fewer lines is one task however many slots are free
+MERGE_BELOW_LINES = 20_000
 SEEN_IDS_LIMIT = 200_000  # tweet ids remembered across batches to drop redeliveries
 #: How long a second stop signal waits for its log line before the job exits anyway.
 SAY_SECONDS = 2.0
@@ -196,6 +198,8 @@ class BatchWriter:
         self.metrics_attached = False
         self._stats: OrderedDict[int, BatchStats] = OrderedDict()  # batch ms -> stats
         self._active = 0  # process() calls under way
+        #: lines the last batch written had (None before the first)
+        self.last_lines: int | None = None
         self._refuse_after = math.inf  # batches later than this (epoch s) are not taken
         self._refused: set[int] = set()  # their times, in ms
 
@@ -233,6 +237,7 @@ class BatchWriter:
             # plain tuples cross the wire (a NamedTuple costs ~2 µs more per tweet to
             # pickle); write_records reads them as Records
             stats = self.write_records(batch_time, rdd.collect())
+            self.last_lines = stats.lines
         except (storage.SpoolError, storage.StoreUnavailableError) as err:
             log.error("batch %s: %s; not acknowledged: stream.py keeps its tweets and sends "
                       "them again", transform.batch_id(batch_time), err)
@@ -391,24 +396,29 @@ class BatchWriter:
 # --- Spark ---------------------------------------------------------------------
 
 
-def one_task_a_batch(spark_context: Any) -> Callable[[Any], Any]:
-    """What ``transform`` does to each batch's RDD before the Python work: when the
-    receiver leaves one task slot free (``local[2]``, the default), the batch's
-    received blocks (one per block interval) are merged into one partition, without a
-    shuffle, so that the batch is one task.
+def one_task_a_batch(spark_context: Any, last_lines: Callable[[], int | None]
+                     ) -> Callable[[Any], Any]:
+    """What ``transform`` does to each batch's RDD before the Python work: its received
+    blocks (one per block interval) merged, without a shuffle, into one partition, so
+    that the batch is one task, when the receiver leaves one task slot free
+    (``local[2]``, the default) or when the batch before had fewer than
+    MERGE_BELOW_LINES lines (``last_lines()``; None before the first).
 
     Each partition is a task, and a task costs ~10-50 ms of scheduling and a Python
     worker's round trip whatever it holds: a 20 s batch of a trickle was 20 tasks of
-    a post or two each, run one after another on that one slot. Spark's coalescer
-    keeps the blocks in their order only when it makes one partition (its first
-    group starts at the first block, the rest are added in order); with more free
-    slots (``local[3]``, a cluster) it spreads the blocks over its groups at random,
-    which would put the posts out of their order, so each block stays a task there.
-    (The slots are read per batch: on a cluster, executors can join after the start.)
+    a post or two each. Spark's coalescer keeps the blocks in their order only when
+    it makes one partition (its one group starts at the first block, the rest are
+    added in order); spread over several groups they would come out of their order.
+    So with more free slots (``local[3]``, a cluster) a busy stream keeps a task per
+    block, run side by side. (The slots are read per batch: on a cluster, executors
+    can join after the start.)
     """
     def merge(rdd: Any) -> Any:
-        free_slots = spark_context.defaultParallelism - RECEIVERS
-        if free_slots <= 1 and rdd.getNumPartitions() > 1:
+        if rdd.getNumPartitions() <= 1:
+            return rdd
+        lines = last_lines()
+        if (spark_context.defaultParallelism - RECEIVERS <= 1
+                or (lines is not None and lines < MERGE_BELOW_LINES)):
             return rdd.coalesce(1)
         return rdd
     return merge
@@ -435,7 +445,7 @@ def create_context(
         warnings.filterwarnings("ignore", message="DStream is deprecated", category=FutureWarning)
         ssc = StreamingContext(spark_context, settings.batch_seconds)
     lines = ssc.socketTextStream(settings.host, settings.port, storageLevel=level)
-    lines.transform(one_task_a_batch(spark_context)).mapPartitions(
+    lines.transform(one_task_a_batch(spark_context, lambda: writer.last_lines)).mapPartitions(
         transform.partition_processor(settings.post_fields)).foreachRDD(writer.process)
     ssc.addStreamingListener(BatchMetrics(writer, metrics_collection, observer))
     ssc.addStreamingListener(ReceiverWatch(settings.host, settings.port))

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import mongomock
 import pymongo.errors
@@ -443,3 +444,32 @@ def test_a_context_that_ends_without_an_error_ends_the_wait() -> None:
     ssc.die(None)
     thread.join(30)
     assert not thread.is_alive() and not raised and not ssc.stopped
+
+
+class FakeBlocks:
+    """A batch's RDD as the merge sees it: so many partitions, merged on request."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+
+    def getNumPartitions(self) -> int:  # noqa: N802 (Spark's name)
+        return self.partitions
+
+    def coalesce(self, partitions: int) -> FakeBlocks:
+        return FakeBlocks(partitions)
+
+
+@pytest.mark.parametrize(("cores", "last_lines", "tasks"), [
+    (2, None, 1),  # local[2]: one slot besides the receiver's, always one task
+    (2, 10**6, 1),
+    (3, 10, 1),  # local[3] or a cluster at a trickle: one task
+    (3, spark_streaming.MERGE_BELOW_LINES - 1, 1),
+    (3, spark_streaming.MERGE_BELOW_LINES, 20),  # a busy stream: the blocks side by side
+    (8, None, 20),  # the first batch after a start may be a backlog
+])
+def test_a_batch_is_one_task_unless_slots_are_free_and_the_stream_is_busy(
+        cores: int, last_lines: int | None, tasks: int) -> None:
+    merge = spark_streaming.one_task_a_batch(SimpleNamespace(defaultParallelism=cores),
+                                             lambda: last_lines)
+    assert merge(FakeBlocks(20)).getNumPartitions() == tasks
+    assert merge(FakeBlocks(1)).getNumPartitions() == 1
