@@ -176,6 +176,34 @@ def targets(jobs: dict[str, JobResult], backlog: BacklogResult | None,
                          f"tweet-to-stored p99 ≤ {default.plan.interval + 2:g} s", measured,
                          None if best is None else (best.rate >= 30_000 and p99 is not None
                                                     and p99 <= default.plan.interval + 2)))
+    # issue #16's saturation targets
+    if full is not None:
+        best = full.best
+        lines.append(row("full pipeline ≥ 40,000 posts/s at 2 s batches",
+                         f"{sustained_cell(full)}/s" + (
+                             f" ({ratio(full, ceiling)[1]} of the plain-sender ceiling)"
+                             if ceiling else ""),
+                         None if best is None else best.rate >= 40_000))
+    if default is not None:
+        best = default.best
+        p99 = percentile(best.processing_s, 99) if best else None
+        calm = [s for s in default.steps if s.sustained and s.processing_s
+                and (percentile(s.processing_s, 99) or 0) <= default.plan.interval / 2]
+        lines.append(row(
+            f"≥ 35,000 posts/s at {default.plan.interval:g} s batches with batch processing "
+            f"p99 ≤ {default.plan.interval / 2:g} s",
+            f"{sustained_cell(default)}/s, batch p99 there "
+            + ("-" if p99 is None else f"{p99:.1f} s")
+            + (f"; p99 ≤ {default.plan.interval / 2:g} s up to "
+               f"{max(s.rate for s in calm):,}/s" if calm else ""),
+            None if best is None else any(s.rate >= 35_000 for s in calm)))
+    feeder_us = [(job.plan.name, job.best.cpu_us_per_tweet["producer"])
+                 for job in (bare, full) if job is not None and job.best is not None
+                 and "producer" in job.best.cpu_us_per_tweet]
+    if feeder_us:
+        lines.append(row("producer ≤ 8 µs of CPU a post at saturation",
+                         "; ".join(f"{us:.1f} µs ({name})" for name, us in feeder_us),
+                         all(us <= 8 for _, us in feeder_us)))
     if backlog is not None:
         lines.append(row(
             "producer RSS ≤ 150 MB while it holds 1,000,000 unacknowledged tweets; after "
