@@ -419,7 +419,11 @@ def on_signal(signum, count):
         os._exit(130)
 install_stop_handlers(stop, [], on_signal)
 say("running")
-if name == "job" and "--duration" in sys.argv:  # the demo's job ends by itself
+if name == "producer":  # up: a writer of the FIFO no longer waits (kept open)
+    up = os.open("producer-up", os.O_RDONLY | os.O_NONBLOCK)
+if name == "job" and "--duration" in sys.argv:  # the demo's job ends by itself, but
+    # not before stream.py runs: the launcher would stop it before it took its signals
+    os.close(os.open("producer-up", os.O_WRONLY))
     sys.exit(0)
 said.wait()
 if name == "job":  # stores its batch in flight: STOP_SECONDS, or until asked again
@@ -438,6 +442,7 @@ def launcher_with_stand_ins(tmp_path: Path, dead_jetstream: str, mode: str = "ru
                          ("report.py", "report")):
         (tmp_path / script).write_text(
             f"import sys\nsys.argv[1:1] = [{name!r}]\n{STAND_IN}", encoding="utf-8")
+    os.mkfifo(tmp_path / "producer-up")
     launcher = Program(["-c", LAUNCHER_WITH_STAND_INS, str(PROJECT / "scripts" / "launch.py"),
                         str(tmp_path), mode], cwd=tmp_path,
                        env={"JETSTREAM_URLS": dead_jetstream, "DATA_DIR": str(tmp_path),
