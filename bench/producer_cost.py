@@ -13,9 +13,11 @@ the job's own :class:`control.ControlClient` every ``--ack-seconds``.
 Prints one line a way: the producer process's CPU µs per post (all its
 threads, from the first put until every post is acknowledged), its split by
 thread, the wall rate, and the cost of making the tweets alone (part of the
-first figure, as it is of the benchmark's feeder column). ``put`` hands
-tweets over one at a time (:meth:`TweetServer.put`), ``put_many`` in lists of
-``--batch`` (:meth:`TweetServer.put_many`), as bench/producer.py now does.
+first figure, as it is of the benchmark's feeder column). ``put`` makes and
+hands over the tweets one at a time (:meth:`TweetServer.put`,
+``TweetFactory.next``), ``put_many`` in lists of ``--batch``
+(:meth:`TweetServer.put_many`, ``TweetFactory.many``), as bench/producer.py
+now does.
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ def run(way: str, posts: int, batch: int, max_pending: int, ack_seconds: float,
             for _ in range(count):
                 refused += server.put(factory.next(stamp=now)) is False
         else:
-            refused += count - server.put_many([factory.next(stamp=now) for _ in range(count)])
+            refused += count - server.put_many(factory.many(count, stamp=now))
         done += count
     drained = server.wait_until_drained(timeout=120)
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
