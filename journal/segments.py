@@ -147,18 +147,20 @@ class SegmentFiles:
 
     def write(self, first: int, batch: list[bytes]) -> tuple[int, OSError | None]:
         """Append ``batch`` (seqs ``first``...) to the segments, fsynced, starting a
-        new segment when the last is full (or holds only acknowledged records, so
-        that it can go); ``(records written, the error that stopped it)``. The index
+        new segment when the next record does not fit in the last (a record longer
+        than a segment gets one of its own) or it holds only acknowledged records
+        (so that it can go); ``(records written, the error that stopped it)``. The index
         grows only once a part is on disk; on error the segment is cut back."""
         ends = list(accumulate(map(len, batch)))  # bytes of batch[:i + 1]
         written = 0
         while written < len(batch):
             segment = self._segments[-1] if self._segments else None
             try:
-                if segment is None or segment.size >= self.segment_bytes or (
-                        segment.size and segment.last <= self.acked):
-                    segment = self.new_segment(first + written)
                 done = ends[written - 1] if written else 0
+                if segment is None or (segment.size and (
+                        segment.last <= self.acked  # only acknowledged records: it can go
+                        or ends[written] - done > self.segment_bytes - segment.size)):  # full
+                    segment = self.new_segment(first + written)
                 # as many records as fit in the segment's room, at least one
                 take = max(1, bisect_right(ends, done + self.segment_bytes - segment.size,
                                            written) - written)
