@@ -313,6 +313,31 @@ def test_tweets_wait_for_a_consumer_and_the_newest_overflow(
     assert thread_errors == []
 
 
+def test_a_list_put_at_once_arrives_in_order_and_only_what_fits_is_taken(
+    tmp_path: Path, thread_errors: list[Any]
+) -> None:
+    probe = Journal(tmp_path / "journal")
+    source = probe.source
+    probe.close()
+    room = sum(record_bytes(source, tweet, seq)
+               for seq, tweet in enumerate(tweets(0, 5), start=1))
+    server = make_server(tmp_path / "journal", max_bytes=room)  # room for 5 tweets
+    try:
+        assert server.put_many(tweets(0, 8)) == 5  # the first five; the rest refused
+        assert (server.dropped, server.pending) == (3, 5)
+        consumer = Consumer(server.address)
+        try:
+            lines = [json.loads(line) for line in consumer.read_lines(5)]
+        finally:
+            consumer.close()
+        assert [without_delivery(obj) for obj in lines] == tweets(0, 5)
+        assert [obj["seq"] for obj in lines] == [1, 2, 3, 4, 5]
+        assert server.wait_until_drained(TIMEOUT)
+    finally:
+        server.close()
+    assert thread_errors == []
+
+
 def test_close_is_prompt_idempotent_and_ends_the_consumer_stream(tmp_path: Path) -> None:
     server = make_server(tmp_path / "journal")
     consumer = Consumer(server.address)
