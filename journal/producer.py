@@ -147,7 +147,7 @@ class Journal:
         what was put before stays. Raises TypeError or ValueError when the
         tweet cannot be encoded as JSON.
         """
-        return self.put_many((tweet,), None if position is None else (position,)) == 1
+        return self._queue([_member(tweet, position)]) == 1
 
     def put_many(self, tweets: Sequence[dict[str, Any]],
                  positions: Sequence[Any] | None = None) -> int:
@@ -163,9 +163,17 @@ class Journal:
         TypeError or ValueError, with nothing put, when a tweet cannot be
         encoded as JSON.
         """
-        members = _members(tweets, positions)  # encoded before any lock
-        if not members:
-            return 0
+        if positions is None:
+            members = [_member(tweet, None) for tweet in tweets]  # encoded before any lock
+        elif len(positions) == len(tweets):
+            members = list(map(_member, tweets, positions))
+        else:
+            raise ValueError(f"{len(tweets)} tweets and {len(positions)} positions")
+        return self._queue(members) if members else 0
+
+    def _queue(self, members: list[bytes]) -> int:
+        """Number, seal and queue the records of ``members`` (:func:`_member`): how many
+        were accepted, as :meth:`put_many` says."""
         with self._put_lock:  # putters one at a time: only they move next_seq
             records = _sealed(self._head, self.next_seq, members)
             size = sum(map(len, records))
@@ -286,24 +294,18 @@ class Journal:
         self._lock_file.close()  # releases the flock
 
 
-def _members(tweets: Sequence[dict[str, Any]], positions: Sequence[Any] | None
-             ) -> list[bytes]:
-    """Each tweet's members after ``seq`` and ``src`` (``,"id":...``, its position
-    last as ``"pos"``; reserved keys dropped), as ASCII bytes. Raises TypeError or
-    ValueError when one cannot be encoded."""
-    if positions is not None and len(positions) != len(tweets):
-        raise ValueError(f"{len(tweets)} tweets and {len(positions)} positions")
-    encode, members = encode_json, []
-    for tweet, position in zip(tweets, positions or (None,) * len(tweets), strict=True):
-        if not isinstance(tweet, dict):
-            raise TypeError(f"a tweet is a JSON object, not {type(tweet).__name__}")
-        if not RESERVED.isdisjoint(tweet):
-            tweet = {key: value for key, value in tweet.items() if key not in RESERVED}
-        fields = encode(tweet)[1:-1]
-        if position is not None:
-            fields += ("," if fields else "") + '"pos":' + encode(position)
-        members.append(("," + fields).encode("ascii") if fields else b"")
-    return members
+def _member(tweet: dict[str, Any], position: Any) -> bytes:
+    """A tweet's members after ``seq`` and ``src`` (``,"id":...``, its position last as
+    ``"pos"``; reserved keys dropped), as ASCII bytes. Raises TypeError or ValueError
+    when it cannot be encoded."""
+    if not isinstance(tweet, dict):
+        raise TypeError(f"a tweet is a JSON object, not {type(tweet).__name__}")
+    if not RESERVED.isdisjoint(tweet):
+        tweet = {key: value for key, value in tweet.items() if key not in RESERVED}
+    fields = encode_json(tweet)[1:-1]
+    if position is not None:
+        fields += ("," if fields else "") + '"pos":' + encode_json(position)
+    return ("," + fields).encode("ascii") if fields else b""
 
 
 def _sealed(head: bytes, first: int, members: list[bytes]) -> list[bytes]:
