@@ -153,7 +153,7 @@ def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.
                           resume_at=last[0].get("pos") if last else None)
     exporter.watch(lambda: metrics.replay_figures(source))
     try:
-        emitted = source.run(server.put, stop)
+        emitted = source.run(server.put, stop, emit_many=server.put_many)
     except OSError as err:
         log.error("cannot read %s: %s", settings.replay_file, err.strerror or err)
         return 1

@@ -19,9 +19,10 @@ Every 0.25 s it prints one JSON line on stdout: ``{"t": epoch seconds,
 the server would not take (journal full), "sent": server.sent, "pending":
 server.pending (held), "acked": server.acked, ...}``.
 Each tweet carries its send time in its text (bench.tweets), taken when it is
-handed to :meth:`TweetServer.put`; with ``--numbered``, also its number (0, 1,
-2, ... in the order made) and no tweet repeats an id, so that a check of the
-store can tell what was lost or stored twice.
+handed to the server (:meth:`TweetServer.put_many`, a list at a time); with
+``--numbered``, also its number (0, 1, 2, ... in the order made) and no tweet
+repeats an id, so that a check of the store can tell what was lost or stored
+twice.
 """
 
 from __future__ import annotations
@@ -133,14 +134,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def offer(count: int) -> None:
         nonlocal offered, refused
-        now = time.time()
-        not_taken = 0
-        for _ in range(count):
-            # past JOURNAL_MAX_BYTES TweetServer.put refuses the tweet (returns False)
-            not_taken += server.put(factory.next(stamp=now)) is False
+        # handed over as one list (one trip through the journal's lock); past
+        # JOURNAL_MAX_BYTES the server takes only those before the first that does not fit
+        taken = server.put_many(factory.many(count, stamp=time.time()))
         with lock:
             offered += count
-            refused += not_taken
+            refused += count - taken
 
     def flat_out() -> None:  # as fast as possible, bounded by what is held
         if server.pending >= args.max_pending:

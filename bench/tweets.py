@@ -179,6 +179,47 @@ class TweetFactory:
             tweet["referenced_tweets"] = [{"type": "retweeted", "id": str(self._next_id - 7)}]
         return tweet
 
+    def many(self, count: int, stamp: float | None = None) -> list[dict[str, Any]]:
+        """The next ``count`` tweets, the same as ``count`` calls of :meth:`next`, made
+        at about half the cost (the producer's flat-out loop makes hundreds at once)."""
+        rng, pool, numbered, recent = self._rng, self._pool, self._numbered, self._recent
+        random, getrandbits = rng.random, rng.getrandbits
+        stamp_tail = (None if stamp is None
+                      else f" {STAMP_PREFIX}{int(stamp * 1_000_000)}]")
+        made = []
+        for index in range(self._index + 1, self._index + count + 1):  # next's _index after
+            lang, text, stamped = pool[(index - 1) % len(pool)]
+            if numbered:
+                text = f"{text} {NUMBER_PREFIX}{index - 1}]"
+            if recent and not numbered and random() < self.DUPLICATE_SHARE:
+                tweet_id = rng.choice(recent)
+            else:
+                step = getrandbits(22)  # rng.randint(1, 4_000_000), drawn as it draws
+                while step >= 4_000_000:
+                    step = getrandbits(22)
+                self._next_id += step + 1
+                tweet_id = str(self._next_id)
+                if index % 97 == 0:
+                    recent.append(tweet_id)
+                    if len(recent) > 500:
+                        del recent[:250]
+            if stamp_tail is not None and (stamped or numbered):
+                text += stamp_tail
+            tweet: dict[str, Any] = {
+                "id": tweet_id,
+                "text": text,
+                "created_at": "2026-11-28T23:07:46.000Z",
+                "lang": lang,
+                "author_id": str(1_480_000_000_000_000_000 + index % 100_000),
+                "edit_history_tweet_ids": [tweet_id],
+            }
+            if text.startswith("RT @"):
+                tweet["referenced_tweets"] = [{"type": "retweeted",
+                                               "id": str(self._next_id - 7)}]
+            made.append(tweet)
+        self._index += count
+        return made
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while True:
             yield self.next()

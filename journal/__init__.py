@@ -7,7 +7,8 @@ file is opened, never appended to.
 
 * :class:`Journal` (:mod:`journal.producer`): what ``stream.py`` accepted and
   the job has not stored yet, on disk in segment files
-  (:mod:`journal.segments`). :meth:`Journal.put` never waits for the disk: a
+  (:mod:`journal.segments`). :meth:`Journal.put` (or :meth:`Journal.put_many`,
+  a list with one trip through the lock) never waits for the disk: a
   committer thread (:mod:`journal.committer`) writes what was put and fsyncs
   it, many tweets at a time (a group commit, within milliseconds); a tweet is
   *accepted* once it is on disk, and only then is it sent. In memory there is

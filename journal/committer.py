@@ -64,15 +64,16 @@ class Committer(threading.Thread):
         #: called (from the committer thread) after each commit
         self.on_commit: Callable[[], None] | None = None
 
-    def queue(self, record: bytes) -> None:
-        """Queue ``record`` (the seq after the last one queued) for the next commit
-        (``changed`` held)."""
-        self.pending.append(record)
-        self.pending_bytes += len(record)
-        if len(self.pending) == 1:
+    def queue(self, records: list[bytes], size: int) -> None:
+        """Queue ``records`` (``size`` bytes in all; the seqs after the last one queued)
+        for the next commit (``changed`` held)."""
+        was_empty, before = not self.pending, self.pending_bytes
+        self.pending.extend(records)
+        self.pending_bytes += size
+        if was_empty:
             self._window_opened = time.monotonic()
             self.changed.notify_all()
-        elif self.pending_bytes >= self.window_bytes > self.pending_bytes - len(record):
+        elif self.pending_bytes >= self.window_bytes > before:
             self.changed.notify_all()  # the window is full: commit now
 
     def wait_committed(self, target: int, timeout: float | None = None) -> bool:

@@ -16,13 +16,14 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from journal.committer import Committer
 from journal.files import PRIVATE_FILE, private_folder, write_atomically
-from journal.records import RESERVED, encode_json, seal, unseal
+from journal.records import RESERVED, encode_json, unseal
 from journal.segments import SegmentFiles, Span, records_of
 
 log = logging.getLogger("journal")  # the journal's one logger: its lines read as before
@@ -77,7 +78,8 @@ class Journal:
             self._lock_file.close()
             raise OSError(f"journal {self.path} is in use by another stream.py") from None
         self.source = _read_source_id(self.path / self.SOURCE_ID)
-        self._source_json = encode_json(self.source).encode("ascii")
+        #: a record's start; ``% (seq, members)`` (the source id is alphanumeric)
+        self._head = b'{"seq":%%d,"src":%s%%s' % encode_json(self.source).encode("ascii")
         #: guards everything that changes after open; notified when committed, acked or
         #: disk_error changes
         self.changed = threading.Condition()
@@ -91,6 +93,7 @@ class Journal:
         #: tweets refused: journal full (max_bytes); see also refused_disk
         self.refused_full = 0
         self._ack_lock = threading.Lock()
+        self._put_lock = threading.Lock()
         self._last_full_warning = -math.inf
         self.committer.start()
 
@@ -144,37 +147,63 @@ class Journal:
         what was put before stays. Raises TypeError or ValueError when the
         tweet cannot be encoded as JSON.
         """
-        if not isinstance(tweet, dict):
-            raise TypeError(f"a tweet is a JSON object, not {type(tweet).__name__}")
-        if not RESERVED.isdisjoint(tweet):
-            tweet = {key: value for key, value in tweet.items() if key not in RESERVED}
-        # encoded before the lock (the seq, known only under it, is spliced in front)
-        fields = encode_json(tweet)[1:-1]
-        if position is not None:
-            fields += ("," if fields else "") + '"pos":' + encode_json(position)
-        members = ("," + fields).encode("ascii") if fields else b""
-        with self.changed:
-            if self.committer.closing:
-                return False
-            if self.committer.disk_error is not None:
-                self.committer.refused_disk += 1
-                return False
-            seq = self.next_seq
-            record = seal(b'{"seq":%d,"src":%s%s}' % (seq, self._source_json, members))
-            if self.bytes_held + len(record) > self.max_bytes:
-                self.refused_full += 1
-                warn = time.monotonic() - self._last_full_warning >= self.FULL_WARNING_SECONDS
-                if warn:
-                    self._last_full_warning = time.monotonic()
-            else:
-                self.next_seq += 1
-                self.committer.queue(record)
-                return True
+        return self._queue([_member(tweet, position)]) == 1
+
+    def put_many(self, tweets: Sequence[dict[str, Any]],
+                 positions: Sequence[Any] | None = None) -> int:
+        """:meth:`put` for a list: the same records, numbered in order, with one trip
+        through the journal's lock (what saturation pays per tweet otherwise).
+
+        ``positions``: one a tweet (None: that tweet has none), or None for none.
+        Returns how many were accepted, always a prefix of ``tweets``: all of
+        them; or, when the journal fills up, those before the first that does
+        not fit (the rest are refused and counted in :attr:`refused_full`,
+        as :meth:`put` would count each); 0 when the disk refuses writes (all
+        counted in :attr:`refused_disk`) or the journal is closing. Raises
+        TypeError or ValueError, with nothing put, when a tweet cannot be
+        encoded as JSON.
+        """
+        if positions is None:
+            members = [_member(tweet, None) for tweet in tweets]  # encoded before any lock
+        elif len(positions) == len(tweets):
+            members = list(map(_member, tweets, positions))
+        else:
+            raise ValueError(f"{len(tweets)} tweets and {len(positions)} positions")
+        return self._queue(members) if members else 0
+
+    def _queue(self, members: list[bytes]) -> int:
+        """Number, seal and queue the records of ``members`` (:func:`_member`): how many
+        were accepted, as :meth:`put_many` says."""
+        with self._put_lock:  # putters one at a time: only they move next_seq
+            records = _sealed(self._head, self.next_seq, members)
+            size = sum(map(len, records))
+            with self.changed:
+                if self.committer.closing:
+                    return 0
+                if self.committer.disk_error is not None:
+                    self.committer.refused_disk += len(records)
+                    return 0
+                room = self.max_bytes - self.bytes_held
+                if size > room:  # the longest prefix that fits
+                    size = taken = 0
+                    while size + len(records[taken]) <= room:
+                        size += len(records[taken])
+                        taken += 1
+                    refused, records = len(records) - taken, records[:taken]
+                    self.refused_full += refused
+                    warn = time.monotonic() - self._last_full_warning >= self.FULL_WARNING_SECONDS
+                    if warn:
+                        self._last_full_warning = time.monotonic()
+                else:
+                    refused, warn = 0, False
+                if records:
+                    self.next_seq += len(records)
+                    self.committer.queue(records, size)
         if warn:
             log.warning("journal %s is full (%s of JOURNAL_MAX_BYTES %s held until the job "
                         "stores them): refusing new tweets; %d refused so far", self.path,
                         _size(self.bytes_held), _size(self.max_bytes), self.refused_full)
-        return False
+        return len(records)
 
     def wait_committed(self, seq: int | None = None, timeout: float | None = None) -> bool:
         """Wait until every seq up to ``seq`` (default: everything put so far) is on
@@ -263,6 +292,30 @@ class Journal:
             return
         self.segments.close()
         self._lock_file.close()  # releases the flock
+
+
+def _member(tweet: dict[str, Any], position: Any) -> bytes:
+    """A tweet's members after ``seq`` and ``src`` (``,"id":...``, its position last as
+    ``"pos"``; reserved keys dropped), as ASCII bytes. Raises TypeError or ValueError
+    when it cannot be encoded."""
+    if not isinstance(tweet, dict):
+        raise TypeError(f"a tweet is a JSON object, not {type(tweet).__name__}")
+    if not RESERVED.isdisjoint(tweet):
+        tweet = {key: value for key, value in tweet.items() if key not in RESERVED}
+    fields = encode_json(tweet)[1:-1]
+    if position is not None:
+        fields += ("," if fields else "") + '"pos":' + encode_json(position)
+    return ("," + fields).encode("ascii") if fields else b""
+
+
+def _sealed(head: bytes, first: int, members: list[bytes]) -> list[bytes]:
+    """The records of ``members`` numbered from ``first``: ``head % (seq, members)``
+    sealed as :func:`journal.records.seal` does, without its checks (the object is ours)."""
+    crc32, records = zlib.crc32, []
+    for seq, fields in enumerate(members, start=first):
+        body = head % (seq, fields)
+        records.append(b'%s,"crc":"%08x"}\n' % (body, crc32(body)))
+    return records
 
 
 def _read_source_id(id_file: Path) -> str:

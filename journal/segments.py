@@ -15,8 +15,10 @@ import logging
 import os
 import threading
 from array import array
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 
 from journal.files import PRIVATE_FILE, sync_directory, write_all
@@ -46,6 +48,17 @@ class Segment:
             self.ends.append(-1)
         self.starts.append(start)
         self.ends.append(end)
+
+    def add_run(self, first: int, bounds: list[int]) -> None:
+        """Records of seqs ``first``... lying back to back: record i from ``bounds[i]``
+        to ``bounds[i + 1]``; the segment's size becomes ``bounds[-1]``."""
+        if self.first + len(self.starts) != first:
+            for i, seq in enumerate(range(first, first + len(bounds) - 1)):
+                self.add(seq, bounds[i], bounds[i + 1])
+        else:
+            self.starts.extend(bounds[:-1])
+            self.ends.extend(bounds[1:])
+        self.size = bounds[-1]
 
 
 @dataclass(frozen=True)
@@ -134,21 +147,23 @@ class SegmentFiles:
 
     def write(self, first: int, batch: list[bytes]) -> tuple[int, OSError | None]:
         """Append ``batch`` (seqs ``first``...) to the segments, fsynced, starting a
-        new segment when the last is full (or holds only acknowledged records, so
-        that it can go); ``(records written, the error that stopped it)``. The index
+        new segment when the next record does not fit in the last (a record longer
+        than a segment gets one of its own) or it holds only acknowledged records
+        (so that it can go); ``(records written, the error that stopped it)``. The index
         grows only once a part is on disk; on error the segment is cut back."""
+        ends = list(accumulate(map(len, batch)))  # bytes of batch[:i + 1]
         written = 0
         while written < len(batch):
             segment = self._segments[-1] if self._segments else None
             try:
-                if segment is None or segment.size >= self.segment_bytes or (
-                        segment.size and segment.last <= self.acked):
+                done = ends[written - 1] if written else 0
+                if segment is None or (segment.size and (
+                        segment.last <= self.acked  # only acknowledged records: it can go
+                        or ends[written] - done > self.segment_bytes - segment.size)):  # full
                     segment = self.new_segment(first + written)
-                room = self.segment_bytes - segment.size
-                take, size = 1, len(batch[written])  # at least one record a segment
-                while written + take < len(batch) and size + len(batch[written + take]) <= room:
-                    size += len(batch[written + take])
-                    take += 1
+                # as many records as fit in the segment's room, at least one
+                take = max(1, bisect_right(ends, done + self.segment_bytes - segment.size,
+                                           written) - written)
                 self._append(segment, first + written, batch[written:written + take])
             except OSError as err:
                 return written, err
@@ -165,11 +180,7 @@ class SegmentFiles:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._append_fd, segment.size)
             raise
-        offset = segment.size
-        for seq, record in enumerate(records, start=first):
-            segment.add(seq, offset, offset + len(record))
-            offset += len(record)
-        segment.size = offset
+        segment.add_run(first, list(accumulate(map(len, records), initial=segment.size)))
 
     def new_segment(self, first: int) -> Segment:
         """A new, empty segment file for the seqs from ``first`` on, the one appended to

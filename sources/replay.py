@@ -20,6 +20,10 @@ from typing import Any, BinaryIO
 from journal import Checkpoint
 from sources import Emit, Tweet, tweet_or_reason
 
+#: What takes a list of tweets with their positions (:meth:`utility.TweetServer.put_many`);
+#: how many it accepted
+EmitMany = Callable[[list[Tweet], list[Any]], int]
+
 log = logging.getLogger(__name__)
 
 
@@ -53,6 +57,8 @@ class ReplaySource:
     MAX_LAG_SECONDS = 1.0
     #: Tweets due within this many seconds are emitted together, at one wake-up.
     SLICE_SECONDS = 0.1
+    #: With ``emit_many``, tweets are handed over at most this many at once.
+    BATCH = 256
     #: The position file is rewritten at most this often.
     SAVE_SECONDS = 1.0
     POSITION_FILE = "replay-position.json"
@@ -78,14 +84,33 @@ class ReplaySource:
         self.skipped = 0
         self._position = (1, 0, 0)  # (pass, byte offset of the next line, lines before it)
         self._saved: tuple[int, int, int] | None = None
+        self._hand_over: Callable[[], None] = lambda: None  # tweets gathered for emit_many
 
-    def run(self, emit: Emit, stop: threading.Event) -> int:
+    def run(self, emit: Emit, stop: threading.Event, *,
+            emit_many: EmitMany | None = None) -> int:
         """Emit the file's tweets with ``emit`` until done or ``stop`` is set.
+
+        With ``emit_many`` (:meth:`utility.TweetServer.put_many`) the tweets
+        are handed over a list at a time instead (same tweets, same positions,
+        cheaper a tweet): those of a slice just before the schedule waits for
+        the next, at most BATCH at once, and always before the position file is
+        written, so it never claims a tweet not handed over.
 
         Returns the number of tweets emitted. Raises OSError if the file cannot
         be read.
         """
         self.emitted = self.skipped = 0
+        batch: list[Tweet] = []
+        positions: list[Any] = []
+
+        def hand_over() -> None:
+            if batch:
+                assert emit_many is not None
+                emit_many(batch[:], positions[:])
+                batch.clear()
+                positions.clear()
+
+        self._hand_over = hand_over
         schedule = _Schedule(self.rate, self.MAX_LAG_SECONDS, self.SLICE_SECONDS)
         pass_number, offset, line = self._load_position()
         finished = pass_number == 0
@@ -97,15 +122,22 @@ class ReplaySource:
             with self.path.open("rb") as handle:
                 handle.seek(offset)
                 for tweet, position in self._tweets(handle, pass_number, offset, line):
-                    if not schedule.wait_turn(stop):
+                    if not schedule.wait_turn(stop, before_waiting=hand_over):
                         break
-                    emit(tweet, [pass_number, *position, self._tag])
+                    if emit_many is None:
+                        emit(tweet, [pass_number, *position, self._tag])
+                    else:
+                        batch.append(tweet)
+                        positions.append([pass_number, *position, self._tag])
+                        if len(batch) >= self.BATCH:
+                            hand_over()
                     self.emitted += 1
                     self._position = (pass_number, *position)
                     self._save_position()
                 else:
                     self._position = (pass_number + 1, 0, 0)
                     finished = not self.loop
+            hand_over()  # the tweets due so far, before the next pass (or the end)
             if not self.loop or stop.is_set():
                 break
             if self.emitted == emitted_before and offset == 0:
@@ -208,6 +240,7 @@ class ReplaySource:
             return
         if not force and not self._checkpoint.due():
             return
+        self._hand_over()  # the file never claims a tweet not handed over
         text = json.dumps({**self._identity(), "pass": self._position[0],
                            "offset": self._position[1], "line": self._position[2],
                            "finished": finished})
@@ -239,11 +272,14 @@ class _Schedule:
         self._slice = slice_seconds
         self._next_due = self._slice_end = time.monotonic()
 
-    def wait_turn(self, stop: threading.Event) -> bool:
+    def wait_turn(self, stop: threading.Event,
+                  before_waiting: Callable[[], None] | None = None) -> bool:
         """Wait until the next emit is due (or falls in the current slice); False if
-        ``stop`` was set first."""
+        ``stop`` was set first. ``before_waiting`` is called when a slice is over."""
         if self._interval:
             if self._next_due > self._slice_end:  # past this slice: wait for the next
+                if before_waiting is not None:
+                    before_waiting()
                 delay = self._next_due - time.monotonic()
                 if delay > 0 and stop.wait(delay):
                     return False

@@ -136,6 +136,15 @@ def test_numbered_tweets_are_unique_and_keep_their_number_through_cleaning() -> 
     assert {stamp_of(text) for text in cleaned} == {1_764_000_000.25}  # every one stamped
 
 
+@pytest.mark.parametrize("numbered", [False, True])
+def test_many_makes_the_tweets_next_makes(numbered: bool) -> None:
+    one, listed = (TweetFactory(seed=3, pool_size=300, numbered=numbered) for _ in range(2))
+    made = [one.next(stamp=1_764_000_000.25) for _ in range(20_000)]
+    lists = [listed.many(count, stamp=1_764_000_000.25) for count in (1, 7, 256, 19_736)]
+    assert [tweet for batch in lists for tweet in batch] == made
+    assert listed.next() == one.next()  # and it goes on from the same place
+
+
 # --- the soak (bench.soak): its parsers, its drift figures and its count ------------------
 
 

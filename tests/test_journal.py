@@ -466,3 +466,125 @@ def test_a_post_is_accepted_once_its_window_is_on_disk(tmp_path: Path) -> None:
 def test_a_commit_window_must_be_a_finite_duration(tmp_path: Path, window: float) -> None:
     with pytest.raises(ValueError, match="commit_window"):
         Journal(tmp_path / "j", commit_window=window)
+
+
+# --- a list at a time (put_many) -------------------------------------------------------------
+
+
+def journal_named(path: Path, source: str, **kwargs: Any) -> Journal:
+    """A journal at ``path`` whose producer id is ``source`` (so two hold the same bytes)."""
+    path.mkdir(mode=0o700)
+    (path / "source-id").write_text(source)
+    return Journal(path, **kwargs)
+
+
+def segment_bytes(path: Path) -> bytes:
+    return b"".join(segment.read_bytes() for segment in sorted(path.glob("seg-*.log")))
+
+
+def test_put_many_writes_byte_for_byte_what_put_writes_one_by_one(tmp_path: Path) -> None:
+    tweets = [tweet(0), {"id": "x", "text": "captured", "seq": 99, "src": "other", "crc": "0"},
+              {}, {"id": "7", "text": "a\nb \ud83d 😷", "n": [1, 2.5, None]}, tweet(4), {}]
+    positions = [[1, 10], None, 3, [1, 40, "tag"], None, None]
+    one_by_one = journal_named(tmp_path / "one", "abc123")
+    listed = journal_named(tmp_path / "listed", "abc123")
+    try:
+        for item, position in zip(tweets, positions, strict=True):
+            assert one_by_one.put(item, position)
+        assert listed.put_many(tweets[:2], positions[:2]) == 2  # numbering goes on
+        assert listed.put_many(tweets[2:], positions[2:]) == 4  # across calls
+        assert one_by_one.wait_committed(timeout=TIMEOUT)
+        assert listed.wait_committed(timeout=TIMEOUT)
+        assert listed.committed == 6 and listed.held == 6
+        assert held_seqs(listed) == [1, 2, 3, 4, 5, 6]
+        # tail() reads the records back: the last tweet's position is what a source resumes
+        # from, the reserved members of the captured tweet are the journal's own
+        records = listed.tail(6)
+        assert [record.get("pos") for record in records] == positions
+        assert (records[1]["seq"], records[1]["src"]) == (2, "abc123")
+    finally:
+        one_by_one.close()
+        listed.close()
+    data = segment_bytes(tmp_path / "listed")
+    assert data == segment_bytes(tmp_path / "one")
+    assert all(unseal(line) is not None for line in data.splitlines(keepends=True))
+
+
+def test_put_many_at_full_accepts_the_prefix_that_fits_and_counts_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    probe = journal_named(tmp_path / "probe", "abc123")
+    probe.put_many([tweet(n) for n in range(10, 15)])
+    probe.close()
+    room = len(segment_bytes(tmp_path / "probe"))  # five records of the same sizes
+    j = journal_named(tmp_path / "j", "abc123", max_bytes=room + 10)
+    caplog.set_level(logging.WARNING, logger="journal")
+    try:
+        assert j.put_many([tweet(n) for n in range(10, 18)]) == 5
+        assert (j.refused_full, j.held, j.next_seq) == (3, 5, 6)
+        assert j.put_many([tweet(99)]) == 0 and j.refused_full == 4
+        assert j.wait_committed(timeout=TIMEOUT)
+        assert [record["text"] for record in j.tail(10)] == [tweet(n)["text"]
+                                                              for n in range(10, 15)]
+        j.ack(5)  # the job stored them: room again, numbering goes on after the accepted
+        assert j.put_many([tweet(20), tweet(21)]) == 2 and j.wait_committed(timeout=TIMEOUT)
+        assert held_seqs(j) == [6, 7]
+    finally:
+        j.close()
+    warnings = [r.getMessage() for r in caplog.records if "is full" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].endswith("3 refused so far")
+
+
+def test_put_many_accepts_none_while_the_disk_refuses_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal.segments, "write_all", full)
+    j = Journal(tmp_path / "j")
+    try:
+        assert j.put(tweet(1))  # taken: kept in memory until the disk has room
+        with j.changed:
+            assert j.changed.wait_for(lambda: j.disk_error is not None, TIMEOUT)
+        assert j.put_many([tweet(2), tweet(3), tweet(4)]) == 0
+        assert (j.refused_disk, j.held) == (3, 1)
+    finally:
+        monkeypatch.undo()
+        j.close()
+
+
+def test_put_many_puts_nothing_of_a_list_with_a_tweet_it_cannot_encode(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j")
+    try:
+        with pytest.raises(TypeError):
+            j.put_many([tweet(1), {"id": "2", "text": object()}])
+        with pytest.raises(TypeError, match="a tweet is a JSON object"):
+            j.put_many([tweet(1), "text"])
+        with pytest.raises(ValueError, match="2 tweets and 1 positions"):
+            j.put_many([tweet(1), tweet(2)], [5])
+        assert j.held == 0 and j.put_many([]) == 0
+        assert j.put_many([tweet(3)]) == 1 and j.wait_committed(timeout=TIMEOUT)
+        assert held_seqs(j) == [1]
+    finally:
+        j.close()
+
+
+def test_one_commit_of_a_long_list_rolls_over_segments_and_reads_back(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j", max_bytes=1024**2, commit_window=3600.0)  # 128 KiB segments
+    commits: list[int] = []
+    j.on_commit = lambda: commits.append(j.committed)
+    try:
+        assert j.put_many([tweet(n) for n in range(3000)]) == 3000
+    finally:
+        j.close()  # ends the window: one commit writes the whole list
+    assert commits == [3000]
+    segments = sorted((tmp_path / "j").glob("seg-*.log"))
+    assert len(segments) >= 3 and all(p.stat().st_size <= 128 * 1024 for p in segments)
+    again = Journal(tmp_path / "j", max_bytes=1024**2)
+    try:
+        assert held_seqs(again) == list(range(1, 3001))
+        texts = [json.loads(line)["text"] for line in records_of(again.spans(1, 3000, 10**9))]
+        assert texts == [tweet(n)["text"] for n in range(3000)]
+    finally:
+        again.close()

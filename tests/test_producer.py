@@ -313,6 +313,31 @@ def test_tweets_wait_for_a_consumer_and_the_newest_overflow(
     assert thread_errors == []
 
 
+def test_a_list_put_at_once_arrives_in_order_and_only_what_fits_is_taken(
+    tmp_path: Path, thread_errors: list[Any]
+) -> None:
+    probe = Journal(tmp_path / "journal")
+    source = probe.source
+    probe.close()
+    room = sum(record_bytes(source, tweet, seq)
+               for seq, tweet in enumerate(tweets(0, 5), start=1))
+    server = make_server(tmp_path / "journal", max_bytes=room)  # room for 5 tweets
+    try:
+        assert server.put_many(tweets(0, 8)) == 5  # the first five; the rest refused
+        assert (server.dropped, server.pending) == (3, 5)
+        consumer = Consumer(server.address)
+        try:
+            lines = [json.loads(line) for line in consumer.read_lines(5)]
+        finally:
+            consumer.close()
+        assert [without_delivery(obj) for obj in lines] == tweets(0, 5)
+        assert [obj["seq"] for obj in lines] == [1, 2, 3, 4, 5]
+        assert server.wait_until_drained(TIMEOUT)
+    finally:
+        server.close()
+    assert thread_errors == []
+
+
 def test_close_is_prompt_idempotent_and_ends_the_consumer_stream(tmp_path: Path) -> None:
     server = make_server(tmp_path / "journal")
     consumer = Consumer(server.address)
@@ -515,6 +540,76 @@ def test_a_killed_replay_goes_on_exactly_after_what_the_journal_holds(tmp_path: 
                          resume_at=last["pos"])
     again.run(collect(emitted), threading.Event())
     assert [tweet["id"] for tweet in emitted] == [str(n) for n in range(41, 100)]
+
+
+def test_a_replay_handing_over_lists_gives_the_same_tweets_and_positions(
+    tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "t.jsonl", [json.dumps(t) for t in tweets(0, 700)])
+    one_by_one: list[tuple[dict[str, Any], Any]] = []
+    ReplaySource(path, rate=0, loop=False).run(
+        lambda tweet, position: one_by_one.append((tweet, position)) or True, threading.Event())
+    lists: list[list[tuple[dict[str, Any], Any]]] = []
+
+    def emit_many(batch: list[dict[str, Any]], positions: list[Any]) -> int:
+        lists.append(list(zip(batch, positions, strict=True)))
+        return len(batch)
+
+    def emit(tweet: dict[str, Any], position: Any = None) -> bool:
+        raise AssertionError("emit_many is given: emit is not called")
+
+    source = ReplaySource(path, rate=0, loop=False)
+    assert source.run(emit, threading.Event(), emit_many=emit_many) == 700
+    assert [pair for handed in lists for pair in handed] == one_by_one
+    assert [len(handed) for handed in lists] == [256, 256, 188]  # at most BATCH at once
+
+
+def test_a_paced_replay_hands_a_slice_over_before_it_waits_for_the_next(
+    tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "t.jsonl", [json.dumps(t) for t in tweets(0, 3)])
+    source = ReplaySource(path, rate=0.2, loop=True)  # one tweet every 5 s
+    stop, first = threading.Event(), threading.Event()
+    handed: list[list[dict[str, Any]]] = []
+
+    def emit_many(batch: list[dict[str, Any]], positions: list[Any]) -> int:
+        handed.append(batch)
+        first.set()
+        return len(batch)
+
+    thread = threading.Thread(target=source.run, args=(collect([]), stop),
+                              kwargs={"emit_many": emit_many}, daemon=True)
+    thread.start()
+    try:
+        assert first.wait(TIMEOUT)  # not kept back until a list fills
+        assert handed == [tweets(0, 1)]
+    finally:
+        stop.set()
+        thread.join(TIMEOUT)
+
+
+def test_a_replay_handing_over_lists_saves_no_position_past_what_it_handed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed producer resumes from the position file: it must never claim a tweet
+    still gathered in memory for the next list."""
+    path = write_lines(tmp_path / "t.jsonl", [json.dumps(t) for t in tweets(0, 600)])
+    position_file = tmp_path / "position.json"
+    monkeypatch.setattr(ReplaySource, "SAVE_SECONDS", 0.0)  # saved after every tweet
+    source = ReplaySource(path, rate=0, loop=False, position_path=position_file)
+    handed_to = [0]  # the offset after the last tweet handed over
+    claimed: list[tuple[int, int]] = []
+
+    def emit_many(batch: list[dict[str, Any]], positions: list[Any]) -> int:
+        # what the file says now was written before this list was handed over
+        claimed.append((json.loads(position_file.read_text())["offset"], handed_to[0]))
+        handed_to[0] = positions[-1][1]
+        return len(batch)
+
+    assert source.run(lambda tweet, position: True, threading.Event(),
+                      emit_many=emit_many) == 600
+    assert len(claimed) >= 3
+    assert [(saved, handed) for saved, handed in claimed if saved > handed] == []
 
 
 def test_replay_of_a_missing_file_raises_oserror(tmp_path: Path) -> None:

@@ -1,0 +1,177 @@
+"""The producer's CPU per post at saturation, without Spark.
+
+    python -m bench.producer_cost [--posts N] [--batch K] [--way put|put_many|both]
+
+Runs the real producer path, as ``bench/producer.py`` does flat out: the
+benchmark's tweets (bench.tweets) through :class:`utility.TweetServer` and its
+:class:`journal.Journal` (group commit, fdatasync), its sender (``sendfile``)
+and its control port, as fast as the consumer takes them, with at most
+``--max-pending`` tweets held. The consumer is a child process (its CPU is not
+counted): it reads the posts socket and acknowledges what it read through
+the job's own :class:`control.ControlClient` every ``--ack-seconds``.
+
+Prints one line a way: the producer process's CPU µs per post (all its
+threads, from the first put until every post is acknowledged), its split by
+thread, the wall rate, and the cost of making the tweets alone (part of the
+first figure, as it is of the benchmark's feeder column). ``put`` makes and
+hands over the tweets one at a time (:meth:`TweetServer.put`,
+``TweetFactory.next``), ``put_many`` in lists of ``--batch``
+(:meth:`TweetServer.put_many`, ``TweetFactory.many``), as bench/producer.py
+now does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import secrets
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+import control
+from bench.tweets import TweetFactory
+from journal import Journal
+from utility import TweetServer
+
+log = logging.getLogger("bench.producer_cost")
+
+WAYS = ("put", "put_many")
+
+
+def consume(port: int, ack_port: int, secret: bytes, source: str, ack_seconds: float) -> None:
+    """The stand-in job: read the posts socket, ack the last complete line's seq every
+    ``ack_seconds`` through the control protocol, until the producer closes."""
+    client = control.ControlClient("127.0.0.1", ack_port, secret)
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.settimeout(ack_seconds)  # idle: ack what was read (the producer may wait for it)
+    tail = b""
+    last_seq = acked = 0
+    next_ack = time.monotonic() + ack_seconds
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except TimeoutError:
+            data = b""  # nothing new: ack what was read
+        else:
+            if not data:
+                break
+        data = tail + data
+        end = data.rfind(b"\n")
+        if end >= 0:
+            tail = data[end + 1:]
+            start = data.rfind(b"\n", 0, end) + 1  # the last complete line: {"seq":N,...
+            last_seq = int(data[start + 7:data.index(b",", start)])
+        else:
+            tail = data
+        now = time.monotonic()
+        if now >= next_ack and last_seq > acked:
+            client.send({source: last_seq}, {})
+            acked, next_ack = last_seq, now + ack_seconds
+    client.close()
+
+
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of each of this process's threads, by name."""
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    found: dict[str, float] = {}
+    for thread in psutil.Process().threads():
+        name = names.get(thread.id, "other")
+        name = "control" if name.startswith("control") else name
+        found[name] = found.get(name, 0.0) + thread.user_time + thread.system_time
+    return found
+
+
+def make_cost(posts: int, seed: int) -> float:
+    """CPU µs to make one tweet (bench.tweets), alone."""
+    factory = TweetFactory(seed=seed)
+    start = time.process_time()
+    now = time.time()
+    for _ in range(posts):
+        factory.next(stamp=now)
+    return (time.process_time() - start) / posts * 1e6
+
+
+def run(way: str, posts: int, batch: int, max_pending: int, ack_seconds: float,
+        seed: int, folder: Path) -> dict[str, float]:
+    """Put ``posts`` tweets flat out the ``way`` asked; the figures of the run."""
+    secret = secrets.token_bytes(32)
+    factory = TweetFactory(seed=seed)
+    server = TweetServer("127.0.0.1", 0, Journal(folder / way), ack_port=0, secret=secret)
+    server.start()
+    ack_port = server.ack_address[1]  # type: ignore[index]
+    child = multiprocessing.get_context("spawn").Process(
+        target=consume, args=(server.address[1], ack_port, secret, server.source, ack_seconds),
+        daemon=True)
+    child.start()
+    refused = 0
+    threads_before = _thread_cpu()
+    cpu, wall = time.process_time(), time.monotonic()
+    done = 0
+    while done < posts:
+        if server.pending >= max_pending:
+            time.sleep(0.001)  # as bench/producer.py's flat-out loop
+            continue
+        count = min(batch, posts - done)
+        now = time.time()
+        if way == "put":
+            for _ in range(count):
+                refused += server.put(factory.next(stamp=now)) is False
+        else:
+            refused += count - server.put_many(factory.many(count, stamp=now))
+        done += count
+    drained = server.wait_until_drained(timeout=120)
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    threads = _thread_cpu()
+    server.close()
+    child.join(10)
+    if not drained or refused:
+        raise RuntimeError(f"{way}: {server.pending} posts not acknowledged, {refused} refused")
+    split = {name: (seconds - threads_before.get(name, 0.0)) / posts * 1e6
+             for name, seconds in threads.items()}
+    return {"cpu_us": cpu / posts * 1e6, "rate": posts / wall, **split}
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--posts", type=int, default=300_000)
+    parser.add_argument("--batch", type=int, default=256,
+                        help="tweets made and handed over at a time (as bench/producer.py)")
+    parser.add_argument("--max-pending", type=int, default=50_000)
+    parser.add_argument("--ack-seconds", type=float, default=0.1)
+    parser.add_argument("--way", choices=(*WAYS, "both"), default="both")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each way, alternated")
+    parser.add_argument("--seed", type=int, default=2026)
+    args = parser.parse_args(argv)
+    if args.posts < 1 or args.batch < 1 or args.max_pending < 1 or args.rounds < 1:
+        parser.error("--posts, --batch, --max-pending and --rounds must be at least 1")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ways = WAYS if args.way == "both" else (args.way,)
+    _say(f"making a tweet alone: {make_cost(min(args.posts, 100_000), args.seed):.2f} µs")
+    with tempfile.TemporaryDirectory(prefix="producer-cost-") as tmp:
+        for round_number in range(args.rounds):
+            for way in ways:
+                folder = Path(tmp) / str(round_number)
+                folder.mkdir(exist_ok=True)
+                figures = run(way, args.posts, args.batch, args.max_pending,
+                              args.ack_seconds, args.seed, folder)
+                split = ", ".join(f"{name} {value:.2f}" for name, value in figures.items()
+                                  if name not in ("cpu_us", "rate"))
+                _say(f"{way:>8}: {figures['cpu_us']:.2f} CPU µs/post ({split}); "
+                     f"{figures['rate']:,.0f} posts/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
