@@ -16,14 +16,13 @@ import os
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from journal.committer import Committer
 from journal.files import PRIVATE_FILE, private_folder, write_atomically
-from journal.records import RESERVED, encode_json, unseal
+from journal.records import RESERVED, encode_json, seal_numbered, unseal
 from journal.segments import SegmentFiles, Span, records_of
 
 log = logging.getLogger("journal")  # the journal's one logger: its lines read as before
@@ -175,7 +174,7 @@ class Journal:
         """Number, seal and queue the records of ``members`` (:func:`_member`): how many
         were accepted, as :meth:`put_many` says."""
         with self._put_lock:  # putters one at a time: only they move next_seq
-            records = _sealed(self._head, self.next_seq, members)
+            records = seal_numbered(self._head, self.next_seq, members)
             size = sum(map(len, records))
             with self.changed:
                 if self.committer.closing:
@@ -306,16 +305,6 @@ def _member(tweet: dict[str, Any], position: Any) -> bytes:
     if position is not None:
         fields += ("," if fields else "") + '"pos":' + encode_json(position)
     return ("," + fields).encode("ascii") if fields else b""
-
-
-def _sealed(head: bytes, first: int, members: list[bytes]) -> list[bytes]:
-    """The records of ``members`` numbered from ``first``: ``head % (seq, members)``
-    sealed as :func:`journal.records.seal` does, without its checks (the object is ours)."""
-    crc32, records = zlib.crc32, []
-    for seq, fields in enumerate(members, start=first):
-        body = head % (seq, fields)
-        records.append(b'%s,"crc":"%08x"}\n' % (body, crc32(body)))
-    return records
 
 
 def _read_source_id(id_file: Path) -> str:
