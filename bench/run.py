@@ -166,9 +166,11 @@ def main(argv: list[str] | None = None) -> int:
 
         log("Bluesky source: Jetstream frames -> wire tweets, one core")
         source_lines = bluesky.table()
-    from bench import post_fields
+    from bench import post_fields, producer_cost
     log("post fields: executors + driver, off vs on, 200,000 posts, one core")
     post_lines = post_fields.table()
+    log("the producer alone at saturation: put vs put_many, 3 rounds of 200,000 posts")
+    producer_lines, producer_us = producer_cost.table()
     page = PageServer()
     jobs: dict[str, JobResult] = {}
     backlog: BacklogResult | None = None
@@ -190,10 +192,11 @@ def main(argv: list[str] | None = None) -> int:
                 jobs[key] = run_job(plan, args.master, page.url, workdir)
     finally:
         page.close()
-    checks = tables.targets(jobs, backlog, parse_rows)
+    checks = tables.targets(jobs, backlog, parse_rows, producer_us)
     sys.stdout.write("\n".join(checks) + "\n")
     tables.write_report(args.output, about, args.master, jobs, backlog, checks, parse_rows,
-                        source_lines, time.time() - started, post_lines)
+                        source_lines, time.time() - started, post_lines,
+                        producer_lines)
     log(f"done in {(time.time() - started) / 60:.1f} minutes; wrote {args.output}")
     return 0
 

@@ -149,7 +149,8 @@ def backlog_table(backlog: BacklogResult) -> list[str]:
 
 
 def targets(jobs: dict[str, JobResult], backlog: BacklogResult | None,
-            parse_rows: list[dict[str, Any]]) -> list[str]:
+            parse_rows: list[dict[str, Any]], producer_alone_us: float | None = None
+            ) -> list[str]:
     """The issue's targets, each with what was measured and whether it is met."""
 
     def row(target: str, measured: str, ok: bool | None) -> str:
@@ -200,6 +201,8 @@ def targets(jobs: dict[str, JobResult], backlog: BacklogResult | None,
     feeder_us = [(job.plan.name, job.best.cpu_us_per_tweet["producer"])
                  for job in (bare, full) if job is not None and job.best is not None
                  and "producer" in job.best.cpu_us_per_tweet]
+    if producer_alone_us is not None:
+        feeder_us.insert(0, ("alone, median", producer_alone_us))
     if feeder_us:
         lines.append(row("producer ≤ 8 µs of CPU a post at saturation",
                          "; ".join(f"{us:.1f} µs ({name})" for name, us in feeder_us),
@@ -282,7 +285,8 @@ def profile_lines(job: JobResult) -> list[str]:
 def write_report(output: Path, about: dict[str, str], master: str, jobs: dict[str, JobResult],
                  backlog: BacklogResult | None, checks: list[str],
                  parse_rows: list[dict[str, Any]], source_lines: list[str],
-                 took: float, post_lines: list[str] | None = None) -> None:
+                 took: float, post_lines: list[str] | None = None,
+                 producer_lines: list[str] | None = None) -> None:
     two_second = [jobs[key] for key in ("ceiling", "bare", "full") if key in jobs]
     full = jobs.get("full")
     lines = [
@@ -320,6 +324,8 @@ def write_report(output: Path, about: dict[str, str], master: str, jobs: dict[st
               *(source_lines or ["Skipped (--skip-sources)."]), "",
               "## Post fields, off vs on (`python -m bench.post_fields`)", "",
               *(post_lines or ["Not run."]), "",
+              "## The producer alone at saturation (`python -m bench.producer_cost`)", "",
+              *(producer_lines or ["Not run."]), "",
               "## Every step", ""]
     for job in jobs.values():
         lines += [*step_table(job), ""]

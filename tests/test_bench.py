@@ -392,3 +392,8 @@ def test_the_saturation_targets_of_issue_16_say_met_or_missed() -> None:
     assert rows["≥ 35,000 posts/s at 20 s batches with batch processing p99 ≤ 10 s"] == (
         "**missed**")
     assert rows["producer ≤ 8 µs of CPU a post at saturation"] == "met"
+    # the producer alone (bench.producer_cost) is judged with the feeders' columns
+    alone = {line.split("|")[1].strip(): line for line in saturation_targets(
+        jobs, None, [], producer_alone_us=9.5)[2:]}["producer ≤ 8 µs of CPU a post at saturation"]
+    assert "9.5 µs (alone, median); 7.9 µs (bare); 7.5 µs (full)" in alone
+    assert alone.rsplit("|", 2)[1].strip() == "**missed**"
