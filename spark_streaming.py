@@ -57,8 +57,13 @@ log = logging.getLogger("spark_streaming")
 
 METRICS_COLLECTION = "batch_metrics"
 RECEIVERS = 1  # socketTextStream's receiver holds one task slot for good
-#: a batch after one of fewer lines is one task however many slots are free
-MERGE_BELOW_LINES = 20_000
+#: The most lines a batch's blocks are merged into one task for: one task's result is
+#: held whole in the JVM's heap, and a merged batch of 760,740 lines (20 s batches at
+#: 40,000/s in make bench) lost its result and then ran the 2 GiB heap out
+ONE_TASK_MAX_LINES = 100_000
+#: the same where the receiver leaves several task slots free (local[3], a cluster): a
+#: busier batch runs its blocks side by side
+ONE_TASK_MAX_LINES_SIDE_BY_SIDE = 20_000
 SEEN_IDS_LIMIT = 200_000  # tweet ids remembered across batches to drop redeliveries
 #: How long a second stop signal waits for its log line before the job exits anyway.
 SAY_SECONDS = 2.0
@@ -237,7 +242,6 @@ class BatchWriter:
             # plain tuples cross the wire (a NamedTuple costs ~2 µs more per tweet to
             # pickle); write_records reads them as Records
             stats = self.write_records(batch_time, rdd.collect())
-            self.last_lines = stats.lines
         except (storage.SpoolError, storage.StoreUnavailableError) as err:
             log.error("batch %s: %s; not acknowledged: stream.py keeps its tweets and sends "
                       "them again", transform.batch_id(batch_time), err)
@@ -396,32 +400,52 @@ class BatchWriter:
 # --- Spark ---------------------------------------------------------------------
 
 
-def one_task_a_batch(spark_context: Any, last_lines: Callable[[], int | None]
-                     ) -> Callable[[Any], Any]:
+def one_task_a_batch(spark_context: Any, lines_of: Callable[[datetime], int | None]
+                     ) -> Callable[[datetime, Any], Any]:
     """What ``transform`` does to each batch's RDD before the Python work: its received
     blocks (one per block interval) merged, without a shuffle, into one partition, so
-    that the batch is one task, when the receiver leaves one task slot free
-    (``local[2]``, the default) or when the batch before had fewer than
-    MERGE_BELOW_LINES lines (``last_lines()``; None before the first).
+    that the batch is one task, when it has at most ONE_TASK_MAX_LINES lines
+    (ONE_TASK_MAX_LINES_SIDE_BY_SIDE where the receiver leaves several task slots
+    free); ``lines_of(batch time)`` says how many, or None (then it is left alone).
 
     Each partition is a task, and a task costs ~10-50 ms of scheduling and a Python
     worker's round trip whatever it holds: a 20 s batch of a trickle was 20 tasks of
     a post or two each. Spark's coalescer keeps the blocks in their order only when
     it makes one partition (its one group starts at the first block, the rest are
-    added in order); spread over several groups they would come out of their order.
-    So with more free slots (``local[3]``, a cluster) a busy stream keeps a task per
-    block, run side by side. (The slots are read per batch: on a cluster, executors
-    can join after the start.)
+    added in order); spread over several groups they would come out of their order,
+    so a bigger batch keeps a task per block. (The slots are read per batch: on a
+    cluster, executors can join after the start.)
     """
-    def merge(rdd: Any) -> Any:
-        if rdd.getNumPartitions() <= 1:
+    def merge(batch_time: datetime, rdd: Any) -> Any:
+        lines = lines_of(batch_time)  # ~1 ms a batch: asked also where nothing is merged
+        if rdd is None or lines is None or rdd.getNumPartitions() <= 1:
             return rdd
-        lines = last_lines()
-        if (spark_context.defaultParallelism - RECEIVERS <= 1
-                or (lines is not None and lines < MERGE_BELOW_LINES)):
-            return rdd.coalesce(1)
-        return rdd
+        limit = (ONE_TASK_MAX_LINES if spark_context.defaultParallelism - RECEIVERS <= 1
+                 else ONE_TASK_MAX_LINES_SIDE_BY_SIDE)
+        return rdd.coalesce(1) if lines <= limit else rdd
     return merge
+
+
+def received_lines(ssc: Any) -> Callable[[datetime], int | None]:
+    """How many lines ``ssc``'s receivers took for the batch of a given time, from
+    Spark's own record of each batch's input (reported before the batch's RDDs are
+    made); None if Spark cannot say (its tracker is internal to Spark: a version
+    without it only loses the merge)."""
+    from py4j.protocol import Py4JError
+
+    def lines_of(batch_time: datetime) -> int | None:
+        try:
+            jvm_time = ssc._sc._jvm.org.apache.spark.streaming.Time(
+                round(batch_time.timestamp() * 1000))
+            infos = ssc._jssc.ssc().scheduler().inputInfoTracker().getInfo(jvm_time)
+            found, total = infos.valuesIterator(), 0
+            while found.hasNext():
+                total += found.next().numRecords()
+            return total
+        except Py4JError as err:
+            log.debug("cannot read the batch's input size from Spark: %s", err)
+            return None
+    return lines_of
 
 
 def create_context(
@@ -445,7 +469,7 @@ def create_context(
         warnings.filterwarnings("ignore", message="DStream is deprecated", category=FutureWarning)
         ssc = StreamingContext(spark_context, settings.batch_seconds)
     lines = ssc.socketTextStream(settings.host, settings.port, storageLevel=level)
-    lines.transform(one_task_a_batch(spark_context, lambda: writer.last_lines)).mapPartitions(
+    lines.transform(one_task_a_batch(spark_context, received_lines(ssc))).mapPartitions(
         transform.partition_processor(settings.post_fields)).foreachRDD(writer.process)
     ssc.addStreamingListener(BatchMetrics(writer, metrics_collection, observer))
     ssc.addStreamingListener(ReceiverWatch(settings.host, settings.port))

@@ -323,10 +323,14 @@ def measure_step(rate: int, feeder: Feeder, job: SparkJob, sampler: ProcessSampl
         if "blocked" in inside[-1]:
             step.blocked_share = min(1.0, (inside[-1]["blocked"] - inside[0]["blocked"]) / span)
     stored_by = {b["batch_ms"] for b in batches}
+    stored = set()
     for item in job.events.snapshot():
         if (item["event"] == "stored" and item.get("document_id")
                 and _batch_ms(item["document_id"]) in stored_by):
+            stored.add(_batch_ms(item["document_id"]))
             step.latencies_s.extend(ms / 1000 for ms in item["latencies_ms"])
+    if job.kind == "full":
+        step.unstored = sum(1 for b in batches if b["records"] and b["batch_ms"] not in stored)
     step.producer_rss = sampler.peak("producer", changed_at)
     step.spark_rss = sampler.peak("spark", changed_at)
     cpu = sampler.cpu_between(window_start, window_end)

@@ -33,6 +33,7 @@ class Step:
     spark_rss: int = 0
     refused: int = 0
     held_max: int = 0  # most tweets the producer held (waiting for an ack) while measured
+    unstored: int = 0  # full job: measured batches with tweets whose document was not stored
     blocked_share: float = 0.0  # plain sender: share of the time its writes waited
     cpu_us_per_tweet: dict[str, float] = field(default_factory=dict)
     machine_cpu_share: float = 0.0  # of all cores, used by anything, while measured
@@ -93,6 +94,9 @@ def evaluate(step: Step, interval: float, max_rate: int = 0) -> None:
         problems.append(f"scheduling delay grows {sched[0]:.2f} -> {sched[-1]:.2f} s")
     if step.refused:
         problems.append(f"producer's journal full, {step.refused} refused")
+    if step.unstored:
+        problems.append(f"{step.unstored} of the batches measured failed and were not "
+                        "stored (job.log says why)")
     step.sustained = not problems
     step.why = "; ".join(problems)
     # Spark kept up (batches in time, no backlog) and only the producer could not

@@ -121,6 +121,8 @@ def test_a_receiver_that_pushed_back_is_the_jobs_limit() -> None:
     ({"scheduling_s": [0.0, 1.5]}, "scheduling delay grows"),
     ({"received": 12_000}, "received 12,000/s of 20,000/s"),
     ({"refused": 10}, "10 refused"),
+    # in time, but its document lost (a task's result dropped by the JVM): not kept up
+    ({"unstored": 1}, "1 of the batches measured failed and were not stored"),
 ])
 def test_a_job_that_falls_behind_is_not_sustained(fields: dict, why: str) -> None:
     step = measured(**fields)

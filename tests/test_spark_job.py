@@ -20,7 +20,7 @@ import spark_setup
 import spark_streaming
 import storage
 import transform
-from spark_streaming import BatchStats, BatchWriter
+from spark_streaming import BatchStats, BatchWriter, received_lines
 
 COUNT = 704_753_890
 AS_OF = datetime(2024, 4, 13, tzinfo=UTC)
@@ -237,12 +237,22 @@ def test_post_fields_reach_the_document_aligned_with_content(run_job, tweet_sock
 
 
 @pytest.mark.spark
-def test_a_batch_of_several_blocks_is_one_task_and_keeps_the_order(run_job, tweet_socket, store,
-                                                                   durable, spark_context) -> None:
+def test_a_batch_of_several_blocks_is_one_task_and_keeps_the_order(
+        run_job, tweet_socket, store, durable, spark_context, monkeypatch) -> None:
     # A 1 s batch is four 250 ms blocks. Each block used to be a task of its own (a
-    # 20 s batch of a trickle: 20 tasks of a post or two, ~50 ms each): with the
-    # receiver holding one of local[2]'s two slots, the blocks are now merged into
-    # one task a batch, and the posts keep the order they came in.
+    # 20 s batch of a trickle: 20 tasks of a post or two, ~50 ms each): a batch of up
+    # to ONE_TASK_MAX_LINES lines is now one task, and its posts keep their order.
+    sizes: dict[datetime, int | None] = {}  # what the merge was told of each batch
+
+    def recorded(ssc: object) -> Callable[[datetime], int | None]:
+        lines_of = received_lines(ssc)
+
+        def record(batch_time: datetime) -> int | None:
+            sizes[batch_time] = lines_of(batch_time)
+            return sizes[batch_time]
+        return record
+
+    monkeypatch.setattr(spark_streaming, "received_lines", recorded)
     tracker = spark_context.statusTracker()
     jobs_before = set(tracker.getJobIdsForGroup())
     job = run_job(BatchWriter(durable, lambda: READING))
@@ -252,7 +262,7 @@ def test_a_batch_of_several_blocks_is_one_task_and_keeps_the_order(run_job, twee
     for n, text in enumerate(texts):  # over 2.1 s: several blocks in one batch
         tweet_socket.send(tweet(str(n), text))
         paced.wait(0.3)
-    job.wait_for(lambda seen: total(seen, "lines") >= len(texts))
+    batches = job.wait_for(lambda seen: total(seen, "lines") >= len(texts))
 
     documents = list(store.collection.find().sort("timestamp", 1))
     assert [text for doc in documents for text in doc["content"]] == texts
@@ -261,6 +271,11 @@ def test_a_batch_of_several_blocks_is_one_task_and_keeps_the_order(run_job, twee
              for stage in tracker.getJobInfo(job_id).stageIds
              if tracker.getStageInfo(stage) is not None]
     assert tasks and max(tasks) == 1, tasks
+    # the merge knew each batch's size from Spark before its tasks ran
+    told = {batch_time.timestamp(): lines for batch_time, lines in sizes.items()}
+    for stats in batches:
+        if stats.lines:
+            assert told[stats.batch_time.timestamp()] == stats.lines, (told, stats)
 
 
 # --- the driver's part alone, without Spark ------------------------------------------
@@ -459,17 +474,24 @@ class FakeBlocks:
         return FakeBlocks(partitions)
 
 
-@pytest.mark.parametrize(("cores", "last_lines", "tasks"), [
-    (2, None, 1),  # local[2]: one slot besides the receiver's, always one task
-    (2, 10**6, 1),
-    (3, 10, 1),  # local[3] or a cluster at a trickle: one task
-    (3, spark_streaming.MERGE_BELOW_LINES - 1, 1),
-    (3, spark_streaming.MERGE_BELOW_LINES, 20),  # a busy stream: the blocks side by side
-    (8, None, 20),  # the first batch after a start may be a backlog
+@pytest.mark.parametrize(("cores", "lines", "tasks"), [
+    (2, 3, 1),  # local[2]: one slot besides the receiver's
+    (2, spark_streaming.ONE_TASK_MAX_LINES, 1),
+    (2, spark_streaming.ONE_TASK_MAX_LINES + 1, 20),  # its one result would fill the heap
+    (2, None, 20),  # Spark could not say: left alone
+    (3, spark_streaming.ONE_TASK_MAX_LINES_SIDE_BY_SIDE, 1),  # local[3], a cluster
+    (3, spark_streaming.ONE_TASK_MAX_LINES_SIDE_BY_SIDE + 1, 20),  # the blocks side by side
 ])
-def test_a_batch_is_one_task_unless_slots_are_free_and_the_stream_is_busy(
-        cores: int, last_lines: int | None, tasks: int) -> None:
+def test_a_batch_is_one_task_up_to_a_size(cores: int, lines: int | None, tasks: int) -> None:
+    asked: list[datetime] = []
+
+    def lines_of(batch_time: datetime) -> int | None:
+        asked.append(batch_time)
+        return lines
+
     merge = spark_streaming.one_task_a_batch(SimpleNamespace(defaultParallelism=cores),
-                                             lambda: last_lines)
-    assert merge(FakeBlocks(20)).getNumPartitions() == tasks
-    assert merge(FakeBlocks(1)).getNumPartitions() == 1
+                                             lines_of)
+    assert merge(BATCH, FakeBlocks(20)).getNumPartitions() == tasks
+    assert asked == [BATCH]  # the size of this very batch
+    assert merge(BATCH, FakeBlocks(1)).getNumPartitions() == 1
+    assert asked == [BATCH, BATCH]  # asked for every batch
