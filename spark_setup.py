@@ -27,6 +27,22 @@ DRIVER_MEMORY = "2g"
 HARMLESS_JVM_LINES = (b"WARNING: Using incubator modules: jdk.incubator.vector",)
 
 
+#: The most lines the receiver takes for one batch (RECEIVER_MAX_RATE is lowered to fit
+#: it for long batches): with 20 s batches at 50,000/s, batches of 1,000,000 lines
+#: took ~24 s each on 2 cores, queued up, and ran the 2 GiB heap out (make bench, after
+#: a backlog); 500,000 (25,000/s) is about what 20 s batches keep up with there.
+BATCH_MAX_LINES = 500_000
+
+
+def receiver_rate(receiver_max_rate: int, batch_seconds: float) -> int:
+    """The receiver's cap in lines a second (``spark.streaming.receiver.maxRate``):
+    RECEIVER_MAX_RATE, or less where a batch would hold more than BATCH_MAX_LINES;
+    0 (no cap) only when RECEIVER_MAX_RATE is 0."""
+    if not receiver_max_rate:
+        return 0
+    return max(1, min(receiver_max_rate, int(BATCH_MAX_LINES / batch_seconds)))
+
+
 def block_interval_ms(batch_seconds: float) -> int:
     """Spark's block interval for batches of ``batch_seconds``: a quarter of a batch,
     within [BLOCK_INTERVAL_MIN_MS, BLOCK_INTERVAL_MAX_MS]."""
@@ -60,12 +76,13 @@ def start_spark(settings: config.Settings, **extra_conf: str) -> Any:
         .set("spark.driver.extraJavaOptions",
              f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}")
     )
-    if settings.receiver_max_rate:
+    rate = receiver_rate(settings.receiver_max_rate, settings.batch_seconds)
+    if rate:
         # a backlog (after the job was down) is taken at most this fast, so that a batch
         # fits the heap; the rest waits in stream.py's journal, on disk. (Spark's
         # backpressure, tried, undershot: with 20 s batches at 28,300 tweets/s its
         # estimate let in ~19,000/s, though batches took 15.5 s of their 20)
-        conf.set("spark.streaming.receiver.maxRate", str(settings.receiver_max_rate))
+        conf.set("spark.streaming.receiver.maxRate", str(rate))
     # Spark's own variable wins, and so does --driver-memory in PYSPARK_SUBMIT_ARGS
     # (a JVM started by spark-submit has its heap already)
     if not os.environ.get("SPARK_DRIVER_MEMORY"):

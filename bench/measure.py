@@ -342,8 +342,9 @@ def measure_step(rate: int, feeder: Feeder, job: SparkJob, sampler: ProcessSampl
     max_rate = plan.receiver_max_rate
     if max_rate is None:  # the product's default
         import config
+        import spark_setup
 
-        max_rate = config.Settings().receiver_max_rate
+        max_rate = spark_setup.receiver_rate(config.Settings().receiver_max_rate, interval)
     evaluate(step, interval, max_rate)
     return step
 

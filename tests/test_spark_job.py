@@ -370,6 +370,17 @@ def test_a_block_is_a_quarter_batch_but_at_most_a_second(batch_seconds: float,
     assert spark_setup.block_interval_ms(batch_seconds) == block_ms
 
 
+@pytest.mark.parametrize(("max_rate", "batch_seconds", "rate"), [
+    (50_000, 1, 50_000), (50_000, 2, 50_000), (50_000, 10, 50_000),
+    (50_000, 20, 25_000),  # 1,000,000-line batches queued up and ran the heap out
+    (10_000, 20, 10_000), (50_000, 600, 833), (0, 20, 0),  # 0: no cap, as asked
+])
+def test_a_long_batch_takes_at_most_half_a_million_lines(max_rate: int, batch_seconds: float,
+                                                         rate: int) -> None:
+    assert spark_setup.receiver_rate(max_rate, batch_seconds) == rate
+    assert rate == 0 or rate * batch_seconds <= spark_setup.BATCH_MAX_LINES
+
+
 def test_the_receiver_takes_a_backlog_at_a_bounded_rate(spark_context) -> None:
     conf = spark_context.getConf()
     assert conf.get("spark.streaming.receiver.maxRate") == str(
