@@ -203,8 +203,6 @@ class BatchWriter:
         self.metrics_attached = False
         self._stats: OrderedDict[int, BatchStats] = OrderedDict()  # batch ms -> stats
         self._active = 0  # process() calls under way
-        #: lines the last batch written had (None before the first)
-        self.last_lines: int | None = None
         self._refuse_after = math.inf  # batches later than this (epoch s) are not taken
         self._refused: set[int] = set()  # their times, in ms
 
@@ -442,7 +440,7 @@ def received_lines(ssc: Any) -> Callable[[datetime], int | None]:
             while found.hasNext():
                 total += found.next().numRecords()
             return total
-        except Py4JError as err:
+        except (Py4JError, AttributeError) as err:  # another Spark or pyspark
             log.debug("cannot read the batch's input size from Spark: %s", err)
             return None
     return lines_of

@@ -506,3 +506,12 @@ def test_a_batch_is_one_task_up_to_a_size(cores: int, lines: int | None, tasks: 
     assert asked == [BATCH]  # the size of this very batch
     assert merge(BATCH, FakeBlocks(1)).getNumPartitions() == 1
     assert asked == [BATCH, BATCH]  # asked for every batch
+
+
+def test_a_spark_that_cannot_size_a_batch_leaves_it_as_it_is() -> None:
+    # Spark's record of a batch's input is internal to Spark: without it (another
+    # version), the merge is skipped, never the batch
+    lines_of = received_lines(SimpleNamespace())
+    assert lines_of(BATCH) is None
+    merge = spark_streaming.one_task_a_batch(SimpleNamespace(defaultParallelism=2), lines_of)
+    assert merge(BATCH, FakeBlocks(20)).getNumPartitions() == 20
