@@ -282,15 +282,20 @@ def record_bytes(server_source: str, tweet: dict[str, Any], seq: int) -> int:
                                separators=(",", ":")).encode()))
 
 
-def test_tweets_wait_for_a_consumer_and_the_newest_overflow(
-    tmp_path: Path, server_log: LogWaiter, thread_errors: list[Any]
-) -> None:
-    probe = Journal(tmp_path / "journal")
+def server_with_room_for_five(journal: Path) -> TweetServer:
+    """A server whose journal holds exactly the first five of :func:`tweets`."""
+    probe = Journal(journal)
     source = probe.source
     probe.close()
     room = sum(record_bytes(source, tweet, seq)
                for seq, tweet in enumerate(tweets(0, 5), start=1))
-    server = make_server(tmp_path / "journal", max_bytes=room)  # room for 5 tweets
+    return make_server(journal, max_bytes=room)
+
+
+def test_tweets_wait_for_a_consumer_and_the_newest_overflow(
+    tmp_path: Path, server_log: LogWaiter, thread_errors: list[Any]
+) -> None:
+    server = server_with_room_for_five(tmp_path / "journal")
     try:
         accepted = [server.put(tweet) for tweet in tweets(0, 8)]
         # an accepted tweet is never dropped: past the bound new ones are refused
@@ -316,12 +321,7 @@ def test_tweets_wait_for_a_consumer_and_the_newest_overflow(
 def test_a_list_put_at_once_arrives_in_order_and_only_what_fits_is_taken(
     tmp_path: Path, thread_errors: list[Any]
 ) -> None:
-    probe = Journal(tmp_path / "journal")
-    source = probe.source
-    probe.close()
-    room = sum(record_bytes(source, tweet, seq)
-               for seq, tweet in enumerate(tweets(0, 5), start=1))
-    server = make_server(tmp_path / "journal", max_bytes=room)  # room for 5 tweets
+    server = server_with_room_for_five(tmp_path / "journal")
     try:
         assert server.put_many(tweets(0, 8)) == 5  # the first five; the rest refused
         assert (server.dropped, server.pending) == (3, 5)
