@@ -39,10 +39,10 @@ from prometheus_client.metrics_core import Metric
 from counts.reading import CaseCount
 
 if TYPE_CHECKING:
+    from job.batch import BatchStats
     from sources.jetstream_progress import JetstreamProgress
     from sources.replay import ReplaySource
     from sources.twitter import TwitterSource
-    from spark_streaming import BatchStats
 
 log = logging.getLogger("metrics")
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import config
 import storage
 from analysis import batches, export, figure, posts, words
+from startup import StartupError, program
 
 if TYPE_CHECKING:
     import pandas
@@ -154,6 +155,7 @@ def _missing_folder(args: argparse.Namespace) -> Path | None:
     return None
 
 
+@program("report.py")
 def main(argv: list[str] | None = None) -> int:
     """Run ``report.py`` with ``argv`` (default: the command line); the exit status. A
     usage error, an unusable or missing store, a missing output folder or an empty
@@ -169,12 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         commands["export"].error("--format parquet needs --out FILE (it is not text)")
     missing = _missing_folder(args)
     if missing is not None:
-        parser.exit(1, f"report.py: error: no folder {missing} to write into (create it "
-                       "first)\n")
+        raise StartupError(f"no folder {missing} to write into (create it first)")
     try:
         store = storage.open_store(settings, create=False)
     except storage.StoreError as err:
-        parser.exit(1, f"report.py: error: {err}\n")
+        raise StartupError(str(err)) from None
     try:
         if args.command == "inspect":
             return _inspect(store, args.last, since, until, as_json=args.json)
@@ -193,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # an output file that cannot be written
         if err.filename is None:
             raise
-        parser.exit(1, f"report.py: error: cannot write {err.filename}: "
-                       f"{err.strerror or err}\n")
+        raise StartupError(f"cannot write {err.filename}: {err.strerror or err}") from None
     finally:
         store.close()
     return 0

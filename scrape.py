@@ -100,6 +100,7 @@ from counts.worldometers import (
     parse_total_cases_full,
     reading_of_page,
 )
+from startup import StartupError, program
 
 __all__ = [
     "CHUNK_BYTES", "MAX_COUNT", "MAX_COUNT_DIGITS", "MAX_PAGE_BYTES", "NO_COUNT",
@@ -152,6 +153,7 @@ def open_counter(
 # command line
 
 
+@program("scrape.py")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (option errors exit with 2 directly)."""
     settings = config.load_settings(
@@ -164,8 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         reading = fetch_case_count(settings)
     except CaseCountError as err:
-        sys.stderr.write(f"scrape.py: error: {err}\n")
-        return 1
+        raise StartupError(str(err)) from None
     log.info("case count %s", reading.describe())
     staleness_warning(settings.case_source).check(reading, utc_now())
     sys.stdout.write(f"{reading.total}\n")

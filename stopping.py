@@ -33,8 +33,10 @@ def install_stop_handlers(
     stopped, or to a full pipe) is waited for :data:`CALLBACK_SECONDS` at most,
     then ``stop`` is set and the next signal read all the same.
 
-    SIGHUP counts once, however often it comes: it says that the terminal or the
-    launcher is gone, not that someone asks again. (The launcher has the kernel
+    SIGHUP asks to stop only when nothing asked before, and never counts again: it
+    says that the terminal or the launcher is gone, not that someone asks again. A
+    terminal closed after a Ctrl-C (which sends SIGHUP) is therefore not a second
+    Ctrl-C, and the batch in flight is still stored. (The launcher has the kernel
     send its programs SIGHUP when it dies, and the kernel sends it again for each
     of the launcher's threads that ends.)
 
@@ -80,13 +82,11 @@ class _Watcher:
 
     def run(self) -> None:
         wanted = {int(sig) for sig in STOP_SIGNALS}
-        hung_up = False
         with self.reader:
             while data := self.reader.recv(64):
                 for signum in data:
-                    if signum not in wanted or (hung_up and signum == signal.SIGHUP):
-                        continue
-                    hung_up = hung_up or signum == signal.SIGHUP
+                    if signum not in wanted or (signum == signal.SIGHUP and self.count):
+                        continue  # a hang-up after any stop request asks nothing more
                     self.count += 1
                     if self.on_signal is not None:
                         call = threading.Thread(target=self.on_signal,

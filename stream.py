@@ -58,6 +58,7 @@ from journal import Journal
 from sources.bluesky import BlueskySource, KeywordMatcher, NoHostError
 from sources.replay import ReplaySource
 from sources.twitter import DailyCap, TwitterSource
+from startup import StartupError, program
 from stopping import install_stop_handlers
 from utility import ListenError, TweetServer
 
@@ -72,8 +73,10 @@ SYNC_TIMEOUT = 5.0
 STATUS_SECONDS = 60.0
 
 
+@program(PROG)
 def main(argv: list[str] | None = None) -> int:
-    """Run the producer; returns the exit status (0 done or stopped, 1 failure)."""
+    """Run the producer; returns the exit status (0 done or stopped, 1 failure; a
+    start-up failure is one line and status 1, a bad setting status 2)."""
     settings = config.load_settings(PROG, config.STREAM_OPTIONS, argv, description=__doc__)
     config.configure_logging(settings)
 
@@ -81,19 +84,23 @@ def main(argv: list[str] | None = None) -> int:
     signals: list[int] = []
     restore = install_stop_handlers(stop, signals)
     try:
+        return _serve(settings, stop, signals)
+    finally:
+        restore()
+
+
+def _serve(settings: config.Settings, stop: threading.Event, signals: list[int]) -> int:
+    """Open the journal and the ports, then run the source until it ends or ``stop``."""
+    try:
         secret = control.load_secret(settings.control_secret, settings.control_secret_path)
     except control.ControlError as err:
-        sys.stderr.write(f"{PROG}: error: {err}\n")
-        restore()
-        return 1
+        raise StartupError(str(err)) from None
     try:
         journal = Journal(settings.journal_path, settings.journal_max_bytes,
                           settings.journal_commit_window_ms / 1000)
     except OSError as err:
-        sys.stderr.write(f"{PROG}: error: cannot use the journal {settings.journal_path}: "
-                         f"{err.strerror or err}\n")
-        restore()
-        return 1
+        raise StartupError(f"cannot use the journal {settings.journal_path}: "
+                           f"{err.strerror or err}") from None
     server = TweetServer(settings.host, settings.port, journal, ack_port=settings.ack_port,
                          secret=secret)
     exporter = metrics.ProducerCollector(server)
@@ -105,13 +112,11 @@ def main(argv: list[str] | None = None) -> int:
             hint = (f"another program holds it (another stream.py?): choose another port "
                     f"with {err.flag}, and give spark_streaming.py the same"
                     if err.errno == errno.EADDRINUSE else f"set by {err.flag} / {err.env}")
-            sys.stderr.write(f"{PROG}: error: {err}; {hint}\n")
-            return 1
+            raise StartupError(f"{err}; {hint}") from None
         try:
             endpoint = metrics.serve(exporter.registry, settings.metrics_port)
         except metrics.MetricsError as err:
-            sys.stderr.write(f"{PROG}: error: {err}\n")
-            return 1
+            raise StartupError(str(err)) from None
         host, port = server.address
         if not _is_loopback(host):
             log.warning(
@@ -140,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
         if endpoint is not None:
             endpoint.close()
         server.close()
-        restore()
 
 
 def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.Event,
@@ -198,8 +202,7 @@ def _run_bluesky(
                       stop, "bluesky")
     log.info("summary: %s; %s", source.status(), _server_status(server))
     if isinstance(error, NoHostError):
-        sys.stderr.write(f"{PROG}: error: {error}\n")
-        return 1
+        raise StartupError(str(error))
     return 0 if signals and error is None else 1
 
 

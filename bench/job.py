@@ -42,10 +42,10 @@ from pyspark.streaming.listener import StreamingListener
 
 import config
 import control
-import spark_setup
 import spark_streaming
 import storage
 from bench.tweets import stamp_of
+from job import spark_setup
 
 LATENCY_SAMPLES_PER_WRITE = 2_000
 

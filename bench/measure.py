@@ -342,7 +342,7 @@ def measure_step(rate: int, feeder: Feeder, job: SparkJob, sampler: ProcessSampl
     max_rate = plan.receiver_max_rate
     if max_rate is None:  # the product's default
         import config
-        import spark_setup
+        from job import spark_setup
 
         max_rate = spark_setup.receiver_rate(config.Settings().receiver_max_rate, interval)
     evaluate(step, interval, max_rate)

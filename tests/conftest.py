@@ -17,7 +17,7 @@ import config
 @pytest.fixture(scope="session")
 def spark_context() -> Iterator[object]:
     """One local[2] SparkContext shared by every Spark test (starting one costs seconds)."""
-    import spark_setup
+    from job import spark_setup
 
     settings = config.Settings(master="local[2]", batch_seconds=1)  # the tests' batches
     sc = spark_setup.start_spark(settings, **{"spark.ui.enabled": "false"})

@@ -23,7 +23,8 @@ from bench.soak import (
 )
 from bench.steps import FINE_RATIO, Plan, Step, evaluate, find_limit, round_rate
 from bench.tweets import TweetFactory, number_of, stamp_of
-from spark_streaming import BatchMetrics, BatchStats
+from job.batch import BatchStats
+from job.listeners import BatchMetrics
 
 
 def search(limit: float, start: int = 10_000, factor: float = 2) -> list[Step]:

@@ -17,7 +17,8 @@ import scrape
 import storage
 import transform
 from control import GAP, NEW, RESENT, Delivery
-from spark_streaming import BatchWriter, Quarantine
+from job.batch import Quarantine
+from job.writer import BatchWriter
 
 BATCH = datetime(2026, 11, 28, 22, 46, 20, tzinfo=UTC)
 COUNT = 704_753_890

@@ -31,11 +31,11 @@ from prometheus_client.parser import text_string_to_metric_families
 import config
 import metrics
 from counts.reading import CaseCount
-from listeners import BatchMetrics
+from job.batch import BatchStats
+from job.listeners import BatchMetrics
 from sources.jetstream_progress import JetstreamProgress
 from sources.replay import ReplaySource
 from sources.twitter import DailyCap
-from spark_streaming import BatchStats
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 AS_OF = datetime(2024, 4, 13, tzinfo=UTC)

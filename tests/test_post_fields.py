@@ -15,7 +15,7 @@ import config
 import scrape
 import storage
 import transform
-from spark_streaming import BatchWriter
+from job.writer import BatchWriter
 
 READING = scrape.CaseCount(704_753_890, datetime(2024, 4, 13, tzinfo=UTC), "worldometers",
                            fresh=True)

@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,8 +27,8 @@ from processes import (
     write_tweets,
 )
 
-import spark_setup
-from listeners import ReceiverWatch
+from job import spark_setup
+from job.listeners import ReceiverWatch
 from stopping import STOP_SIGNALS, install_stop_handlers
 
 pytestmark = pytest.mark.e2e
@@ -116,6 +117,34 @@ def test_sighup_counts_once_however_often_it_comes() -> None:
             assert changed.wait_for(lambda: any(signum == signal.SIGTERM
                                                 for _, signum in calls), 30)
         assert sorted(calls) == [(1, signal.SIGHUP), (2, signal.SIGTERM)]
+    finally:
+        restore()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def test_a_hang_up_after_a_ctrl_c_is_not_a_second_stop_request() -> None:
+    """Closing the terminal after a Ctrl-C sends SIGHUP: the program must go on storing
+    the batch in flight, not take it for the second Ctrl-C that stops at once."""
+    stop, calls, changed = threading.Event(), [], threading.Condition()
+
+    def on_signal(signum: int, count: int) -> None:
+        with changed:
+            calls.append((count, signum))
+            changed.notify_all()
+
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    restore = install_stop_handlers(stop, [], on_signal)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        with changed:
+            assert changed.wait_for(lambda: calls, 30)
+        os.kill(os.getpid(), signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGTERM)  # asking again, on purpose, still counts
+        with changed:
+            assert changed.wait_for(lambda: any(signum == signal.SIGTERM
+                                                for _, signum in calls), 30)
+        assert sorted(calls) == [(1, signal.SIGINT), (2, signal.SIGTERM)]
     finally:
         restore()
         for sig, handler in previous.items():
@@ -244,6 +273,37 @@ def test_ctrl_c_while_the_job_starts_stops_it_and_leaves_nothing(
     assert list((tmp_path / "tmp").iterdir()) == []  # pyspark's connection file is gone
 
 
+def test_ctrl_c_while_the_first_case_count_downloads_stops_the_job_without_waiting_for_it(
+    tmp_path: Path, marker: dict[str, str],
+) -> None:
+    """A case source that takes its time (WHO's file can take a minute, plus the
+    timeout) must not hold up a Ctrl-C at start: the job leaves the download behind."""
+    with socket.socket() as silent:  # accepts connections (the backlog), answers nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        consumer = Program(["spark_streaming.py", "--port", str(free_port()),
+                            "--ack-port", str(free_port()),
+                            "--worldometers-url",
+                            f"http://127.0.0.1:{silent.getsockname()[1]}/",
+                            "--scrape-timeout", "3600",
+                            "--embedded-db-path", str(tmp_path / "db"),
+                            "--spool-path", str(tmp_path / "spool.jsonl"),
+                            "--quarantine-path", str(tmp_path / "quarantine.jsonl"),
+                            "--control-secret-file", str(tmp_path / "control.secret")],
+                           env=marker, own_group=True)
+        try:
+            consumer.wait_for_text("reading tweets from")  # the download is under way
+            os.killpg(consumer.process.pid, signal.SIGINT)
+            # without the fix it waits out the hour-long timeout: the wait below fails
+            assert consumer.process.wait(120) == 0, consumer.log
+        finally:
+            consumer.kill()
+    assert "SIGINT received while starting: stopping before the first batch" in consumer.log
+    assert "stopped before the first batch" in consumer.log
+    assert "Traceback" not in consumer.log
+    assert wait_until_none_marked(marker["COVID_TEST_RUN"]) == []
+
+
 def test_a_second_ctrl_c_stops_the_job_at_once_while_its_stderr_is_stuck(
     tmp_path: Path, marker: dict[str, str],
 ) -> None:
@@ -264,12 +324,15 @@ def test_a_second_ctrl_c_stops_the_job_at_once_while_its_stderr_is_stuck(
         cwd=PROJECT, env=clean_env(**marker), stdout=subprocess.DEVNULL, stderr=writer)
     os.close(writer)
     try:
-        wchan = Path(f"/proc/{job.pid}/wchan")
-        for _ in range(LEFTOVER_SECONDS * 10):  # until its main thread waits on the pipe
-            if wchan.read_text().endswith("pipe_write"):
+        def writing_to_the_pipe() -> bool:  # one of its threads is blocked on a log line
+            return any(_read_or_empty(task / "wchan").endswith("pipe_write")
+                       for task in Path(f"/proc/{job.pid}/task").iterdir())
+
+        for _ in range(LEFTOVER_SECONDS * 10):  # until it waits on the pipe
+            if writing_to_the_pipe():
                 break
             threading.Event().wait(0.1)  # polling /proc: a blocked write says nothing
-        assert wchan.read_text().endswith("pipe_write")
+        assert writing_to_the_pipe()
         job.send_signal(signal.SIGINT)
         for _ in range(LEFTOVER_SECONDS * 10):  # until it is delivered: a second SIGINT
             if not signal_pending(job.pid):  # sent before would merge with it
@@ -287,7 +350,7 @@ def test_a_second_ctrl_c_stops_the_job_at_once_while_its_stderr_is_stuck(
     assert wait_until_none_marked(marker["COVID_TEST_RUN"]) == []
 
 
-def test_the_job_waits_for_stream_py_in_one_line_and_a_group_ctrl_c_stores_the_last_batch(
+def test_the_job_waits_for_stream_py_in_one_line_and_ctrl_c_then_a_hang_up_stores_the_last_batch(
     tmp_path: Path, page: PageServer, marker: dict[str, str],
 ) -> None:
     port, ack_port = free_port(), free_port()
@@ -307,6 +370,9 @@ def test_the_job_waits_for_stream_py_in_one_line_and_a_group_ctrl_c_stores_the_l
         consumer.wait_for_text("is sending again")
         consumer.wait_for(lambda _: consumer.kept() >= 100)
         os.killpg(consumer.process.pid, signal.SIGINT)  # the JVM's and workers' group too
+        consumer.wait_for_text("SIGINT received: stopping once")
+        # then the terminal closes: a hang-up, not a second Ctrl-C (which exits 130)
+        os.killpg(consumer.process.pid, signal.SIGHUP)
         assert consumer.process.wait(120) == 0, consumer.log
         source.wait_for_text("consumer disconnected")
         assert source.stop(signal.SIGTERM) == 0, source.log
@@ -357,12 +423,18 @@ def test_stopping_the_launcher_stops_the_job_first_and_leaves_nothing(
     assert "Traceback" not in log
 
 
+def _read_or_empty(path: Path) -> str:
+    """A /proc file's text, or "" when its thread has ended meanwhile."""
+    try:
+        return path.read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
 class socket_closed:  # noqa: N801 (used as a context manager, like a function)
     """A ws:// URL on a port where nothing listens (a Jetstream host that is down)."""
 
     def __enter__(self) -> str:
-        import socket
-
         self._probe = socket.socket()
         self._probe.bind(("127.0.0.1", 0))
         return f"ws://127.0.0.1:{self._probe.getsockname()[1]}/subscribe"

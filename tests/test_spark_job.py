@@ -16,11 +16,13 @@ import pytest
 
 import config
 import scrape
-import spark_setup
 import spark_streaming
 import storage
 import transform
-from spark_streaming import BatchStats, BatchWriter, received_lines
+from job import dstream, spark_setup
+from job.batch import BatchStats, Quarantine, RecentIds
+from job.dstream import received_lines
+from job.writer import BatchWriter
 
 COUNT = 704_753_890
 AS_OF = datetime(2024, 4, 13, tzinfo=UTC)
@@ -319,7 +321,7 @@ def test_redelivered_ids_are_dropped_across_batches(durable) -> None:
 
 
 def test_recent_ids_forget_the_oldest() -> None:
-    ids = spark_streaming.RecentIds(limit=2)
+    ids = RecentIds(limit=2)
     assert ids.add("a") and ids.add("b") and ids.add("c")
     assert ids.add("a")  # forgotten, so new again
     assert not ids.add("c")
@@ -338,7 +340,7 @@ def test_batch_summary_is_one_line() -> None:
 def test_hostile_input_is_counted_quarantined_and_never_loses_a_batch(
     run_job, tweet_socket, store, durable, tmp_path
 ) -> None:
-    quarantine = spark_streaming.Quarantine(tmp_path / "quarantine.jsonl")
+    quarantine = Quarantine(tmp_path / "quarantine.jsonl")
     job = run_job(BatchWriter(durable, lambda: READING, quarantine=quarantine))
     hostile = [
         b"\xff\xfe\xfd not utf-8 at all\n",
@@ -434,7 +436,7 @@ def run_in_thread(ssc: FakeStreamingContext, stop: threading.Event) -> tuple[thr
 
     def run() -> None:
         try:
-            spark_streaming.run_until_stopped(ssc, FinishedWriter(), config.Settings(), stop)
+            dstream.run_until_stopped(ssc, FinishedWriter(), config.Settings(), stop)
         except Exception as err:  # noqa: BLE001 -- the test looks at it
             raised.append(err)
 
@@ -487,11 +489,11 @@ class FakeBlocks:
 
 @pytest.mark.parametrize(("cores", "lines", "tasks"), [
     (2, 3, 1),  # local[2]: one slot besides the receiver's
-    (2, spark_streaming.ONE_TASK_MAX_LINES, 1),
-    (2, spark_streaming.ONE_TASK_MAX_LINES + 1, 20),  # its one result would fill the heap
+    (2, dstream.ONE_TASK_MAX_LINES, 1),
+    (2, dstream.ONE_TASK_MAX_LINES + 1, 20),  # its one result would fill the heap
     (2, None, 20),  # Spark could not say: left alone
-    (3, spark_streaming.ONE_TASK_MAX_LINES_SIDE_BY_SIDE, 1),  # local[3], a cluster
-    (3, spark_streaming.ONE_TASK_MAX_LINES_SIDE_BY_SIDE + 1, 20),  # the blocks side by side
+    (3, dstream.ONE_TASK_MAX_LINES_SIDE_BY_SIDE, 1),  # local[3], a cluster
+    (3, dstream.ONE_TASK_MAX_LINES_SIDE_BY_SIDE + 1, 20),  # the blocks side by side
 ])
 def test_a_batch_is_one_task_up_to_a_size(cores: int, lines: int | None, tasks: int) -> None:
     asked: list[datetime] = []
@@ -500,7 +502,7 @@ def test_a_batch_is_one_task_up_to_a_size(cores: int, lines: int | None, tasks: 
         asked.append(batch_time)
         return lines
 
-    merge = spark_streaming.one_task_a_batch(SimpleNamespace(defaultParallelism=cores),
+    merge = dstream.one_task_a_batch(SimpleNamespace(defaultParallelism=cores),
                                              lines_of)
     assert merge(BATCH, FakeBlocks(20)).getNumPartitions() == tasks
     assert asked == [BATCH]  # the size of this very batch
@@ -513,5 +515,5 @@ def test_a_spark_that_cannot_size_a_batch_leaves_it_as_it_is() -> None:
     # version), the merge is skipped, never the batch
     lines_of = received_lines(SimpleNamespace())
     assert lines_of(BATCH) is None
-    merge = spark_streaming.one_task_a_batch(SimpleNamespace(defaultParallelism=2), lines_of)
+    merge = dstream.one_task_a_batch(SimpleNamespace(defaultParallelism=2), lines_of)
     assert merge(BATCH, FakeBlocks(20)).getNumPartitions() == 20

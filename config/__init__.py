@@ -2,7 +2,7 @@
 
 Precedence, highest first: command-line flags, the process environment, a
 ``.env`` file in the current directory (python-dotenv, checked by
-:mod:`dotenv_check`), the defaults below. Every option has one environment
+:mod:`config.dotenv_file`), the defaults below. Every option has one environment
 variable and, unless it is a secret, one flag; ``config.example.env`` lists
 them all. The files the programs keep default to one folder, ``DATA_DIR``
 (``data`` in the project folder), whatever the current folder, so that both
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import dotenv_check
-from config_values import (
+from config import dotenv_file
+from config.values import (
     SIZE_UNITS,
     boolean,
     byte_size,
@@ -51,7 +51,7 @@ from config_values import (
     ws_urls,
 )
 
-PROJECT_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = PROJECT_DIR / "data"
 #: the files kept under DATA_DIR unless given a path of their own: option -> name in it
 DATA_FILES = {"journal_path": "journal", "control_secret_path": "control.secret",
@@ -557,10 +557,10 @@ def settings_from_args(
     known = {name for opt in OPTIONS.values() for name in (opt.env, opt.old_env) if name}
     try:
         if dotenv_path is not None and Path(dotenv_path).is_file():
-            merged.update(dotenv_check.read_dotenv(dotenv_path, known, ENVIRONMENT_ONLY))
+            merged.update(dotenv_file.read_dotenv(dotenv_path, known, ENVIRONMENT_ONLY))
         merged.update(os.environ if environ is None else environ)
         return resolve(names, vars(args), merged)
-    except (ConfigError, dotenv_check.DotenvError) as err:
+    except (ConfigError, dotenv_file.DotenvError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -1,7 +1,7 @@
 """How one raw text (a flag, a variable, a ``.env`` line) becomes a typed setting.
 
 Each parser takes the text and returns the value, or raises ValueError with a
-short reason that config.py puts after the option's name, in one line.
+short reason that :mod:`config` puts after the option's name, in one line.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
+
+from transform import POST_FIELDS
 
 
 def int_in(low: int, high: int) -> Callable[[str], int]:
@@ -212,8 +214,6 @@ def byte_size(raw: str) -> int:
 
 def post_fields(raw: str) -> tuple[str, ...]:
     """``id,lang``: names of transform.POST_FIELDS, in their documented order; "" = none."""
-    from transform import POST_FIELDS
-
     names = {name.strip().lower() for name in raw.split(",") if name.strip()}
     unknown = sorted(names.difference(POST_FIELDS))
     if unknown:

@@ -20,7 +20,8 @@ import storage
 import transform
 
 if TYPE_CHECKING:
-    from spark_streaming import BatchStats, BatchWriter
+    from job.batch import BatchStats
+    from job.writer import BatchWriter
 
 log = logging.getLogger("spark_streaming")
 

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import config
 
-PROJECT_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 LOG4J_CONFIG = PROJECT_DIR / "conf" / "log4j2.properties"
 BLOCK_INTERVAL_MIN_MS = 200  # Spark's default block interval
 BLOCK_INTERVAL_MAX_MS = 1_000  # a block is held in the JVM's heap until it is full

@@ -1,4 +1,4 @@
-"""Reads a ``.env`` file for config.py: its values, an error for a line that cannot
+"""Reads a ``.env`` file for :mod:`config`: its values, an error for a line that cannot
 be parsed, and one warning for each name that no setting has.
 
 python-dotenv alone skips a line it cannot parse, and takes any name, so a
