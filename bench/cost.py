@@ -48,8 +48,9 @@ from pathlib import Path
 
 from bench.load import BENCH, PROJECT, PageServer, free_port
 from bench.proctree import CpuMeter, jvm_pid, thread_cpu
+from bench.programs import Program
 from bench.results import COST_HEADING, replace_section
-from bench.soak import Program, write_posts
+from bench.soak import write_posts
 
 log = logging.getLogger("bench.cost")
 

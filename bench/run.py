@@ -33,51 +33,21 @@ minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from bench import tables
 from bench.backlog import BacklogResult, run_backlog
 from bench.load import BENCH, PageServer
 from bench.measure import JobResult, Plan, log, run_job
+from bench.programs import machine
 
 BACKLOG_RATE = 20_000
 BACKLOG_DOWN_SECONDS = 60.0
-
-
-# --- the machine --------------------------------------------------------------------
-
-
-def machine() -> dict[str, str]:
-    import bs4
-    import pyspark
-
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    java = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
-    return {
-        "cores": f"{os.cpu_count()} ({cpu})",
-        "RAM": f"{psutil.virtual_memory().total / 1024**3:.1f} GiB",
-        "OS": f"{platform.system()} {platform.release()}",
-        "Python": platform.python_version(),
-        "Java": (java.stderr.splitlines() or ["?"])[0],
-        "Spark (pyspark)": pyspark.__version__,
-        "BeautifulSoup": bs4.__version__,
-    }
 
 
 # --- 1. the parse micro-benchmark -------------------------------------------------------

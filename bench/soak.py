@@ -33,22 +33,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import re
-import signal
 import statistics
-import subprocess
 import sys
-import threading
+import tempfile
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.load import BENCH, PROJECT, PageServer, clean_env, free_port
+from bench.load import BENCH, PageServer, free_port
 from bench.proctree import tree_rss
+from bench.programs import Program, machine
 
 MB = 1024 * 1024
 TARGET_MINUTES = 60
@@ -281,81 +280,6 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
-class Program:
-    """stream.py or spark_streaming.py (of ``project``) in ``here``, its stderr copied to
-    ``<name>.log`` and each line handed to ``on_line``."""
-
-    def __init__(self, name: str, script: str, args: list[str], here: Path,
-                 on_line: Callable[[str], None], project: Path = PROJECT) -> None:
-        self.name = name
-        self.log_path = here / f"{name}.log"
-        self.tail: deque[str] = deque(maxlen=30)
-        self.errors = 0  # ERROR lines logged
-        self._on_line = on_line
-        self._changed = threading.Condition()
-        self.process = subprocess.Popen(
-            [sys.executable, str(project / script), *args], cwd=here,
-            env={**clean_env(), "PYTHONPATH": str(project)},
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True, errors="replace")
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        with self.log_path.open("a", encoding="utf-8") as copy:
-            for line in self.process.stderr:
-                copy.write(line)
-                copy.flush()
-                with self._changed:
-                    self.tail.append(line.rstrip("\n"))
-                    self.errors += " ERROR " in line
-                    self._on_line(line)
-                    self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_until(self, done: Callable[[], bool], timeout: float) -> bool:
-        """Wait until ``done()`` holds (False after ``timeout`` or once the program ended)."""
-        with self._changed:
-            self._changed.wait_for(lambda: done() or not self._reader.is_alive(), timeout)
-            return done()
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def last_lines(self, count: int = 5) -> str:
-        with self._changed:
-            return " | ".join(list(self.tail)[-count:])
-
-    def stop(self, timeout: float) -> int | None:
-        """SIGTERM, then wait; SIGKILL (the whole process tree) after ``timeout``.
-        The exit status, or None when it had to be killed."""
-        if self.running:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code: int | None = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log(f"{self.name} did not stop within {timeout:g} s: killing it")
-            self.kill()
-            code = None
-        self._reader.join(10)
-        return code
-
-    def kill(self) -> None:
-        import psutil
-
-        with contextlib.suppress(psutil.Error):
-            root = psutil.Process(self.process.pid)
-            tree = [root, *root.children(recursive=True)]
-            for process in tree:
-                with contextlib.suppress(psutil.Error):
-                    process.kill()
-            psutil.wait_procs(tree, timeout=30)
-        self.process.wait()
-
-
 def size_on_disk(*paths: Path) -> int:
     """Bytes of the files at or under ``paths`` (missing ones count 0)."""
     total = 0
@@ -534,10 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.rate <= 0 or args.every <= 0 or args.batch_seconds <= 0:
         parser.error("--minutes, --rate, --every and --batch-seconds must be above 0")
-    import tempfile
-
-    from bench.run import machine
-
+    # the warnings of bench.programs (a program killed) in the shape of this file's log()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s soak: %(message)s",
+                        datefmt="%H:%M:%S")
     run = Run(args.minutes, args.rate, args.batch_seconds, args.every, args.master)
     about = machine()
     page = PageServer()
