@@ -49,8 +49,8 @@ from pathlib import Path
 from bench.load import BENCH, PROJECT, PageServer, free_port
 from bench.proctree import CpuMeter, jvm_pid, thread_cpu
 from bench.programs import Program
+from bench.replay_posts import write_posts
 from bench.results import COST_HEADING, replace_section
-from bench.soak import write_posts
 
 log = logging.getLogger("bench.cost")
 

@@ -6,7 +6,7 @@ import math
 import time
 from pathlib import Path
 
-from bench.soak import (
+from bench.soak_figures import (
     JOURNAL_SLACK,
     MAX_BATCH_P50_RATIO,
     MAX_JOB_RSS_DRIFT_PCT,

@@ -10,8 +10,9 @@ import pytest
 import transform
 from bench.cost import ROWS, Result, table, targets
 from bench.measure import JobResult
+from bench.replay_posts import post_index, post_text
 from bench.results import COST_HEADING, replace_section, section_lines
-from bench.soak import (
+from bench.soak_figures import (
     MB,
     BatchLine,
     ProducerSummary,
@@ -20,8 +21,6 @@ from bench.soak import (
     drift,
     parse_batch_line,
     parse_summary,
-    post_index,
-    post_text,
 )
 from bench.steps import FINE_RATIO, Plan, Step, evaluate, find_limit, round_rate
 from bench.tweets import TweetFactory, number_of, stamp_of
