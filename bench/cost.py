@@ -46,11 +46,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.jetstream_frames import make_frames
 from bench.load import BENCH, PROJECT, PageServer, free_port
 from bench.proctree import CpuMeter, jvm_pid, thread_cpu
 from bench.programs import Program
 from bench.replay_posts import write_posts
 from bench.results import COST_HEADING, replace_section
+from tests.processes import JetstreamStandIn
 
 log = logging.getLogger("bench.cost")
 
@@ -126,11 +128,6 @@ class Publisher:
     post events a second into it, stamped with the current time."""
 
     def __init__(self, rate: float) -> None:
-        if str(PROJECT) not in sys.path:
-            sys.path.insert(0, str(PROJECT))
-        from bench.bluesky import make_frames
-        from tests.processes import JetstreamStandIn
-
         self.stand_in = JetstreamStandIn()
         self.url = self.stand_in.url
         self.rate = rate
