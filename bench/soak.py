@@ -40,6 +40,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import config
+import journal
+from bench.backlog import stored_texts
 from bench.load import BENCH, PageServer, free_port
 from bench.proctree import tree_rss
 from bench.programs import Program, machine
@@ -83,17 +86,12 @@ def size_on_disk(*paths: Path) -> int:
 
 def journal_segment_bytes() -> int:
     """The size of one journal segment with the default JOURNAL_MAX_BYTES."""
-    import config
-    import journal
-
     return max(64 * 1024, min(journal.Journal.SEGMENT_BYTES,
                               config.Settings().journal_max_bytes // 8))
 
 
 def held_texts(journal_path: Path) -> list[str]:
     """The texts the journal still holds (not acknowledged), read once stream.py is gone."""
-    import journal
-
     if not journal_path.exists():
         return []
     kept = journal.Journal(journal_path)
@@ -171,8 +169,6 @@ def soak(run: Run, here: Path, page_url: str) -> Run:
     if not run.error and run.summary is None:
         run.error = f"stream.py wrote no summary line: {producer.last_lines()}"
     if run.summary is not None:
-        from bench.backlog import stored_texts
-
         log("reading the store and the journal back")
         run.count = count_posts(run.summary.emitted, stored_texts(here / "db"),
                                 held_texts(here / "journal"))
