@@ -17,8 +17,9 @@ first figure, as it is of the benchmark's feeder column). ``put`` makes and
 hands over the tweets one at a time (:meth:`TweetServer.put`,
 ``TweetFactory.next``), ``put_many`` in lists of ``--batch``
 (:meth:`TweetServer.put_many`, ``TweetFactory.many``), as bench/producer.py
-now does. ``make bench`` runs 3 rounds of 200,000 posts (:func:`table`) and
-judges the producer's 8 µs target on the median of ``put_many``.
+now does. ``make bench`` runs 3 rounds of 200,000 posts
+(:func:`bench.producer_alone.table`) and judges the producer's 8 µs target on the
+median of ``put_many``.
 """
 
 from __future__ import annotations
