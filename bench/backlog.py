@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import config
+import storage
 from bench.load import Feeder
 from bench.measure import MB, START_TIMEOUT, ProcessSampler, SparkJob, log
 from bench.steps import START_RATE
+from bench.tweets import number_of
 
 
 @dataclass
@@ -108,8 +111,6 @@ def run_backlog(interval: float, rate: int, down_s: float, master: str, page_url
 
 def count_stored(result: BacklogResult, db_path: Path) -> None:
     """Count the numbered tweets in the store the job wrote (through storage.open_store)."""
-    from bench.tweets import number_of
-
     counts: Counter[int] = Counter(n for text in stored_texts(db_path)
                                    if (n := number_of(text)) is not None)
     result.stored = sum(counts.values())
@@ -124,9 +125,6 @@ def count_stored(result: BacklogResult, db_path: Path) -> None:
 def stored_texts(db_path: Path) -> Iterator[str]:
     """Every cleaned text in the embedded store at ``db_path`` (through
     storage.open_store), repeats included: a text stored twice comes twice."""
-    import config
-    import storage
-
     store = storage.open_store(config.Settings(embedded_db_path=db_path))
     try:
         for document in store.collection.find({}, {"content": 1}):

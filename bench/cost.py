@@ -46,13 +46,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.jetstream_frames import make_frames
 from bench.load import BENCH, PROJECT, PageServer, free_port
 from bench.proctree import CpuMeter, jvm_pid, thread_cpu
-from bench.soak import Program, write_posts
+from bench.programs import Program
+from bench.replay_posts import write_posts
+from bench.results import COST_HEADING, replace_section
+from tests.processes import JetstreamStandIn
 
 log = logging.getLogger("bench.cost")
 
-HEADING = "## Cost at live rates (`python -m bench.cost`)"
 START_TIMEOUT = 240.0  # Spark's start on a busy 2-core machine
 BATCH_LINE = re.compile(r"batch \S+: (\d+) lines")
 #: a row is flagged when the machine ran this much more than the two programs (cores)
@@ -125,11 +128,6 @@ class Publisher:
     post events a second into it, stamped with the current time."""
 
     def __init__(self, rate: float) -> None:
-        if str(PROJECT) not in sys.path:
-            sys.path.insert(0, str(PROJECT))
-        from bench.bluesky import make_frames
-        from tests.processes import JetstreamStandIn
-
         self.stand_in = JetstreamStandIn()
         self.url = self.stand_in.url
         self.rate = rate
@@ -296,7 +294,7 @@ def section(results: list[Result], seconds: float, warmup: float, master: str,
             project: Path) -> list[str]:
     where = "" if project == PROJECT else f", programs from `{project}`"
     return [
-        HEADING, "",
+        COST_HEADING, "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')}: CPU time (user + system) of each "
         f"program's process tree over {seconds:g} s, after the job's first batch and a "
         f"{warmup:g} s warm-up; Spark master `{master}`{where}. µs/post: CPU per post offered "
@@ -318,21 +316,6 @@ def jvm_profile(results: list[Result], top: int = 6) -> list[str]:
         names = ", ".join(f"{name} {r.pct(spent):.2f}" for name, spent in busiest)
         lines.append(f"| {r.row.label} | {r.pct(r.job.get('jvm', 0.0)):.2f} | {names} |")
     return [*lines, ""]
-
-
-def replace_section(text: str, heading: str, lines: list[str]) -> str:
-    """``text`` (a Markdown file) with the section under ``heading`` replaced by
-    ``lines`` (up to the next ``## `` heading), or ``lines`` added before
-    "## Every step" (after the saturation tables), or at the end."""
-    new = "\n".join(lines).rstrip("\n") + "\n\n"
-    start = text.find(heading + "\n")
-    if start >= 0:
-        end = text.find("\n## ", start + len(heading))
-        return text[:start] + new + (text[end + 1:] if end >= 0 else "")
-    anchor = text.find("## Every step")
-    if anchor >= 0:
-        return text[:anchor] + new + text[anchor:]
-    return (text.rstrip("\n") + "\n\n" if text else "") + new
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -375,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = section(results, args.seconds, args.warmup, args.master, args.project.resolve())
     sys.stdout.write("\n".join(lines) + "\n")
     old = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-    args.output.write_text(replace_section(old, HEADING, lines), encoding="utf-8")
+    args.output.write_text(replace_section(old, COST_HEADING, lines), encoding="utf-8")
     log.info("wrote %s", args.output)
     return 1 if any(r.error for r in results) else 0
 

@@ -38,6 +38,8 @@ import time
 import warnings
 from typing import Any
 
+from pyspark import StorageLevel
+from pyspark.streaming import StreamingContext
 from pyspark.streaming.listener import StreamingListener
 
 import config
@@ -125,9 +127,6 @@ def run_full(argv: list[str]) -> int:
 
 def run_bare(args: argparse.Namespace) -> int:
     """socketTextStream -> count each batch in the JVM and acknowledge it, nothing else."""
-    from pyspark import StorageLevel
-    from pyspark.streaming import StreamingContext
-
     settings = config.Settings(host="127.0.0.1", port=args.port, master=args.master,
                                batch_seconds=args.batch_seconds,
                                receiver_max_rate=args.receiver_max_rate)

@@ -22,6 +22,8 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
+import config
+
 PROJECT = Path(__file__).resolve().parents[1]
 BENCH = PROJECT / "bench"
 
@@ -34,8 +36,6 @@ def free_port() -> int:
 
 def clean_env() -> dict[str, str]:
     """This environment without the project's own variables (as a fresh shell would be)."""
-    import config
-
     ours = {option.env for option in config.OPTIONS.values()}
     env = {k: v for k, v in os.environ.items() if k not in ours}
     env.update(PYTHONPATH=str(PROJECT), PYTHONUNBUFFERED="1")

@@ -21,14 +21,17 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+import config
 from bench.load import Feeder, JsonLines, clean_env
 from bench.profiles import PROFILE_SECONDS, Profile, profile_processes, spark_python_daemon
 from bench.steps import START_RATE, Plan, Step, evaluate, find_limit
+from job import spark_setup
 
 MB = 1024 * 1024
 START_TIMEOUT = 120.0
@@ -341,9 +344,6 @@ def measure_step(rate: int, feeder: Feeder, job: SparkJob, sampler: ProcessSampl
                                   / ((window_end - window_start) * (os.cpu_count() or 1)))
     max_rate = plan.receiver_max_rate
     if max_rate is None:  # the product's default
-        import config
-        from job import spark_setup
-
         max_rate = spark_setup.receiver_rate(config.Settings().receiver_max_rate, interval)
     evaluate(step, interval, max_rate)
     return step
@@ -442,8 +442,6 @@ def run_job(plan: Plan, master: str, page_url: str, workdir: Path) -> JobResult:
 
 def _batch_ms(document_id: str) -> int | None:
     """The batch time of a document ``_id`` like 2026-11-28T23:07:50.000Z (or #2)."""
-    from datetime import UTC, datetime
-
     try:
         moment = datetime.strptime(document_id[:23], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
     except ValueError:

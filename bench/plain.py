@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 
-from bench.producer import REPORT_SECONDS, Control
+from bench.pacing import REPORT_SECONDS, Control
 from bench.tweets import TweetFactory
 from journal import seal
 

@@ -15,12 +15,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+
 
 def tree(pid: int) -> list:
     """``pid``'s process and every descendant of it (psutil.Process objects), root
     first; empty when it is gone."""
-    import psutil
-
     try:
         root = psutil.Process(pid)
         return [root, *root.children(recursive=True)]
@@ -31,8 +31,6 @@ def tree(pid: int) -> list:
 def part_of(process: object, root_pid: int) -> str:
     """Which part of a job's tree ``process`` is: "driver" (the root), "jvm" (java) or
     "workers" (every other descendant: the Python workers, their daemon)."""
-    import psutil
-
     if process.pid == root_pid:  # type: ignore[attr-defined]
         return "driver"
     with contextlib.suppress(psutil.Error):
@@ -44,8 +42,6 @@ def part_of(process: object, root_pid: int) -> str:
 def tree_rss(pid: int) -> dict[str, int]:
     """Resident bytes of a process ("driver") and its descendants, found by parent pid
     (the JVM may run in a session of its own): "jvm" (java) and "workers" (the rest)."""
-    import psutil
-
     rss = {"driver": 0, "jvm": 0, "workers": 0}
     for process in tree(pid):
         with contextlib.suppress(psutil.Error):
@@ -73,8 +69,6 @@ class CpuMeter:
         self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
 
     def _samples(self) -> Iterator[tuple[tuple[int, float], str, str, float]]:
-        import psutil
-
         for name, root in self.roots.items():
             for process in tree(root):
                 with contextlib.suppress(psutil.Error):

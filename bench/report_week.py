@@ -60,6 +60,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
+
+import config
+import storage
+import transform
+from bench.tweets import TweetFactory
 
 PROJECT = Path(__file__).resolve().parents[1]
 BATCH_SECONDS = 20
@@ -83,9 +89,6 @@ log = logging.getLogger("bench.report_week")
 
 def text_pool(size: int = POOL_SIZE) -> list[str]:
     """Cleaned synthetic tweet texts (none empty): the openings and tails of real posts."""
-    import transform
-    from bench.tweets import TweetFactory
-
     factory = TweetFactory(seed=SEED, pool_size=size)
     texts = (transform.clean_text(factory.next()["text"]) for _ in range(size))
     return [text for text in texts if text]
@@ -190,8 +193,6 @@ def week_posts(offset: timedelta, first: int, size: int, rng: np.random.Generato
 def week_documents(days: float, total_tweets: int, texts_kind: str = "unique",
                    post_fields: bool = False) -> Iterator[dict[str, Any]]:
     """The documents of ``days`` of 20 s batches, oldest first, as the job stores them."""
-    import transform
-
     rng = np.random.default_rng(SEED)
     batches = round(days * 86_400 / BATCH_SECONDS)
     sizes = tweets_per_batch(batches, total_tweets, rng).tolist()
@@ -211,9 +212,6 @@ def week_documents(days: float, total_tweets: int, texts_kind: str = "unique",
 def build_store(path: Path, days: float, total_tweets: int, texts_kind: str = "unique",
                 post_fields: bool = False) -> tuple[int, int]:
     """Fill the embedded store at ``path``; (documents, tweets). Reuses a filled one."""
-    import config
-    import storage
-
     store = storage.open_store(config.Settings(embedded_db_path=path))
     try:
         existing = store.collection.count_documents({})
@@ -269,8 +267,6 @@ class Run:
 
 def _watch_memory(pid: int, done: threading.Event, peaks: list[float]) -> None:
     """Sample ``pid``'s RSS and its descendants' until ``done``: peaks = [own, tree]."""
-    import psutil
-
     try:
         process = psutil.Process(pid)
     except psutil.NoSuchProcess:

@@ -33,51 +33,26 @@ minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
+from bs4 import BeautifulSoup
 
-from bench import tables
+import config
+import scrape
+from bench import bluesky_speed, post_fields_cost, producer_alone, tables
 from bench.backlog import BacklogResult, run_backlog
 from bench.load import BENCH, PageServer
 from bench.measure import JobResult, Plan, log, run_job
+from bench.programs import machine
+from bench.worldometers_page import CASES, build_page
 
 BACKLOG_RATE = 20_000
 BACKLOG_DOWN_SECONDS = 60.0
-
-
-# --- the machine --------------------------------------------------------------------
-
-
-def machine() -> dict[str, str]:
-    import bs4
-    import pyspark
-
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    java = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
-    return {
-        "cores": f"{os.cpu_count()} ({cpu})",
-        "RAM": f"{psutil.virtual_memory().total / 1024**3:.1f} GiB",
-        "OS": f"{platform.system()} {platform.release()}",
-        "Python": platform.python_version(),
-        "Java": (java.stderr.splitlines() or ["?"])[0],
-        "Spark (pyspark)": pyspark.__version__,
-        "BeautifulSoup": bs4.__version__,
-    }
 
 
 # --- 1. the parse micro-benchmark -------------------------------------------------------
@@ -95,11 +70,6 @@ def time_call(fn: Any, arg: Any, min_runs: int, min_seconds: float) -> float:
 
 
 def parse_bench() -> list[dict[str, Any]]:
-    from bs4 import BeautifulSoup
-
-    import scrape
-    from bench.bigpage import CASES, build_page
-
     rows = []
     for where, counters_last in (("counters at the top (as on the site)", False),
                                  ("counters after the tables (worst case)", True)):
@@ -153,8 +123,6 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown job(s): {', '.join(sorted(unknown))}")
 
-    import config
-
     default_interval = config.Settings().batch_seconds
     jobs_to_run = plans(args.batch_seconds, default_interval, args.profile)
     started = time.time()
@@ -162,15 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     parse_rows = [] if args.skip_parse else parse_bench()
     source_lines: list[str] = []
     if not args.skip_sources:
-        from bench import bluesky
-
         log("Bluesky source: Jetstream frames -> wire tweets, one core")
-        source_lines = bluesky.table()
-    from bench import post_fields, producer_cost
+        source_lines = bluesky_speed.table()
     log("post fields: executors + driver, off vs on, 200,000 posts, one core")
-    post_lines = post_fields.table()
+    post_lines = post_fields_cost.table()
     log("the producer alone at saturation: put vs put_many, 3 rounds of 200,000 posts")
-    producer_lines, producer_us = producer_cost.table()
+    producer_lines, producer_us = producer_alone.table()
     page = PageServer()
     jobs: dict[str, JobResult] = {}
     backlog: BacklogResult | None = None

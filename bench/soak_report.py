@@ -6,7 +6,7 @@ import math
 import time
 from pathlib import Path
 
-from bench.soak import (
+from bench.soak_figures import (
     JOURNAL_SLACK,
     MAX_BATCH_P50_RATIO,
     MAX_JOB_RSS_DRIFT_PCT,
@@ -68,6 +68,8 @@ def targets(run: Run, figures: Drift, segment_bytes: int) -> list[str]:
 
 def plot(path: Path, samples: list[Sample], duration: float) -> None:
     """RSS and batch p50 over time, in a small PNG."""
+    # matplotlib only here, for the plot: it is slow to import, and its backend must be
+    # chosen before pyplot is imported
     import matplotlib
 
     matplotlib.use("Agg")

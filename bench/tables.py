@@ -11,6 +11,7 @@ from bench.backlog import BacklogResult
 from bench.load import BENCH
 from bench.measure import CATEGORIES, MB, JobResult, percentile
 from bench.profiles import PROFILE_SECONDS
+from bench.results import COST_HEADING, replace_section, section_lines
 
 LATENCY_RATE = 10_000  # the 2 s batches' latency target is stated at this rate
 
@@ -335,23 +336,8 @@ def write_report(output: Path, about: dict[str, str], master: str, jobs: dict[st
     if notes.exists():
         lines += [notes.read_text(encoding="utf-8").rstrip(), ""]
     text = "\n".join(lines)
-    kept = _cost_section(output)  # bench.cost's table, written after this: kept until then
+    # bench.cost's section: make bench writes it after this run, so the last one stays
+    kept = section_lines(output, COST_HEADING)
     if kept:
-        from bench.cost import HEADING, replace_section
-
-        text = replace_section(text, HEADING, kept)
+        text = replace_section(text, COST_HEADING, kept)
     output.write_text(text, encoding="utf-8")
-
-
-def _cost_section(output: Path) -> list[str]:
-    """The lines of the cost section (bench.cost) already in ``output``, if any."""
-    from bench.cost import HEADING
-
-    if not output.exists():
-        return []
-    text = output.read_text(encoding="utf-8")
-    start = text.find(HEADING + "\n")
-    if start < 0:
-        return []
-    end = text.find("\n## ", start + len(HEADING))
-    return text[start:end if end >= 0 else len(text)].rstrip("\n").split("\n")

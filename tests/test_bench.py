@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 import transform
-from bench.cost import HEADING, ROWS, Result, replace_section, table, targets
+from bench.cost import ROWS, Result, table, targets
 from bench.measure import JobResult
-from bench.soak import (
+from bench.replay_posts import post_index, post_text
+from bench.results import COST_HEADING, replace_section, section_lines
+from bench.soak_figures import (
     MB,
     BatchLine,
     ProducerSummary,
@@ -18,8 +21,6 @@ from bench.soak import (
     drift,
     parse_batch_line,
     parse_summary,
-    post_index,
-    post_text,
 )
 from bench.steps import FINE_RATIO, Plan, Step, evaluate, find_limit, round_rate
 from bench.tweets import TweetFactory, number_of, stamp_of
@@ -287,12 +288,21 @@ def test_cost_table_flags_other_load() -> None:
 
 def test_the_cost_section_replaces_its_earlier_self_and_keeps_the_rest() -> None:
     text = "# Results\n\n## Ceiling\n\nrows\n\n## Every step\n\nsteps\n"
-    added = replace_section(text, HEADING, [HEADING, "", "first"])
-    assert added == ("# Results\n\n## Ceiling\n\nrows\n\n" + HEADING + "\n\nfirst\n\n"
+    added = replace_section(text, COST_HEADING, [COST_HEADING, "", "first"])
+    assert added == ("# Results\n\n## Ceiling\n\nrows\n\n" + COST_HEADING + "\n\nfirst\n\n"
                      "## Every step\n\nsteps\n")  # next to the saturation tables
-    again = replace_section(added, HEADING, [HEADING, "", "second"])
+    again = replace_section(added, COST_HEADING, [COST_HEADING, "", "second"])
     assert again == added.replace("first", "second")
-    assert replace_section("", HEADING, [HEADING, "x"]) == HEADING + "\nx\n\n"
+    assert replace_section("", COST_HEADING, [COST_HEADING, "x"]) == COST_HEADING + "\nx\n\n"
+
+
+def test_the_cost_section_is_read_back_for_the_saturation_report_to_keep(
+        tmp_path: Path) -> None:
+    results = tmp_path / "results.md"
+    assert section_lines(results, COST_HEADING) == []
+    results.write_text(replace_section("# Results\n\n## Every step\n\nsteps\n", COST_HEADING,
+                                       [COST_HEADING, "", "| row |"]), encoding="utf-8")
+    assert section_lines(results, COST_HEADING) == [COST_HEADING, "", "| row |"]
 
 
 def test_a_process_tree_is_found_by_parent_pid_and_its_cpu_counted() -> None:

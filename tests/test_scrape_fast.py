@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.bigpage import build_page
+from bench.worldometers_page import build_page
 from counts.worldometers import parse_counter_block
 from scrape import (
     NO_COUNT,
