@@ -398,7 +398,8 @@ def test_both_programs_serve_metrics_that_move_while_they_run(tmp_path: Path) ->
     assert f"Prometheus metrics on http://127.0.0.1:{job_port}/metrics" in consumer.log
 
 
-def test_the_readme_lists_every_metric_the_programs_expose(tmp_path: Path) -> None:
+def every_metric(tmp_path: Path) -> list[Any]:
+    """The registries of both programs, with every figure they can show present."""
     producer_metrics = metrics.ProducerCollector(fake_server())
     every_figure = metrics.SourceFigures(events=1, posts=1, matched=1, reconnects=1,
                                          lag_seconds=1.0, read_today=1, daily_cap=1)
@@ -406,10 +407,12 @@ def test_the_readme_lists_every_metric_the_programs_expose(tmp_path: Path) -> No
     durable = SimpleNamespace(spooled=0, spool=SimpleNamespace(path=tmp_path / "spool"))
     job_metrics = metrics.JobMetrics(durable)  # type: ignore[arg-type]
     job_metrics.count_read(CaseCount(1, AS_OF, "who", True))
+    return [producer_metrics.registry, job_metrics.registry]
+
+
+def test_the_metrics_page_lists_every_metric_the_programs_expose(tmp_path: Path) -> None:
     names = {family.name + ("_total" if family.type == "counter" else "")
-             for registry in (producer_metrics.registry, job_metrics.registry)
-             for family in registry.collect()}
-    readme = (PROJECT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Metrics"):readme.index("## Delivery guarantees")]
-    listed = set(re.findall(r"^\| `(covid19_\w+)` \|", section, flags=re.M))
+             for registry in every_metric(tmp_path) for family in registry.collect()}
+    page = (PROJECT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `(covid19_\w+)` \|", page, flags=re.M))
     assert listed == names
