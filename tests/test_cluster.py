@@ -1,6 +1,6 @@
 """The job on a real Spark standalone cluster: a master and a worker on 127.0.0.1.
 
-Started with pyspark's own ``bin/spark-class`` (docs/design.md), then stream.py and
+Started with pyspark's own ``bin/spark-class`` (CONTRIBUTING.md), then stream.py and
 ``spark_streaming.py --master spark://127.0.0.1:PORT`` run as real processes,
 the job's working directory a fresh temporary folder, so that nothing relies
 on the driver's folder: the executors get transform.py from the driver

@@ -401,10 +401,10 @@ def test_dotenv_lines_that_cannot_be_read_exit_2_naming_the_line(
     assert "AAAA-bearer-token" not in err
 
 
-# --- what --help and the README say ------------------------------------------------------
+# --- what --help and docs/configuration.md say ------------------------------------------
 
 
-def test_help_prints_defaults_as_the_readme_does(capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_prints_defaults_as_the_docs_do(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         config.load_settings("stream.py", config.STREAM_OPTIONS, ["--help"], environ={},
                              dotenv_path=None)
@@ -417,10 +417,10 @@ def test_help_prints_defaults_as_the_readme_does(capsys: pytest.CaptureFixture[s
     assert not re.search(r"default: [0-9]+\.0\]", text), text
 
 
-def readme_table() -> dict[str, tuple[str, str]]:
-    """The README's configuration table: variable -> (flag cell, default cell)."""
-    readme = (PROJECT / "README.md").read_text()
-    section = readme.split("\n## Configuration\n", 1)[1].split("\n#", 1)[0]
+def variables_table() -> dict[str, tuple[str, str]]:
+    """docs/configuration.md's table of variables: variable -> (flag cell, default cell)."""
+    page = (PROJECT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    section = page.split("\n## Every variable\n", 1)[1].split("\n#", 1)[0]
     rows = {}
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
@@ -430,13 +430,13 @@ def readme_table() -> dict[str, tuple[str, str]]:
     return rows
 
 
-#: defaults the README describes in words instead of printing them
+#: defaults the table describes in words instead of printing them
 DESCRIBED = {"TWEET_SOURCE": "`twitter` if a token is set, else `bluesky`",
              "JETSTREAM_URLS": "the six public hosts"}
 
 
-def test_readme_table_has_every_variable_with_its_flag_and_default() -> None:
-    rows = readme_table()
+def test_the_variables_table_has_every_variable_with_its_flag_and_default() -> None:
+    rows = variables_table()
     assert set(rows) == {opt.env for opt in config.OPTIONS.values()}
     for name, opt in config.OPTIONS.items():
         flag_cell, default_cell = rows[opt.env]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -398,7 +399,8 @@ def test_both_programs_serve_metrics_that_move_while_they_run(tmp_path: Path) ->
     assert f"Prometheus metrics on http://127.0.0.1:{job_port}/metrics" in consumer.log
 
 
-def test_the_readme_lists_every_metric_the_programs_expose(tmp_path: Path) -> None:
+def every_metric(tmp_path: Path) -> list[Any]:
+    """The registries of both programs, with every figure they can show present."""
     producer_metrics = metrics.ProducerCollector(fake_server())
     every_figure = metrics.SourceFigures(events=1, posts=1, matched=1, reconnects=1,
                                          lag_seconds=1.0, read_today=1, daily_cap=1)
@@ -406,10 +408,73 @@ def test_the_readme_lists_every_metric_the_programs_expose(tmp_path: Path) -> No
     durable = SimpleNamespace(spooled=0, spool=SimpleNamespace(path=tmp_path / "spool"))
     job_metrics = metrics.JobMetrics(durable)  # type: ignore[arg-type]
     job_metrics.count_read(CaseCount(1, AS_OF, "who", True))
+    return [producer_metrics.registry, job_metrics.registry]
+
+
+def test_the_metrics_page_lists_every_metric_the_programs_expose(tmp_path: Path) -> None:
     names = {family.name + ("_total" if family.type == "counter" else "")
-             for registry in (producer_metrics.registry, job_metrics.registry)
-             for family in registry.collect()}
-    readme = (PROJECT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Metrics"):readme.index("## Delivery guarantees")]
-    listed = set(re.findall(r"^\| `(covid19_\w+)` \|", section, flags=re.M))
+             for registry in every_metric(tmp_path) for family in registry.collect()}
+    page = (PROJECT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `(covid19_\w+)` \|", page, flags=re.M))
     assert listed == names
+
+
+DASHBOARD = PROJECT / "contrib" / "grafana-dashboard.json"
+#: PromQL's own words that can stand where a metric name does
+PROMQL_WORDS = {"rate", "irate", "increase", "sum", "max", "min", "avg", "count",
+                "histogram_quantile", "by", "without", "on", "ignoring", "and", "or",
+                "unless", "bool", "offset"}
+
+
+def dashboard_panels() -> list[dict[str, Any]]:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return [panel for panel in dashboard["panels"] if panel["type"] != "row"]
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (grouping labels, label matchers,
+    strings, durations and ``$variables`` left out)."""
+    expr = re.sub(r"\b(by|without)\s*\([^)]*\)", " ", expr)
+    expr = re.sub(r'\{[^}]*\}|"[^"]*"|\[[^\]]*\]', " ", expr)
+    words = re.findall(r"(?<![\w$.])[A-Za-z_:][\w:]*", expr)
+    return {word for word in words if word not in PROMQL_WORDS}
+
+
+def test_metric_names_reads_what_a_query_names() -> None:
+    assert metric_names("histogram_quantile(0.99, sum by (le) (rate("
+                        "covid19_job_batch_write_seconds_bucket{job=\"x\"}[$__rate_interval])))"
+                        ) == {"covid19_job_batch_write_seconds_bucket"}
+    assert metric_names("60 * rate(covid19_job_batchs_total[5m])") == {
+        "covid19_job_batchs_total"}
+
+
+def test_the_grafana_dashboard_queries_only_what_the_programs_expose(tmp_path: Path) -> None:
+    exposed_names = {sample.name for registry in every_metric(tmp_path)
+                     for family in registry.collect() for sample in family.samples}
+    assert "covid19_job_batch_processing_seconds_bucket" in exposed_names
+    queried: set[str] = set()
+    for panel in dashboard_panels():
+        for query in panel["targets"]:
+            names = metric_names(query["expr"])
+            assert names, (panel["title"], query["expr"])
+            queried |= names
+    assert queried <= exposed_names, sorted(queried - exposed_names)
+    # the figures an operator watches first are all on it
+    assert {"covid19_producer_matched_total", "covid19_producer_refused_total",
+            "covid19_producer_journal_bytes", "covid19_producer_source_lag_seconds",
+            "covid19_job_batches_failed_total", "covid19_job_kept_total",
+            "covid19_job_spooled_documents", "covid19_job_case_count_age_seconds"} <= queried
+
+
+def test_the_grafana_dashboard_names_no_data_source_of_its_own() -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert [(put["name"], put["type"], put["pluginId"]) for put in dashboard["__inputs"]] == [
+        ("DS_PROMETHEUS", "datasource", "prometheus")]
+    variables = {var["name"]: var for var in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert variables["datasource"]["current"]["value"] == "${DS_PROMETHEUS}"
+    chosen = {"type": "prometheus", "uid": "${datasource}"}
+    for panel in dashboard_panels():
+        assert panel["datasource"] == chosen, panel["title"]
+        assert all(query["datasource"] == chosen for query in panel["targets"]), panel["title"]

@@ -1,8 +1,9 @@
-"""The README, run as a newcomer runs it: in a fresh copy of the repository (the
-files git tracks, nothing else), the demo, then every ``python report.py`` and
-``--help`` command of the README exactly as written. A command may find nothing
-in its window (the README's dates are examples), but it then says so in one line;
-no command may print a traceback."""
+"""The README and docs/, run as a newcomer runs them: in a fresh copy of the
+repository (the files git tracks, nothing else), the demo, then every
+``python report.py`` command of the README and docs/*.md exactly as written, and
+every program's ``--help``. A command may find nothing in its window (the docs'
+dates are examples), but it then says so in one line; no command may print a
+traceback."""
 
 from __future__ import annotations
 
@@ -16,13 +17,21 @@ import pytest
 from processes import PROJECT, clean_env
 
 pytestmark = pytest.mark.e2e
+PAGES = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
 README = (PROJECT / "README.md").read_text(encoding="utf-8")
 
 
 def readme_commands(program: str) -> list[str]:
-    """The README's shell lines that run ``program`` (continuations joined, comments cut)."""
+    """The shell lines of the README and docs/ that run ``program`` (continuations
+    joined, comments cut), page by page."""
+    return [command for page in PAGES
+            for command in shell_commands(page.read_text(encoding="utf-8"), program)]
+
+
+def shell_commands(text: str, program: str) -> list[str]:
+    """The lines of ``text``'s ```sh blocks that run ``program``."""
     commands, shell, block = [], False, []
-    for line in README.splitlines():
+    for line in text.splitlines():
         if line.startswith("```"):
             if shell:  # the end of a shell block: its lines, continuations joined
                 for command in "\n".join(block).replace("\\\n", " ").splitlines():
@@ -65,12 +74,14 @@ def run(clone: Path, command: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def test_the_readme_names_the_commands_this_test_runs() -> None:
+def test_the_docs_name_the_commands_this_test_runs() -> None:
     assert len(readme_commands("report.py")) >= 8
     assert "make demo" in README and "make run" in README
+    using = (PROJECT / "docs" / "using-the-data.md").read_text(encoding="utf-8")
+    assert len(shell_commands(using, "report.py")) >= 8
 
 
-def test_make_demo_then_every_report_command_of_the_readme(clone: Path) -> None:
+def test_make_demo_then_every_report_command_of_the_docs(clone: Path) -> None:
     make = subprocess.run(["make", "-n", "demo"], cwd=clone, capture_output=True, text=True,
                           check=False)
     assert "scripts/launch.py demo" in make.stdout, make.stdout + make.stderr
@@ -84,7 +95,7 @@ def test_make_demo_then_every_report_command_of_the_readme(clone: Path) -> None:
                     if " INFO " not in line and " WARNING " not in line]
         if result.returncode == 0:
             assert "Traceback" not in result.stderr, (command, result.stderr)
-        else:  # e.g. the README's example window holds nothing here: one line saying so
+        else:  # e.g. the docs' example window holds nothing here: one line saying so
             assert result.returncode == 1 and len(problems) == 1, (command, result.stderr)
             assert problems[0].startswith("report.py: "), (command, problems)
 

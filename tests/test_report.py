@@ -1,4 +1,5 @@
-"""report.py: inspect, plot and export on both store kinds, and the README's queries.
+"""report.py: inspect, plot and export on both store kinds, and the queries of
+docs/using-the-data.md.
 
 Every store-level test runs twice: on the embedded store (MontyDB in SQLite
 files, which hands back naive UTC datetimes; driven through ``report.main``
@@ -8,9 +9,11 @@ driven through the library functions that take a BatchStore).
 
 from __future__ import annotations
 
+import ast
 import base64
 import csv
 import gc
+import inspect
 import io
 import json
 import logging
@@ -1093,7 +1096,7 @@ def test_word_counter_counts_here_without_processes(
 
 
 # --------------------------------------------------------------------------
-# the README's "Using the data" queries, verbatim (pymongo versions)
+# the queries of docs/using-the-data.md, verbatim (pymongo versions)
 
 
 def readme_queries(batches: Any, *, aggregate: bool) -> dict[str, list[Any]]:
@@ -1137,7 +1140,7 @@ def test_readme_queries(make_store: Callable[..., Fixture]) -> None:
     # one more batch in the next hour, to see the grouping by hour
     docs.append(transform.build_document(T0 + timedelta(hours=1), ["Vaccines!", "ok"], 1))
     fx = make_store(docs)
-    # MontyDB has no aggregate(); the README says so
+    # MontyDB has no aggregate(); the page says so
     found = readme_queries(fx.store.collection, aggregate=fx.kind == "mongomock")
     assert found["counts"] == [(as_utc(d["timestamp"]), d["total_case_count"])
                                for d in docs if d["total_case_count"] is not None]
@@ -1166,3 +1169,15 @@ def test_missing_glyphs_are_one_log_line_not_a_warning_per_character(
         "the figure's font lacks some characters of the words shown; they are drawn as boxes "
         "(the HTML page and the export have the real text)"]
     assert not [w for w in recwarn if "missing from font" in str(w.message)]
+
+
+def test_the_queries_run_here_are_the_ones_the_docs_show() -> None:
+    page = (Path(__file__).parent.parent / "docs" / "using-the-data.md").read_text(
+        encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", page.split("\n## Queries\n", 1)[1], re.S)
+    shown = {ast.dump(node) for block in blocks for node in ast.parse(block).body
+             if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) != "batches"}
+    run = {ast.dump(node) for node in ast.walk(ast.parse(textwrap.dedent(
+        inspect.getsource(readme_queries)))) if isinstance(node, ast.Assign)}
+    assert len(shown) == 4
+    assert shown <= run
