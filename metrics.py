@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("metrics")
 
 PREFIX = "covid19"
-#: Only this machine can scrape (docs/design.md): a Prometheus elsewhere goes through a proxy.
+#: Only this machine can scrape (docs/security.md): a Prometheus elsewhere goes through a proxy.
 ADDRESS = "127.0.0.1"
 #: Spark's processing time of a batch; batches are 20 s by default.
 PROCESSING_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)

@@ -133,7 +133,7 @@ def _count_joined(joined: str) -> Counter[str]:
 
 
 # Why worker processes: counting is pure Python CPU work, which threads would not
-# spread (the GIL). Measured by bench/report_week.py (README "Performance",
+# spread (the GIL). Measured by bench/report_week.py (docs/performance.md,
 # "Reports"): on a week of 20 s batches (30,240 documents, 1.5 million posts),
 # counting the 28 million words exactly takes ~9 CPU seconds, next to ~3-5 s to read
 # the documents from the embedded store and ~2 s to draw; with the counting on worker

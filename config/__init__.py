@@ -414,7 +414,7 @@ def _old_names(opt: Option) -> str:
 
 
 def default_text(name: str) -> str:
-    """Option ``name``'s default as ``--help`` and the README print it: ``60``
+    """Option ``name``'s default as ``--help`` and docs/configuration.md print it: ``60``
     (not ``60.0``), ``false``, ``4MiB``, ``DATA_DIR/journal``, ``unset``."""
     value = getattr(_DEFAULTS, name)
     if name in DATA_FILES:

@@ -224,7 +224,7 @@ def main() -> int:
     stop, again = threading.Event(), threading.Event()
 
     def on_signal(signum: int, count: int) -> None:
-        if count > 1:  # the README's "a second Ctrl-C stops the job at once"
+        if count > 1:  # docs/running.md: "a second Ctrl-C stops the job at once"
             again.set()
 
     # Ctrl-C, SIGTERM and SIGHUP: stop both, in order; a second one: the job at once
