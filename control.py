@@ -469,7 +469,7 @@ class ControlClient:
         """The ``held`` lines already received (never waits)."""
         assert self._sock is not None and self._reader is not None
         answers: dict[str, tuple[int, int]] = {}
-        while self._reader.pending() or select.select([self._sock], [], [], 0)[0]:
+        while self._reader.pending() or _readable(self._sock):
             line = self._reader.readline()
             if line is None:
                 raise ConnectionResetError("the producer closed the control connection")
@@ -494,8 +494,7 @@ def peer_closed(sock: socket.socket) -> bool:
     Checked before writing to a connection whose other end may have gone (a
     restarted producer, a consumer that left), where a write would be lost
     without an error."""
-    readable, _, _ = select.select([sock], [], [], 0)
-    if not readable:
+    if not _readable(sock):
         return False
     try:
         return sock.recv(1, socket.MSG_PEEK) == b""
@@ -504,6 +503,15 @@ def peer_closed(sock: socket.socket) -> bool:
     except OSError:  # reset
         return True
 
+
+
+def _readable(sock: socket.socket) -> bool:
+    """True when ``sock`` has something to read, or its other end closed or reset it;
+    never waits. ``poll``, not ``select``: select() refuses a descriptor from 1024 on,
+    as a busy process holds (ValueError: filedescriptor out of range)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 # --- what the job has stored, per producer ----------------------------------------------------
 

@@ -20,6 +20,7 @@ has a registry of its own, not prometheus_client's global one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
 import socket
@@ -29,11 +30,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 
 from counts.reading import CaseCount
@@ -63,26 +63,155 @@ class MetricsError(Exception):
 # serving
 
 
+class _Slots:
+    """The connections being answered, at most ``limit`` at once; of them, the ones
+    whose request is not in yet, each with its deadline (``timeout`` after it came).
+
+    A connection that has not sent its whole request by its deadline is dropped, so a
+    silent or trickling one holds its thread and descriptor ``timeout`` s at most.
+    When all slots are taken, the connection waiting longest for its request makes
+    room at once (as the control port does), so that idle connections cannot keep a
+    scrape waiting; Prometheus sends its request as soon as it connects.
+    """
+
+    def __init__(self, limit: int, timeout: float) -> None:
+        self.limit = limit
+        self.timeout = timeout
+        self._changed = threading.Condition()
+        self._taken = 0
+        self._waiting: dict[socket.socket, float] = {}  # oldest first: same timeout for all
+        self._dropped: set[socket.socket] = set()  # shut down, their handler not done yet
+        self._ended: list[threading.Thread] = []  # handlers done, maybe not yet returned
+        self._closing = False
+
+    def admit(self, conn: socket.socket) -> bool:
+        """Take a slot for ``conn``, waiting for one (and making room) if all are
+        taken; False once :meth:`close` was called."""
+        with self._changed:
+            while self._taken >= self.limit and not self._closing:
+                if not self._dropped and self._waiting:  # make room: none is coming
+                    self._drop(next(iter(self._waiting)))
+                self._changed.wait(self._expire())
+            if self._closing:
+                return False
+            self._taken += 1
+            self._waiting[conn] = time.monotonic() + self.timeout
+            ended, self._ended = self._ended, []
+        for thread in ended:  # at most ``limit`` handler threads alive, not one more
+            thread.join()
+        return True
+
+    def request_read(self, conn: socket.socket) -> bool:
+        """``conn``'s request is in: its deadline no longer applies. False if it
+        came too late (the connection was dropped)."""
+        with self._changed:
+            return self._waiting.pop(conn, None) is not None
+
+    def done(self, conn: socket.socket, thread: threading.Thread | None) -> None:
+        """``conn``'s handler ``thread`` is done and has closed it: its slot is free."""
+        with self._changed:
+            self._taken -= 1
+            self._waiting.pop(conn, None)
+            self._dropped.discard(conn)
+            if thread is not None:
+                self._ended.append(thread)
+            self._changed.notify_all()
+
+    def expire(self) -> float | None:
+        """Drop the connections past their deadline; seconds until the next one (None:
+        no connection is waiting for its request)."""
+        with self._changed:
+            return self._expire()
+
+    def _expire(self) -> float | None:
+        now = time.monotonic()
+        for conn, deadline in list(self._waiting.items()):
+            if deadline > now:
+                return deadline - now
+            self._drop(conn)
+        return None
+
+    def _drop(self, conn: socket.socket) -> None:
+        del self._waiting[conn]
+        self._dropped.add(conn)
+        with contextlib.suppress(OSError):  # its handler's read ends at once
+            conn.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Admit no more connections (wakes an :meth:`admit` that waits)."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+
+
+class _Server(WSGIServer):
+    """wsgiref's server with a thread per connection, as many as ``slots`` allow."""
+
+    request_queue_size = 64  # connections the kernel holds until accepted (socketserver: 5)
+
+    def __init__(self, address: tuple[str, int], slots: _Slots) -> None:
+        self.slots = slots
+        super().__init__(address, _QuietHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.admit(request):
+            self.shutdown_request(request)
+            return
+        request.settimeout(self.slots.timeout)  # each read, and the whole answer's write
+        thread = threading.Thread(target=self._answer, args=(request, client_address),
+                                  name="metrics-request", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: this connection is closed
+            self.slots.done(request, None)
+            raise
+
+    def _answer(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except OSError as err:  # timed out, dropped or reset: not worth a traceback
+            log.debug("metrics: a connection from %s ended: %s", client_address[0], err)
+        finally:
+            self.shutdown_request(request)
+            self.slots.done(request, threading.current_thread())
+
+
 class _QuietHandler(WSGIRequestHandler):
+    server: _Server
+
+    def parse_request(self) -> bool:
+        """The request line and headers are in; False (no answer) if the connection
+        was dropped meanwhile."""
+        return super().parse_request() and self.server.slots.request_read(self.connection)
+
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes are not logged: Prometheus asks every 15 s, for weeks."""
 
 
 class MetricsServer:
     """The ``/metrics`` endpoint of one registry, served from a daemon thread that
-    sleeps until a scrape comes or :meth:`close` wakes it (prometheus_client's own
-    ``start_http_server`` wakes twice a second to look for a shutdown)."""
+    sleeps until a connection comes, a connection's deadline passes or :meth:`close`
+    wakes it (prometheus_client's own ``start_http_server`` wakes twice a second to
+    look for a shutdown). Each connection is answered on a thread of its own."""
+
+    #: most connections answered at once (a thread and a descriptor each); when all
+    #: are taken, the one waiting longest for its request makes room for a new one
+    MAX_HANDLERS = 8
+    #: seconds a connection has to send its whole request, however slowly it trickles
+    #: (and to take the answer): Prometheus sends its request as soon as it connects
+    REQUEST_TIMEOUT = 5.0
 
     def __init__(self, registry: CollectorRegistry, port: int, addr: str = ADDRESS) -> None:
         """Bind ``addr:port`` and serve; raises MetricsError (one line naming
         METRICS_PORT) when it cannot be bound."""
+        self._slots = _Slots(self.MAX_HANDLERS, self.REQUEST_TIMEOUT)
         try:
-            self._httpd = make_server(addr, port, make_wsgi_app(registry),
-                                      ThreadingWSGIServer, handler_class=_QuietHandler)
+            self._httpd = _Server((addr, port), self._slots)
         except OSError as err:
             raise MetricsError(
                 f"cannot serve metrics on {addr}:{port} (--metrics-port / METRICS_PORT): "
                 f"{err.strerror or err}") from None
+        self._httpd.set_app(make_wsgi_app(registry))
         self._httpd.timeout = 0  # handle_request() never waits: select() below does
         self._wake, self._woken = socket.socketpair()
         self.port: int = self._httpd.server_address[1]
@@ -94,11 +223,16 @@ class MetricsServer:
         with selectors.DefaultSelector() as selector:
             selector.register(self._httpd, selectors.EVENT_READ)
             selector.register(self._woken, selectors.EVENT_READ)
-            while not any(key.fileobj is self._woken for key, _ in selector.select()):
-                self._httpd.handle_request()  # ready: a scrape, answered on a thread
+            while True:
+                ready = selector.select(self._slots.expire())
+                if any(key.fileobj is self._woken for key, _ in ready):
+                    return
+                if ready:
+                    self._httpd.handle_request()  # a connection: answered on a thread
 
     def close(self) -> None:
         """Stop serving and release the port."""
+        self._slots.close()
         self._wake.send(b"x")
         self._thread.join(5)
         self._httpd.server_close()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import select
+import selectors
 import socket
 import threading
 import time
@@ -465,6 +465,13 @@ class Sender(threading.Thread):
     def _feed(self, conn: socket.socket) -> None:
         """Write the journal's tweets to ``conn`` until it disconnects, stalls or we close."""
         conn.settimeout(self.send_timeout)
+        with selectors.DefaultSelector() as selector:  # not select(): fds from 1024 on
+            selector.register(conn, selectors.EVENT_READ)
+            selector.register(self.cursor.wakeup, selectors.EVENT_READ)
+            self._feed_until_gone(conn, selector)
+
+    def _feed_until_gone(self, conn: socket.socket, selector: selectors.BaseSelector) -> None:
+        """:meth:`_feed`'s loop; ``selector`` watches ``conn`` and the cursor's wakeup."""
         cursor, changed = self.cursor, self.cursor.changed
         while True:
             cursor.take_wakes()  # before the check: a wake after it is seen by select
@@ -475,8 +482,8 @@ class Sender(threading.Thread):
                 first, rewinds = cursor.position, cursor.rewinds
             if idle:  # sleep until the journal commits more, the cursor moves or we close,
                 # or the consumer goes away: no timeout, nothing polls
-                readable, _, _ = select.select([conn, cursor.wakeup], [], [])
-                if conn in readable and _consumer_gone(conn):
+                ready = selector.select()
+                if any(key.fileobj is conn for key, _ in ready) and _consumer_gone(conn):
                     if not self.closing.is_set():
                         log.info("consumer disconnected; holding tweets until one reconnects")
                     return

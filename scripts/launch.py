@@ -18,8 +18,10 @@ settings.
 saved page served from 127.0.0.1, the embedded store of your settings and a
 fresh journal and spool in DATA_DIR/demo.
 
-If stream.py stops with an error, the job is stopped too and the launcher
-exits with stream.py's status.
+If stream.py leaves first, whatever its status (an error, or a `kill` of it), the
+launcher says so in one line, stops the job as a Ctrl-C does (its batch in flight
+is stored) and exits with stream.py's status: 128 + N if signal N killed it, and
+the job's status if stream.py's was 0.
 """
 
 from __future__ import annotations
@@ -142,9 +144,15 @@ def run_pair(producer_args: list[str], job_args: list[str], stop: threading.Even
     A stop (Ctrl-C, SIGTERM, SIGHUP) stops the job first, so that the batch in
     flight is stored and acknowledged (within ``job_stop_seconds``), then
     stream.py, which keeps whatever is not stored in its journal; once ``again``
-    is set (a second Ctrl-C), the job is asked to stop at once. If stream.py
-    ends with an error first, the job is stopped and stream.py's status
-    returned, its error being the last thing it printed.
+    is set (a second Ctrl-C), the job is asked to stop at once.
+
+    If stream.py ends first, whatever its status, the job has no producer left:
+    the launcher says so in one line, sets ``stop`` and stops the job the same
+    way. It returns stream.py's status (:func:`exit_status`), or the job's when
+    stream.py's is 0: a `kill` of stream.py is a stop someone asked for, and
+    nothing is lost (stream.py's journal keeps what is not stored), so it reads as
+    a Ctrl-C does, unless the job then fails to stop cleanly. An error of
+    stream.py stays the last thing it printed before the launcher's line.
     """
     producer = start("stream.py", producer_args)
     job = start("spark_streaming.py", job_args)
@@ -153,19 +161,33 @@ def run_pair(producer_args: list[str], job_args: list[str], stop: threading.Even
         threading.Thread(target=lambda p=process: (p.wait(), changed.set()),
                          daemon=True).start()
     threading.Thread(target=lambda: (stop.wait(), changed.set()), daemon=True).start()
-    status = None
     while job.poll() is None and not stop.is_set():
         changed.wait()
         changed.clear()
         status = producer.poll()
-        if status not in (None, 0) and job.poll() is None:
-            sys.stderr.write(f"launch: stream.py stopped with status {status}; stopping "
+        if status is not None and job.poll() is None:
+            sys.stderr.write(f"launch: stream.py {ended(status)}; stopping "
                              "spark_streaming.py\n")
-            end(job, job_stop_seconds, again)
-            return status
+            stop.set()  # the run is over: the demo shows nothing more
+            job_status = end(job, job_stop_seconds, again)
+            return exit_status(status) or exit_status(job_status)
     job_status = end(job, job_stop_seconds, again)
     producer_status = end(producer, PRODUCER_STOP_SECONDS)
-    return job_status or producer_status
+    return exit_status(job_status) or exit_status(producer_status)
+
+
+def ended(returncode: int) -> str:
+    """How a program ended, as Popen's ``returncode`` tells it, for a log line."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-returncode).name}"
+        return f"was killed by signal {-returncode}"
+    return f"stopped with status {returncode}"
+
+
+def exit_status(returncode: int) -> int:
+    """Popen's ``returncode`` as a shell gives it: 128 + N for a death by signal N."""
+    return 128 - returncode if returncode < 0 else returncode
 
 
 def show(args: list[str], stop: threading.Event) -> int | None:

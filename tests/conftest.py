@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import resource
 import socket
 import threading
 from collections.abc import Iterator
@@ -88,3 +90,29 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(level)
+
+
+#: select() cannot watch a descriptor from this number on (FD_SETSIZE)
+SELECT_LIMIT = 1024
+
+
+@pytest.fixture
+def high_fds() -> Iterator[None]:
+    """Every descriptor opened in the test is numbered SELECT_LIMIT or more, as in a
+    process holding a thousand connections: the soft RLIMIT_NOFILE is raised (within
+    the hard one) and the low numbers are taken by /dev/null until the test ends."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = SELECT_LIMIT + 512
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"the hard limit on open files ({hard}) is below {wanted}")
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    filler = []
+    try:
+        while not filler or filler[-1] < SELECT_LIMIT:
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        yield
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import select
+import selectors
 import socket
 import threading
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SELECT_LIMIT
 from processes import LogWaiter, capture_logs
 
 import control
@@ -284,6 +286,39 @@ def test_resends_are_answered_and_rate_limited(producer: Producer,
     assert answers[src] == (1, 6)  # it holds 1..5, the next seq is 6
     assert control_log.count("asked for the tweets from seq") == 1
     job.close()
+
+
+def test_both_sides_work_through_descriptors_past_select_s_limit(
+    tmp_path: Path, high_fds: None
+) -> None:
+    """select() raises ValueError for a descriptor from 1024 on, as a busy program holds."""
+    left, right = socket.socketpair()
+    with left, right:
+        assert left.fileno() >= SELECT_LIMIT
+        assert not control.peer_closed(left)
+        right.close()
+        assert control.peer_closed(left)
+    running = Producer(tmp_path / "journal")
+    job = control.ControlClient("127.0.0.1", running.port, SECRET)
+    src = running.server.source
+    try:
+        seqs = running.put(5)
+        answers = job.send({src: 0}, {src: 1})
+        assert [json.loads(running.reader.readline())["seq"] for _ in range(5)] == seqs
+        while src not in answers:  # the held answer: wait for it, then read it
+            assert job._sock is not None
+            with selectors.DefaultSelector() as selector:
+                selector.register(job._sock, selectors.EVENT_READ)
+                assert selector.select(TIMEOUT), "no held answer"
+            answers = job.send({}, {})
+        assert answers == {src: (1, 6)}
+        connection = job._sock
+        job.send({src: 5}, {})
+        assert job._sock is connection  # peer_closed did not take the producer for gone
+        assert running.server.wait_until_drained(TIMEOUT)
+    finally:
+        job.close()
+        running.close()
 
 
 def test_the_client_notices_a_restarted_producer(tmp_path: Path) -> None:

@@ -264,6 +264,59 @@ def test_the_endpoint_sleeps_between_scrapes_and_its_close_is_prompt() -> None:
         pass  # the port is free again
 
 
+class PatientServer(metrics.MetricsServer):
+    """Keeps a silent connection for ten minutes: within a test only the cap makes room."""
+
+    MAX_HANDLERS = 4
+    REQUEST_TIMEOUT = 600.0
+
+
+def test_idle_connections_hold_at_most_the_cap_of_threads_and_a_scrape_still_comes_in() -> None:
+    registry = metrics.ProducerCollector(fake_server(sent=5)).registry
+    server = PatientServer(registry, free_port())
+    idle: list[socket.socket] = []
+    try:
+        threads = threading.active_count()  # the endpoint's own thread included
+        for _ in range(50):  # connect, and never send a request
+            idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=30))
+        assert scrape(server.port)["covid19_producer_sent_total"] == 5
+        assert threading.active_count() <= threads + PatientServer.MAX_HANDLERS
+        # each newcomer made room by closing the connection waiting longest: all but
+        # the three newest idle ones (the scrape took the fourth place)
+        assert [conn.recv(1) for conn in idle[:47]] == [b""] * 47
+    finally:
+        for conn in idle:
+            conn.close()
+        server.close()
+
+
+class QuickServer(metrics.MetricsServer):
+    REQUEST_TIMEOUT = 0.5
+
+
+def test_a_connection_that_sends_no_whole_request_in_time_is_closed_unanswered() -> None:
+    registry = metrics.ProducerCollector(fake_server(sent=6)).registry
+    server = QuickServer(registry, free_port())
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=60) as silent:
+            assert silent.recv(1) == b""  # closed by the server, with no answer
+        with socket.create_connection(("127.0.0.1", server.port)) as trickling:
+            trickling.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+            trickling.settimeout(0.1)  # a byte every 0.1 s: each read of the server gets
+            answer = None  # one well within REQUEST_TIMEOUT, the whole request never does
+            for _ in range(600):
+                trickling.sendall(b"x")
+                try:
+                    answer = trickling.recv(1)
+                    break
+                except TimeoutError:
+                    continue
+            assert answer == b""  # closed by the server, with no answer
+        assert scrape(server.port)["covid19_producer_sent_total"] == 6
+    finally:
+        server.close()
+
+
 def test_metrics_are_off_unless_a_port_is_given() -> None:
     registry = metrics.ProducerCollector(fake_server()).registry
     assert metrics.serve(registry, None) is None

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import tweepy
+from conftest import SELECT_LIMIT
 from processes import LogWaiter, capture_logs
 from tweepy.client import Response
 
@@ -196,6 +197,27 @@ def test_each_tweet_arrives_as_one_line_in_order(
     assert server.wait_until_drained(TIMEOUT)
     assert (server.sent, server.dropped, server.connections) == (len(sent), 0, 1)
     assert thread_errors == []
+
+
+def test_the_sender_feeds_its_consumer_through_descriptors_past_select_s_limit(
+    tmp_path: Path, high_fds: None
+) -> None:
+    """A busy stream.py holds more than 1024 descriptors; select() raises ValueError for
+    those, which would kill the sender while the journal goes on taking tweets."""
+    server = make_server(tmp_path / "journal")
+    consumer = Consumer(server.address)
+    try:
+        assert consumer.sock.fileno() >= SELECT_LIMIT  # and so is every new one
+        for round_ in range(3):  # between rounds the sender waits, idle, for more
+            sent = tweets(round_ * 10, round_ * 10 + 10)
+            assert server.put_many(sent) == 10
+            assert consumer.read_tweets(10) == sent
+        with capture_logs("utility") as log:  # and it sees its consumer go
+            consumer.close()
+            log.wait_for("consumer disconnected")
+    finally:
+        consumer.close()
+        server.close()
 
 
 def test_consumer_reconnects_after_a_clean_disconnect(

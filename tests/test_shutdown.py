@@ -8,6 +8,7 @@ import gc
 import io
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -490,7 +491,7 @@ def on_signal(signum, count):
     if count > 1:
         os._exit(130)
 install_stop_handlers(stop, [], on_signal)
-say("running")
+say(f"running as pid {os.getpid()}")
 if name == "producer":  # up: a writer of the FIFO no longer waits (kept open)
     up = os.open("producer-up", os.O_RDONLY | os.O_NONBLOCK)
 if name == "job" and "--duration" in sys.argv:  # the demo's job ends by itself, but
@@ -523,6 +524,37 @@ def launcher_with_stand_ins(tmp_path: Path, dead_jetstream: str, mode: str = "ru
     launcher.wait_for_text("producer: running")
     launcher.wait_for_text("job: running")
     return launcher
+
+
+def stand_in_pid(launcher: Program, name: str) -> int:
+    """The process id of the stand-in ``name`` ("producer", "job"), as it said."""
+    said = re.search(rf"^{name}: running as pid (\d+)$", launcher.log, re.MULTILINE)
+    assert said is not None, launcher.log
+    return int(said.group(1))
+
+
+@pytest.mark.parametrize(("sig", "status", "told"), [
+    (signal.SIGTERM, 0, "stream.py stopped with status 0"),  # stream.py stops cleanly
+    (signal.SIGKILL, 128 + signal.SIGKILL, "stream.py was killed by SIGKILL"),
+])
+def test_stream_py_leaving_stops_the_job_the_graceful_way_whatever_its_status(
+    tmp_path: Path, sig: signal.Signals, status: int, told: str,
+) -> None:
+    """`kill <stream.py's pid>` leaves the job without a producer: the launcher says so
+    and stops the job as a Ctrl-C does, then exits with stream.py's status."""
+    with socket_closed() as dead:
+        launcher = launcher_with_stand_ins(tmp_path, dead, STOP_SECONDS="0")
+    try:
+        os.kill(stand_in_pid(launcher, "producer"), sig)
+        launcher.wait_for_text("job: stopped")  # it stored its batch in flight
+        assert launcher.process.wait(30) == status, launcher.log
+    finally:
+        launcher.kill()
+    log = launcher.log
+    line = f"launch: {told}; stopping spark_streaming.py\n"
+    assert log.count(line) == 1, log
+    assert log.index(line) < log.index("job: SIGTERM 1"), log
+    assert "job: SIGTERM 2" not in log and "Traceback" not in log, log
 
 
 def test_a_second_ctrl_c_of_the_launcher_stops_the_job_at_once(tmp_path: Path) -> None:
