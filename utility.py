@@ -457,6 +457,9 @@ class Sender(threading.Thread):
                 log.info("consumer connected from %s:%d", peer[0], peer[1])
                 try:
                     self._feed(conn)
+                except Exception:  # a fault here must not end the sending for good
+                    log.exception("sending to the consumer from %s:%d failed; dropped it: the "
+                                  "next consumer gets every post not acknowledged", *peer[:2])
                 finally:
                     with changed:
                         self.consumer = None

@@ -247,6 +247,38 @@ def test_consumer_reconnects_after_a_clean_disconnect(
     assert thread_errors == []
 
 
+def test_a_fault_while_feeding_a_consumer_drops_it_and_the_next_one_gets_everything(
+    server: TweetServer, server_log: LogWaiter, thread_errors: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unexpected error in the sender (a bug, a file gone wrong) costs that consumer
+    its connection, never the sender thread: stream.py must not go on journaling posts
+    that nothing sends."""
+    spans, failed = server.journal.spans, []
+
+    def fail_once(*args: Any) -> Any:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("a fault nobody foresaw")
+        return spans(*args)
+
+    monkeypatch.setattr(server.journal, "spans", fail_once)
+    for tweet in tweets(0, 5):
+        server.put(tweet)
+    first = Consumer(server.address)
+    try:
+        assert first.reader.readline() == b""  # dropped, nothing sent
+    finally:
+        first.close()
+    server_log.wait_for("failed; dropped it")
+    second = Consumer(server.address)
+    try:
+        assert second.read_tweets(5) == tweets(0, 5)
+    finally:
+        second.close()
+    assert thread_errors == []
+
+
 def test_consumer_vanishing_mid_stream_loses_nothing_put_after(
     server: TweetServer, server_log: LogWaiter, thread_errors: list[Any]
 ) -> None:
