@@ -43,9 +43,17 @@ def conversation_fields(post: Post) -> dict[str, Any]:
             uri = post_uri(reference.get("uri")) if isinstance(reference, dict) else None
             if uri is not None:
                 fields[name] = uri
-    quoted = quoted_post(post.embed)
-    if quoted is not None:
-        fields["quote_of"] = quoted
+    if post.embed is not None:
+        quoted = quoted_post(post.embed)
+        if quoted is not None:
+            fields["quote_of"] = quoted
+    if post.facets or post.record_tags:  # most posts have neither
+        fields.update(_lists(post))
+    return fields
+
+
+def _lists(post: Post) -> dict[str, list[str]]:
+    """``hashtags``, ``links`` and ``mentions`` of ``post``, those it has."""
     found: dict[str, dict[str, None]] = {"hashtags": {}, "links": {}, "mentions": {}}
     for _, _, features in transform.valid_facets(post.text, post.facets):
         for feature in features:
@@ -60,10 +68,7 @@ def conversation_fields(post: Post) -> dict[str, Any]:
     for tag in post.record_tags:
         if tag:
             found["hashtags"][tag] = None
-    for name, values in found.items():
-        if values:
-            fields[name] = list(values)
-    return fields
+    return {name: list(values) for name, values in found.items() if values}
 
 
 def post_uri(value: Any) -> str | None:
