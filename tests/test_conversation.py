@@ -27,9 +27,9 @@ import scrape
 import storage
 import transform
 from analysis.export import export_tweets
+from job.writer import BatchWriter
 from sources import tweet_from_payload
 from sources.bluesky import POST, read_event, wire_tweet
-from spark_streaming import BatchWriter
 
 READING = scrape.CaseCount(704_753_890, datetime(2024, 4, 13, tzinfo=UTC), "worldometers",
                            fresh=True)
