@@ -410,8 +410,11 @@ def _reply_to(tweet: dict[str, Any], tweet_id: str) -> str | None:
 def _reply_root(tweet: dict[str, Any], tweet_id: str) -> str | None:
     if "reply_root" in tweet:
         return _text_id(tweet["reply_root"])
-    root = _text_id(tweet.get("conversation_id"))  # X: the post's own id when no reply
-    return root if root != tweet_id else None
+    # X: conversation_id, which is the post's own id when it is no reply (and stays
+    # so when a replayed pass adds ~N to that id)
+    if _referenced(tweet, "replied_to") is None:
+        return None
+    return _text_id(tweet.get("conversation_id"))
 
 
 def _quote_of(tweet: dict[str, Any], tweet_id: str) -> str | None:

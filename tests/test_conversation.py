@@ -277,17 +277,20 @@ def test_facets_count_in_utf8_bytes_and_repeats_are_dropped_case_kept() -> None:
      {**NONE, "reply_to": "5", "links": ["x"]}),
     ({"referenced_tweets": {"type": "quoted", "id": "1"}, "entities": ["hashtags"]}, NONE),
     ({"referenced_tweets": [{"type": "quoted"}, {"type": "quoted", "id": True},
-                            {"type": "quoted", "id": 1859000000000000000}],
+                            {"type": "quoted", "id": 1859000000000000000},
+                            {"type": "replied_to", "id": 8}],
       "entities": {"hashtags": [{"tag": "x"}, "y", {"tag": ["z"]}], "urls": [{"url": "u"}],
                    "mentions": [{"id": 14499829}]}, "conversation_id": 7},
-     {**NONE, "quote_of": "1859000000000000000", "reply_root": "7", "hashtags": ["x"],
-      "mentions": ["14499829"]}),
+     {**NONE, "quote_of": "1859000000000000000", "reply_to": "8", "reply_root": "7",
+      "hashtags": ["x"], "mentions": ["14499829"]}),
+    # no reply: its conversation_id is no root, even on a replayed pass's id
+    ({"id": "42~2", "conversation_id": "42"}, NONE),
     # a Bluesky wire field wins over X's
     ({"hashtags": ["bsky"], "entities": {"hashtags": [{"tag": "x"}]}},
      {**NONE, "hashtags": ["bsky"]}),
 ])
 def test_the_job_reads_what_it_can_and_nulls_the_rest(tweet, expected) -> None:
-    line = json.dumps({"id": "42", "text": "covid", **tweet})
+    line = json.dumps({"id": "42", "text": "covid"} | tweet)
     assert transform.process_line(line, CONVERSATION).post == expected
 
 
