@@ -163,24 +163,35 @@ def strip_post_markup(text: str, facets: Any = None) -> str:
     return text
 
 
-def _facet_ranges(text: str, facets: Any) -> Iterator[tuple[int, int]]:
-    """The valid byte ranges of ``facets`` that hold a link or a mention."""
+def valid_facets(text: str, facets: Any) -> Iterator[tuple[int, int, list[Any]]]:
+    """``(byteStart, byteEnd, features)`` of each facet of a Bluesky record's ``facets``
+    whose range is valid in ``text``: an object with a list of ``features`` and an
+    ``index`` whose range, in UTF-8 bytes, is neither empty nor reversed, ends within
+    the text and starts and ends on character boundaries. Anything else is skipped."""
     if not isinstance(facets, list):
         return
-    data = text.encode("utf-8", "surrogatepass")
+    data = None
     for facet in facets:
         if not isinstance(facet, dict):
             continue
         index, features = facet.get("index"), facet.get("features")
         if not isinstance(index, dict) or not isinstance(features, list):
             continue
-        if not any(isinstance(feature, dict)
-                   and feature.get("$type") in (_FACET_LINK, _FACET_MENTION)
-                   for feature in features):
-            continue
         start, end = index.get("byteStart"), index.get("byteEnd")
-        if (type(start) is int and type(end) is int and 0 <= start < end <= len(data)
-                and _on_boundary(data, start) and _on_boundary(data, end)):
+        if type(start) is not int or type(end) is not int or not 0 <= start < end:
+            continue
+        if data is None:
+            data = text.encode("utf-8", "surrogatepass")
+        if end <= len(data) and _on_boundary(data, start) and _on_boundary(data, end):
+            yield start, end, features
+
+
+def _facet_ranges(text: str, facets: Any) -> Iterator[tuple[int, int]]:
+    """The valid byte ranges of ``facets`` that hold a link or a mention."""
+    for start, end, features in valid_facets(text, facets):
+        if any(isinstance(feature, dict)
+               and feature.get("$type") in (_FACET_LINK, _FACET_MENTION)
+               for feature in features):
             yield start, end
 
 
@@ -308,8 +319,11 @@ def _process_with_post(line: str, fields: tuple[str, ...]) -> tuple[Any, ...]:
 # --- post fields (opt-in: POST_FIELDS) ---------------------------------------------
 
 #: The fields a stored post can have, in the order they are documented. ``author_id``
-#: identifies a person: it is stored only when asked for by name.
-POST_FIELDS = ("id", "created_at", "lang", "url", "author_id")
+#: and ``mentions`` identify people: they are stored only when asked for by name.
+POST_FIELDS = ("id", "created_at", "lang", "url", "author_id",
+               "reply_to", "reply_root", "quote_of", "hashtags", "links", "mentions")
+#: The post fields whose value is a list of text (null when the post has none).
+LIST_FIELDS = ("hashtags", "links", "mentions")
 #: X API v1.1's time format (``Wed Oct 10 20:19:24 +0000 2018``), for old replay files.
 _V1_TIME = "%a %b %d %H:%M:%S %z %Y"
 
@@ -323,7 +337,11 @@ def post_fields(tweet: dict[str, Any], tweet_id: str, fields: Sequence[str]
       absent or unparseable, never the batch time);
     * ``lang``: its first language tag, or None;
     * ``url``: its link, or None (X's wire posts have none);
-    * ``author_id``: the author's id (a DID, an X user id) as text, or None.
+    * ``author_id``: the author's id (a DID, an X user id) as text, or None;
+    * the conversation fields, :data:`CONVERSATION_FIELDS`: each from the wire
+      tweet's field of that name (what the Bluesky source sends), or else from an
+      X API v2 post's ``referenced_tweets``, ``conversation_id`` and ``entities``;
+      None when the post has none (a list is never empty).
     """
     post: dict[str, Any] = {}
     for name in fields:
@@ -337,10 +355,98 @@ def post_fields(tweet: dict[str, Any], tweet_id: str, fields: Sequence[str]
             url = tweet.get("url")
             post["url"] = url if isinstance(url, str) and url else None
         elif name == "author_id":
-            author = tweet.get("author_id")
-            post["author_id"] = (str(author) if isinstance(author, str | int)
-                                 and not isinstance(author, bool) and author != "" else None)
+            post["author_id"] = _text_id(tweet.get("author_id"))
+        else:
+            post[name] = CONVERSATION_FIELDS[name](tweet, tweet_id)
     return post
+
+
+def _text_id(value: Any) -> str | None:
+    """An id as text: a non-empty string, or an integer (not a bool); else None."""
+    if isinstance(value, str):
+        return value or None
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _texts(values: Any, key: str | None = None) -> list[str] | None:
+    """The texts of the list ``values`` (each item's ``key`` when given): non-empty
+    strings without whitespace (no tag, URL, DID or id has any; the CSV export joins
+    them with spaces), or integers; repeats dropped, in their order; None if none."""
+    if not isinstance(values, list):
+        return None
+    found: dict[str, None] = {}
+    for value in values:
+        if key is not None:
+            value = value.get(key) if isinstance(value, dict) else None
+        value = _text_id(value)
+        if value is not None and value.split() == [value]:
+            found[value] = None
+    return list(found) or None
+
+
+def _referenced(tweet: dict[str, Any], kind: str) -> str | None:
+    """The id of the first of an X post's ``referenced_tweets`` of type ``kind``."""
+    references = tweet.get("referenced_tweets")
+    for reference in references if isinstance(references, list) else ():
+        if isinstance(reference, dict) and reference.get("type") == kind:
+            found = _text_id(reference.get("id"))
+            if found is not None:
+                return found
+    return None
+
+
+def _entities(tweet: dict[str, Any], kind: str, key: str) -> list[str] | None:
+    """``entities[kind][].key`` of an X post."""
+    entities = tweet.get("entities")
+    return _texts(entities.get(kind), key) if isinstance(entities, dict) else None
+
+
+def _reply_to(tweet: dict[str, Any], tweet_id: str) -> str | None:
+    if "reply_to" in tweet:
+        return _text_id(tweet["reply_to"])
+    return _referenced(tweet, "replied_to")
+
+
+def _reply_root(tweet: dict[str, Any], tweet_id: str) -> str | None:
+    if "reply_root" in tweet:
+        return _text_id(tweet["reply_root"])
+    # X: conversation_id, which is the post's own id when it is no reply (and stays
+    # so when a replayed pass adds ~N to that id)
+    if _referenced(tweet, "replied_to") is None:
+        return None
+    return _text_id(tweet.get("conversation_id"))
+
+
+def _quote_of(tweet: dict[str, Any], tweet_id: str) -> str | None:
+    if "quote_of" in tweet:
+        return _text_id(tweet["quote_of"])
+    return _referenced(tweet, "quoted")
+
+
+def _hashtags(tweet: dict[str, Any], tweet_id: str) -> list[str] | None:
+    if "hashtags" in tweet:
+        return _texts(tweet["hashtags"])
+    return _entities(tweet, "hashtags", "tag")
+
+
+def _links(tweet: dict[str, Any], tweet_id: str) -> list[str] | None:
+    if "links" in tweet:
+        return _texts(tweet["links"])
+    return _entities(tweet, "urls", "expanded_url")
+
+
+def _mentions(tweet: dict[str, Any], tweet_id: str) -> list[str] | None:
+    if "mentions" in tweet:
+        return _texts(tweet["mentions"])
+    return _entities(tweet, "mentions", "id")
+
+
+#: How each conversation field is read from a wire tweet (and its id as text): the
+#: wire field of the same name when the tweet has it (a Bluesky post's, sent only
+#: when it has a value), else X API v2's fields.
+CONVERSATION_FIELDS: dict[str, Callable[[dict[str, Any], str], Any]] = {
+    "reply_to": _reply_to, "reply_root": _reply_root, "quote_of": _quote_of,
+    "hashtags": _hashtags, "links": _links, "mentions": _mentions}
 
 
 def post_time(value: Any) -> datetime | None:
@@ -451,8 +557,8 @@ def bson_array_item_size(index: int, text: str) -> int:
 
 
 def bson_post_size(index: int, post: dict[str, Any]) -> int:
-    """Bytes one post (:func:`post_fields`: text, date or null values) takes as item
-    ``index`` of a BSON array; an other value is counted as 8 bytes."""
+    """Bytes one post (:func:`post_fields`: text, date, list of text or null values)
+    takes as item ``index`` of a BSON array; an other value is counted as 8 bytes."""
     # type byte + key + NUL + the subdocument: int32 length, its fields, NUL
     return 1 + len(str(index)) + 1 + _post_body_size(post)
 
@@ -463,8 +569,20 @@ def _post_body_size(post: dict[str, Any]) -> int:
         size += 1 + len(name) + 1  # type byte + ASCII field name + NUL
         if isinstance(value, str):
             size += 4 + len(value.encode("utf-8", "surrogatepass")) + 1
+        elif isinstance(value, list):
+            size += _text_array_size(value)
         elif value is not None:
             size += 8  # a date (int64 ms)
+    return size
+
+
+def _text_array_size(values: list[Any]) -> int:
+    """Bytes a list of text takes as a BSON array (an other item counted as 8 bytes)."""
+    size = 4 + 1  # int32 length ... NUL
+    for index, value in enumerate(values):
+        size += 1 + len(str(index)) + 1  # type byte + key + NUL
+        size += (4 + len(value.encode("utf-8", "surrogatepass")) + 1
+                 if isinstance(value, str) else 8)
     return size
 
 

@@ -14,7 +14,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 import storage
 from analysis.batches import Batch, EmptyWindowError, SkippedDocuments, iso_z, read_window
-from analysis.posts import arrow_schema, arrow_tables, post_columns, write_parquet
+from analysis.posts import (
+    LIST_FIELDS,
+    arrow_schema,
+    arrow_tables,
+    is_text_list,
+    post_columns,
+    write_parquet,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -34,7 +41,8 @@ def tweet_rows(batches: Iterable[Batch], columns: Sequence[str] = ()
     case_count_as_of (ISO 8601 UTC, ``Z``), case_count_source (``who`` or
     ``worldometers``), position (0-based, as in ``content.N``) and text; an unknown
     count, as-of time or source is ``None``. Then the post fields ``columns``
-    (``created_at`` as ISO 8601 UTC), ``None`` where a post lacks one."""
+    (``created_at`` as ISO 8601 UTC; ``hashtags``, ``links`` and ``mentions`` as
+    lists of text), ``None`` where a post lacks one (or a list holds no list of text)."""
     for batch in batches:
         stamp = iso_z(batch.timestamp)
         as_of = None if batch.case_count_as_of is None else iso_z(batch.case_count_as_of)
@@ -50,16 +58,24 @@ def tweet_rows(batches: Iterable[Batch], columns: Sequence[str] = ()
             row = {**base, "position": position, "text": text}
             for name in columns:
                 value = post.get(name)
-                row[name] = iso_z(value) if isinstance(value, datetime) else value
+                if isinstance(value, datetime):
+                    value = iso_z(value)
+                elif name in LIST_FIELDS and not is_text_list(value):
+                    value = None
+                row[name] = value
             yield row
 
 
 def csv_cell(value: Any) -> Any:
-    """A value as written to a CSV cell: ``None`` is an empty cell, and a text that a
-    spreadsheet would run as a formula (it starts with one of FORMULA_STARTS) gets a
-    leading ``'``, which spreadsheets show as text: ``=1+2`` -> ``'=1+2``."""
+    """A value as written to a CSV cell: ``None`` is an empty cell, a list (``hashtags``,
+    ``links``, ``mentions``) its items joined by single spaces (safe: the job stores
+    no item with whitespace), and a text that a spreadsheet would run as a formula (it
+    starts with one of FORMULA_STARTS) gets a leading ``'``, which spreadsheets show
+    as text: ``=1+2`` -> ``'=1+2``."""
     if value is None:
         return ""
+    if isinstance(value, list):
+        value = " ".join(value)
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value

@@ -17,7 +17,10 @@ if TYPE_CHECKING:  # pyarrow is imported when a table is built, not at start-up
     import pyarrow
 
 #: The post fields, in their documented order (transform.POST_FIELDS).
-POST_FIELDS = ("id", "created_at", "lang", "url", "author_id")
+POST_FIELDS = ("id", "created_at", "lang", "url", "author_id",
+               "reply_to", "reply_root", "quote_of", "hashtags", "links", "mentions")
+#: The post fields whose value is a list of text (transform.LIST_FIELDS).
+LIST_FIELDS = ("hashtags", "links", "mentions")
 #: Rows per Parquet row group (and per chunk of a DataFrame): what is held at a time.
 ROW_GROUP_ROWS = 65_536
 #: Rows held as Python objects before they are converted to Arrow's compact form.
@@ -109,7 +112,7 @@ def format_language_mix(mix: Counter[str], top: int = 8) -> str:
 
 def arrow_schema(columns: Sequence[str]) -> pyarrow.Schema:
     """The export's columns, typed (times as UTC timestamps in ms, counts as int64),
-    then the post fields ``columns``."""
+    then the post fields ``columns`` (the lists as lists of strings)."""
     import pyarrow as pa
 
     stamp = pa.timestamp("ms", tz="UTC")
@@ -117,7 +120,8 @@ def arrow_schema(columns: Sequence[str]) -> pyarrow.Schema:
               ("total_case_count", pa.int64()), ("case_count_as_of", stamp),
               ("case_count_source", pa.string()), ("position", pa.int64()),
               ("text", pa.string())]
-    fields += [(name, stamp if name == "created_at" else pa.string()) for name in columns]
+    types = {"created_at": stamp} | dict.fromkeys(LIST_FIELDS, pa.list_(pa.string()))
+    fields += [(name, types.get(name, pa.string())) for name in columns]
     return pa.schema(fields)
 
 
@@ -165,7 +169,8 @@ def arrow_tables(batches: Iterable[Batch], columns: Sequence[str],
 def _post_values(batch: Batch, name: str) -> list[Any]:
     if batch.posts is None:
         return [None] * batch.tweets
-    wanted = _is_date if name == "created_at" else _is_text
+    wanted = (_is_date if name == "created_at" else is_text_list if name in LIST_FIELDS
+              else _is_text)
     return [value if wanted(value := post.get(name)) else None for post in batch.posts]
 
 
@@ -175,6 +180,11 @@ def _is_date(value: Any) -> bool:
 
 def _is_text(value: Any) -> bool:
     return isinstance(value, str)
+
+
+def is_text_list(value: Any) -> bool:
+    """Whether ``value`` is what a list post field holds: a list of text."""
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 def write_parquet(batches: Iterable[Batch], out: Path, columns: Sequence[str]) -> int:

@@ -1,5 +1,6 @@
 """What storing post fields costs per post, off and on: the executors', the pickling's
-and the driver's CPU time over Bluesky-shaped wire lines, as a Markdown table."""
+and the driver's CPU time over Bluesky-shaped wire lines, and the Bluesky source's
+cost of a post's place in the conversation, as Markdown."""
 
 from __future__ import annotations
 
@@ -17,26 +18,106 @@ import bson
 
 from bench.tweets import TweetFactory
 
+CONVERSATION = ("reply_to", "reply_root", "quote_of", "hashtags", "links", "mentions")
 MODES = {"off": (), "on: id,created_at,lang,url": ("id", "created_at", "lang", "url"),
-         "on: all five": ("id", "created_at", "lang", "url", "author_id")}
+         "on: the first five": ("id", "created_at", "lang", "url", "author_id"),
+         "on: id,created_at,lang + reply_to,quote_of,hashtags,links":
+             ("id", "created_at", "lang", "reply_to", "quote_of", "hashtags", "links"),
+         "on: all eleven (the five + conversation)":
+             ("id", "created_at", "lang", "url", "author_id", *CONVERSATION)}
+#: One post in N has each part of a conversation (an assumption, roughly Bluesky's
+#: mix: about half the posts are replies).
+SHARES = {"reply": 2, "quote": 10, "link": 5, "tags": 6, "mention": 8}
 PICKLE_BATCH = 1_000  # records per pickled batch (Spark's batched serializer)
 START = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 
 
-def wire_lines(count: int) -> list[str]:
-    """``count`` wire lines shaped as stream.py sends Bluesky posts."""
+def records(count: int) -> list[dict[str, Any]]:
+    """``count`` Bluesky post records (with their did and rkey as ``_did``, ``_rkey``),
+    the conversation parts in the shares of SHARES."""
     factory = TweetFactory(pool_size=20_000)
-    lines = []
+    made = []
     for n in range(count):
         tweet = factory.next()
         did, rkey = f"did:plc:{int(tweet['author_id']) % 10**12:024d}", f"3m{n:011d}"
-        lines.append(json.dumps({
-            "id": f"at://{did}/app.bsky.feed.post/{rkey}", "text": tweet["text"],
-            "created_at": (START + timedelta(milliseconds=37 * n)).isoformat(
-                timespec="milliseconds").replace("+00:00", "Z"),
-            "lang": tweet["lang"], "author_id": did,
-            "url": f"https://bsky.app/profile/{did}/post/{rkey}"}))
-    return lines
+        text = tweet["text"]
+        record: dict[str, Any] = {
+            "$type": "app.bsky.feed.post", "text": text, "langs": [tweet["lang"]],
+            "createdAt": (START + timedelta(milliseconds=37 * n)).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z"), "_did": did, "_rkey": rkey}
+        other = f"at://did:plc:{n * 7919 % 10**12:024d}/app.bsky.feed.post/3m{n // 3:011d}"
+        if n % SHARES["reply"] == 0:
+            record["reply"] = {"root": {"uri": other, "cid": "bafyreiroot"},
+                               "parent": {"uri": other + "p", "cid": "bafyreiparent"}}
+        if n % SHARES["quote"] == 1:
+            record["embed"] = {"$type": "app.bsky.embed.record",
+                               "record": {"uri": other + "q", "cid": "bafyreiquote"}}
+        size = len(text.encode("utf-8"))
+        facets = []
+        if n % SHARES["link"] == 2 and size > 10:
+            facets.append(_facet(0, 10, "link", uri=f"https://example.org/news/{n}/covid"))
+        if n % SHARES["tags"] == 3:
+            record["tags"] = ["covid"]
+            if size > 20:
+                facets.append(_facet(12, 20, "tag", tag="COVID19"))
+        if n % SHARES["mention"] == 4 and size > 30:
+            facets.append(_facet(22, 30, "mention", did=f"did:plc:{n % 977:024d}"))
+        if facets:
+            record["facets"] = facets
+        made.append(record)
+    return made
+
+
+def _facet(start: int, end: int, kind: str, **feature: str) -> dict[str, Any]:
+    return {"index": {"byteStart": start, "byteEnd": end},
+            "features": [{"$type": f"app.bsky.richtext.facet#{kind}", **feature}]}
+
+
+def frames(count: int) -> list[str]:
+    """``count`` Jetstream frames of new posts (the records of :func:`records`)."""
+    out = []
+    for n, record in enumerate(records(count)):
+        did, rkey = record.pop("_did"), record.pop("_rkey")
+        out.append(json.dumps({"did": did, "time_us": 1_796_000_000_000_000 + n,
+                               "kind": "commit", "commit": {
+                                   "rev": "3mrev", "operation": "create",
+                                   "collection": "app.bsky.feed.post", "rkey": rkey,
+                                   "cid": "bafyreipost", "record": record}}))
+    return out
+
+
+def wire_lines(count: int) -> list[str]:
+    """``count`` wire lines as stream.py sends the Bluesky posts of :func:`frames`."""
+    from sources.bluesky import read_event, wire_tweet
+
+    return [json.dumps(wire_tweet(read_event(frame)[1])) for frame in frames(count)]
+
+
+def source_cost(count: int, repeat: int) -> dict[str, float]:
+    """CPU µs a post of ``read_event`` + ``wire_tweet`` (a matching post's path in the
+    source, keywords aside) and of ``conversation_fields`` alone, best of ``repeat``;
+    and the mean wire bytes a post, with and without the conversation fields."""
+    from sources.bluesky import read_event, wire_tweet
+    from sources.bluesky_conversation import conversation_fields
+
+    made = frames(count)
+    posts = [read_event(frame)[1] for frame in made]
+    best = {"source": float("inf"), "conversation": float("inf")}
+    for _ in range(repeat):
+        t0 = time.process_time()
+        for frame in made:
+            wire_tweet(read_event(frame)[1])
+        t1 = time.process_time()
+        for post in posts:
+            conversation_fields(post)
+        t2 = time.process_time()
+        best["source"] = min(best["source"], (t1 - t0) / count * 1e6)
+        best["conversation"] = min(best["conversation"], (t2 - t1) / count * 1e6)
+    tweets = [wire_tweet(post) for post in posts]
+    best["wire_bytes"] = sum(len(json.dumps(t)) for t in tweets) / count
+    best["plain_bytes"] = sum(len(json.dumps({k: v for k, v in t.items()
+                                              if k not in CONVERSATION})) for t in tweets) / count
+    return best
 
 
 class EncodingStore:
@@ -157,4 +238,12 @@ def table(posts: int = 200_000, batch: int = 10_000, repeat: int = 3,
                     f"| {us['driver']:.2f} | {us['total']:.2f} "
                     f"| {(steps['total'] - off) / posts * 1e6:+.2f} "
                     f"| {steps['stored_bytes'] / posts:.0f} |")
+    source = source_cost(min(posts, 50_000), repeat)
+    shares = ", ".join(f"{part} 1 in {n}" for part, n in SHARES.items())
+    rows += ["", f"Posts with conversation parts in these shares: {shares}. The source, a "
+             f"matching post (keywords aside): `read_event` + `wire_tweet` "
+             f"{source['source']:.2f} µs, of which `conversation_fields` "
+             f"{source['conversation']:.2f} µs; its wire line "
+             f"{source['wire_bytes']:.0f} bytes, {source['plain_bytes']:.0f} without the "
+             "conversation fields."]
     return rows

@@ -280,7 +280,8 @@ OPTIONS: dict[str, Option] = {
                "(on for the embedded store, off for MongoDB)", "{auto,on,off}"),
         Option("post_fields", "POST_FIELDS", "--post-fields", post_fields,
                "also store each post's fields, a comma list of id, created_at, lang, url, "
-               "author_id (author_id identifies a person: only when named), as the "
+               "author_id, reply_to, reply_root, quote_of, hashtags, links, mentions "
+               "(author_id and mentions identify people: only when named), as the "
                "document's posts, aligned with content; empty = content only", "FIELDS"),
         Option("data_dir", "DATA_DIR", "--data-dir", lambda raw: Path(non_empty(raw)),
                "folder of the journal, control secret, spool, quarantine and embedded "

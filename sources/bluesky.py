@@ -47,6 +47,7 @@ from websockets.sync.client import ClientConnection, connect
 
 import transform
 from sources import Emit, Tweet
+from sources.bluesky_conversation import conversation_fields
 from sources.jetstream_progress import JetstreamProgress
 from sources.oversize import OversizeSkip
 
@@ -93,6 +94,9 @@ class Post:
     lang: str | None
     facets: Any  # the record's facets as they came (checked when used)
     tags: tuple[str, ...]  # record.tags and the tags of #tag facets
+    reply: Any = None  # record.reply as it came (checked when used)
+    embed: Any = None  # record.embed as it came (checked when used)
+    record_tags: tuple[str, ...] = ()  # record.tags alone
 
     @property
     def uri(self) -> str:
@@ -138,16 +142,18 @@ def read_event(frame: str | bytes) -> tuple[str, Post | None, int | None]:
         return MALFORMED, None, time_us
     langs, created = record.get("langs"), record.get("createdAt")
     lang = langs[0] if isinstance(langs, list) and langs and isinstance(langs[0], str) else None
+    tags, facets = record.get("tags"), record.get("facets")
+    listed = tuple(tag for tag in tags if isinstance(tag, str)) if isinstance(tags, list) else ()
     post = Post(did=did, rkey=rkey, text=record["text"],
                 created_at=created if isinstance(created, str) else None, lang=lang,
-                facets=record.get("facets"), tags=_tags(record))
+                facets=facets, tags=listed + _facet_tags(facets), reply=record.get("reply"),
+                embed=record.get("embed"), record_tags=listed)
     return POST, post, time_us
 
 
-def _tags(record: dict[str, Any]) -> tuple[str, ...]:
-    """``record.tags`` and the ``tag`` of every ``#tag`` facet."""
-    tags, facets = record.get("tags"), record.get("facets")
-    found = [tag for tag in tags if isinstance(tag, str)] if isinstance(tags, list) else []
+def _facet_tags(facets: Any) -> tuple[str, ...]:
+    """The ``tag`` of every ``#tag`` facet (whatever its range: the keywords match it)."""
+    found = []
     for facet in facets if isinstance(facets, list) else ():
         features = facet.get("features") if isinstance(facet, dict) else None
         for feature in features if isinstance(features, list) else ():
@@ -188,7 +194,8 @@ def wire_tweet(post: Post) -> Tweet:
     ``text`` has the post's links and mentions taken out already
     (:func:`transform.strip_post_markup`, which needs the record's facets);
     the job's executors then clean it like any tweet. ``lang`` is absent when
-    the post names none.
+    the post names none. Then its place in the conversation, each field only when
+    it has a value (:func:`~sources.bluesky_conversation.conversation_fields`).
     """
     tweet: Tweet = {"id": post.uri, "text": transform.strip_post_markup(post.text, post.facets)}
     if post.created_at is not None:
@@ -197,6 +204,7 @@ def wire_tweet(post: Post) -> Tweet:
         tweet["lang"] = post.lang
     tweet["author_id"] = post.did
     tweet["url"] = f"https://bsky.app/profile/{post.did}/post/{post.rkey}"
+    tweet.update(conversation_fields(post))
     return tweet
 
 

@@ -107,7 +107,10 @@ class TwitterSource(tweepy.StreamingClient):
     """
 
     RULE_TAG = "covid19-live-stream"
-    TWEET_FIELDS = ("created_at", "lang", "author_id")
+    #: What each post carries besides id and text: its post fields' sources, and its
+    #: place in the conversation (docs/design.md). X bills per post, not per field.
+    TWEET_FIELDS = ("created_at", "lang", "author_id", "conversation_id", "referenced_tweets",
+                    "entities")
     #: Consecutive failed connection attempts before tweepy gives up; it resets
     #: the count after each good connection. inf = keep trying until stopped.
     MAX_RETRIES = math.inf

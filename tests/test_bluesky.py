@@ -112,7 +112,8 @@ def test_the_wire_tweet_has_the_documented_fields_in_order() -> None:
     _, post, _ = read_event(json.dumps(event))
     assert post is not None
     tweet = wire_tweet(post)
-    assert list(tweet) == ["id", "text", "created_at", "lang", "author_id", "url"]
+    assert list(tweet) == ["id", "text", "created_at", "lang", "author_id", "url", "mentions"]
+    assert tweet["mentions"] == ["did:plc:bob"]  # its place in the conversation: what it has
     assert tweet["id"] == "at://did:plc:abc123/app.bsky.feed.post/3mzkey"
     assert tweet["url"] == "https://bsky.app/profile/did:plc:abc123/post/3mzkey"
     assert (tweet["lang"], tweet["author_id"]) == ("en", "did:plc:abc123")

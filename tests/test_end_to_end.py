@@ -35,6 +35,7 @@ import storage
 import transform
 
 SAMPLE = PROJECT / "samples" / "tweets.jsonl"
+POST = "app.bsky.feed.post"
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -123,7 +124,10 @@ def bluesky_posts(start: int, count: int) -> tuple[list[dict[str, Any]], list[st
                 facet(text, f"cdc.gov/covid-{n}...", uri="https://cdc.gov/x"),
                 facet(text, "@bob.bsky.social", "mention", did="did:plc:bob")])
         elif kind == 1:
-            event = post_event(f"k{n}", f"😷 日本 #COVID19 post {n} @carol.example.com", at)
+            event = post_event(f"k{n}", f"😷 日本 #COVID19 post {n} @carol.example.com", at,
+                               reply={"root": {"uri": f"at://did:plc:r/{POST}/r{n}", "cid": "c"},
+                                      "parent": {"uri": f"at://did:plc:p/{POST}/p{n}",
+                                                 "cid": "c"}})
         elif kind == 2:
             event = post_event(f"k{n}", f"LongCovid only {n}", at)  # no match
         elif kind == 3:
@@ -156,7 +160,8 @@ def test_bluesky_posts_are_stored_once_each_across_a_drop_and_a_restart(tmp_path
     second, expected2 = bluesky_posts(15, 10)
     third, expected3 = bluesky_posts(25, 10)
     source = bluesky_producer(tmp_path, jetstream.url, port, ack_port)
-    consumer = job(tmp_path, port, ack_port, page.url)
+    consumer = job(tmp_path, port, ack_port, page.url, "--embedded-db-path",
+                   str(tmp_path / "db"), "--post-fields", "id,reply_to,hashtags,links")
     try:
         jetstream.publish(*first)
         consumer.wait_for(lambda _: consumer.kept() >= len(expected1))
@@ -185,6 +190,13 @@ def test_bluesky_posts_are_stored_once_each_across_a_drop_and_a_restart(tmp_path
     stored = [text for doc in documents for text in doc["content"]]
     assert stored == expected1 + expected2 + expected3  # once each, cleaned, in order
     assert consumer.kept() == len(stored)
+    # each post's place in the conversation, carried through the journal and resends
+    for post in [post for doc in documents for post in doc["posts"]]:
+        n = int(post["id"].rsplit("/k", 1)[1])
+        assert post == {"id": f"at://did:plc:alice/{POST}/k{n}",
+                        "reply_to": f"at://did:plc:p/{POST}/p{n}" if n % 5 == 1 else None,
+                        "hashtags": ["Covid"] if n % 5 == 3 else None,
+                        "links": ["https://cdc.gov/x"] if n % 5 == 0 else None}
 
 
 # --- command lines --------------------------------------------------------------------

@@ -799,6 +799,16 @@ def test_sync_rules_up_to_date_changes_nothing(
     assert "already up to date" in caplog.text
 
 
+def test_the_stream_asks_for_each_posts_place_in_the_conversation(monkeypatch) -> None:
+    source = TwitterSource(TOKEN, lambda tweet, position: True)
+    asked: list[dict[str, Any]] = []
+    monkeypatch.setattr(source, "_connect", lambda method, endpoint, params: asked.append(params))
+    source.start()
+    [params] = asked
+    assert set(params["tweet.fields"].split(",")) == {
+        "created_at", "lang", "author_id", "conversation_id", "referenced_tweets", "entities"}
+
+
 def test_tweepy_is_configured_not_rewritten() -> None:
     source = TwitterSource(TOKEN, lambda tweet, position: True)
     assert source.max_retries == TwitterSource.MAX_RETRIES

@@ -220,13 +220,15 @@ def test_a_failing_batch_does_not_stop_the_stream(run_job, tweet_socket, durable
 @pytest.mark.spark
 def test_post_fields_reach_the_document_aligned_with_content(run_job, tweet_socket, store,
                                                              durable) -> None:
-    job = run_job(BatchWriter(durable, lambda: READING, post_fields=("id", "created_at")))
+    job = run_job(BatchWriter(durable, lambda: READING,
+                              post_fields=("id", "created_at", "reply_to", "hashtags")))
     wire = b"".join([
         tweet("1", "first #COVID19"),
         b"not json\n",
         tweet("2", "https://t.co/only-a-link"),  # cleans to nothing
-        json.dumps({"id": "3", "text": "third", "created_at": "2026-11-30T08:00:03Z"}
-                   ).encode() + b"\n",
+        json.dumps({"id": "3", "text": "third", "created_at": "2026-11-30T08:00:03Z",
+                    "referenced_tweets": [{"type": "replied_to", "id": "1"}],
+                    "entities": {"hashtags": [{"tag": "COVID19"}]}}).encode() + b"\n",
         tweet("1", "a redelivery"),
     ])
     tweet_socket.send(wire)
@@ -234,8 +236,9 @@ def test_post_fields_reach_the_document_aligned_with_content(run_job, tweet_sock
     documents = list(store.collection.find().sort("timestamp", 1))
     assert [t for doc in documents for t in doc["content"]] == ["first COVID19", "third"]
     assert [p for doc in documents for p in doc["posts"]] == [
-        {"id": "1", "created_at": None},
-        {"id": "3", "created_at": datetime(2026, 11, 30, 8, 0, 3, tzinfo=UTC)}]
+        {"id": "1", "created_at": None, "reply_to": None, "hashtags": None},
+        {"id": "3", "created_at": datetime(2026, 11, 30, 8, 0, 3, tzinfo=UTC),
+         "reply_to": "1", "hashtags": ["COVID19"]}]
 
 
 @pytest.mark.spark
