@@ -13,7 +13,7 @@ Two sources (--case-source, env CASE_SOURCE):
   2024-04-13 at 704,753,890 and the site says they are no longer updated.
 * ``who``: reads WHO's daily file (--who-url, a CSV of about 25 MB, one row per
   country per day) and sums each country's latest ``Cumulative_cases``; the
-  figure is as of the file's latest ``Date_reported``. WHO publishes it in
+  figure is as of the latest ``Date_reported`` that has a count. WHO publishes it in
   bursts, weeks apart.
 
 The count is printed alone on stdout; one INFO line on stderr names the source

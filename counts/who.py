@@ -51,7 +51,7 @@ class WhoTotal:
     """The world total read from WHO's daily file, with what the reading was made of.
 
     ``total``: the sum over countries of each one's latest ``Cumulative_cases``;
-    ``as_of``: the file's latest ``Date_reported`` at 00:00 UTC; ``countries``:
+    ``as_of``: the latest ``Date_reported`` of a row with a count, at 00:00 UTC; ``countries``:
     distinct ``Country`` names seen; ``rows``: data rows read, of which
     ``skipped`` could not be used, the first of them described by ``problem``.
     """
@@ -89,7 +89,9 @@ def who_world_total(lines: Iterable[str]) -> WhoTotal:
       means "not reported", not zero); a country with no number at all adds
       nothing. Two rows for the same country and day: the later one in the file
       wins;
-    * ``as_of`` is the latest ``Date_reported`` of any usable row, at 00:00 UTC;
+    * ``as_of`` is the latest ``Date_reported`` of a row whose ``Cumulative_cases``
+      is a number, at 00:00 UTC: the date the total is for. A row whose count
+      is blank does not move it (it adds nothing to the total);
     * ``New_cases`` and the other columns are not read (often blank anyway).
 
     A row that cannot be used (wrong number of fields, a date that is not
@@ -114,9 +116,9 @@ def who_world_total(lines: Iterable[str]) -> WhoTotal:
             continue
         day, country, count = values
         countries.add(country)
-        if day > newest:
-            newest = day
         if count is not None:
+            if day > newest:
+                newest = day
             known = latest.get(country)
             if known is None or day >= known[0]:
                 latest[country] = (day, count)

@@ -171,7 +171,18 @@ def test_a_country_whose_rows_stop_early_still_counts() -> None:
 def test_a_blank_count_at_the_latest_date_uses_the_latest_number() -> None:
     data = who_csv([Country("PN", "Pitcairn", "WPR", [4, None, 6, None, None])])
     assert who_world_total(lines_of(data)).total == 6
-    assert who_world_total(lines_of(data)).as_of == AS_OF  # the blank rows still date the file
+    # the total is for the day of that number: blank rows after it do not move as_of
+    assert who_world_total(lines_of(data)).as_of == AS_OF - timedelta(days=2)
+
+
+def test_as_of_moves_only_with_a_count() -> None:
+    # WHO adds a new date with every country's figures blank: the total, and the day it
+    # is for, stay those of the last day that has numbers (issue 22, defect 6)
+    data = who_csv([Country("DE", "Germany", "EUR", [100, 150, None]),
+                    Country("NA", "Namibia", "AFR", [10, 20, None])])
+    result = who_world_total(lines_of(data))
+    assert (result.total, result.as_of) == (170, datetime(2025, 2, 25, tzinfo=UTC))
+    assert result.rows == 6  # the blank rows are read (and counted), not skipped
 
 
 def test_the_same_country_and_day_twice_the_later_row_wins() -> None:
