@@ -675,7 +675,7 @@ def test_cli_prints_whos_total(site: WhoSite, capsys: pytest.CaptureFixture[str]
     captured = capsys.readouterr()
     assert captured.out == f"{TOTAL}\n"
     info, stale = captured.err.splitlines()  # the test file is from 2025: stale today
-    assert info.endswith(f"case count {TOTAL:,} (who, as of {LAST_DAY.isoformat()}, fresh)")
+    assert info.endswith(f"case count {TOTAL:,} (who, as of {LAST_DAY.isoformat()}, fetched now)")
     assert " WARNING " in stale and "WHO publishes in bursts" in stale
 
 
