@@ -43,6 +43,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import case_series
 import config
 import control
 import metrics
@@ -606,7 +607,8 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
              "case count from %s (%s)", settings.host, settings.port, settings.ack_port,
              settings.batch_seconds, settings.master, settings.case_source,
              settings.who_url if settings.case_source == "who" else settings.worldometers_url)
-    counter = scrape.open_counter(settings)
+    series = case_series.of_store(store) if settings.case_series == "on" else None
+    counter = scrape.open_counter(settings, series=series)
     resources.callback(counter.close)
     # the first batch has a count, and a stale one is said at start
     exporter.count_read(counter.start())
