@@ -203,6 +203,10 @@ class CaseSeries:
         """Each country's name and code (None if blank), as its latest row gives them."""
         yield from self.backend.countries()
 
+    def latest_date(self, source: str) -> datetime | None:
+        """The latest date of ``source``'s rows (00:00 UTC), None without rows."""
+        return self.backend.latest_date(source)
+
     def close(self) -> None:
         self.backend.close()
 
@@ -212,9 +216,9 @@ def of_store(store: storage.BatchStore) -> CaseSeries:
     loads = store.sibling(LOADS)
     file = store.embedded_file(COLLECTION)
     if file is not None:
-        return CaseSeries(EmbeddedRows(file), loads, f"{store.description}, {COLLECTION}")
+        return CaseSeries(EmbeddedRows(file), loads, f"{COLLECTION} ({store.description})")
     return CaseSeries(MongoRows(store.sibling(COLLECTION)), loads,
-                      f"{store.description}, {COLLECTION}")
+                      f"{COLLECTION} ({store.description})")
 
 
 # ---------------------------------------------------------------------- MongoDB
@@ -284,6 +288,11 @@ class MongoRows:
         query.update(storage.window_filter(since, until, field="date"))
         order = [("source", 1), ("date", 1), ("country", 1)]
         return iter(self.collection.find(query).sort(order))
+
+    def latest_date(self, source: str) -> datetime | None:
+        latest = next(iter(self.collection.find({"source": source}, {"date": 1})
+                           .sort("date", pymongo.DESCENDING).limit(1)), None)
+        return None if latest is None else _aware(latest["date"])
 
     def countries(self) -> Iterator[tuple[str, str | None]]:
         pipeline = [{"$sort": {"date": 1}},
@@ -440,6 +449,22 @@ class EmbeddedRows:
         finally:
             connection.close()
 
+    def latest_date(self, source: str) -> datetime | None:
+        """From the keys alone (their text starts ``source|YYYY-MM-DD``)."""
+        if not self.file.is_file():
+            return None
+        text = f"substr(k, {_KEY_TEXT + 1})"
+        connection = sqlite3.connect(f"file:{self.file}?mode=ro", uri=True, timeout=30)
+        try:
+            (key,) = connection.execute(
+                f"SELECT max({text}) FROM [{_TABLE}] WHERE {text} >= ? AND {text} < ?",
+                (f"{source}|".encode(), f"{source}}}".encode())).fetchone()
+        finally:
+            connection.close()
+        if key is None:
+            return None
+        return midnight(date.fromisoformat(bytes(key).decode().split("|", 2)[1]))
+
     def countries(self) -> Iterator[tuple[str, str | None]]:
         """Each country's latest row's code: the keys are read in order (no document
         decoded), and one document per country."""
@@ -468,9 +493,11 @@ def _to_millisecond(moment: datetime) -> datetime:
 
 
 def _aware(moment: Any) -> datetime | None:
+    """``moment`` aware (a naive one is UTC, as mongomock and MontyDB give them; an
+    aware one is kept as it is: bson's own UTC compares as datetime.UTC does)."""
     if not isinstance(moment, datetime):
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _with_aware_dates(document: dict[str, Any]) -> dict[str, Any]:
