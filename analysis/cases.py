@@ -62,10 +62,12 @@ def as_known_at(document: Mapping[str, Any], when: datetime | None
     first_seen = document.get("first_seen")
     if first_seen is not None and first_seen <= when:
         return document
-    for earlier in reversed(document.get("revisions") or ()):
+    revisions = list(document.get("revisions") or ())
+    for at in range(len(revisions) - 1, -1, -1):
+        earlier = revisions[at]
         if earlier.get("first_seen") is not None and earlier["first_seen"] <= when:
             return {**document, **{name: earlier.get(name) for name in VALUES},
-                    "first_seen": earlier["first_seen"]}
+                    "first_seen": earlier["first_seen"], "revisions": revisions[:at]}
     return None
 
 
@@ -177,7 +179,7 @@ def heading(country: str, code: str | None, days: list[CaseDay], *, world: bool)
     if not days:
         return f"{country}: no rows stored"
     sources = ", ".join(dict.fromkeys(SOURCE_NAMES.get(d.source, d.source) for d in days))
-    span = f"{days[0].date:%Y-%m-%d} to {max(d.date for d in days):%Y-%m-%d}"
+    span = f"{min(d.date for d in days):%Y-%m-%d} to {max(d.date for d in days):%Y-%m-%d}"
     if world:
         what = "the world: WHO's rows summed per date" if any(
             d.source == "who" for d in days) else "the world"
