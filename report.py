@@ -112,8 +112,9 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     inspect.add_argument("--json", action=argparse.BooleanOptionalAction, default=False,
                          help="print MongoDB Extended JSON instead of a table")
 
+    keyword_flags = config.build_parser("report.py", "", ("keywords",), add_help=False)
     plot = commands.add_parser(
-        "plot", parents=[window, store_flags],
+        "plot", parents=[window, store_flags, keyword_flags],
         help="a PNG of the posts over time, the case count and the top words",
         description=(
             "A PNG: the posts per minute, hour or day (the finest that gives at most "
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     window exits with one line on stderr."""
     parser, commands = _build_parsers()
     args = parser.parse_args(argv)
-    settings = config.settings_from_args(parser, config.STORE_OPTIONS, args)
+    settings = config.settings_from_args(parser, (*config.STORE_OPTIONS, "keywords"), args)
     config.configure_logging(settings)
     since, until = args.since, args.until
     if since and until and since >= until:
@@ -212,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plot":
             figure.plot_report(store, args.out, since=since, until=until,
                                html_out=args.html, top=args.top,
-                               workers=words.word_workers(), langs=args.lang)
+                               workers=words.word_workers(), langs=args.lang,
+                               keywords=settings.keywords)
         else:
             export.export_tweets(store, args.out or sys.stdout, args.format, since=since,
                                  until=until)

@@ -12,12 +12,18 @@ import mongomock
 import pandas as pd
 import pytest
 from test_case_series import FIRST, LATER, SECOND, SEEN, file_of, rows_of
+from test_report import png_size
 
 import case_series
 import config
 import report
 import storage
+import transform
+from analysis.batches import read_window
 from analysis.cases import UnknownCountryError, WeeklyCases, weekly_new_cases
+from analysis.digest import WindowDigest
+from analysis.figure import build_figure, plot_report
+from analysis.words import count_tokens, keyword_words, rank_apart, top_words
 from counts.fetch import Validators
 from counts.series import CaseFile, CaseRow
 
@@ -154,3 +160,42 @@ def test_weekly_new_cases_for_the_figure(store: storage.BatchStore) -> None:
     assert weekly == WeeklyCases([datetime(2025, 2, 24, tzinfo=UTC),
                                   datetime(2025, 3, 3, tzinfo=UTC)], [4 + 6, 3],
                                  datetime(2025, 3, 3, tzinfo=UTC))
+
+
+# --------------------------------------------------------------------------
+# the figure people look at first
+
+
+def test_words_are_case_folded_and_the_tracked_keywords_set_apart() -> None:
+    texts = ["Stay home COVID19", "Stay safe covid-19", "stay calm Covid19 COVID19",
+             "Coronavirus update: stay home", "SARS-CoV-2 variant home"]
+    apart = keyword_words(config.DEFAULT_KEYWORDS)
+    assert apart == {"covid", "covid19", "coronavirus", "sars", "cov"}
+    # one word whatever its case, shown in its most frequent spelling ("stay" 2 < "Stay" 2:
+    # a tie goes to the spelling seen first)
+    assert top_words(texts, 3, apart) == [("Stay", 4), ("home", 3), ("safe", 1)]
+    assert rank_apart(count_tokens(texts), apart) == [
+        ("COVID19", 3), ("covid", 1), ("Coronavirus", 1), ("SARS", 1), ("CoV", 1)]
+    assert top_words(texts, 3) == [("Stay", 4), ("home", 3), ("COVID19", 3)]  # no keywords
+
+
+def test_the_plot_draws_the_worlds_weekly_cases_beside_the_posts(tmp_path: Path) -> None:
+    store = storage.BatchStore(mongomock.MongoClient(tz_aware=True).covid19.tweet_batches,
+                               "mongomock")
+    fill(store)
+    start = datetime(2025, 3, 4, 12, tzinfo=UTC)
+    for i in range(3):  # three 5 s batches, the day after WHO's last date
+        store.write(transform.build_document(start + timedelta(seconds=5 * i),
+                                             ["masks on the tram COVID19"] * (3 - i), 881))
+    summary = plot_report(store, tmp_path / "r.png", keywords=config.DEFAULT_KEYWORDS)
+    assert summary.batches == 3
+    assert png_size((tmp_path / "r.png").read_bytes()) == (1000, 1050)
+
+    digest = WindowDigest.of(read_window(store))
+    weekly = weekly_new_cases(case_series.of_store(store), summary.last, weeks=4)
+    figure = build_figure(digest, [("masks", 6)], "t", apart=[("COVID19", 6)], weekly=weekly)
+    volume, _, words, cases = figure.axes
+    assert volume.get_title(loc="left") == "Posts per batch (5 s)"
+    assert cases.get_title(loc="left") == "World new cases per week (WHO, its countries summed)"
+    assert [bar.get_height() for bar in cases.patches[:4]] == [0, 0, 10, 3]
+    assert "COVID19 6" in words.get_xlabel().replace("\n", " ")
