@@ -180,12 +180,13 @@ def heading(country: str, code: str | None, days: list[CaseDay], *, world: bool)
         return f"{country}: no rows stored"
     sources = ", ".join(dict.fromkeys(SOURCE_NAMES.get(d.source, d.source) for d in days))
     span = f"{min(d.date for d in days):%Y-%m-%d} to {max(d.date for d in days):%Y-%m-%d}"
+    dates = f"{len(days):,} date" + ("" if len(days) == 1 else "s")
     if world:
         what = "the world: WHO's rows summed per date" if any(
             d.source == "who" for d in days) else "the world"
-        return f"Covid-19 cases of {what} ({sources}), {span}, {len(days):,} dates"
+        return f"Covid-19 cases of {what} ({sources}), {span}, {dates}"
     named = f"{country} ({code})" if code else country
-    return f"Covid-19 cases of {named} ({sources}), {span}, {len(days):,} dates"
+    return f"Covid-19 cases of {named} ({sources}), {span}, {dates}"
 
 
 # -------------------------------------------------------------------- the DataFrame

@@ -85,7 +85,7 @@ def test_a_country_by_its_code_with_its_revisions(
     by_name = cases_output(embedded, capsys, "--country", "other", "--since", "2025-03-01",
                            "--until", "2025-03-02")
     assert by_name.splitlines()[0] == (
-        "Covid-19 cases of Other (WHO), 2025-03-01 to 2025-03-01, 1 dates")
+        "Covid-19 cases of Other (WHO), 2025-03-01 to 2025-03-01, 1 date")
 
 
 def test_as_known_at_an_earlier_time(
