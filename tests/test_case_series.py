@@ -27,7 +27,7 @@ from counts.series import CaseFile, CaseRow, world_row
 from counts.who import WhoCaseCounter
 from counts.who_csv import who_case_rows
 from counts.worldometers import CaseCounter
-from scrape import CaseCount
+from scrape import CaseCount, CaseCountError
 
 HEADER = ("Date_reported,Country_code,Country,WHO_region,New_cases,Cumulative_cases,"
           "New_deaths,Cumulative_deaths")
@@ -393,3 +393,39 @@ def test_worldometers_keeps_its_one_row_once(page: PageServer, tmp_path: Path) -
         "worldometers|2024-04-13|World", 704_753_890, None)
     assert len(list(store.sibling(case_series.LOADS).find())) == 1
     store.close()
+
+
+class SlowSeries:
+    """A case series that takes a row, then waits until the counter is closing before
+    reading the rest: what it then gets, or why it stopped."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.closing: threading.Event | None = None
+        self.stopped: str | None = None
+
+    def store(self, file: CaseFile, rows: Iterable[CaseRow]) -> None:
+        rows = iter(rows)
+        next(rows)
+        self.started.set()
+        assert self.closing is not None and self.closing.wait(30)
+        try:
+            for _ in rows:
+                pass
+        except CaseCountError as err:
+            self.stopped = str(err)
+            raise
+
+
+def test_closing_the_counter_stops_a_file_being_stored(who_site: WhoSite) -> None:
+    many = [f"2025-{1 + i // 28 % 12:02d}-{1 + i % 28:02d},C{i // 336},Country {i // 336},EUR,"
+            f",{i},," for i in range(10_000)]
+    who_site.body = who_file(many)
+    slow = SlowSeries()
+    counter = WhoCaseCounter(who_site.url, 10, clock=Clock(SEEN), series=slow)
+    slow.closing = counter._closed  # set first thing by close()
+    counter.start()
+    assert slow.started.wait(30)
+    counter.close()  # returns once the store has stopped (it reads no further)
+    assert slow.stopped == "stopped: the counter was closed"
+    assert counter.wait_for_series(0)
