@@ -7,16 +7,25 @@
     python report.py plot --lang en,pt --out en-pt.png       # those languages only
     python report.py export --format csv --out tweets.csv   # one row per post
     python report.py export --format parquet --out posts.parquet  # typed columns
+    python report.py cases                   # the world's cases per date (WHO's summed)
+    python report.py cases --country DE --since 2025-01-01   # one country's rows
 
 In a notebook (pandas: pip install -r requirements-analysis.txt):
 
-    from report import load_posts
+    from report import load_cases, load_posts
     df = load_posts(since="2026-11-28", until="2026-11-29")
+    cases = load_cases(country="DE", since="2025-01-01")   # country=None: every row
 
 ``--since`` (inclusive) and ``--until`` (exclusive) take ISO 8601 times; a time
 without an offset is UTC. Reads MONGODB_URI (or the embedded store when unset),
 MONGODB_DATABASE and MONGODB_COLLECTION like the Spark job, from flags, the
 environment or .env; a store that does not exist is an error, never created.
+
+``cases`` prints the case series the job keeps with CASE_SERIES on (the
+``case_counts`` collection): by default the world, WHO's countries summed per date
+(and worldometers' one figure); ``--country`` one country's rows, by code (``DE``,
+Namibia's ``NA``) or name; ``--known-at`` the values as they were known then (WHO
+revises past rows; the earlier values are kept).
 
 ``plot`` counts the posts per minute, hour or day (the finest that fits the
 figure, at most MAX_BINS bins, and not shorter than the usual batch), and shows
@@ -40,9 +49,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import case_series
 import config
 import storage
-from analysis import batches, export, figure, posts, words
+from analysis import batches, cases, export, figure, posts, words
 from startup import StartupError, program
 
 if TYPE_CHECKING:
@@ -76,7 +86,7 @@ def _languages(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``report.py`` parser: ``inspect``, ``plot`` and ``export``."""
+    """The ``report.py`` parser: ``inspect``, ``plot``, ``export`` and ``cases``."""
     return _build_parsers()[0]
 
 
@@ -103,8 +113,9 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     inspect.add_argument("--json", action=argparse.BooleanOptionalAction, default=False,
                          help="print MongoDB Extended JSON instead of a table")
 
+    keyword_flags = config.build_parser("report.py", "", ("keywords",), add_help=False)
     plot = commands.add_parser(
-        "plot", parents=[window, store_flags],
+        "plot", parents=[window, store_flags, keyword_flags],
         help="a PNG of the posts over time, the case count and the top words",
         description=(
             "A PNG: the posts per minute, hour or day (the finest that gives at most "
@@ -143,7 +154,26 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
                                      "needs --out)")
     export_command.add_argument("--out", type=Path, metavar="FILE",
                                 help="file to write (default: standard output)")
-    return parser, {"inspect": inspect, "plot": plot, "export": export_command}
+    cases_command = commands.add_parser(
+        "cases", parents=[store_flags],
+        help="the case series: the world's (or a country's) cases per date",
+        description=(
+            "The case series kept by the job (CASE_SERIES on): by default the world, "
+            "WHO's countries summed per date (a blank adds nothing) and worldometers' one "
+            "figure; with --country, that country's rows and how many earlier versions "
+            "WHO revised. --since and --until bound the dates (UTC)."),
+    )
+    cases_command.add_argument("--country", metavar="CODE",
+                               help="a country's code (DE, NA) or name; default: World")
+    cases_command.add_argument("--since", type=_time_arg, metavar="ISO",
+                               help="first date to include, e.g. 2025-01-01")
+    cases_command.add_argument("--until", type=_time_arg, metavar="ISO",
+                               help="date to stop before (exclusive)")
+    cases_command.add_argument("--known-at", type=_time_arg, metavar="ISO",
+                               help="the values as they were known at that time (each "
+                                    "row's version first seen by then)")
+    return parser, {"inspect": inspect, "plot": plot, "export": export_command,
+                    "cases": cases_command}
 
 
 def _missing_folder(args: argparse.Namespace) -> Path | None:
@@ -162,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     window exits with one line on stderr."""
     parser, commands = _build_parsers()
     args = parser.parse_args(argv)
-    settings = config.settings_from_args(parser, config.STORE_OPTIONS, args)
+    settings = config.settings_from_args(parser, (*config.STORE_OPTIONS, "keywords"), args)
     config.configure_logging(settings)
     since, until = args.since, args.until
     if since and until and since >= until:
@@ -177,16 +207,20 @@ def main(argv: list[str] | None = None) -> int:
     except storage.StoreError as err:
         raise StartupError(str(err)) from None
     try:
+        if args.command == "cases":
+            return _cases(store, args.country, since, until, args.known_at)
         if args.command == "inspect":
             return _inspect(store, args.last, since, until, as_json=args.json)
         if args.command == "plot":
             figure.plot_report(store, args.out, since=since, until=until,
                                html_out=args.html, top=args.top,
-                               workers=words.word_workers(), langs=args.lang)
+                               workers=words.word_workers(), langs=args.lang,
+                               keywords=settings.keywords)
         else:
             export.export_tweets(store, args.out or sys.stdout, args.format, since=since,
                                  until=until)
-    except (batches.EmptyWindowError, posts.NoPostFieldsError) as err:
+    except (batches.EmptyWindowError, posts.NoPostFieldsError,
+            cases.UnknownCountryError) as err:
         parser.exit(1, f"report.py: {err}\n")
     except BrokenPipeError:  # `report.py export | head`: the reader has all it wants
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -219,6 +253,66 @@ def _inspect(store: storage.BatchStore, last: int, since: datetime | None,
     if skipped.count:
         log.warning("%s", skipped.message())
     return 0
+
+
+def _cases(store: storage.BatchStore, country: str | None, since: datetime | None,
+           until: datetime | None, known_at: datetime | None) -> int:
+    series = case_series.of_store(store)
+    name, code = cases.resolve_country(series, country or cases.WORLD)
+    world = name == cases.WORLD
+    days = list(cases.world_days(series, since, until, known_at) if world
+                else cases.country_days(series, name, since, until, known_at))
+    if not days:
+        what = "the world" if world else name
+        sys.stdout.write(f"no case rows of {what} stored in {series.description}"
+                         + ("" if world else " for these dates") + " (the job keeps them "
+                         "with CASE_SERIES on)\n")
+        return 0
+    sys.stdout.write(cases.heading(name, code, days, world=world) + "\n")
+    sys.stdout.write(cases.format_cases(days, world=world) + "\n")
+    return 0
+
+
+def load_cases(country: str | None = None, since: datetime | str | None = None,
+               until: datetime | str | None = None, *, known_at: datetime | str | None = None,
+               store: storage.BatchStore | None = None) -> pandas.DataFrame:
+    """The case series as a pandas DataFrame, one row per country per date, by source,
+    date and country, with the columns of ``analysis.cases.CASE_COLUMNS``: ``date`` and
+    ``first_seen`` as UTC timestamps; ``new_cases``, ``cumulative_cases``,
+    ``new_deaths``, ``cumulative_deaths`` as Int64, <NA> where the source left them
+    blank (never 0); ``code`` a string (Namibia's is ``NA``, some are <NA>);
+    ``revisions``: how many earlier versions WHO's revisions left.
+
+    ``country``: None for every stored row; ``"World"`` for the world's figures per
+    date (WHO's countries summed, ``rows`` saying how many; and worldometers' one
+    row); else a code (``DE``) or a name. ``since`` (inclusive) / ``until``
+    (exclusive): dates or ISO 8601 text, UTC. ``known_at``: the values as they were
+    known then. The store is the one the settings name, unless ``store`` is given.
+    Needs pandas (``pip install -r requirements-analysis.txt``). Raises
+    UnknownCountryError for a country without stored rows.
+    """
+    export.require_pandas()
+    bounds = [batches.parse_time(t) if isinstance(t, str) else t
+              for t in (since, until, known_at)]
+    if store is not None:
+        return _cases_frame(store, country, *bounds)
+    settings = config.load_settings("load_cases", config.STORE_OPTIONS, [])
+    opened = storage.open_store(settings, create=False)
+    try:
+        return _cases_frame(opened, country, *bounds)
+    finally:
+        opened.close()
+
+
+def _cases_frame(store: storage.BatchStore, country: str | None, since: datetime | None,
+                 until: datetime | None, known_at: datetime | None) -> pandas.DataFrame:
+    series = case_series.of_store(store)
+    if country is None:
+        return cases.cases_frame(cases.all_days(series, since, until, known_at))
+    name, _ = cases.resolve_country(series, country)
+    if name == cases.WORLD:
+        return cases.cases_frame(cases.world_days(series, since, until, known_at))
+    return cases.cases_frame(cases.country_days(series, name, since, until, known_at))
 
 
 def load_posts(since: datetime | str | None = None, until: datetime | str | None = None,

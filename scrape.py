@@ -13,7 +13,7 @@ Two sources (--case-source, env CASE_SOURCE):
   2024-04-13 at 704,753,890 and the site says they are no longer updated.
 * ``who``: reads WHO's daily file (--who-url, a CSV of about 25 MB, one row per
   country per day) and sums each country's latest ``Cumulative_cases``; the
-  figure is as of the file's latest ``Date_reported``. WHO publishes it in
+  figure is as of the latest ``Date_reported`` that has a count. WHO publishes it in
   bursts, weeks apart.
 
 The count is printed alone on stdout; one INFO line on stderr names the source
@@ -85,6 +85,7 @@ from counts.reading import (
     staleness_warning,
     utc_now,
 )
+from counts.series import CaseSeriesSink
 from counts.who import (
     WHO_MAX_BYTES,
     WhoCaseCounter,
@@ -137,16 +138,19 @@ def open_counter(
     session: requests.Session | None = None,
     *,
     clock: Callable[[], datetime] = utc_now,
+    series: CaseSeriesSink | None = None,
 ) -> CaseCountSource:
     """The counter for ``settings.case_source``: CaseCounter (``worldometers``, asked
     at ``settings.worldometers_url``) or WhoCaseCounter (``who``, ``settings.who_url``),
     both with ``settings.scrape_timeout``. Call ``start()`` once, ``current()`` per
-    batch, ``close()`` at the end (or use it as a context manager)."""
+    batch, ``close()`` at the end (or use it as a context manager). ``series``: where
+    the rows of each newly read file go (the job passes its store's case series)."""
     check_source(settings.case_source)
     if settings.case_source == "who":
         return WhoCaseCounter(settings.who_url, settings.scrape_timeout, session=session,
-                              clock=clock)
-    return CaseCounter(settings.worldometers_url, settings.scrape_timeout, session, clock=clock)
+                              clock=clock, series=series)
+    return CaseCounter(settings.worldometers_url, settings.scrape_timeout, session, clock=clock,
+                       series=series)
 
 
 # --------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import case_series
 import config
 import control
 import metrics
@@ -217,7 +218,8 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
              "case count from %s (%s)", settings.host, settings.port, settings.ack_port,
              settings.batch_seconds, settings.master, settings.case_source,
              settings.who_url if settings.case_source == "who" else settings.worldometers_url)
-    counter = scrape.open_counter(settings)
+    series = case_series.of_store(store) if settings.case_series == "on" else None
+    counter = scrape.open_counter(settings, series=series)
     resources.callback(counter.close)
     # the first batch has a count, and a stale one is said at start; the download
     # (WHO's can take a minute) is not waited for once a stop is asked

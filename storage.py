@@ -134,6 +134,13 @@ class BatchStore:
         """Another collection of the same database (``batch_metrics``)."""
         return self.collection.database[name]
 
+    def embedded_file(self, name: str) -> Path | None:
+        """The embedded store's SQLite file of the collection ``name`` of the same
+        database (MontyDB's layout; it may not exist yet), None with MongoDB."""
+        if self._embedded_file is None:
+            return None
+        return self._embedded_file.with_name(f"{name}.collection")
+
     def latest(self, limit: int) -> list[dict[str, Any]]:
         """The ``limit`` most recent documents, oldest first."""
         newest = self.collection.find().sort("timestamp", pymongo.DESCENDING).limit(limit)
@@ -145,8 +152,10 @@ class BatchStore:
             self._client.close()
 
 
-def window_filter(since: datetime | None, until: datetime | None) -> dict[str, Any]:
-    """The query for ``since <= timestamp < until`` (either may be ``None``)."""
+def window_filter(since: datetime | None, until: datetime | None,
+                  field: str = "timestamp") -> dict[str, Any]:
+    """The query for ``since <= timestamp < until`` (either may be ``None``; another
+    date ``field`` than ``timestamp`` may be named)."""
     bounds: dict[str, datetime] = {}
     # naive UTC bounds: pymongo encodes naive datetimes as UTC, MontyDB stores naive
     # UTC and cannot compare them with aware ones, mongomock accepts both
@@ -154,7 +163,7 @@ def window_filter(since: datetime | None, until: datetime | None) -> dict[str, A
         bounds["$gte"] = _naive_utc(since)
     if until is not None:
         bounds["$lt"] = _naive_utc(until)
-    return {"timestamp": bounds} if bounds else {}
+    return {field: bounds} if bounds else {}
 
 
 def _naive_utc(moment: datetime) -> datetime:

@@ -101,14 +101,17 @@ class Summary:
 
 @dataclass(frozen=True)
 class Binning:
-    """How the volume panel groups posts: per minute, hour or day (UTC, from midnight)."""
+    """How the volume panel groups posts: per minute, hour or day (UTC, from midnight),
+    or per batch (``width``: the usual batch; :class:`analysis.digest.VolumeBins`)."""
 
-    unit: str  # "minute", "hour" or "day"
+    unit: str  # "batch", "minute", "hour" or "day"
     width: timedelta
 
     @property
     def title(self) -> str:
-        """The panel's title, e.g. ``Posts per hour``."""
+        """The panel's title, e.g. ``Posts per hour`` or ``Posts per batch (5 s)``."""
+        if self.unit == "batch":
+            return f"Posts per batch ({self.width.total_seconds():g} s)"
         return f"Posts per {self.unit}"
 
     def index(self, moment: datetime) -> int:

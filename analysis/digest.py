@@ -23,21 +23,29 @@ from analysis.batches import (
 ALL_COUNT_POINTS = 60
 #: Gaps between batches this long or longer are pauses, not batch lengths.
 LONGEST_GAP = timedelta(days=1)
+#: While the batches span at most this, the volume is drawn per batch: three 5 s
+#: batches are three bars, not one bin of a whole minute.
+PER_BATCH_SPAN = timedelta(minutes=5)
 
 
 class VolumeBins:
-    """Posts per minute, hour or day, added batch by batch in time order.
+    """Posts per batch, minute, hour or day, added batch by batch in time order.
 
-    Counts per minute while the batches span at most ``max_bins`` minutes, then
-    per hour (the minutes added up: bins are aligned on UTC midnight, so they
-    nest), then per day: at most ``max_bins`` bins are kept, except per day. It
-    also counts the gaps between batches, so that a bin is never shorter than
-    the usual batch (:func:`analysis.batches.usual_gap`)."""
+    While the batches span at most PER_BATCH_SPAN (and number at most
+    ``max_bins``), each batch is its own bin, as long as the usual batch (the
+    bins of batches far apart are 0 between them: nothing was stored then).
+    Meanwhile, and after, it counts per minute while the batches span at most
+    ``max_bins`` minutes, then per hour (the minutes added up: bins are aligned
+    on UTC midnight, so they nest), then per day: at most ``max_bins`` bins are
+    kept, except per day. It also counts the gaps between batches, so that a bin
+    is never shorter than the usual batch (:func:`analysis.batches.usual_gap`)."""
 
     def __init__(self, max_bins: int = MAX_BINS) -> None:
         self.max_bins = max_bins
         self.binning = BINNINGS[0]
         self._posts: Counter[int] = Counter()  # bin number -> posts
+        #: batch time -> posts, while the window is drawn per batch (else None)
+        self._per_batch: dict[datetime, int] | None = {}
         self._gaps: Counter[int] = Counter()  # whole seconds between batches -> how often
         self.first: datetime | None = None
         self.last: datetime | None = None
@@ -60,6 +68,12 @@ class VolumeBins:
         self.last = moment if self.last is None else max(self.last, moment)
         self._posts[self.binning.index(moment)] += posts
         self._coarsen(choose_binning(self.first, self.last, None, self.max_bins))
+        if self._per_batch is not None:
+            if (self.last - self.first > PER_BATCH_SPAN
+                    or (len(self._per_batch) >= self.max_bins and moment not in self._per_batch)):
+                self._per_batch = None
+            else:  # the parts of one batch (same time) are one bin
+                self._per_batch[moment] = self._per_batch.get(moment, 0) + posts
 
     def result(self) -> tuple[Binning, list[datetime], list[int]]:
         """``(binning, edges, posts)``: the posts per bin from the first batch's bin to
@@ -67,11 +81,31 @@ class VolumeBins:
         ValueError when nothing was added."""
         if self.first is None or self.last is None:
             raise ValueError("no batches to bin")
+        gap = usual_gap(self._gaps)
+        if self._per_batch and gap is not None:
+            return self._batch_bins(gap)
         self._coarsen(choose_binning(self.first, self.last, usual_gap(self._gaps),
                                      self.max_bins))
         edges = self.binning.edges(self.first, self.last)
         start = self.binning.index(self.first)
         return self.binning, edges, [self._posts[start + i] for i in range(len(edges) - 1)]
+
+    def _batch_bins(self, gap: timedelta) -> tuple[Binning, list[datetime], list[int]]:
+        """One bin per batch, ending at its time and ``gap`` long (or back to the
+        previous batch, if that is nearer); a 0 bin where batches are further apart."""
+        assert self._per_batch is not None
+        edges: list[datetime] = []
+        posts: list[int] = []
+        for moment, count in sorted(self._per_batch.items()):
+            start = moment - gap
+            if not edges:
+                edges.append(start)
+            elif start > edges[-1]:  # no batch stored in between
+                posts.append(0)
+                edges.append(start)
+            posts.append(count)
+            edges.append(moment)
+        return Binning("batch", gap), edges, posts
 
     def _coarsen(self, binning: Binning) -> None:
         if binning.width <= self.binning.width:

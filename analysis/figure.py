@@ -7,14 +7,16 @@ import base64
 import html
 import io
 import logging
+import textwrap
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import case_series
 import storage
 from analysis.batches import (
     SkippedDocuments,
@@ -25,9 +27,10 @@ from analysis.batches import (
     read_window,
     source_name,
 )
+from analysis.cases import WeeklyCases, weekly_new_cases
 from analysis.digest import WindowDigest
 from analysis.posts import LanguageFilter
-from analysis.words import DEFAULT_TOP, WordCounter, rank_words
+from analysis.words import DEFAULT_TOP, WordCounter, keyword_words, rank_apart, rank_words
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not at start-up
     from matplotlib.figure import Figure
@@ -35,7 +38,11 @@ if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not at start
 log = logging.getLogger("report")  # the report tool's log, as its lines always said
 
 FIGSIZE = (10.0, 8.0)  # inches; at DPI this is a 1000 x 800 pixel PNG
+#: with the world's new cases per week below: 1000 x 1050 pixels
+FIGSIZE_WITH_CASES = (10.0, 10.5)
 DPI = 100
+#: how the words panel says what it counts
+WORDS_NOTE = "occurrences, case folded (each word in its most frequent spelling)"
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,17 @@ def window_text(since: datetime | None, until: datetime | None, summary: Summary
     return f"{start.strftime(fmt)} \N{EN DASH} {end.strftime(fmt)} UTC"
 
 
+def keywords_note(apart: Sequence[tuple[str, int]]) -> str | None:
+    """The line saying which tracked keywords the word count left out, with their
+    counts: ``left out, being in every post (the tracked keywords): COVID19 42, ...``."""
+    if not apart:
+        return None
+    listed = ", ".join(f"{word} {format_count(n)}" for word, n in apart)
+    return f"left out, being in every post (the tracked keywords): {listed}"
+
+
 def render_html(summary: Summary, words: Sequence[tuple[str, int]], png: bytes,
-                title: str) -> str:
+                title: str, apart: Sequence[tuple[str, int]] = ()) -> str:
     """A self-contained page: the figure as a data URI, a summary table, the top words."""
     def cell(value: object) -> str:
         return html.escape(str(value))
@@ -104,6 +120,9 @@ def render_html(summary: Summary, words: Sequence[tuple[str, int]], png: bytes,
     ]
     fact_rows = "\n".join(f"<tr><th>{cell(k)}</th><td>{cell(v)}</td></tr>" for k, v in facts)
     word_rows = "\n".join(f"<tr><td>{cell(w)}</td><td>{n:,}</td></tr>" for w, n in words)
+    note = keywords_note(apart)
+    words_note = "<p>Case folded: each word in its most frequent spelling." + (
+        f" {cell(note[:1].upper() + note[1:])}.</p>" if note else "</p>")
     image = base64.b64encode(png).decode("ascii")
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -125,6 +144,7 @@ img {{ max-width: 100%; }}
 </table>
 <img src="data:image/png;base64,{image}" alt="{cell(title)}">
 <h2>Most frequent words</h2>
+{words_note}
 <table>
 <tr><th>word</th><th>occurrences</th></tr>
 {word_rows}
@@ -134,9 +154,12 @@ img {{ max-width: 100%; }}
 """
 
 
-def render_png(window: WindowDigest, words: Sequence[tuple[str, int]], title: str) -> bytes:
-    """The report figure (:func:`build_figure`) as PNG bytes, FIGSIZE at DPI."""
-    fig = build_figure(window, words, title)
+def render_png(window: WindowDigest, words: Sequence[tuple[str, int]], title: str, *,
+               apart: Sequence[tuple[str, int]] = (), weekly: WeeklyCases | None = None
+               ) -> bytes:
+    """The report figure (:func:`build_figure`) as PNG bytes, FIGSIZE (or
+    FIGSIZE_WITH_CASES) at DPI."""
+    fig = build_figure(window, words, title, apart=apart, weekly=weekly)
     buffer = io.BytesIO()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -152,11 +175,15 @@ def render_png(window: WindowDigest, words: Sequence[tuple[str, int]], title: st
 
 
 def build_figure(window: WindowDigest, words: Sequence[tuple[str, int]],
-                 title: str) -> Figure:
-    """The report figure: the posts over time, per minute, hour or day
+                 title: str, *, apart: Sequence[tuple[str, int]] = (),
+                 weekly: WeeklyCases | None = None) -> Figure:
+    """The report figure: the posts over time, per batch, minute, hour or day
     (:class:`analysis.digest.VolumeBins`) drawn as steps, and the case count with its
-    source and as-of date (left); the most frequent words (right). Every count has
-    thousands separators. Its axes are volume, count, words, in this order."""
+    source and as-of date (left); the most frequent words, case folded, with the
+    tracked keywords ``apart`` named below them (right). With ``weekly``, the
+    world's new cases per week below the count (:func:`draw_weekly`). Every count
+    has thousands separators. Its axes are volume, count, words (, weekly cases),
+    in this order."""
     from matplotlib import dates as mdates
     from matplotlib import ticker
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -166,9 +193,10 @@ def build_figure(window: WindowDigest, words: Sequence[tuple[str, int]],
     binning, edges, volume = window.volume.result()
     x_edges = mdates.date2num(edges)
 
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    fig = Figure(figsize=FIGSIZE_WITH_CASES if weekly else FIGSIZE, dpi=DPI,
+                 layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, 2, width_ratios=(1.9, 1))
+    grid = fig.add_gridspec(3 if weekly else 2, 2, width_ratios=(1.9, 1))
     ax_tweets = fig.add_subplot(grid[0, 0])
     ax_count = fig.add_subplot(grid[1, 0], sharex=ax_tweets)
     ax_words = fig.add_subplot(grid[:, 1])
@@ -224,7 +252,9 @@ def build_figure(window: WindowDigest, words: Sequence[tuple[str, int]],
         ax_words.set_xlim(0, max(values) * 1.25)
         ax_words.xaxis.set_major_locator(ticker.MaxNLocator(nbins=3, integer=True))
         ax_words.xaxis.set_major_formatter(counts_format)
-        ax_words.set_xlabel("occurrences")
+        note = keywords_note(apart)
+        ax_words.set_xlabel("\n".join([*textwrap.wrap(WORDS_NOTE, 38),
+                                        *textwrap.wrap(note or "", 38)]), fontsize=9)
         ax_words.grid(axis="x", alpha=0.3)
     else:
         ax_words.text(0.5, 0.5, "no words", transform=ax_words.transAxes, ha="center",
@@ -232,7 +262,52 @@ def build_figure(window: WindowDigest, words: Sequence[tuple[str, int]],
         ax_words.set_xticks([])
         ax_words.set_yticks([])
     ax_words.spines[["top", "right"]].set_visible(False)
+    if weekly:
+        draw_weekly(fig.add_subplot(grid[2, 0]), weekly, x_edges[0], x_edges[-1])
     return fig
+
+
+def draw_weekly(ax: Any, weekly: WeeklyCases, start: float, end: float) -> None:
+    """The world's new cases per week as bars (WHO's countries summed), the posts'
+    window (``start`` .. ``end``, matplotlib dates) shaded where it falls within, or
+    named when it falls after WHO's latest week."""
+    from matplotlib import dates as mdates
+    from matplotlib import ticker
+
+    weeks = mdates.date2num(weekly.weeks)
+    values = [0 if n is None else n for n in weekly.new_cases]
+    ax.bar(weeks, values, width=6, align="edge", color="#8064a2", alpha=0.8)
+    ax.set_ylim(0, max(max(values) * 1.2, 1))  # room for the note above the bars
+    ax.set_title("World new cases per week (WHO, its countries summed)", loc="left",
+                 fontsize=11)
+    ax.set_ylabel("new cases")
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: format_count(v)))
+    low, high = weeks[0], weeks[-1] + 7
+    ax.set_xlim(low, high)
+    if end >= low and start <= high:
+        ax.axvspan(max(start, low), min(end, high), color="#4878a8", alpha=0.25, lw=0)
+        ax.text(max(start, low), 1.0, " the posts", transform=ax.get_xaxis_transform(),
+                va="top", fontsize=8, color="#2a4d70")
+    elif start > high:
+        ax.text(0.99, 0.95, f"the posts ({mdates.num2date(start):%Y-%m-%d}) come after "
+                f"WHO's latest date ({weekly.latest:%Y-%m-%d})", transform=ax.transAxes,
+                ha="right", va="top", fontsize=8, color="#444")
+    locator = mdates.AutoDateLocator(tz=UTC, minticks=3, maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
+    ax.set_xlabel("week (UTC, from Monday)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def _weekly(store: storage.BatchStore, end: datetime) -> WeeklyCases | None:
+    """The world's weekly new cases up to ``end``, None when WHO's series is not stored
+    (or cannot be read: said in one line, the figure drawn without it)."""
+    try:
+        return weekly_new_cases(case_series.of_store(store), end)
+    except storage.STORE_ERRORS as err:
+        log.warning("drawing no weekly cases: the case series cannot be read (%s)", err)
+        return None
 
 
 def _texts(store: storage.BatchStore, since: datetime | None, until: datetime | None,
@@ -247,7 +322,7 @@ def _texts(store: storage.BatchStore, since: datetime | None, until: datetime | 
 def plot_report(store: storage.BatchStore, out: Path, *, since: datetime | None = None,
                 until: datetime | None = None, html_out: Path | None = None,
                 top: int = DEFAULT_TOP, workers: int = 0,
-                langs: Sequence[str] | None = None) -> Summary:
+                langs: Sequence[str] | None = None, keywords: Sequence[str] = ()) -> Summary:
     """Write the figure of the window to ``out`` (PNG) and, if asked, the page to
     ``html_out``. Raises EmptyWindowError (and writes nothing) when the window is
     empty. Documents a report cannot use are left out, with one warning line.
@@ -265,6 +340,11 @@ def plot_report(store: storage.BatchStore, out: Path, *, since: datetime | None 
     ``langs``: the posts of these languages only (their stored ``lang``, POST_FIELDS);
     batches without stored languages are left out, with one warning line, and a
     window without any raises NoPostFieldsError (and writes nothing).
+
+    ``keywords``: the tracked keywords (KEYWORDS), which every post carries by
+    construction: left out of the most frequent words and named below them. With
+    WHO's case series stored (``case_counts``), the world's new cases per week are
+    drawn below the count (:func:`analysis.cases.weekly_new_cases`).
     """
     started = time.perf_counter()
     digest = WindowDigest()
@@ -279,19 +359,25 @@ def plot_report(store: storage.BatchStore, out: Path, *, since: datetime | None 
         log.debug("read %d documents in %.1f s", digest.batches, time.perf_counter() - started)
         if only:
             only.check(store.description)
-        words = rank_words(words_counter.tokens(), top)
+        tokens = words_counter.tokens()
+        apart = keyword_words(keywords)
+        words = rank_words(tokens, top, apart)
+        kept_apart = rank_apart(tokens, apart)
+        del tokens
     log.debug("counted the words in %.1f s", time.perf_counter() - started)
     summary = digest.summary()
+    weekly = _weekly(store, summary.last)
     window = window_text(since, until, summary)
     posts = f"posts in {', '.join(langs)}" if langs else "posts"
     title = (f"Covid-19 {posts} and case count, {window}\n"
              f"{summary.batches:,} batches, {summary.tweets:,} {posts}")
-    png = render_png(digest, words, title)
+    png = render_png(digest, words, title, apart=kept_apart, weekly=weekly)
     log.debug("drew the figure in %.1f s", time.perf_counter() - started)
     out.write_bytes(png)
     log.info("wrote %s: %d batches, %d posts", out, summary.batches, summary.tweets)
     if html_out is not None:
-        page = render_html(summary, words, png, f"Covid-19 {posts} and case count, {window}")
+        page = render_html(summary, words, png, f"Covid-19 {posts} and case count, {window}",
+                           kept_apart)
         html_out.write_text(page, encoding="utf-8")
         log.info("wrote %s", html_out)
     if only and only.without:

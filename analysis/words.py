@@ -12,7 +12,7 @@ import re
 import signal
 import string
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from itertools import chain, islice
 from operator import itemgetter
 from typing import Any
@@ -53,19 +53,46 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
-def top_words(texts: Iterable[str], top: int = DEFAULT_TOP) -> list[tuple[str, int]]:
-    """The ``top`` most frequent words, counted case-insensitively.
+def top_words(texts: Iterable[str], top: int = DEFAULT_TOP,
+              apart: Collection[str] = ()) -> list[tuple[str, int]]:
+    """The ``top`` most frequent words, counted case-insensitively (``Stay`` and
+    ``stay`` are one word).
 
     Hashtags arrive without ``#`` (the pipeline removes it), so ``COVID19`` is a
-    word like any other. Stop words, one-character tokens and numbers are left
-    out. Each word is shown in its most frequent spelling; ties by first seen.
+    word like any other. Stop words, one-character tokens, numbers and the words
+    ``apart`` (case-folded: :func:`keyword_words`) are left out. Each word is shown
+    in its most frequent spelling; ties by first seen.
     """
-    return rank_words(count_tokens(texts), top)
+    return rank_words(count_tokens(texts), top, apart)
 
 
-def rank_words(tokens: Mapping[str, int], top: int = DEFAULT_TOP) -> list[tuple[str, int]]:
+def keyword_words(keywords: Iterable[str]) -> frozenset[str]:
+    """The case-folded words the tracked keywords are made of, as :func:`tokenize`
+    splits texts: ``covid-19`` is ``covid`` (and ``19``, a number, left out anyway),
+    ``sars-cov-2`` is ``sars`` and ``cov``. Every post carries one of them by
+    construction, so a word count sets them apart."""
+    return frozenset(token.casefold() for keyword in keywords for token in tokenize(keyword)
+                     if not token.isdigit())
+
+
+def rank_words(tokens: Mapping[str, int], top: int = DEFAULT_TOP,
+               apart: Collection[str] = ()) -> list[tuple[str, int]]:
     """:func:`top_words` from token counts in the order the tokens were first seen
     (:func:`count_tokens`, :class:`WordCounter`)."""
+    return _ranked(tokens, top, lambda key: not (len(key) < 2 or key.isdigit()
+                                                 or key in STOP_WORDS or key in apart))
+
+
+def rank_apart(tokens: Mapping[str, int], apart: Collection[str]) -> list[tuple[str, int]]:
+    """The words ``apart`` (case-folded) among ``tokens``, counted and shown as
+    :func:`rank_words` shows words, most frequent first."""
+    return _ranked(tokens, len(apart), lambda key: key in apart) if apart else []
+
+
+def _ranked(tokens: Mapping[str, int], top: int, kept: Callable[[str], bool]
+            ) -> list[tuple[str, int]]:
+    """The ``top`` most frequent case-folded words that are ``kept``, each in its
+    most frequent spelling."""
     counts: dict[str, int] = {}  # case-folded word -> occurrences, first seen first
     spellings: dict[str, dict[str, int]] = {}  # its spellings, first seen first
     left_out: set[str] = set()
@@ -75,7 +102,7 @@ def rank_words(tokens: Mapping[str, int], top: int = DEFAULT_TOP) -> list[tuple[
             counts[key] += n
             spellings[key][token] = n
         elif key not in left_out:
-            if len(key) < 2 or key.isdigit() or key in STOP_WORDS:
+            if not kept(key):
                 left_out.add(key)
                 continue
             counts[key] = n

@@ -1,7 +1,7 @@
 """Benchmark of the WHO case count: a full-size daily file, served from 127.0.0.1.
 
 Usage: python -m bench.who [--countries N] [--days N] [--repeat N] [--workdir DIR]
-                           [--baseline CHECKOUT]
+                           [--baseline CHECKOUT] [--series-only]
 
 Writes a file shaped like WHO's ``WHO-COVID-19-global-daily-data.csv`` (by
 default 240 countries x 2,300 days from 2020-01-05: ~540,000 rows, ~25 MB, with
@@ -17,7 +17,14 @@ measures, best and median of --repeat runs:
   bytes in memory (decode + split + parse, as during a download);
 * a 304 re-check: the conditional GET a refresh makes when the file is unchanged;
 * what a batch waits when a full refresh is due: ``WhoCaseCounter.current()``
-  with ``max_wait`` 0.1 s (it returns then; the refresh ends in the background).
+  with ``max_wait`` 0.1 s (it returns then; the refresh ends in the background);
+* the case series in the embedded store (``case_counts``), each step in a process
+  of its own (time, CPU, and the process's memory after its imports and at its
+  peak): a first load of the whole file into an empty store, then a refresh with a
+  second file in which a few past rows changed (blanks became numbers, figures
+  revised) and a new day was added for every country; then the same second file
+  again (nothing to write). Each step reads the file from disk as the refresh
+  thread reads its copy (``who_case_rows``), and is checked against the store.
 
 With ``--baseline CHECKOUT`` (another checkout of this project, e.g. the main
 branch), the parse from bytes is also timed with that checkout's
@@ -35,8 +42,11 @@ import csv
 import functools
 import http.server
 import importlib.util
+import json
 import random
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -47,9 +57,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import case_series
+import config
 import scrape
-from counts.fetch import fetch_body
+import storage
+from counts.fetch import Validators, fetch_body
+from counts.series import CaseFile
 from counts.who import fetch_who, text_lines
+from counts.who_csv import who_case_rows
 
 HEADER = ("Date_reported", "Country_code", "Country", "WHO_region", "New_cases",
           "Cumulative_cases", "New_deaths", "Cumulative_deaths")
@@ -124,7 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--baseline", type=Path, default=None, metavar="CHECKOUT",
                         help="also time the parse of this checkout's counts/who.py")
+    parser.add_argument("--series-only", action="store_true",
+                        help="only the case series steps (first load, refresh)")
+    parser.add_argument("--series-step", nargs=3, metavar=("FILE", "STORE", "SEEN"),
+                        help=argparse.SUPPRESS)  # one step, in a process of its own
     args = parser.parse_args(argv)
+    if args.series_step:
+        return series_step(*args.series_step)
     baseline = None if args.baseline is None else load_baseline(args.baseline)
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
@@ -143,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if baseline is not None:
                 compare(baseline, path, total, args.repeat)
-            run(url, path, total, as_of, args.repeat)
+            if not args.series_only:
+                run(url, path, total, as_of, args.repeat)
+            series(path, Path(folder))
         finally:
             httpd.shutdown()
             httpd.server_close()
@@ -260,6 +283,93 @@ def run(url: str, path: Path, total: int, as_of: datetime, repeat: int) -> None:
     tracemalloc.stop()
     sys.stdout.write(f"parse from a stream: peak {peak / 1e6:.1f} MB allocated for a "
                      f"{len(data) / 1e6:.1f} MB file (the bytes themselves not counted)\n")
+
+
+
+# --------------------------------------------------------------------------
+# the case series
+
+
+def revised_copy(path: Path, out: Path, every: int = 100_000) -> tuple[int, int]:
+    """``path`` with a few past rows changed (every ``every``-th data row: a blank
+    New_cases becomes a number, else New_cases + 1) and a new day for each country;
+    returns (rows changed, rows added)."""
+    changed = added = 0
+    latest: dict[str, list[str]] = {}
+    with path.open(encoding="utf-8", newline="") as source, \
+            out.open("w", encoding="utf-8", newline="") as target:
+        writer = csv.writer(target, lineterminator="\r\n")
+        target.write(source.readline())  # the header, byte order mark kept
+        for number, row in enumerate(csv.reader(source), start=1):
+            if number % every == 0:
+                row[4] = str(int(row[4] or 0) + 1)
+                changed += 1
+            latest[row[2]] = row
+            writer.writerow(row)
+        for row in latest.values():
+            day = date.fromisoformat(row[0]) + timedelta(days=1)
+            writer.writerow([day.isoformat(), *row[1:4], "5", str(int(row[5]) + 5), "", row[7]])
+            added += 1
+    return changed, added
+
+
+def series_step(file: str, store_path: str, seen: str) -> int:
+    """One step, in this process: store ``file``'s rows in the embedded store at
+    ``store_path``; print what it did, its time, CPU and memory as JSON."""
+    before = _vm("VmRSS")
+    store = storage.open_store(config.Settings(embedded_db_path=Path(store_path)))
+    series_of_store = case_series.of_store(store)
+    started, cpu = time.perf_counter(), time.process_time()
+    with open(file, encoding="utf-8", newline="") as handle:
+        rows = (row for row in who_case_rows(handle) if row.__class__ is not str)
+        summary = series_of_store.store(
+            CaseFile("who", datetime.fromisoformat(seen), file, Validators(), None, 0), rows)
+    result = {"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu,
+              "rss_before_mb": before / 1024, "peak_mb": _vm("VmHWM") / 1024,
+              "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "rows": summary.rows, "added": summary.added, "revised": summary.revised,
+              "unchanged": summary.unchanged}
+    store.close()
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+def _vm(field: str) -> int:
+    """A field of /proc/self/status in kB (VmRSS: now, VmHWM: the peak so far)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def series(path: Path, folder: Path) -> None:
+    """The case series steps, each in a process of its own, checked against the store."""
+    second = folder / "revised.csv"
+    changed, added = revised_copy(path, second)
+    store = folder / "store"
+    steps = (("first load (empty store)", path, "2026-12-01T00:00:00+00:00"),
+             (f"refresh ({changed} revised, {added} new rows)", second,
+              "2026-12-08T00:00:00+00:00"),
+             ("the same file again (nothing to write)", second, "2026-12-09T00:00:00+00:00"))
+    sys.stdout.write("case series, embedded store (each step a process of its own):\n")
+    results = []
+    for name, file, seen in steps:
+        output = subprocess.run(
+            [sys.executable, "-m", "bench.who", "--series-step", str(file), str(store), seen],
+            check=True, capture_output=True, text=True).stdout
+        result = json.loads(output.splitlines()[-1])
+        results.append(result)
+        sys.stdout.write(
+            f"  {name:<44} {result['seconds']:6.1f} s (CPU {result['cpu']:5.1f} s)  "
+            f"memory {result['rss_before_mb']:5.0f} MB after imports, peak "
+            f"{result['peak_mb']:5.0f} MB  [{result['rows']:,} rows: {result['added']:,} new, "
+            f"{result['revised']:,} revised, {result['unchanged']:,} unchanged]\n")
+    first, refresh, again = results
+    assert first["added"] == first["rows"] and refresh["revised"] == changed, results
+    assert refresh["added"] == added and again["unchanged"] == again["rows"], results
+    size = sum(f.stat().st_size for f in (store / "covid19").glob("case_counts*"))
+    sys.stdout.write(f"  store: {size / 1e6:.0f} MB on disk for {first['rows']:,} + "
+                     f"{added:,} rows\n")
 
 
 if __name__ == "__main__":

@@ -132,6 +132,7 @@ class Settings:
     collection: str = "tweet_batches"
     embedded_db_path: Path = DEFAULT_DATA_DIR / DATA_FILES["embedded_db_path"]
     batch_metrics: str = "auto"
+    case_series: str = "on"
     post_fields: tuple[str, ...] = ()
     # both
     data_dir: Path = DEFAULT_DATA_DIR
@@ -275,6 +276,9 @@ OPTIONS: dict[str, Option] = {
                mongo_name("collection", "$\0"), "collection name", "NAME"),
         Option("embedded_db_path", "EMBEDDED_DB_PATH", "--embedded-db-path",
                lambda raw: Path(non_empty(raw)), "folder of the embedded store", "PATH"),
+        Option("case_series", "CASE_SERIES", "--case-series", choice("on", "off"),
+               "keep the case source's figures (WHO: one document per country per day) "
+               "in the case_counts collection: on or off", "{on,off}"),
         Option("batch_metrics", "BATCH_METRICS", "--batch-metrics", choice("auto", "on", "off"),
                "store per-batch metrics in the batch_metrics collection: on, off, or auto "
                "(on for the embedded store, off for MongoDB)", "{auto,on,off}"),
@@ -305,7 +309,8 @@ SPARK_OPTIONS = ("host", "port", "ack_port", "control_secret", "control_secret_p
                  "batch_seconds", "receiver_max_rate", "master", "duration", "mongo_uri",
                  "database", "collection", "embedded_db_path", "spool_path",
                  "quarantine_path", "batch_metrics", "case_source", "worldometers_url", "who_url",
-                 "scrape_timeout", "post_fields", "data_dir", "log_level", "metrics_port")
+                 "scrape_timeout", "case_series", "post_fields", "data_dir", "log_level",
+                 "metrics_port")
 SCRAPE_OPTIONS = ("case_source", "worldometers_url", "who_url", "scrape_timeout", "log_level")
 STORE_OPTIONS = ("mongo_uri", "database", "collection", "embedded_db_path", "data_dir",
                  "log_level")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from types import TracebackType
@@ -16,6 +16,7 @@ import requests
 
 from counts.fetch import Validators
 from counts.reading import NO_COUNT, CaseCount, CaseCountError, staleness_warning
+from counts.series import CaseFile, CaseRow, CaseSeriesSink
 
 # the case count's log lines keep the name operators and tests filter on
 log = logging.getLogger("scrape")
@@ -97,6 +98,9 @@ class Counter:
     Failures never raise: the last good reading is used, with the log lines of
     :class:`FailureLog`. ``with counter:`` closes it at the end of the block.
 
+    ``series``, if given, is where the rows of each newly read file go
+    (:meth:`_store_series`); its failures are logged and never touch the count.
+
     A subclass sets ``source`` and ``unchanged`` (what a 304 is about, for
     the log) and supplies :meth:`_fetch`.
     """
@@ -105,8 +109,9 @@ class Counter:
     unchanged: str
 
     def __init__(self, url: str, timeout: float, session: requests.Session | None,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], series: CaseSeriesSink | None = None) -> None:
         self.url = url
+        self._series = series
         self.timeout = timeout
         self._clock = clock
         self._owns_session = session is None
@@ -159,6 +164,22 @@ class Counter:
                 self._took(answer)
             self._validators = answer.validators
             self._failures.succeeded(replace(self._last, fresh=True))
+        return True
+
+    def _store_series(self, file: CaseFile, rows: Iterable[CaseRow]) -> bool:
+        """Hand ``rows`` of ``file`` to the case series; True if it took them. Its
+        failure (any exception: a store down, a bug) is logged, never raised."""
+        if self._series is None:
+            return False
+        try:
+            self._series.store(file, rows)
+        except Exception as err:  # noqa: BLE001 - the series never fails the count
+            if self._closed.is_set():
+                log.debug("the case series of %s was not stored: %s", file.source, err)
+            else:
+                text = " ".join(str(err).split())[:300] or type(err).__name__
+                log.warning("the case series was not stored (the count goes on): %s", text)
+            return False
         return True
 
     def _failed(self, err: CaseCountError) -> None:

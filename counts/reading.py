@@ -71,10 +71,14 @@ class CaseCount:
         return replace(self, fresh=False) if self.fresh else self
 
     def describe(self) -> str:
-        """A short text for a log line: ``704,753,890 (worldometers, as of 2024-04-13, fresh)``."""
+        """A short text for a log line: ``704,753,890 (worldometers, as of 2024-04-13, fetched
+        now)``: where the figure is from and when it is for, then whether the source gave
+        it at this check (``fetched now``; for WHO, within the hour) or it is the ``last
+        good`` one, carried over because the source did not answer. "Fetched now" says
+        nothing of the figure's age: that is its as-of date."""
         if self.total is None:
             return "none (no count obtained yet)"
-        return f"{self.total:,} ({self.origin()}, {'fresh' if self.fresh else 'carried over'})"
+        return f"{self.total:,} ({self.origin()}, {'fetched now' if self.fresh else 'last good'})"
 
     def origin(self) -> str:
         """Where and when the figure is from: ``worldometers, as of 2024-04-13``."""

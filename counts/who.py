@@ -1,30 +1,24 @@
 """WHO's daily CSV as a case source: the world total read from the file as it streams
 in (each country's latest Cumulative_cases), and WhoCaseCounter, which refreshes it in
-the background at most once an hour."""
+the background at most once an hour (and hands each new file's rows to the case series)."""
 
 from __future__ import annotations
 
-import codecs
-import csv
-import io
 import logging
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
+from typing import IO
 
 import requests
 
 from counts.counter import Answer, Counter
-from counts.fetch import Validators, fetch_body
-from counts.reading import (
-    MAX_COUNT,
-    MAX_COUNT_DIGITS,
-    CaseCount,
-    CaseCountError,
-    WhoFileError,
-    utc_now,
-)
+from counts.fetch import CHUNK_BYTES, Validators, fetch_body
+from counts.reading import MAX_COUNT, CaseCount, CaseCountError, WhoFileError, utc_now
+from counts.series import CaseFile, CaseRow, CaseSeriesSink
+from counts.who_csv import WHO_CUMULATIVE, text_lines, who_case_rows, who_rows
 
 # the case count's log lines keep the name operators and tests filter on
 log = logging.getLogger("scrape")
@@ -32,16 +26,12 @@ log = logging.getLogger("scrape")
 #: WHO's daily file is ~25 MB and grows by a row per country per day
 WHO_MAX_BYTES = 256 * 1024 * 1024
 WHO_ACCEPT = "text/csv,text/plain;q=0.9,*/*;q=0.8"
-#: a longer line means the body is not WHO's CSV (its rows are ~50 characters)
-WHO_MAX_LINE_CHARS = 1024 * 1024
 #: WHO's file is asked for at most this often (it changes every few weeks)
 WHO_REFRESH_SECONDS = 3600.0
 #: after a failed attempt, WHO's file is asked for again this soon (not a whole hour later)
 WHO_RETRY_SECONDS = 300.0
 #: how long :meth:`WhoCaseCounter.start` waits for the first reading at most
 WHO_START_WAIT_SECONDS = 60.0
-#: the columns of WHO's file that the total needs (found by name, in any order)
-WHO_DATE, WHO_COUNTRY, WHO_CUMULATIVE = "Date_reported", "Country", "Cumulative_cases"
 #: a whole refresh (connecting, downloading and reading the ~25 MB file) gives up after
 #: this long, so that a server sending a byte now and then cannot hold refreshes up
 WHO_DEADLINE_SECONDS = 300.0
@@ -51,7 +41,7 @@ class WhoTotal:
     """The world total read from WHO's daily file, with what the reading was made of.
 
     ``total``: the sum over countries of each one's latest ``Cumulative_cases``;
-    ``as_of``: the file's latest ``Date_reported`` at 00:00 UTC; ``countries``:
+    ``as_of``: the latest ``Date_reported`` of a row with a count, at 00:00 UTC; ``countries``:
     distinct ``Country`` names seen; ``rows``: data rows read, of which
     ``skipped`` could not be used, the first of them described by ``problem``.
     """
@@ -89,7 +79,9 @@ def who_world_total(lines: Iterable[str]) -> WhoTotal:
       means "not reported", not zero); a country with no number at all adds
       nothing. Two rows for the same country and day: the later one in the file
       wins;
-    * ``as_of`` is the latest ``Date_reported`` of any usable row, at 00:00 UTC;
+    * ``as_of`` is the latest ``Date_reported`` of a row whose ``Cumulative_cases``
+      is a number, at 00:00 UTC: the date the total is for. A row whose count
+      is blank does not move it (it adds nothing to the total);
     * ``New_cases`` and the other columns are not read (often blank anyway).
 
     A row that cannot be used (wrong number of fields, a date that is not
@@ -114,9 +106,9 @@ def who_world_total(lines: Iterable[str]) -> WhoTotal:
             continue
         day, country, count = values
         countries.add(country)
-        if day > newest:
-            newest = day
         if count is not None:
+            if day > newest:
+                newest = day
             known = latest.get(country)
             if known is None or day >= known[0]:
                 latest[country] = (day, count)
@@ -130,194 +122,6 @@ def who_world_total(lines: Iterable[str]) -> WhoTotal:
     return WhoTotal(total, datetime(newest.year, newest.month, newest.day, tzinfo=UTC),
                     len(countries), read, skipped, problem)
 
-
-#: a usable row of WHO's file: (Date_reported, Country, Cumulative_cases or None if blank)
-WhoRow = tuple[date, str, int | None]
-
-
-def who_rows(lines: Iterable[str]) -> Iterator[WhoRow | str]:
-    """Each data row of WHO's daily CSV, checked: its values, or why it cannot be used.
-
-    The one place that decides whether a row is usable. ``lines`` are as for
-    :func:`who_world_total`; its header (the first non-blank line) says where
-    the columns are (empty names at its end, from a trailing comma, are
-    dropped). Each line is one row, read on its own (WHO's rows hold no line
-    breaks), so a bad line costs that line only: a quote never closed on its
-    line does not swallow the lines after it. For each data row this yields
-    either its values (``Date_reported`` as a date, ``Country`` stripped,
-    ``Cumulative_cases`` as an int, None when blank), or a text ``line N:
-    reason`` (N counts the lines given, from 1) when it cannot be used: wrong
-    number of fields, a date that is not ``YYYY-MM-DD``, no country, a
-    ``Cumulative_cases`` that is not a whole number, a line csv cannot split
-    or whose quote is never closed. Blank lines yield nothing. Raises
-    WhoFileError when there is no header with those columns. Each distinct
-    ``Date_reported`` text is parsed once.
-    """
-    numbered = enumerate(lines, start=1)
-    quoted = _QuotedLineReader()
-    header = _who_header(numbered, quoted)
-    date_at, country_at, cumulative_at = _who_columns(header)
-    width = len(header)
-    days: dict[str, date | None] = {}  # each Date_reported text parsed once
-    unknown = date.min  # not in days yet (None there means "not a date")
-    for number, line in numbered:
-        if '"' in line:  # the rare line with quoted values: csv splits it
-            row = quoted.fields(line)
-            if row.__class__ is str:
-                yield f"line {number}: {row}"
-                continue
-        else:  # the common line: as csv would split it, only faster
-            row = line.rstrip("\r\n").split(",")
-        if len(row) != width and (len(row) < width or "".join(row[width:]).strip()):
-            if len(row) > 1 or "".join(row).strip():  # else a blank line: not a row
-                yield f"line {number}: {len(row)} fields, the header has {width}"
-            continue
-        raw_day = row[date_at]
-        day = days.get(raw_day, unknown)
-        if day is unknown:
-            day = days[raw_day] = _who_date(raw_day)
-        if day is None:
-            yield f"line {number}: {WHO_DATE} {raw_day[:40]!r} is not a YYYY-MM-DD date"
-            continue
-        country = row[country_at].strip()
-        if not country:
-            yield f"line {number}: no {WHO_COUNTRY}"
-            continue
-        raw_count = row[cumulative_at]
-        # the common case, without a call: what _who_count says of plain digits
-        if raw_count.isdigit() and raw_count.isascii() and len(raw_count) <= MAX_COUNT_DIGITS:
-            yield day, country, int(raw_count)
-            continue
-        count = _who_count(raw_count)
-        if count is None and raw_count.strip():
-            yield (f"line {number}: {WHO_CUMULATIVE} {raw_count[:40]!r} is not "
-                   "a whole number")
-            continue
-        yield day, country, count
-
-
-class _QuotedLineReader:
-    """Splits one line at a time with one csv reader, which never reads past that line.
-
-    The reader's input is this object: it hands over the line given to
-    :meth:`fields` and then says "no more", noting that the reader asked for
-    more, which it does only when the line ended inside a quoted value.
-    """
-
-    __slots__ = ("_line", "_reader", "_starved")
-
-    def __init__(self) -> None:
-        self._line: str | None = None
-        self._starved = False
-        self._reader = csv.reader(self)
-
-    def __iter__(self) -> _QuotedLineReader:
-        return self
-
-    def __next__(self) -> str:
-        line = self._line
-        if line is None:
-            self._starved = True
-            raise StopIteration
-        self._line = None
-        return line
-
-    def fields(self, line: str) -> list[str] | str:
-        """The values of ``line`` as csv reads them, or why it cannot be split."""
-        self._line, self._starved = line, False
-        try:
-            row = next(self._reader, [])
-        except csv.Error as err:  # e.g. a field past csv's size limit
-            return str(err)
-        finally:
-            self._line = None
-        if self._starved:
-            return 'a quote (") that the line does not close'
-        return row
-
-
-def _who_header(numbered: Iterator[tuple[int, str]], quoted: _QuotedLineReader) -> list[str]:
-    """The first non-blank line's names, trailing empty ones dropped (a trailing comma);
-    WhoFileError when there is none or it is unreadable."""
-    for number, line in numbered:
-        if number == 1:
-            line = line.removeprefix("\ufeff")
-        names = quoted.fields(line)
-        if names.__class__ is str:
-            raise WhoFileError(f"not WHO's daily CSV: its first line is unreadable ({names})")
-        if "".join(names).strip():
-            while not names[-1].strip():
-                names.pop()
-            return names
-    raise WhoFileError("the file is empty")
-
-
-def _who_columns(header: list[str]) -> tuple[int, int, int]:
-    """Where Date_reported, Country and Cumulative_cases are (first of each name)."""
-    positions: dict[str, int] = {}
-    for at, name in enumerate(header):
-        positions.setdefault(name.strip().strip('"').strip().casefold(), at)
-    wanted = (WHO_DATE, WHO_COUNTRY, WHO_CUMULATIVE)
-    missing = [name for name in wanted if name.casefold() not in positions]
-    if missing:
-        shown = " ".join(",".join(header).split())
-        shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        raise WhoFileError(
-            f"not WHO's daily CSV: no {', '.join(missing)} column in its header {shown!r}"
-        )
-    date_at, country_at, cumulative_at = (positions[name.casefold()] for name in wanted)
-    return date_at, country_at, cumulative_at
-
-
-def _who_date(raw: str) -> date | None:
-    """``2025-03-02`` (optionally followed by a time) as a date, else None."""
-    text = raw.strip()
-    if len(text) > 10 and text[10] in "T ":
-        text = text[:10]
-    if len(text) != 10 or text[4] != "-" or text[7] != "-":
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        return None
-
-
-def _who_count(raw: str) -> int | None:
-    """A Cumulative_cases value: a whole number ≥ 0 (``12``, `` 12 ``, ``12.0``), else None."""
-    whole, dot, fraction = raw.strip().partition(".")
-    if (whole.isdigit() and whole.isascii() and len(whole) <= MAX_COUNT_DIGITS
-            and (not dot or set(fraction) <= {"0"})):
-        return int(whole)
-    return None
-
-
-def text_lines(chunks: Iterable[bytes], max_line: int = WHO_MAX_LINE_CHARS) -> Iterator[str]:
-    """The UTF-8 text of ``chunks`` as lines, ends kept, as a file opened with ``newline=""``.
-
-    Streaming: holds one chunk and one partial line at a time. Only ``\\n`` ends
-    a line (``\\r\\n`` keeps its ``\\r``, which the csv module expects); bytes
-    that are not UTF-8 become U+FFFD. A line longer than ``max_line``
-    characters raises WhoFileError (no CSV of WHO's has one).
-    """
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    pending: list[str] = []  # the start of a line that has not ended yet
-    pending_length = 0
-    for chunk in chunks:
-        text = decoder.decode(chunk)
-        cut = text.rfind("\n") + 1
-        if not cut:
-            pending.append(text)
-            pending_length += len(text)
-            if pending_length > max_line:
-                raise WhoFileError(f"not WHO's daily CSV: a line is longer than {max_line} "
-                                   "characters")
-            continue
-        pending.append(text[:cut])
-        yield from io.StringIO("".join(pending), newline="\n")
-        pending, pending_length = [text[cut:]], len(text) - cut
-    pending.append(decoder.decode(b"", final=True))
-    if rest := "".join(pending):
-        yield rest
 
 
 # --------------------------------------------------------------------------
@@ -355,16 +159,20 @@ def fetch_who(
     max_bytes: int,
     cancel: threading.Event | None = None,
     deadline: float | None = None,
+    copy: BodyCopy | None = None,
 ) -> tuple[WhoTotal | None, Validators]:
     """:func:`fetch_who_total`, conditional on ``validators``: (the total, the file's
     validators), or (None, validators) for 304 Not Modified.
 
     When ``cancel`` is set, the download stops at the next chunk (CaseCountError).
+    ``copy`` keeps the body as it streams in, for reading its rows again later.
     """
 
     def read(chunks: Iterator[bytes]) -> WhoTotal:
         if cancel is not None:
             chunks = _unless_cancelled(chunks, cancel, url)
+        if copy is not None:
+            chunks = copy.keep(chunks)
         try:
             return who_world_total(text_lines(chunks))
         except WhoFileError as err:
@@ -383,16 +191,64 @@ def _unless_cancelled(chunks: Iterator[bytes], cancel: threading.Event,
         yield chunk
 
 
+class BodyCopy:
+    """A download's body kept in an anonymous temporary file (gone when closed), so
+    that its rows can be read again once the count is taken, without holding the
+    ~25 MB in memory. Keeping it never fails the download: a disk that refuses (full,
+    or no temporary folder) ends the copy and ``problem`` says why."""
+
+    def __init__(self) -> None:
+        self.problem: str | None = None
+        self._file: IO[bytes] | None = None
+        try:  # closed by close()
+            self._file = tempfile.TemporaryFile(prefix="who-daily-")  # noqa: SIM115
+        except OSError as err:
+            self.problem = f"no temporary file for WHO's file: {err.strerror or err}"
+
+    def keep(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """``chunks``, each also written to the copy (while it can be)."""
+        for chunk in chunks:
+            if self._file is not None and self.problem is None:
+                try:
+                    self._file.write(chunk)
+                except OSError as err:
+                    self.problem = (f"cannot keep a copy of WHO's file: "
+                                    f"{err.strerror or err}")
+            yield chunk
+
+    def chunks(self) -> Iterator[bytes]:
+        """The copy's bytes again, from the start, a chunk at a time."""
+        if self._file is None or self.problem is not None:
+            raise CaseCountError(self.problem or "no copy of WHO's file")
+        self._file.seek(0)
+        while chunk := self._file.read(CHUNK_BYTES):
+            yield chunk
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 # --------------------------------------------------------------------------
 # the counter
 
 
 @dataclass(frozen=True)
 class _Refresh:
-    """One download and parse of WHO's file, running in its own thread."""
+    """One download and parse of WHO's file (or the storing of its rows), running in
+    its own thread."""
 
     thread: threading.Thread
     done: threading.Event
+
+
+@dataclass(frozen=True)
+class _Download:
+    """A downloaded file kept for the case series: its copy, total and validators."""
+
+    copy: BodyCopy
+    total: WhoTotal
+    validators: Validators
 
 
 class WhoCaseCounter(Counter):
@@ -417,6 +273,13 @@ class WhoCaseCounter(Counter):
     after it began). ``clock`` (aware UTC datetimes) drives both the hourly
     schedule and the staleness check. Call its methods from one thread; the
     refresh thread is its own.
+
+    With a ``series`` (the store's case series), each newly downloaded file (not a
+    304) is kept in a temporary file as it streams in, and once its count is taken
+    (batches get it at once) the same refresh thread reads the copy again and hands
+    its rows (:func:`counts.who_csv.who_case_rows`) to ``series.store``, one at a
+    time: a slow or failing store never delays or fails the count (its failure is
+    logged). One file is stored at a time; :meth:`wait_for_series` waits for it.
     """
 
     source = "who"
@@ -434,10 +297,11 @@ class WhoCaseCounter(Counter):
         max_bytes: int = WHO_MAX_BYTES,
         deadline: float | None = None,
         clock: Callable[[], datetime] = utc_now,
+        series: CaseSeriesSink | None = None,
     ) -> None:
         if refresh_seconds <= 0:
             raise ValueError("refresh_seconds must be > 0")
-        super().__init__(url, timeout, session, clock)
+        super().__init__(url, timeout, session, clock, series)
         self.refresh_every = timedelta(seconds=refresh_seconds)
         self.retry_every = min(self.refresh_every, timedelta(seconds=retry_seconds))
         self.max_wait = timeout if max_wait is None else max_wait
@@ -447,6 +311,10 @@ class WhoCaseCounter(Counter):
         self._attempted_at: datetime | None = None  # when the last refresh began
         self._answered_at: datetime | None = None  # when the last refresh began, if it worked
         self._refresh: _Refresh | None = None
+        self._fetched: _Download | None = None  # the refresh thread's latest download
+        self._kept: _Download | None = None  # ... once its reading was kept
+        self._storing: _Refresh | None = None  # the file being stored in the series
+        self._series_lock = threading.Lock()  # one file stored at a time
         #: files downloaded and read, so far
         self.downloads = 0
 
@@ -483,6 +351,15 @@ class WhoCaseCounter(Counter):
             refresh = self._refresh
         return refresh is None or refresh.done.wait(timeout)
 
+    def wait_for_series(self, timeout: float | None = None) -> bool:
+        """Wait until no refresh is running and no file is being stored in the case
+        series (at most ``timeout`` s each); True if none is."""
+        if not self.wait_for_refresh(timeout):
+            return False
+        with self._lock:
+            storing = self._storing
+        return storing is None or storing.done.wait(timeout)
+
     def _refresh_if_due(self, now: datetime) -> tuple[_Refresh | None, bool]:
         """(the running refresh, False), or (a new one, True) if one is due, else (None, False)."""
         with self._lock:
@@ -509,19 +386,67 @@ class WhoCaseCounter(Counter):
             log.exception("refreshing WHO's case count failed unexpectedly")
             self._failed(CaseCountError(f"{type(err).__name__}: {err}"))
             answered = False
+        stored = threading.Event()
         with self._lock:
             if not self._closed.is_set():
                 self._answered_at = began if answered else None
             self._refresh = None
+            kept, self._kept = self._kept, None
+            dropped, self._fetched = self._fetched, None
+            if kept is not None:
+                self._storing = _Refresh(threading.current_thread(), stored)
         done.set()
+        if dropped is not None:  # a download whose reading was not kept
+            dropped.copy.close()
+        if kept is not None:
+            try:
+                with self._series_lock:
+                    file = CaseFile(self.source, began, self.url, kept.validators,
+                                    kept.total.as_of, kept.total.rows, kept.total.skipped)
+                    self._store_series(file, self._rows_of(kept.copy))
+            finally:
+                kept.copy.close()
+                with self._lock:
+                    if self._storing is not None and self._storing.done is stored:
+                        self._storing = None
+                stored.set()
+
+    def _rows_of(self, copy: BodyCopy) -> Iterator[CaseRow]:
+        """The rows of the file kept in ``copy``, read again; rows the series cannot use
+        are left out (one WARNING at the end). Stops (CaseCountError) once the counter
+        is closed."""
+        left_out, problem = 0, None
+        for number, row in enumerate(who_case_rows(text_lines(copy.chunks()))):
+            if not number % 4096 and self._closed.is_set():
+                raise CaseCountError("stopped: the counter was closed")
+            if row.__class__ is str:
+                left_out += 1
+                problem = problem or row
+                continue
+            yield row
+        if left_out:
+            log.warning("the case series left out %d rows of WHO's file, the first at %s",
+                        left_out, problem)
 
     def _fetch(self, validators: Validators | None) -> Answer:
-        """WHO's file now, read as it streams in; None for its reading if unchanged."""
-        total, answered = fetch_who(self.url, timeout=self.timeout, session=self._session,
-                                    validators=validators, max_bytes=self.max_bytes,
-                                    cancel=self._closed, deadline=self.deadline)
+        """WHO's file now, read as it streams in; None for its reading if unchanged.
+        With a series, the body is also kept (``_fetched``) for :meth:`_rows_of`."""
+        copy = BodyCopy() if self._series is not None else None
+        try:
+            total, answered = fetch_who(
+                self.url, timeout=self.timeout, session=self._session, validators=validators,
+                max_bytes=self.max_bytes, cancel=self._closed, deadline=self.deadline,
+                copy=copy)
+        except BaseException:
+            if copy is not None:
+                copy.close()
+            raise
         if total is None:
+            if copy is not None:
+                copy.close()
             return Answer(None, answered)
+        if copy is not None:
+            self._fetched = _Download(copy, total, answered)
         skipped = (f"; {total.skipped} bad rows skipped, the first at {total.problem}"
                    if total.skipped else "")
         return Answer(CaseCount(total.total, total.as_of, self.source, fresh=True), answered,
@@ -530,6 +455,7 @@ class WhoCaseCounter(Counter):
     def _took(self, answer: Answer) -> None:
         self.downloads += 1
         log.info("read WHO's file: %s%s", self._last.describe(), answer.detail)
+        self._kept, self._fetched = self._fetched, None
 
     def _reading(self, now: datetime) -> CaseCount:
         """The last good reading, fresh if its refresh worked and is less than an hour old."""
@@ -546,8 +472,13 @@ class WhoCaseCounter(Counter):
         with self._lock:
             self._closed.set()
             refresh = self._refresh
+            storing = self._storing
         if refresh is not None:
             refresh.thread.join(self.timeout + 1)
             if refresh.thread.is_alive():
                 log.debug("WHO's refresh thread is still running; leaving it (a daemon)")
+        if storing is not None and storing.thread is not threading.current_thread():
+            storing.done.wait(self.timeout + 1)  # it stops at its next rows
+            if not storing.done.is_set():
+                log.debug("the case series is still being stored; leaving it (a daemon)")
         super().close()

@@ -22,10 +22,13 @@ from counts.reading import (
     CounterNotFoundError,
     utc_now,
 )
+from counts.series import CaseFile, CaseRow, CaseSeriesSink, world_row
 
 # the case count's log lines keep the name operators and tests filter on
 log = logging.getLogger("scrape")
 
+#: after the case series failed to store the page's row, it is tried again this late
+SERIES_RETRY = timedelta(hours=1)
 CASES_LABEL = "Coronavirus Cases:"
 COUNTER_CLASS = "maincounter-number"
 WRAPPER_ID = "maincounter-wrap"
@@ -378,14 +381,24 @@ class CaseCounter(Counter):
     means that count (and its date) is still current, without downloading the
     page again. ``clock`` (aware UTC datetimes) tells the staleness check what
     time it is. Not thread-safe: use it from one thread.
+
+    With a ``series`` (the store's case series), the page's figure is also kept
+    there as one row (:func:`counts.series.world_row`: country ``World``, the
+    date it is as of), whenever a page gives a figure or date not stored yet;
+    after a failure to store it, it is tried again at most every
+    SERIES_RETRY (an hour). That happens on the batch's thread: a store that
+    is down costs a batch its server-selection timeout, once an hour at most.
     """
 
     source = "worldometers"
     unchanged = "page"
 
     def __init__(self, url: str, timeout: float, session: requests.Session | None = None,
-                 *, clock: Callable[[], datetime] = utc_now) -> None:
-        super().__init__(url, timeout, session, clock)
+                 *, clock: Callable[[], datetime] = utc_now,
+                 series: CaseSeriesSink | None = None) -> None:
+        super().__init__(url, timeout, session, clock, series)
+        self._stored_row: CaseRow | None = None  # the row the series has
+        self._row_failed_at: datetime | None = None  # when storing a row last failed
         self._warned_no_date = False
         self._unreadable = UnreadableLines()  # "Last updated" lines warned about
 
@@ -411,7 +424,24 @@ class CaseCounter(Counter):
 
     def _read(self) -> CaseCount:
         answered = self._ask()
+        if answered and self._series is not None:
+            self._keep_row()
         return replace(self._last, fresh=True) if answered else self._last.carried_over()
+
+    def _keep_row(self) -> None:
+        """Store the page's figure in the series if it is not there yet."""
+        row = world_row(self._last)
+        if row is None or row == self._stored_row:
+            return
+        now = self._clock()
+        failed = self._row_failed_at
+        if failed is not None and timedelta(0) <= now - failed < SERIES_RETRY:
+            return
+        file = CaseFile(self.source, now, self.url, self._validators, self._last.as_of, 1)
+        if self._store_series(file, [row]):
+            self._stored_row, self._row_failed_at = row, None
+        else:
+            self._row_failed_at = now
 
     def _fetch(self, validators: Validators | None) -> Answer:
         """The page now, or None for its reading if it has not changed since."""

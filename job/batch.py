@@ -64,7 +64,7 @@ class BatchStats:
                                 self.case_count_source, self.count_fresh)
 
     def count_text(self) -> str:
-        """``704,753,890 (worldometers, as of 2024-04-13, fresh)``."""
+        """``704,753,890 (worldometers, as of 2024-04-13, fetched now)``."""
         return self.reading.describe()
 
 

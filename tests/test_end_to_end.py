@@ -30,6 +30,7 @@ from processes import (
     producer,
 )
 
+import case_series
 import config
 import storage
 import transform
@@ -82,6 +83,7 @@ def test_stream_and_spark_processes_store_the_sample_file_with_whos_count(tmp_pa
     try:
         # the producer exits by itself once the job has acknowledged every tweet
         assert source.process.wait(120) == 0, source.log
+        consumer.wait_for_text("case series (who")  # WHO's rows kept, after the count
         assert consumer.stop() == 0, consumer.log  # SIGTERM: a graceful stop, as Ctrl-C
     finally:
         source.kill()
@@ -94,9 +96,14 @@ def test_stream_and_spark_processes_store_the_sample_file_with_whos_count(tmp_pa
     store = storage.open_store(config.Settings(embedded_db_path=tmp_path / "db"))
     try:
         documents = list(store.collection.find().sort("timestamp", 1))
+        series = list(case_series.of_store(store).rows())
     finally:
         store.close()
     assert documents
+    # the case series beside the batches: WHO's four rows, as the file gave them
+    assert [(row["country"], row["code"], row["date"].day, row["new_cases"])
+            for row in series] == [("Germany", "DE", 8, None), ("Namibia", "NA", 8, None),
+                                   ("Namibia", "NA", 15, 12), ("Germany", "DE", 22, 100)]
     assert [text for doc in documents for text in doc["content"]] == content
     for doc in documents:
         assert set(doc) == {"_id", "content", "timestamp", "total_case_count",

@@ -332,7 +332,7 @@ def test_scrape_failures_never_cost_a_batch(tmp_path, page, ports, programs) -> 
         consumer.wait_for(lambda lines, n=windows: sum(
             "case count available again" in line for line in lines) == n)
     page.count = 704_800_000
-    fresh = "704,800,000 (worldometers, as of 2024-04-13, fresh)"
+    fresh = "704,800,000 (worldometers, as of 2024-04-13, fetched now)"
     consumer.wait_for(lambda lines: fresh in lines[-1])
     assert consumer.stop() == 0
     source.kill()

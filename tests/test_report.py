@@ -254,7 +254,8 @@ def test_plot_writes_a_png_of_the_expected_size_and_a_page(
     if fixture.kind == "embedded":
         assert fixture.cli("plot", "--out", str(png), "--html", str(page), "--top", "5") == 0
     else:
-        summary = plot_report(fixture.store, png, html_out=page, top=5)
+        summary = plot_report(fixture.store, png, html_out=page, top=5,
+                              keywords=config.DEFAULT_KEYWORDS)  # as the CLI reads them
         assert (summary.batches, summary.tweets, summary.latest_count) == (6, 13, 704_703_000)
         assert (summary.latest_count_as_of, summary.latest_count_source) == (
             AS_OF, "worldometers")
@@ -269,7 +270,7 @@ def test_plot_writes_a_png_of_the_expected_size_and_a_page(
     assert "<title>Covid-19 posts and case count, 2026-11-28 23:00:00" in text  # not tweets
     for fact in ("<th>batches</th><td>6</td>", "<th>posts</th><td>13</td>",
                  "<td>2026-11-28T23:00:00.000Z</td>", "<td>2026-11-28T23:01:40.000Z</td>",
-                 "<td>704,703,000</td>", "<td>COVID19</td><td>7</td>",
+                 "<td>704,703,000</td>", "the tracked keywords): COVID19 7",
                  "<th>latest count is as of</th><td>2026-11-28 09:00 UTC</td>",
                  "<th>case count source</th><td>worldometers</td>"):
         assert fact in text, fact
@@ -645,6 +646,7 @@ class StreamedDocuments:
     def __init__(self, documents: int, texts: int) -> None:
         self.documents, self.texts = documents, texts
         self.batches_alive = self.texts_held = -1
+        self.database = mongomock.MongoClient().covid19  # its siblings: no case series
 
     def find(self, *args: Any, **kwargs: Any) -> StreamedDocuments:
         return self
@@ -839,11 +841,11 @@ def bin_posts(batches: list[Batch]) -> tuple[str, list[datetime], list[int]]:
 
 
 def test_bins_hold_zeros_where_nothing_was_stored_and_sum_parts() -> None:
-    batches = [batch(0, 2), batch(20, 1), batch(200, 3), batch(200, 4),  # 200 s: two parts
-               batch(220, 1), batch(240, 1)]
+    batches = [batch(0, 2), batch(20, 1), batch(400, 3), batch(400, 4),  # 400 s: two parts
+               batch(420, 1), batch(440, 1)]
     unit, edges, posts = bin_posts(batches)
-    assert (unit, posts) == ("minute", [3, 0, 0, 8, 1])
-    assert edges[0] == T0 and len(edges) == 6
+    assert (unit, posts) == ("minute", [3, 0, 0, 0, 0, 0, 7, 2])
+    assert edges[0] == T0 and len(edges) == 9
     # clock hours: 23:59:40 and 00:00:00 fall in different bins, 01:00 is empty
     late = datetime(2026, 11, 28, 23, 59, 40, tzinfo=UTC)
     hours = [batch(0, 5, start=late), batch(20, 6, start=late),
@@ -851,6 +853,23 @@ def test_bins_hold_zeros_where_nothing_was_stored_and_sum_parts() -> None:
     unit, edges, posts = bin_posts(hours)
     assert (unit, posts) == ("hour", [5, 6, 0, 7, 0, 0, 1])
     assert edges[0] == datetime(2026, 11, 28, 23, 0, tzinfo=UTC)
+
+
+def test_a_few_minutes_are_drawn_per_batch() -> None:
+    """Three 5 s batches were one flat bin of a whole minute ("Posts per minute")."""
+    three = [batch(0, 46), batch(5, 25), batch(10, 14)]
+    binning, edges, posts = WindowDigest.of(three).volume.result()
+    assert (binning.title, posts) == ("Posts per batch (5 s)", [46, 25, 14])
+    assert edges == [T0 + timedelta(seconds=s) for s in (-5, 0, 5, 10)]
+    # a batch split in two parts is one bin; batches further apart have a 0 between
+    parted = [batch(0, 2), batch(20, 1), batch(200, 3), batch(200, 4), batch(220, 1),
+              batch(240, 1)]
+    unit, edges, posts = bin_posts(parted)
+    assert (unit, posts) == ("batch", [2, 1, 0, 7, 1, 1])
+    assert edges[2:4] == [T0 + timedelta(seconds=20), T0 + timedelta(seconds=180)]
+    # past a few minutes, per minute again; a single batch has no batch length: per minute
+    assert bin_posts([batch(20 * i, 1) for i in range(20)])[0] == "minute"
+    assert bin_posts([batch(0, 3)])[0] == "minute"
 
 
 def test_mixed_batch_lengths_are_drawn_per_minute_not_per_common_divisor() -> None:

@@ -298,12 +298,12 @@ def test_parse_last_updated_gives_aware_utc() -> None:
 
 
 def test_case_count_describes_itself_in_one_short_line() -> None:
-    assert FRESH.describe() == "704,753,890 (worldometers, as of 2024-04-13, fresh)"
-    assert CARRIED.describe() == "704,753,890 (worldometers, as of 2024-04-13, carried over)"
+    assert FRESH.describe() == "704,753,890 (worldometers, as of 2024-04-13, fetched now)"
+    assert CARRIED.describe() == "704,753,890 (worldometers, as of 2024-04-13, last good)"
     at_nine = CaseCount(5, datetime(2026, 11, 28, 9, tzinfo=UTC), "who", fresh=True)
-    assert at_nine.describe() == "5 (who, as of 2026-11-28 09:00 UTC, fresh)"
+    assert at_nine.describe() == "5 (who, as of 2026-11-28 09:00 UTC, fetched now)"
     undated = CaseCount(5, None, "worldometers")
-    assert undated.describe() == "5 (worldometers, date unknown, carried over)"
+    assert undated.describe() == "5 (worldometers, date unknown, last good)"
     assert NO_COUNT.describe() == "none (no count obtained yet)"
     assert CaseCount() == NO_COUNT and NO_COUNT.carried_over() is NO_COUNT
 
@@ -761,7 +761,7 @@ def test_counter_start_logs_the_first_reading(
         assert counter.start() == FRESH
     (info,) = scrape_records(caplog, logging.INFO)
     assert info.getMessage() == (
-        "case count at start: 704,753,890 (worldometers, as of 2024-04-13, fresh)")
+        "case count at start: 704,753,890 (worldometers, as of 2024-04-13, fetched now)")
     assert not scrape_records(caplog, logging.WARNING)  # a day old: not stale
 
 
@@ -824,7 +824,7 @@ def test_cli_prints_the_count(server: LocalServer, capsys: pytest.CaptureFixture
     assert captured.out == f"{CASES}\n"
     info, stale = captured.err.splitlines()
     assert " INFO " in info
-    assert info.endswith("case count 704,753,890 (worldometers, as of 2024-04-13, fresh)")
+    assert info.endswith("case count 704,753,890 (worldometers, as of 2024-04-13, fetched now)")
     assert " WARNING " in stale and "--case-source who" in stale
 
 

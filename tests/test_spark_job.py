@@ -336,7 +336,7 @@ def test_batch_summary_is_one_line() -> None:
     line = stats.summary()
     assert "\n" not in line
     assert "10 lines, 8 kept" in line and "12 ms" in line
-    assert "count 704,753,890 (worldometers, as of 2024-04-13, fresh)" in line
+    assert "count 704,753,890 (worldometers, as of 2024-04-13, fetched now)" in line
 
 
 @pytest.mark.spark
