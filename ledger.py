@@ -215,3 +215,24 @@ class RecentGaps:
                 del self._gaps[key]
             known = [(gap.start, gap.end) for gap in self._gaps.values()]
         return union_seconds(known, start, now)
+
+
+def load_state(store: Any, spooled: Iterable[Any] = (), now: datetime | None = None
+               ) -> tuple[dict[str, dict[str, Any]], list[Gap]]:
+    """What a starting job must know of the ledger: the keyword set in force for each
+    producer (:func:`filters_in_force`) and the gaps of the last GAP_WINDOW, from the
+    store (``storage.BatchStore``) and from the ``spooled`` operations still waiting
+    for it (``spool.Operation``, oldest first). Raises what the store raises."""
+    found = filters_in_force(store.sibling(FILTERS_COLLECTION))
+    recent = gaps(store.sibling(COVERAGE_COLLECTION), (now or datetime.now(UTC)) - GAP_WINDOW)
+    latest = {producer: datetime.min.replace(tzinfo=UTC) for producer in found}
+    for operation in spooled:
+        body = operation.body
+        if operation.kind == "filter" and isinstance(body.get("producer"), str):
+            if as_utc(body["last"]) >= latest.get(body["producer"], as_utc(body["last"])):
+                found[body["producer"]] = filter_in_force(body)
+                latest[body["producer"]] = as_utc(body["last"])
+        elif operation.kind == "coverage" and body.get("kind") == GAP:
+            recent.append(Gap(body["source"], as_utc(body["from"]), as_utc(body["to"]),
+                              body.get("reason", ""), body.get("refused", 0)))
+    return found, recent
