@@ -140,3 +140,55 @@ def post_key(post_id: str) -> bytes:
     id holds the author's DID). Stored as BSON binary in each document's
     ``post_keys`` and the ``<collection>_post_keys`` collection."""
     return hashlib.sha256(post_id.encode("utf-8", "surrogatepass")).digest()[:POST_KEY_BYTES]
+
+
+# --- making records (the producer seals each with control.seal_record) -----------------
+
+
+def iso_time(moment: datetime) -> str:
+    """A record's time: ISO 8601 in UTC with microseconds and ``Z``
+    (``2026-11-30T08:00:01.250000Z``); a naive ``moment`` is taken as UTC."""
+    utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def delete_record(post_id: str, at: datetime) -> dict[str, Any]:
+    """The record of a post its author deleted (``at``: the delete event's time)."""
+    if not post_id:
+        raise ValueError("a delete names a post id")
+    return {"kind": DELETE, "id": post_id, "at": iso_time(at)}
+
+
+def coverage_record(span: str, source: str, host: str, start: datetime, end: datetime, *,
+                    events: int, posts: int, matched: int, refused: int = 0
+                    ) -> dict[str, Any]:
+    """The record of source time read without a break, ``start`` to ``end`` so far (the
+    same ``span`` sent again later, further and with higher counts, replaces it)."""
+    record = {"kind": COVERAGE, "span": span, "source": source, "host": host,
+              "from": iso_time(start), "to": iso_time(end), "events": events,
+              "posts": posts, "matched": matched, "refused": refused}
+    _check_span(record, COVERAGE)
+    return record
+
+
+def gap_record(source: str, host: str, start: datetime, end: datetime, reason: str,
+               refused: int = 0) -> dict[str, Any]:
+    """The record of source time not read, ``start`` to ``end``, and why (GAP_REASONS;
+    ``refused``: posts refused in it)."""
+    record = {"kind": COVERAGE_GAP, "source": source, "host": host, "from": iso_time(start),
+              "to": iso_time(end), "reason": reason, "refused": refused}
+    _check_span(record, COVERAGE_GAP)
+    return record
+
+
+def filter_record(source: str, *, keywords: list[str] | None = None,
+                  rules: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """The record of the keyword set (Bluesky) or rule set (X: ``{"tag", "value"}``
+    each) in force from now on."""
+    record: dict[str, Any] = {"kind": FILTER, "source": source}
+    if keywords is not None:
+        record["keywords"] = list(keywords)
+    if rules is not None:
+        record["rules"] = [dict(rule) for rule in rules]
+    _check_filter(record)
+    return record

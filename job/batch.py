@@ -44,7 +44,7 @@ class BatchStats:
     deletes: int = 0  # delete records applied (authentic, each once)
     deleted: int = 0  # posts removed because their authors deleted them (batch, store, spool)
     forged: int = 0  # records without the control secret's mac (among malformed): never applied
-    records: int = 0  # records that are not posts applied: deletes, coverage, gaps, filters
+    sealed_records: int = 0  # records that are not posts applied: deletes, coverage, gaps, filters
     gaps: tuple[Gap, ...] = ()  # the coverage gaps this batch's records told of
 
     def summary(self) -> str:
@@ -59,8 +59,8 @@ class BatchStats:
         if self.out_of_order:
             dropped += f", {self.out_of_order} after a gap"
         records = ""
-        if self.records:
-            records = f", {self.records} records"
+        if self.sealed_records:
+            records = f", {self.sealed_records} records"
             if self.deletes or self.deleted:
                 records += f" ({self.deletes} deletes: {self.deleted} posts removed)"
         elif self.deleted:  # posts sent again after their delete

@@ -59,7 +59,7 @@ class Intake:
         self.gaps: list[ledger.Gap] = []
         self.active: set[str] = set()  # producers with a line handled in this batch
         self.lines = self.empty = self.duplicates = self.resent = self.out_of_order = 0
-        self.deletes = self.deleted = self.forged = self.records = 0
+        self.deletes = self.deleted = self.forged = self.sealed_records = 0
         self._positions: dict[bytes, int] = {}  # key -> its post's place in content
 
     def take(self, records: Iterable[transform.Record | tuple[Any, ...]]) -> None:
@@ -111,7 +111,7 @@ class Intake:
     def _record(self, kind: str, post_id: str, producer: str | None,
                 members: dict[str, Any]) -> None:
         """An authentic record that is not a post, admitted once."""
-        self.records += 1
+        self.sealed_records += 1
         if kind == wire_records.DELETE:
             self.deletes += 1
             if self.keep_deleted:

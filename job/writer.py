@@ -177,7 +177,7 @@ class BatchWriter:
                                len(intake.malformed), intake.duplicates,
                                out_of_order=intake.out_of_order, resent=intake.resent,
                                deletes=intake.deletes, deleted=intake.deleted,
-                               forged=intake.forged, records=intake.records,
+                               forged=intake.forged, sealed_records=intake.sealed_records,
                                gaps=tuple(intake.gaps))
             if content:
                 reading = self.case_count()
