@@ -309,3 +309,47 @@ def test_a_spool_written_before_operations_existed_is_read_as_documents(tmp_path
     [operation] = storage.Spool(tmp_path / "spool.jsonl").operations()
     assert operation == spool.Operation(spool.DOCUMENT, operation.body)
     assert operation.body["content"] == ["an old spooled post"]
+
+
+# --- exports -------------------------------------------------------------------------------
+
+
+def test_no_export_holds_a_deleted_post_nor_the_keys(store, tmp_path) -> None:
+    pytest.importorskip("pyarrow")
+    from analysis import export, figure
+
+    fields = ("id", "matched")
+    writer = writer_for(store, tmp_path, fields)
+    write(writer, 0, post(1, "gone-1", matched=["covid"]))
+    write(writer, 1, post(2, "kept", matched=["covid", "long covid"]), post(3, "gone-2"))
+    write(writer, 2, delete(4, "gone-1"), delete(5, "gone-2"))
+    # the first document lost every post: the columns come from the next one
+    rows = [json.loads(row) for row in _export(store, "jsonl").splitlines()]
+    assert rows == [{"batch_id": documents(store)[1]["_id"], "timestamp": rows[0]["timestamp"],
+                     "total_case_count": 704_753_890,
+                     "case_count_as_of": "2024-04-13T00:00:00.000Z",
+                     "case_count_source": "worldometers", "position": 0, "text": "text of kept",
+                     "id": "kept", "matched": ["covid", "long covid"]}]
+    csv_text = _export(store, "csv")
+    assert csv_text.splitlines()[1].endswith(',kept,"[""covid"", ""long covid""]"')
+    assert "gone" not in csv_text and "post_keys" not in csv_text
+    parquet = tmp_path / "posts.parquet"
+    export.export_tweets(store, parquet, "parquet")
+    import pyarrow.parquet as pq
+    table = pq.read_table(parquet)
+    assert table.column("id").to_pylist() == ["kept"]
+    assert table.column("matched").to_pylist() == [["covid", "long covid"]]
+    frame = export.posts_frame(store)
+    assert list(frame["text"]) == ["text of kept"]
+    figure.plot_report(store, tmp_path / "week.png")  # a document with no post draws
+    assert (tmp_path / "week.png").stat().st_size > 0
+
+
+def _export(store: storage.BatchStore, fmt: str) -> str:
+    import io
+
+    from analysis import export
+
+    out = io.StringIO()
+    export.export_tweets(store, out, fmt)
+    return out.getvalue()
