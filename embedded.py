@@ -154,3 +154,32 @@ def scan(file: Path, since: datetime | None, until: datetime | None
 def naive_utc(moment: datetime) -> datetime:
     """``moment`` as a naive UTC datetime (what MontyDB stores and compares)."""
     return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+class KeyedFile:
+    """One collection of the embedded store, read and written a document at a time by
+    ``_id`` in its SQLite file (what the ledger's upserts need, without MontyDB's read
+    of the whole collection)."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+
+    def get(self, value: str | bytes) -> dict[str, Any] | None:
+        """The document whose ``_id`` is ``value``, or None."""
+        found = find(self.file, [value])
+        return found[0] if found else None
+
+    def put(self, document: dict[str, Any]) -> None:
+        """Store ``document``, replacing the one with its ``_id``."""
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        connection = _connect(self.file)
+        try:
+            with connection:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute(_CREATE)
+                connection.execute(
+                    f"INSERT INTO [{TABLE}] (k, v) VALUES (?, ?) "
+                    "ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+                    (id_key(document["_id"]), bson.encode(document)))
+        finally:
+            connection.close()

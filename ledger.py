@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import wire_records
 
@@ -99,33 +99,52 @@ def filter_document(found: Mapping[str, Any], producer: str | None, batch_time: 
 # --- writing -------------------------------------------------------------------------------
 
 
-def upsert_coverage(collection: Any, document: dict[str, Any]) -> None:
+class Keyed(Protocol):
+    """A collection read and written one document at a time by ``_id``
+    (:class:`KeyedCollection`, or ``embedded.KeyedFile`` on the embedded store)."""
+
+    def get(self, value: str) -> dict[str, Any] | None: ...
+
+    def put(self, document: dict[str, Any]) -> None: ...
+
+
+class KeyedCollection:
+    """:class:`Keyed` over a pymongo-style collection."""
+
+    def __init__(self, collection: Any) -> None:
+        self.collection = collection
+
+    def get(self, value: str) -> dict[str, Any] | None:
+        return self.collection.find_one({"_id": value})
+
+    def put(self, document: dict[str, Any]) -> None:
+        self.collection.replace_one({"_id": document["_id"]}, document, upsert=True)
+
+
+def upsert_coverage(collection: Keyed, document: dict[str, Any]) -> None:
     """Store a coverage span or gap, replacing the one with its ``_id`` unless that one
     reaches further (a record replayed or late never takes a span back)."""
-    stored = collection.find_one({"_id": document["_id"]}, {"to": 1})
+    stored = collection.get(document["_id"])
     if stored is not None and isinstance(stored.get("to"), datetime) \
             and as_utc(stored["to"]) > as_utc(document["to"]):
         return
-    collection.replace_one({"_id": document["_id"]}, document, upsert=True)
+    collection.put(document)
 
 
-def record_filter(collection: Any, document: dict[str, Any]) -> None:
+def record_filter(collection: Keyed, document: dict[str, Any]) -> None:
     """Record that a keyword set was in force from ``document["first"]`` to
     ``document["last"]``: a new set is added, a known one has its first and last
     batch times widened to include these."""
-    stored = collection.find_one({"_id": document["_id"]}, {"first": 1, "last": 1})
+    stored = collection.get(document["_id"])
     if stored is None:
-        collection.insert_one(document)
+        collection.put(document)
         return
     first, last = (as_utc(stored[name]) if isinstance(stored.get(name), datetime) else None
                    for name in ("first", "last"))
-    changes = {}
-    if first is None or document["first"] < first:
-        changes["first"] = document["first"]
-    if last is None or document["last"] > last:
-        changes["last"] = document["last"]
-    if changes:
-        collection.update_one({"_id": document["_id"]}, {"$set": changes})
+    merged = {**stored, "first": min(first or document["first"], document["first"]),
+              "last": max(last or document["last"], document["last"])}
+    if (merged["first"], merged["last"]) != (first, last):
+        collection.put(merged)
 
 
 # --- reading -------------------------------------------------------------------------------

@@ -132,9 +132,9 @@ class BatchStore:
         elif operation.kind == spool.DELETE:
             return self.delete_posts(operation.body["keys"])
         elif operation.kind == spool.COVERAGE:
-            ledger.upsert_coverage(self.sibling(ledger.COVERAGE_COLLECTION), operation.body)
+            ledger.upsert_coverage(self._keyed(ledger.COVERAGE_COLLECTION), operation.body)
         elif operation.kind == spool.FILTER:
-            ledger.record_filter(self.sibling(ledger.FILTERS_COLLECTION), operation.body)
+            ledger.record_filter(self._keyed(ledger.FILTERS_COLLECTION), operation.body)
         else:
             raise ValueError(f"unknown operation {operation.kind!r}")
         return 0
@@ -168,6 +168,14 @@ class BatchStore:
             self.progress.replace_one(
                 {"_id": source}, {"_id": source, "source": source, "last_seq": seq,
                                   "timestamp": now}, upsert=True)
+
+    def _keyed(self, name: str) -> ledger.Keyed:
+        """The sibling collection ``name``, a document at a time by ``_id`` (on the
+        embedded store, in its SQLite file)."""
+        if self._embedded_file is not None:
+            return embedded.KeyedFile(self._embedded_file.with_name(
+                f"{name}{self._embedded_file.suffix}"))
+        return ledger.KeyedCollection(self.sibling(name))
 
     def sibling(self, name: str) -> Any:
         """Another collection of the same database (``batch_metrics``)."""
