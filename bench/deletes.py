@@ -16,8 +16,9 @@ Usage: python -m bench.deletes [--days 7] [--posts 1500000] [--store DIR]
    about 1 post in 50 the network writes), 100 of posts never stored, and 100 of
    stored posts spread over the week. Reports CPU ms (the job's process) and
    wall ms a batch, and deletes a second. Also what the keys add to a batch's
-   write (20 posts, the live rate; 500 posts) and what a delete record costs to
-   parse and verify (executors and driver).
+   write (20 posts, the live rate; 500, 5,000 and 50,000 posts, towards
+   saturation) and what a delete record costs to parse and verify (executors
+   and driver).
 3. The ledger over a week: one coverage update a minute (``--reconnects`` new
    spans, each after a gap, a day) and one keyword-set update a batch, into a
    fresh embedded store: documents and bytes it holds, and the time of one
@@ -194,12 +195,13 @@ def measure_writes(store: storage.BatchStore, batches: int) -> list[tuple[str, f
     """(what, CPU ms, wall ms) of writing a batch's document with and without its keys."""
     rows = []
     rng = np.random.default_rng(11)
-    texts = tweet_texts(batches * 2 * (LIVE_POSTS + 500), rng)
+    texts = tweet_texts(2 * (batches * (LIVE_POSTS + 500) + 10 * 5_000 + 3 * 50_000), rng)
     moment = START + timedelta(days=30)
-    for size in (LIVE_POSTS, 500):
+    for size, repeats in ((LIVE_POSTS, batches), (500, batches), (5_000, min(batches, 10)),
+                          (50_000, min(batches, 3))):
         for with_keys in (False, True):
             cpu, wall = [], []
-            for _ in range(batches):
+            for _ in range(repeats):
                 moment += timedelta(seconds=BATCH_SECONDS)
                 content = [next(texts) for _ in range(size)]
                 keys = ([wire_records.post_key(f"w-{moment.timestamp()}-{n}")
