@@ -4,11 +4,12 @@ stored posts (not a test).
 Usage: python -m bench.deletes [--days 7] [--posts 1500000] [--store DIR]
                                [--mongo-uri URI] [--batches 30]
 
-1. Builds a week of 20 s batches as bench.report_week does (30,240 documents,
-   ~1.5 M posts, post fields off as by default), each document with its
-   ``post_keys`` and every key in the ``<collection>_post_keys`` side collection,
-   in an embedded store in a temporary folder or ``--store DIR`` (reused when it
-   holds documents), and with ``--mongo-uri`` in that MongoDB too.
+1. Builds a week of 20 s batches of bench.week_texts' made-up posts, as
+   bench.report_week does (30,240 documents, ~1.5 M posts, post fields off as by
+   default), each document with its ``post_keys`` and every key in the
+   ``<collection>_post_keys`` side collection, in an embedded store in a
+   temporary folder or ``--store DIR`` (reused when it holds documents), and with
+   ``--mongo-uri`` in that MongoDB too.
 2. On each store, applies batches of deletes as the job does
    (``storage.DurableStore.apply`` of one delete operation a batch), ``--batches``
    of each kind: Bluesky's live rate (~5 post deletes/s network-wide, all
@@ -53,7 +54,7 @@ import spool
 import storage
 import transform
 import wire_records
-from bench.report_week import BATCH_SECONDS, SEED, START, tweet_texts, tweets_per_batch
+from bench.week_texts import BATCH_SECONDS, SEED, START, tweet_texts, tweets_per_batch
 
 log = logging.getLogger("bench.deletes")
 
@@ -71,7 +72,7 @@ def post_id(batch: int, position: int) -> str:
 
 
 def batch_sizes(days: float, posts: int) -> list[int]:
-    """Posts in each batch of the week (bench.report_week's daily cycle, same seed)."""
+    """Posts in each batch of the week (the daily cycle of bench.week_texts, same seed)."""
     batches = round(days * 86_400 / BATCH_SECONDS)
     return tweets_per_batch(batches, posts, np.random.default_rng(SEED)).tolist()
 
@@ -81,7 +82,6 @@ def week(days: float, posts: int) -> Iterator[dict[str, Any]]:
     the case count, post_keys."""
     rng = np.random.default_rng(SEED)
     sizes = batch_sizes(days, posts)
-    rng.poisson(1.0, size=len(sizes))  # keep the text stream as report_week's
     texts = tweet_texts(sum(sizes), rng)
     for i, size in enumerate(sizes):
         offset = timedelta(seconds=i * BATCH_SECONDS)
