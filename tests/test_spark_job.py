@@ -139,7 +139,8 @@ def test_batches_are_stored_in_the_contract_shape(run_job, tweet_socket, store, 
     ]
     for doc in documents:
         assert set(doc) == {"_id", "content", "timestamp", "total_case_count",
-                            "case_count_as_of", "case_count_source"}
+                            "case_count_as_of", "case_count_source", "post_keys"}
+        assert len(doc["post_keys"]) == len(doc["content"])  # how a delete finds a post
         assert isinstance(doc["timestamp"], datetime)
         assert doc["timestamp"].utcoffset().total_seconds() == 0
         assert type(doc["total_case_count"]) is int
