@@ -113,9 +113,7 @@ class BatchStore:
     def post_keys(self) -> post_keys.PostKeys:
         """The ``<collection>_post_keys`` side collection: which document holds each post."""
         name = f"{self.collection.name}{post_keys.SUFFIX}"
-        file = (None if self._embedded_file is None
-                else self._embedded_file.with_name(f"{name}{self._embedded_file.suffix}"))
-        return post_keys.PostKeys(self.sibling(name), file)
+        return post_keys.PostKeys(self.sibling(name), self.embedded_file(name))
 
     def delete_posts(self, keys: Iterable[bytes]) -> int:
         """Remove the posts of ``keys`` (their authors deleted them) from every stored
@@ -172,10 +170,9 @@ class BatchStore:
     def _keyed(self, name: str) -> ledger.Keyed:
         """The sibling collection ``name``, a document at a time by ``_id`` (on the
         embedded store, in its SQLite file)."""
-        if self._embedded_file is not None:
-            return embedded.KeyedFile(self._embedded_file.with_name(
-                f"{name}{self._embedded_file.suffix}"))
-        return ledger.KeyedCollection(self.sibling(name))
+        file = self.embedded_file(name)
+        return ledger.KeyedCollection(self.sibling(name)) if file is None else \
+            embedded.KeyedFile(file)
 
     def sibling(self, name: str) -> Any:
         """Another collection of the same database (``batch_metrics``)."""
