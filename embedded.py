@@ -14,7 +14,6 @@ itself reads what is written here like its own (tests check both ways).
 from __future__ import annotations
 
 import sqlite3
-import struct
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,25 +21,21 @@ from typing import Any
 
 import bson
 from bson.raw_bson import RawBSONDocument
+from montydb.types import bson as monty_bson
 
 TABLE = "documents"  # MontyDB's SQLite table: k (the _id), v (the BSON document)
 #: Rows fetched at a time when the embedded store is read in time order.
 SCAN_ROWS = 256
 #: Most ``_id``s asked for in one statement (SQLite allows 32,766 parameters).
 IDS_PER_QUERY = 10_000
-_CREATE = f"CREATE TABLE IF NOT EXISTS [{TABLE}] (k text NOT NULL, v text NOT NULL, PRIMARY KEY(k))"
+#: MontyDB's table, made the way MontyDB makes it (for a collection it has not made yet)
+CREATE = f"CREATE TABLE IF NOT EXISTS [{TABLE}] (k text NOT NULL, v text NOT NULL, PRIMARY KEY(k))"
 
 
 def id_key(value: str | bytes) -> bytes:
-    """The ``k`` MontyDB stores for an ``_id`` of text or bytes (BSON binary): what
-    ``montydb.types.bson.id_encode`` gives, a BSON element of that type with an empty
-    name and without the name's NUL."""
-    if isinstance(value, str):
-        data = value.encode("utf-8")
-        return b"\x02" + struct.pack("<i", len(data) + 1) + data + b"\x00"
-    if isinstance(value, bytes):
-        return b"\x05" + struct.pack("<i", len(value)) + b"\x00" + value
-    raise TypeError(f"an _id of {type(value).__name__} is not looked up directly")
+    """The ``k`` MontyDB stores for an ``_id`` (``montydb.types.bson.id_encode``: a BSON
+    element of the value's type, with an empty name and without the name's NUL)."""
+    return monty_bson.id_encode(value)
 
 
 def _connect(file: Path) -> sqlite3.Connection:
@@ -90,7 +85,7 @@ def insert_new(file: Path, documents: Iterable[dict[str, Any]]) -> None:
         with connection:
             connection.execute("PRAGMA journal_mode=WAL")  # MontyDB's, set on its files
             connection.execute(f"PRAGMA cache_size=-{INSERT_CACHE_KIB}")
-            connection.execute(_CREATE)
+            connection.execute(CREATE)
             connection.executemany(f"INSERT OR IGNORE INTO [{TABLE}] (k, v) VALUES (?, ?)", rows)
     finally:
         connection.close()
@@ -184,7 +179,7 @@ class KeyedFile:
         try:
             with connection:
                 connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute(_CREATE)
+                connection.execute(CREATE)
                 connection.execute(
                     f"INSERT INTO [{TABLE}] (k, v) VALUES (?, ?) "
                     "ON CONFLICT(k) DO UPDATE SET v = excluded.v",
