@@ -15,7 +15,10 @@ daily file at most once an hour) and stores one document
      "case_count_source": "worldometers" | "who" | null}
 
 in MongoDB (--mongo-uri / MONGODB_URI) or, without a URI, in the embedded store
-at EMBEDDED_DB_PATH. Empty batches store nothing.
+at EMBEDDED_DB_PATH (each document also keeps its posts' keys, docs/data-model.md).
+Empty batches store nothing. A post its author deleted is removed from the store
+(unless --keep-deleted), and what the producer says of its own reading (coverage,
+gaps, the keywords in force) is kept beside the batches.
 
 Run stream.py first in one terminal, then in a second one:
 

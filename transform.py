@@ -3,7 +3,9 @@
 No I/O and no state here, so Spark can run :func:`process_line` on executors
 and each rule can be tested alone. The contracts are in docs/design.md:
 
-* wire format: one JSON tweet object per line, with at least ``id`` and ``text``;
+* wire format: one JSON object per line: a tweet, with at least ``id`` and
+  ``text``, or a record with ``kind`` (a delete, coverage, gap or keyword set,
+  checked by :mod:`wire_records`);
 * cleaning: :func:`clean_text`, rules applied in the documented order, after
   :func:`strip_post_markup` for a Bluesky post (its links and mentions);
 * stored document: :func:`build_document`, with the opt-in ``posts``
