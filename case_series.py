@@ -37,8 +37,8 @@ import bson
 import pymongo
 import pymongo.errors
 from bson.codec_options import CodecOptions
-from montydb.types import bson as monty_bson
 
+import embedded
 import storage
 from counts.series import CaseFile, CaseRow
 
@@ -308,13 +308,10 @@ class MongoRows:
 # ---------------------------------------------------------------- embedded store
 
 
-_TABLE = "documents"  # MontyDB's table: k (the encoded _id, primary key), v (BSON)
-_CREATE = f"CREATE TABLE IF NOT EXISTS [{_TABLE}](k text NOT NULL, v text NOT NULL, PRIMARY KEY(k))"
-
-
-def embedded_key(document_id: str) -> bytes:
-    """MontyDB's key of a document with this ``_id`` (the primary key of its table)."""
-    return monty_bson.id_encode(document_id)
+_TABLE = embedded.TABLE  # MontyDB's table: k (the encoded _id, primary key), v (BSON)
+_CREATE = embedded.CREATE
+#: MontyDB's key of a document with this ``_id`` (the primary key of its table)
+embedded_key = embedded.id_key
 
 
 class EmbeddedRows:

@@ -27,6 +27,11 @@ never changes anything. Then, on the producer's side, an ``ack`` above the
 highest seq sent is refused and ``resend`` requests are rate-limited (see
 :class:`utility.TweetServer`).
 
+The posts socket itself has no authentication (Spark's receiver cannot do any), so
+every wire record that is not a post (a delete, a coverage span or gap, a keyword
+set) carries a ``mac`` made with the same secret (:func:`seal_record`); the job
+applies only those that pass :func:`record_authentic`.
+
 Both programs import this module: the producer runs a :class:`ControlServer`,
 the job a :class:`ControlClient` and a :class:`Delivery`.
 """
@@ -36,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -44,9 +50,10 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import journal
 
@@ -154,6 +161,46 @@ def _secret_file(path: Path) -> bytes:
         raise ControlError(f"the control secret {path} is too short; delete it to make a "
                            "new one")
     return secret.encode("utf-8")
+
+
+# --- sealed records on the posts socket ---------------------------------------------------
+
+#: a wire record's delivery members (the journal's) and its seal: outside what the mac covers
+UNSEALED_MEMBERS = frozenset({"seq", "src", "pos", "crc", "mac"})
+
+
+def record_mac(secret: bytes, record: Mapping[str, Any]) -> str:
+    """The ``mac`` of a wire record (a delete, coverage, gap or filter record): HMAC-SHA256
+    with the control secret over the record's canonical JSON (sorted keys, compact,
+    ASCII) without its delivery members and its own mac, as MAC_CHARS hex characters.
+
+    The control channel's MACs are over ``|``-joined words that never start with
+    ``{``, so a record's mac can never pass for a control line's, nor the reverse."""
+    body = {key: value for key, value in record.items() if key not in UNSEALED_MEMBERS}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                           allow_nan=False)
+    return hmac.new(secret, canonical.encode("ascii"), hashlib.sha256).hexdigest()[:MAC_CHARS]
+
+
+def seal_record(secret: bytes, record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` with its ``mac`` (:func:`record_mac`) added: what the producer journals
+    and sends for every record that is not a post. Raises ValueError or TypeError when
+    the record cannot be JSON (NaN, a value JSON has no form for)."""
+    return {**record, "mac": record_mac(secret, record)}
+
+
+def record_authentic(secret: bytes, record: Mapping[str, Any]) -> bool:
+    """True when ``record`` carries the ``mac`` that :func:`seal_record` gives it: it
+    was made by a holder of the control secret, and nothing the mac covers has changed
+    since. A missing or malformed mac, or a record that cannot be JSON, is False."""
+    mac = record.get("mac")
+    if not isinstance(mac, str) or len(mac) != MAC_CHARS:
+        return False
+    try:
+        expected = record_mac(secret, record)
+    except (TypeError, ValueError):
+        return False
+    return hmac.compare_digest(mac, expected)
 
 
 # --- lines -------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -37,6 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from counts.reading import CaseCount
+from ledger import RecentGaps
 
 if TYPE_CHECKING:
     from job.batch import BatchStats
@@ -382,6 +384,13 @@ _BATCH_TOTALS = {
     "duplicates": "Posts dropped: their id was seen before.",
     "resent": "Posts dropped: sent again by stream.py, already handled.",
     "out_of_order": "Posts dropped after a gap in the numbering, until sent again.",
+    "deletes": "Delete records applied (authentic, each once): posts their authors deleted.",
+    "deleted": "Posts removed because their authors deleted them (from the batch, the "
+               "store or the spool).",
+    "forged": "Records that are not posts dropped for lacking the control secret's mac "
+              "(among the malformed).",
+    "sealed_records": "Records that are not posts applied: deletes, coverage spans and gaps, "
+               "keyword sets.",
 }
 
 
@@ -400,6 +409,8 @@ class JobMetrics:
         self._totals = dict.fromkeys(("batches", "batches_failed", "records", "spooled_batches",
                                       *_BATCH_TOTALS), 0)
         self._count: CaseCount | None = None
+        #: the coverage gaps of the last 24 h (loaded at start, then each batch's)
+        self.gaps = RecentGaps()
         self.registry = CollectorRegistry()
         self.processing = Histogram(
             f"{PREFIX}_job_batch_processing_seconds", "Spark's processing time of a batch.",
@@ -423,6 +434,8 @@ class JobMetrics:
                 for name in _BATCH_TOTALS:
                     totals[name] += getattr(stats, name)
                 totals["spooled_batches"] += stats.spooled
+        if stats is not None and stats.gaps:
+            self.gaps.add(stats.gaps)
         if processing_ms is not None:
             self.processing.observe(processing_ms / 1000)
         if stats is not None and stats.write_ms is not None:
@@ -449,10 +462,14 @@ class JobMetrics:
         yield _counter("job_spooled_batches_total", "Batches written to the spool because "
                        "the store was down.", totals["spooled_batches"])
         if self.durable is not None:
-            yield _gauge("job_spooled_documents", "Documents waiting in the spool for the "
-                         "store.", self.durable.spooled)
+            yield _gauge("job_spooled_documents", "Operations waiting in the spool for the "
+                         "store: documents, and deletes and ledger records.",
+                         self.durable.spooled)
             yield _gauge("job_spool_bytes", "Size of the spool file.",
                          _file_size(self.durable.spool.path))
+        yield _gauge("job_source_gap_24h_seconds", "Seconds of source time in the last 24 h "
+                     "that the stream did not read: the coverage gaps the producer recorded.",
+                     self.gaps.uncovered_seconds(datetime.fromtimestamp(self._clock(), UTC)))
         if count is not None and count.total is not None:
             yield _gauge("job_case_count", "The total case count last stored.", count.total)
             yield _gauge("job_case_count_fresh", "1 if the source answered for the last "

@@ -9,6 +9,9 @@
     python report.py export --format parquet --out posts.parquet  # typed columns
     python report.py cases                   # the world's cases per date (WHO's summed)
     python report.py cases --country DE --since 2025-01-01   # one country's rows
+    python report.py coverage                # per hour, the source time read; every gap
+    python report.py coverage --json         # the same as JSON
+    python report.py keywords                # each keyword set, first and last batch
 
 In a notebook (pandas: pip install -r requirements-analysis.txt):
 
@@ -52,7 +55,7 @@ from typing import TYPE_CHECKING
 import case_series
 import config
 import storage
-from analysis import batches, cases, export, figure, posts, words
+from analysis import batches, cases, coverage, export, figure, posts, words
 from startup import StartupError, program
 
 if TYPE_CHECKING:
@@ -86,7 +89,8 @@ def _languages(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``report.py`` parser: ``inspect``, ``plot``, ``export`` and ``cases``."""
+    """The ``report.py`` parser: ``inspect``, ``plot``, ``export``, ``cases``,
+    ``coverage`` and ``keywords``."""
     return _build_parsers()[0]
 
 
@@ -172,8 +176,27 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
     cases_command.add_argument("--known-at", type=_time_arg, metavar="ISO",
                                help="the values as they were known at that time (each "
                                     "row's version first seen by then)")
+    coverage_command = commands.add_parser(
+        "coverage", parents=[window, store_flags],
+        help="per hour, the share of source time the stream read, and every gap",
+        description=(
+            "From the coverage ledger stream.py records: per UTC hour of the window, the "
+            "share of source time read without a break, then every gap (source time not "
+            "read) with its bounds, reason and posts refused. --since and --until bound "
+            "source time here (default: all that is recorded)."),
+    )
+    coverage_command.add_argument(
+        "--json", action=argparse.BooleanOptionalAction, default=False,
+        help='print {"gaps": [{"from", "to", "reason", "refused"}], "hours": [{"hour", '
+             '"covered"}]} instead of a table')
+    keywords_command = commands.add_parser(
+        "keywords", parents=[store_flags],
+        help="each keyword set (X: rule set) with the first and last batch it chose posts for")
+    keywords_command.add_argument("--json", action=argparse.BooleanOptionalAction,
+                                  default=False, help="print JSON instead of a table")
     return parser, {"inspect": inspect, "plot": plot, "export": export_command,
-                    "cases": cases_command}
+                    "cases": cases_command, "coverage": coverage_command,
+                    "keywords": keywords_command}
 
 
 def _missing_folder(args: argparse.Namespace) -> Path | None:
@@ -194,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = config.settings_from_args(parser, (*config.STORE_OPTIONS, "keywords"), args)
     config.configure_logging(settings)
-    since, until = args.since, args.until
+    since, until = getattr(args, "since", None), getattr(args, "until", None)
     if since and until and since >= until:
         commands[args.command].error("--since must be before --until")
     if args.command == "export" and args.format == "parquet" and args.out is None:
@@ -211,6 +234,16 @@ def main(argv: list[str] | None = None) -> int:
             return _cases(store, args.country, since, until, args.known_at)
         if args.command == "inspect":
             return _inspect(store, args.last, since, until, as_json=args.json)
+        if args.command == "coverage":
+            found = coverage.read_coverage(store, since, until)
+            sys.stdout.write((coverage.coverage_json(found) if args.json
+                              else coverage.coverage_text(found, store.description)) + "\n")
+            return 0
+        if args.command == "keywords":
+            sets = coverage.keyword_sets(store)
+            sys.stdout.write((coverage.keywords_json(sets) if args.json
+                              else coverage.keywords_text(sets, store.description)) + "\n")
+            return 0
         if args.command == "plot":
             figure.plot_report(store, args.out, since=since, until=until,
                                html_out=args.html, top=args.top,

@@ -15,7 +15,10 @@ daily file at most once an hour) and stores one document
      "case_count_source": "worldometers" | "who" | null}
 
 in MongoDB (--mongo-uri / MONGODB_URI) or, without a URI, in the embedded store
-at EMBEDDED_DB_PATH. Empty batches store nothing.
+at EMBEDDED_DB_PATH (each document also keeps its posts' keys, docs/data-model.md).
+Empty batches store nothing. A post its author deleted is removed from the store
+(unless --keep-deleted), and what the producer says of its own reading (coverage,
+gaps, the keywords in force) is kept beside the batches.
 
 Run stream.py first in one terminal, then in a second one:
 
@@ -40,6 +43,7 @@ from typing import Any, TypeVar
 import case_series
 import config
 import control
+import ledger
 import metrics
 import scrape
 import storage
@@ -167,6 +171,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _ledger_state(store: storage.BatchStore, durable: storage.DurableStore,
+                  exporter: metrics.JobMetrics) -> dict[str, dict[str, Any]]:
+    """The keyword set in force for each producer, and the gaps of the last 24 h given
+    to the metrics: what the ledger holds (and the spool, waiting for it). A store that
+    fails here only delays them: the producer's next records bring them again."""
+    try:
+        filters, gaps = ledger.load_state(store, durable.spool.operations())
+    except storage.STORE_ERRORS as err:
+        log.warning("cannot read the coverage ledger and keyword sets (%s): batches name "
+                    "no keyword set until the producer sends its own again", err)
+        return {}
+    exporter.gaps.add(gaps)
+    if filters:
+        log.info("keyword sets in force: %s", "; ".join(
+            f"{producer}: {_filter_text(found)}" for producer, found in filters.items()))
+    return filters
+
+
+def _filter_text(found: dict[str, Any]) -> str:
+    """``bluesky keywords covid, covid19`` or ``twitter rules covid-tag``."""
+    if "keywords" in found:
+        return f"{found['source']} keywords {', '.join(map(str, found['keywords']))}"
+    tags = [str(rule.get("tag") or rule.get("value")) for rule in found.get("rules") or ()]
+    return f"{found['source']} rules {', '.join(tags)}"
+
+
 def run_job(settings: config.Settings, stop: threading.Event, started: threading.Event,
             resources: contextlib.ExitStack) -> None:
     """Open the store, the case count and Spark, then run batches until ``stop``.
@@ -214,6 +244,10 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
     if delivered:
         log.info("already stored, by producer: %s",
                  ", ".join(f"{source} up to seq {seq}" for source, seq in delivered.items()))
+    filters = _ledger_state(store, durable, exporter)
+    if settings.keep_deleted:
+        log.warning("KEEP_DELETED is on: posts whose authors deleted them stay stored "
+                    "(docs/configuration.md says why not to)")
     log.info("reading tweets from %s:%d (control port %d), %g s batches, master %s, "
              "case count from %s (%s)", settings.host, settings.port, settings.ack_port,
              settings.batch_seconds, settings.master, settings.case_source,
@@ -228,7 +262,8 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
     resources.callback(acks.close)
     writer = BatchWriter(durable, counter.current, delivery=control.Delivery(delivered),
                          acks=acks, quarantine=Quarantine(settings.quarantine_path),
-                         post_fields=settings.post_fields)
+                         post_fields=settings.post_fields, secret=secret, filters=filters,
+                         keep_deleted=settings.keep_deleted)
     keep_metrics = settings.batch_metrics == "on" or (
         settings.batch_metrics == "auto" and not settings.mongo_uri)
     try:

@@ -14,22 +14,27 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import bson
 import montydb.errors
 import pymongo
 import pymongo.errors
-from bson import json_util
-from bson.raw_bson import RawBSONDocument
 from montydb.errors import MontyError
 from pymongo.errors import PyMongoError
 
+import embedded
+import ledger
+import post_keys
+import spool
 from config import Settings, redact_uri
-from journal import RecordFile
+from embedded import SCAN_ROWS as SCAN_ROWS  # storage's names too
+from embedded import naive_utc
+from spool import SPOOL_JSON as SPOOL_JSON
+from spool import Operation, Spool
 
 log = logging.getLogger("storage")
 
@@ -44,7 +49,6 @@ DELIVERY_SCAN_LIMIT = 1_000
 #: Errors that mean "the store is unavailable right now", for either store kind.
 STORE_ERRORS: tuple[type[BaseException], ...] = (PyMongoError, MontyError, sqlite3.Error, OSError)
 DUPLICATE_KEY_ERRORS = (pymongo.errors.DuplicateKeyError, montydb.errors.DuplicateKeyError)
-SPOOL_JSON = json_util.JSONOptions(json_mode=json_util.JSONMode.CANONICAL, tz_aware=True)
 
 
 class StoreError(RuntimeError):
@@ -92,13 +96,46 @@ class BatchStore:
     def write(self, document: dict[str, Any]) -> None:
         """Insert ``document``, or replace the one with its ``_id`` (a batch written again).
 
-        Insert first: it is what almost every write is, and the embedded store
+        Its ``post_keys`` go to the side collection first (:class:`post_keys.PostKeys`),
+        so that a crash between the two leaves no stored post that a delete cannot
+        find. Insert first: it is what almost every write is, and the embedded store
         answers an upsert by reading every stored document.
         """
+        keys = document.get("post_keys")
+        if keys:
+            self.post_keys.add(document["_id"], keys)
         try:
             self.collection.insert_one(document)
         except DUPLICATE_KEY_ERRORS:
             self.collection.replace_one({"_id": document["_id"]}, document)
+
+    @property
+    def post_keys(self) -> post_keys.PostKeys:
+        """The ``<collection>_post_keys`` side collection: which document holds each post."""
+        name = f"{self.collection.name}{post_keys.SUFFIX}"
+        return post_keys.PostKeys(self.sibling(name), self.embedded_file(name))
+
+    def delete_posts(self, keys: Iterable[bytes]) -> int:
+        """Remove the posts of ``keys`` (their authors deleted them) from every stored
+        document; how many were removed (:func:`post_keys.delete_posts`)."""
+        return post_keys.delete_posts(self.collection, self._embedded_file, self.post_keys,
+                                      keys)
+
+    def apply(self, operation: Operation) -> int:
+        """Carry out one :class:`spool.Operation`: write a document, delete posts,
+        upsert a coverage span or gap, record a keyword set in force. The number of
+        posts it removed (a delete), else 0. Each kind is idempotent."""
+        if operation.kind == spool.DOCUMENT:
+            self.write(operation.body)
+        elif operation.kind == spool.DELETE:
+            return self.delete_posts(operation.body["keys"])
+        elif operation.kind == spool.COVERAGE:
+            ledger.upsert_coverage(self._keyed(ledger.COVERAGE_COLLECTION), operation.body)
+        elif operation.kind == spool.FILTER:
+            ledger.record_filter(self._keyed(ledger.FILTERS_COLLECTION), operation.body)
+        else:
+            raise ValueError(f"unknown operation {operation.kind!r}")
+        return 0
 
     def delivered(self) -> dict[str, int]:
         """Per producer source, the highest sequence number the stored documents
@@ -130,6 +167,13 @@ class BatchStore:
                 {"_id": source}, {"_id": source, "source": source, "last_seq": seq,
                                   "timestamp": now}, upsert=True)
 
+    def _keyed(self, name: str) -> ledger.Keyed:
+        """The sibling collection ``name``, a document at a time by ``_id`` (on the
+        embedded store, in its SQLite file)."""
+        file = self.embedded_file(name)
+        return ledger.KeyedCollection(self.sibling(name)) if file is None else \
+            embedded.KeyedFile(file)
+
     def sibling(self, name: str) -> Any:
         """Another collection of the same database (``batch_metrics``)."""
         return self.collection.database[name]
@@ -160,101 +204,40 @@ def window_filter(since: datetime | None, until: datetime | None,
     # naive UTC bounds: pymongo encodes naive datetimes as UTC, MontyDB stores naive
     # UTC and cannot compare them with aware ones, mongomock accepts both
     if since is not None:
-        bounds["$gte"] = _naive_utc(since)
+        bounds["$gte"] = naive_utc(since)
     if until is not None:
-        bounds["$lt"] = _naive_utc(until)
+        bounds["$lt"] = naive_utc(until)
     return {field: bounds} if bounds else {}
-
-
-def _naive_utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
-
-
-#: Rows fetched at a time when the embedded store is read in time order.
-SCAN_ROWS = 256
-_EMBEDDED_TABLE = "documents"  # MontyDB's SQLite table: k (the _id), v (the BSON document)
 
 
 def scan_embedded(file: Path, since: datetime | None, until: datetime | None
                   ) -> Iterator[dict[str, Any]]:
-    """:meth:`BatchStore.window` of the embedded store's SQLite ``file`` (MontyDB's
-    layout), holding one document at a time (and SCAN_ROWS raw ones): a first pass
-    reads each document's ``timestamp`` only (the ``content`` array is not decoded),
-    then the documents are fetched by row in time order and decoded one by one, as
-    MontyDB decodes them (naive UTC datetimes). Without bounds, documents whose
-    timestamp is missing or not a date come first, as MongoDB sorts them."""
-    if not file.is_file():
-        return
-    low, high = (None if since is None else _naive_utc(since),
-                 None if until is None else _naive_utc(until))
-    connection = sqlite3.connect(str(file))
-    try:
-        order: list[tuple[int, datetime, int]] = []  # (0: no date / 1: date, time, row)
-        for row, raw in connection.execute(f"SELECT rowid, v FROM [{_EMBEDDED_TABLE}]"):
-            stamp = RawBSONDocument(raw).get("timestamp")
-            if not isinstance(stamp, datetime):
-                if low is None and high is None:
-                    order.append((0, datetime.min, row))
-            elif (low is None or stamp >= low) and (high is None or stamp < high):
-                order.append((1, stamp, row))
-        order.sort()
-        for start in range(0, len(order), SCAN_ROWS):
-            rows = [row for _, _, row in order[start:start + SCAN_ROWS]]
-            marks = ",".join("?" * len(rows))
-            found = dict(connection.execute(
-                f"SELECT rowid, v FROM [{_EMBEDDED_TABLE}] WHERE rowid IN ({marks})", rows))
-            for row in rows:
-                if row in found:  # else deleted meanwhile
-                    yield bson.decode(found.pop(row))
-    finally:
-        connection.close()
+    """:meth:`BatchStore.window` of the embedded store's SQLite ``file``
+    (:func:`embedded.scan`: in time order, one document decoded at a time)."""
+    return embedded.scan(file, since, until)
 
 
-class Spool:
-    """An append-only file of documents that could not be stored yet.
+@dataclass(frozen=True)
+class Applied:
+    """What :meth:`DurableStore.apply` did: whether the operations reached the store
+    (False: they wait in the spool) and how many posts their deletes removed, from
+    the store or from the documents waiting in the spool."""
 
-    One document per record, as canonical Extended JSON (dates and 64-bit
-    integers keep their BSON types) sealed with a checksum
-    (:class:`journal.RecordFile`); each append is fsynced before it returns,
-    so a spooled document survives a crash of the job, and a record torn by
-    a crash or a full disk is cut off when the spool is read, never joined.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._file = RecordFile(self.path)
-
-    def __len__(self) -> int:
-        return len(self._file.read())  # the records, without decoding the documents
-
-    def append(self, documents: Sequence[dict[str, Any]]) -> None:
-        """Add ``documents`` durably at the end; OSError leaves the spool as it was."""
-        self._file.append(json_util.dumps(document, json_options=SPOOL_JSON).encode("utf-8")
-                          for document in documents)
-
-    def documents(self) -> list[dict[str, Any]]:
-        """Everything spooled, oldest first (a torn last record cut off)."""
-        documents = []
-        for raw in self._file.read():
-            try:
-                documents.append(json_util.loads(raw, json_options=SPOOL_JSON))
-            except (ValueError, TypeError) as err:  # sealed, so never expected
-                log.error("%s: skipping a record that is no document: %s", self.path, err)
-        return documents
-
-    def clear(self) -> None:
-        """Empty the spool (after every document in it was stored)."""
-        self._file.clear()
+    stored: bool
+    removed: int = 0
 
 
 class DurableStore:
     """Writes that lose nothing when the store is down.
 
-    A document is written with a few tries (``RETRY_DELAYS``); if the store is
-    still unavailable it goes to the :class:`Spool`. While the spool holds
-    anything, later documents join it, so order is kept, and every write first
-    tries to empty it into the store. Because writes replace by ``_id``, a
-    document written again after a crash is still one document.
+    Operations (:class:`spool.Operation`: batch documents, deletes, ledger records)
+    are applied with a few tries (``RETRY_DELAYS``); if the store is still
+    unavailable, those not applied yet go to the :class:`Spool`. While the spool
+    holds anything, later operations join it, so order is kept, and every write
+    first tries to empty it into the store. A delete that joins the spool also
+    removes its posts from the documents waiting there (the spool is rewritten).
+    Every operation is idempotent, so one applied again after a crash changes
+    nothing more.
     """
 
     def __init__(
@@ -266,39 +249,46 @@ class DurableStore:
         self._spooled = len(spool)
         self._lock = threading.Lock()
         self._outage_started: float | None = None
+        self._keys_in_spool: set[bytes] | None = None  # read from the spool when needed
 
     @property
     def spooled(self) -> int:
-        """Documents waiting in the spool."""
+        """Operations (documents, deletes, ledger records) waiting in the spool."""
         return self._spooled
 
     def write(self, documents: Sequence[dict[str, Any]]) -> bool:
         """Store ``documents`` in order; True if they reached the store, False
-        if they were spooled. Raises SpoolError if the spool cannot be written
-        either (the documents are then nowhere: do not acknowledge them)."""
+        if they were spooled (:meth:`apply`)."""
+        return self.apply(documents).stored
+
+    def apply(self, items: Sequence[dict[str, Any] | Operation]) -> Applied:
+        """Apply ``items`` (operations; a plain dict is a batch document) in order, to
+        the store or else to the spool. Raises SpoolError if the spool cannot be
+        written either (what was not applied is then nowhere: do not acknowledge it)."""
+        operations = [spool.as_operation(item) for item in items]
         with self._lock:
             if self._spooled and not self._drain():
-                self._to_spool(documents)
-                return False
+                return Applied(False, self._to_spool(operations))
+            removed = done = 0
             for delay in (*self.retry_delays, None):
                 try:
-                    for document in documents:
-                        self.store.write(document)
+                    while done < len(operations):  # a retry goes on where it failed
+                        removed += self.store.apply(operations[done])
+                        done += 1
                 except STORE_ERRORS as err:
                     if delay is None:
                         self._note_outage(err)
-                        self._to_spool(documents)
-                        return False
+                        return Applied(False, removed + self._to_spool(operations[done:]))
                     log.debug("store write failed (%s); trying again in %g s", err, delay)
                     time.sleep(delay)
                 else:
                     self._note_recovery()
-                    return True
+                    return Applied(True, removed)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def record_progress(self, reached: dict[str, int]) -> bool:
         """:meth:`BatchStore.record_progress` now; False when it cannot be written
-        now (the store is down, or documents wait in the spool before it)."""
+        now (the store is down, or operations wait in the spool before it)."""
         with self._lock:
             if self._spooled and not self._drain():
                 return False
@@ -326,28 +316,61 @@ class DurableStore:
     def _drain(self) -> bool:
         if not self._spooled:
             return True
-        documents = self.spool.documents()
+        operations = self.spool.operations()
+        removed = 0
         try:
-            for document in documents:
-                self.store.write(document)
+            for operation in operations:
+                removed += self.store.apply(operation)
         except STORE_ERRORS as err:
             self._note_outage(err)
             return False
         self.spool.clear()
-        self._spooled = 0
-        log.info("store reachable again: wrote the %d spooled document(s) in order",
-                 len(documents))
+        self._spooled, self._keys_in_spool = 0, set()
+        documents = sum(op.kind == spool.DOCUMENT for op in operations)
+        others = len(operations) - documents
+        log.info("store reachable again: wrote the %d spooled document(s) in order%s",
+                 documents, f", and applied {others} other operation(s) with them "
+                 f"({removed} deleted post(s) removed)" if others else "")
         self._note_recovery()
         return True
 
-    def _to_spool(self, documents: Sequence[dict[str, Any]]) -> None:
+    def _to_spool(self, operations: Sequence[Operation]) -> int:
+        """Append ``operations`` to the spool; the posts their deletes removed from the
+        documents waiting there (and from those among ``operations``)."""
+        removed = 0
         try:
-            self.spool.append(documents)
+            for number, operation in enumerate(operations):
+                if operation.kind == spool.DELETE:
+                    removed += self._delete_in_spool(set(operation.body["keys"]),
+                                                     operations[:number])
+            self.spool.append(operations)
         except OSError as err:
             raise SpoolError(f"neither stored ({self.store.description} is down) nor spooled "
                              f"({self.spool.path}: {err.strerror or err})") from None
-        self._spooled += len(documents)
-        log.debug("spooled %d document(s); %d waiting", len(documents), self._spooled)
+        self._spooled += len(operations)
+        if self._keys_in_spool is not None:
+            self._keys_in_spool.update(_keys_of(operations))
+        log.debug("spooled %d operation(s); %d waiting", len(operations), self._spooled)
+        return removed
+
+    def _delete_in_spool(self, keys: set[bytes], before: Sequence[Operation]) -> int:
+        """Remove the posts of ``keys`` from the documents of ``before`` and from those
+        waiting in the spool (rewritten, only when one of them holds such a post)."""
+        removed = sum(post_keys.remove_posts(op.body, keys) for op in before
+                      if op.kind == spool.DOCUMENT)
+        if self._keys_in_spool is None:
+            self._keys_in_spool = set(_keys_of(self.spool.operations()))
+        if not self._spooled or self._keys_in_spool.isdisjoint(keys):
+            return removed
+        waiting = self.spool.operations()
+        removed_here = sum(post_keys.remove_posts(op.body, keys) for op in waiting
+                           if op.kind == spool.DOCUMENT)
+        if removed_here:
+            self.spool.rewrite(waiting)
+            log.info("removed %d deleted post(s) from the documents waiting in the spool",
+                     removed_here)
+        self._keys_in_spool -= keys
+        return removed + removed_here
 
     def _note_outage(self, err: BaseException) -> None:
         if self._outage_started is None:
@@ -359,6 +382,13 @@ class DurableStore:
         if self._outage_started is not None:
             log.info("store outage over after %.0f s", time.monotonic() - self._outage_started)
             self._outage_started = None
+
+
+def _keys_of(operations: Iterable[Operation]) -> Iterator[bytes]:
+    """The post keys of the documents among ``operations``."""
+    for operation in operations:
+        if operation.kind == spool.DOCUMENT:
+            yield from operation.body.get("post_keys") or ()
 
 
 def open_store(settings: Settings, *, create: bool = True) -> BatchStore:

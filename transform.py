@@ -3,7 +3,9 @@
 No I/O and no state here, so Spark can run :func:`process_line` on executors
 and each rule can be tested alone. The contracts are in docs/design.md:
 
-* wire format: one JSON tweet object per line, with at least ``id`` and ``text``;
+* wire format: one JSON object per line: a tweet, with at least ``id`` and
+  ``text``, or a record with ``kind`` (a delete, coverage, gap or keyword set,
+  checked by :mod:`wire_records`);
 * cleaning: :func:`clean_text`, rules applied in the documented order, after
   :func:`strip_post_markup` for a Bluesky post (its links and mentions);
 * stored document: :func:`build_document`, with the opt-in ``posts``
@@ -19,6 +21,9 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
+
+from wire_records import POST_KEY_BYTES, parse_record
+from wire_records import MalformedLineError as MalformedLineError  # transform's name too
 
 try:
     import orjson
@@ -36,17 +41,15 @@ RAW_KEEP_CHARS = 2_000
 class Record(NamedTuple):
     """What :func:`process_line` makes of one wire line."""
 
-    status: str  # OK, EMPTY or MALFORMED
-    tweet_id: str  # "" when malformed
-    text: str  # the cleaned text; for MALFORMED, the reason
+    status: str  # OK, EMPTY, MALFORMED, or one of RECORD_KINDS
+    tweet_id: str  # "" when malformed; a DELETE's: the deleted post's id
+    text: str  # the cleaned text; for MALFORMED, the reason; "" for a record
     seq: int | None = None  # the producer's delivery sequence number, if it sent one
     source: str | None = None  # the producer's journal id, with seq
     raw: str | None = None  # MALFORMED only: the start of the line, for the quarantine
-    post: dict[str, Any] | None = None  # OK with post fields on: the post's stored fields
-
-
-class MalformedLineError(ValueError):
-    """A wire line that is not a tweet object; ``str(err)`` says why in a few words."""
+    #: OK with post fields on: the post's stored fields; a record (RECORD_KINDS): its
+    #: members as sent, mac included, without the delivery members (what the mac covers)
+    post: dict[str, Any] | None = None
 
 
 # --- cleaning rules, in contract order ------------------------------------
@@ -252,20 +255,29 @@ def _tweet_fields(tweet: Any) -> tuple[str, str, int | None, str | None]:
         raise MalformedLineError("no id")
     if not isinstance(text, str):
         raise MalformedLineError("no text")
-    seq, source = tweet.get("seq"), tweet.get("src")
+    seq, source = _delivery_fields(tweet)
+    return str(tweet_id), text, seq, source
+
+
+def _delivery_fields(value: dict[str, Any]) -> tuple[int | None, str | None]:
+    """A line's ``(seq, src)``, both None when it has neither."""
+    seq, source = value.get("seq"), value.get("src")
     if seq is None and source is None:
-        return str(tweet_id), text, None, None
+        return None, None
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or not isinstance(source, str):
         raise MalformedLineError("bad seq/src delivery fields")
-    return str(tweet_id), text, seq, source
+    return seq, source
 
 
 def process_line(line: str, fields: Sequence[str] = ()) -> Record:
     """What Spark's executors do with one line: parse and clean, never raise.
 
-    A tweet gives ``Record(OK or EMPTY, id, cleaned, seq, source)``; anything
-    else ``Record(MALFORMED, "", reason, raw=<start of the line>)``. With
-    ``fields`` (names of POST_FIELDS), an OK record also carries
+    A tweet gives ``Record(OK or EMPTY, id, cleaned, seq, source)``; a well-formed
+    record that is not a post (a line with ``kind``, :func:`parse_record`)
+    ``Record(<its kind>, <a delete's post id, else "">, "", seq, source, post=<its
+    members>)``, its mac still to be checked (on the driver, which alone holds the
+    secret); anything else ``Record(MALFORMED, "", reason, raw=<start of the
+    line>)``. With ``fields`` (names of POST_FIELDS), an OK record also carries
     ``post=``:func:`post_fields` of the tweet.
     """
     if fields:
@@ -296,7 +308,10 @@ def _process_partition_with_posts(fields: tuple[str, ...], lines: Iterable[str]
 
 def _process(line: str) -> tuple[Any, ...]:
     try:
-        tweet_id, text, seq, source = parse_line(line)
+        tweet = _load_json(line)
+        if type(tweet) is dict and "kind" in tweet:
+            return _record_tuple(tweet)
+        tweet_id, text, seq, source = _tweet_fields(tweet)
     except MalformedLineError as err:
         return MALFORMED, "", str(err), None, None, line[:RAW_KEEP_CHARS], None
     cleaned = clean_text(text)
@@ -307,6 +322,8 @@ def _process_with_post(line: str, fields: tuple[str, ...]) -> tuple[Any, ...]:
     """:func:`_process`, the parsed tweet kept for its post fields."""
     try:
         tweet = _load_json(line)
+        if type(tweet) is dict and "kind" in tweet:
+            return _record_tuple(tweet)
         tweet_id, text, seq, source = _tweet_fields(tweet)
     except MalformedLineError as err:
         return MALFORMED, "", str(err), None, None, line[:RAW_KEEP_CHARS], None
@@ -316,14 +333,23 @@ def _process_with_post(line: str, fields: tuple[str, ...]) -> tuple[Any, ...]:
     return OK, tweet_id, cleaned, seq, source, None, post_fields(tweet, tweet_id, fields)
 
 
+def _record_tuple(value: dict[str, Any]) -> tuple[Any, ...]:
+    """The Record fields of a parsed line with ``kind``; MalformedLineError if it is no
+    well-formed record."""
+    status, post_id, members = parse_record(value)
+    seq, source = _delivery_fields(value)
+    return status, post_id, "", seq, source, None, members
+
+
 # --- post fields (opt-in: POST_FIELDS) ---------------------------------------------
 
 #: The fields a stored post can have, in the order they are documented. ``author_id``
 #: and ``mentions`` identify people: they are stored only when asked for by name.
 POST_FIELDS = ("id", "created_at", "lang", "url", "author_id",
-               "reply_to", "reply_root", "quote_of", "hashtags", "links", "mentions")
+               "reply_to", "reply_root", "quote_of", "hashtags", "links", "mentions",
+               "matched")
 #: The post fields whose value is a list of text (null when the post has none).
-LIST_FIELDS = ("hashtags", "links", "mentions")
+LIST_FIELDS = ("hashtags", "links", "mentions", "matched")
 #: X API v1.1's time format (``Wed Oct 10 20:19:24 +0000 2018``), for old replay files.
 _V1_TIME = "%a %b %d %H:%M:%S %z %Y"
 
@@ -342,6 +368,8 @@ def post_fields(tweet: dict[str, Any], tweet_id: str, fields: Sequence[str]
       tweet's field of that name (what the Bluesky source sends), or else from an
       X API v2 post's ``referenced_tweets``, ``conversation_id`` and ``entities``;
       None when the post has none (a list is never empty).
+    * ``matched``: what chose it, the producer's ``matched`` (the keywords or tags;
+      X: the rule tags) as a list of lower-case texts, or None.
     """
     post: dict[str, Any] = {}
     for name in fields:
@@ -356,9 +384,20 @@ def post_fields(tweet: dict[str, Any], tweet_id: str, fields: Sequence[str]
             post["url"] = url if isinstance(url, str) and url else None
         elif name == "author_id":
             post["author_id"] = _text_id(tweet.get("author_id"))
+        elif name == "matched":
+            post["matched"] = _matched(tweet.get("matched"))
         else:
             post[name] = CONVERSATION_FIELDS[name](tweet, tweet_id)
     return post
+
+
+def _matched(value: Any) -> list[str] | None:
+    """The wire post's ``matched`` (what chose it) as lower-case texts, repeats and
+    other values dropped; None when it has none. A keyword can hold a space."""
+    if not isinstance(value, list):
+        return None
+    found = dict.fromkeys(item.lower() for item in value if isinstance(item, str) and item)
+    return list(found) or None
 
 
 def _text_id(value: Any) -> str | None:
@@ -520,6 +559,7 @@ def build_document(
     case_count_as_of: datetime | None = None,
     case_count_source: str | None = None,
     posts: list[dict[str, Any]] | None = None,
+    post_keys: list[bytes] | None = None,
 ) -> dict[str, Any]:
     """The document stored for one batch, in the contract's shape plus ``_id``.
 
@@ -527,11 +567,15 @@ def build_document(
     ``case_count_source`` where it came from ("worldometers" or "who"); both
     are null when there is no count. ``posts`` (post fields on): the stored
     fields of each text of ``content``, in the same order, as ``posts``.
+    ``post_keys``: the :func:`post_key` of each text's post, in the same order
+    (how a deleted post is found), as ``post_keys``.
     """
     if total_case_count is None:
         case_count_as_of = case_count_source = None
     if posts is not None and len(posts) != len(content):
         raise ValueError(f"{len(posts)} posts for {len(content)} texts")
+    if post_keys is not None and len(post_keys) != len(content):
+        raise ValueError(f"{len(post_keys)} post keys for {len(content)} texts")
     document = {
         "_id": batch_id(batch_time),
         "content": list(content),
@@ -542,6 +586,8 @@ def build_document(
     }
     if posts is not None:
         document["posts"] = list(posts)
+    if post_keys is not None:
+        document["post_keys"] = list(post_keys)
     return document
 
 
@@ -586,11 +632,20 @@ def _text_array_size(values: list[Any]) -> int:
     return size
 
 
+def bson_key_size(index: int) -> int:
+    """Bytes one post key (:func:`post_key`, BSON binary) takes as item ``index`` of
+    the ``post_keys`` array."""
+    # type byte + key + NUL + int32 length + subtype + the bytes
+    return 1 + len(str(index)) + 1 + 4 + 1 + POST_KEY_BYTES
+
+
 def split_content(content: list[str], max_bytes: int = MAX_CONTENT_BYTES,
-                  posts: list[dict[str, Any]] | None = None) -> list[list[str]]:
+                  posts: list[dict[str, Any]] | None = None, *, keys: bool = False
+                  ) -> list[list[str]]:
     """``content`` cut, in order, into parts whose BSON array fits ``max_bytes``;
     with ``posts`` (one a text, post fields on), whose content and posts arrays
-    together fit: part N's posts are then the same slice of ``posts``.
+    together fit: part N's posts are then the same slice of ``posts``; with
+    ``keys``, the ``post_keys`` array (a :func:`post_key` a text) too.
 
     Almost every batch is one part. A single text larger than ``max_bytes``
     gets a part of its own (and cannot be stored: tweets are never that big).
@@ -598,32 +653,38 @@ def split_content(content: list[str], max_bytes: int = MAX_CONTENT_BYTES,
     size = _array_size(content)
     if posts is not None:
         size += _array_size(posts, [_post_body_size(post) for post in posts])
+    if keys:
+        size += _array_size(content, [4 + 1 + POST_KEY_BYTES] * len(content))
     if size <= max_bytes:  # the usual case, without a loop per text
         return [list(content)]
     parts: list[list[str]] = [[]]
     size = 0
     for number, text in enumerate(content):
-        item = _item_size(len(parts[-1]), text, posts, number)
+        item = _item_size(len(parts[-1]), text, posts, number, keys)
         if parts[-1] and size + item > max_bytes:
             parts.append([])
             size = 0
-            item = _item_size(0, text, posts, number)
+            item = _item_size(0, text, posts, number, keys)
         parts[-1].append(text)
         size += item
     return parts
 
 
-def _item_size(index: int, text: str, posts: list[dict[str, Any]] | None, number: int) -> int:
-    """Bytes text ``number`` (and its post) take as item ``index`` of a part's arrays."""
+def _item_size(index: int, text: str, posts: list[dict[str, Any]] | None, number: int,
+               keys: bool) -> int:
+    """Bytes text ``number`` (its post, its key) take as item ``index`` of a part's arrays."""
     size = bson_array_item_size(index, text)
     if posts is not None:
         size += bson_post_size(index, posts[number])
+    if keys:
+        size += bson_key_size(index)
     return size
 
 
 def _array_size(content: list[Any], bodies: list[int] | None = None) -> int:
     """The sum of :func:`bson_array_item_size` over ``content``, with one encode; with
-    ``bodies`` (the sizes of posts), of :func:`bson_post_size` over them."""
+    ``bodies`` (the sizes of each item's value after its key), of the items of those
+    sizes (:func:`bson_post_size`, :func:`bson_key_size`)."""
     count = len(content)
     digits, power = count, 10  # len(str(i)) = 1 + (i >= 10) + (i >= 100) + ...
     while power < count:

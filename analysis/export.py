@@ -8,7 +8,6 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from itertools import chain
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from analysis.posts import (
     LIST_FIELDS,
     arrow_schema,
     arrow_tables,
+    first_columns,
     is_text_list,
     post_columns,
     write_parquet,
@@ -66,16 +66,18 @@ def tweet_rows(batches: Iterable[Batch], columns: Sequence[str] = ()
             yield row
 
 
-def csv_cell(value: Any) -> Any:
-    """A value as written to a CSV cell: ``None`` is an empty cell, a list (``hashtags``,
-    ``links``, ``mentions``) its items joined by single spaces (safe: the job stores
-    no item with whitespace), and a text that a spreadsheet would run as a formula (it
-    starts with one of FORMULA_STARTS) gets a leading ``'``, which spreadsheets show
-    as text: ``=1+2`` -> ``'=1+2``."""
+def csv_cell(value: Any, column: str | None = None) -> Any:
+    """A value as written to a CSV cell: ``None`` is an empty cell, a list its items
+    joined by single spaces (``hashtags``, ``links``, ``mentions``: safe, the job stores
+    no item of theirs with whitespace) or, for ``column`` ``matched`` (a keyword can
+    hold a space), its JSON text; and a text that a spreadsheet would run as a formula
+    (it starts with one of FORMULA_STARTS) gets a leading ``'``, which spreadsheets
+    show as text: ``=1+2`` -> ``'=1+2``."""
     if value is None:
         return ""
     if isinstance(value, list):
-        value = " ".join(value)
+        value = (json.dumps(value, ensure_ascii=False) if column == "matched"
+                 else " ".join(value))
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value
@@ -90,7 +92,7 @@ def write_csv(rows: Iterable[Mapping[str, Any]], out: IO[str],
     writer.writeheader()
     written = 0
     for row in rows:
-        writer.writerow({k: csv_cell(v) for k, v in row.items()})
+        writer.writerow({k: csv_cell(v, k) for k, v in row.items()})
         written += 1
     return written
 
@@ -141,11 +143,9 @@ def export_tweets(store: storage.BatchStore, out: IO[str] | Path, fmt: str, *,
     batch. Documents a report cannot use are left out, with one warning line at the
     end."""
     skipped = SkippedDocuments()
-    window = read_window(store, since, until, skipped)
-    first = next(window)
-    columns = post_columns(first)
+    columns, window = first_columns(read_window(store, since, until, skipped))
     watch = _FieldWatch(columns)
-    batches = watch(chain([first], window))
+    batches = watch(window)
     if fmt == "parquet":
         if not isinstance(out, Path):
             raise ValueError("a Parquet export needs a file")
@@ -181,9 +181,8 @@ def posts_frame(store: storage.BatchStore, since: datetime | None = None,
         window = read_window(store, since, until, skipped)
     except EmptyWindowError:
         return arrow_schema(()).empty_table().to_pandas(types_mapper=_pandas_types(pd, pa))
-    first = next(window)
-    columns = post_columns(first)
-    tables = list(arrow_tables(chain([first], window), columns)) or [
+    columns, window = first_columns(window)
+    tables = list(arrow_tables(window, columns)) or [
         arrow_schema(columns).empty_table()]
     if skipped.count:
         log.warning("%s", skipped.message())

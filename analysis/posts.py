@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +19,10 @@ if TYPE_CHECKING:  # pyarrow is imported when a table is built, not at start-up
 
 #: The post fields, in their documented order (transform.POST_FIELDS).
 POST_FIELDS = ("id", "created_at", "lang", "url", "author_id",
-               "reply_to", "reply_root", "quote_of", "hashtags", "links", "mentions")
+               "reply_to", "reply_root", "quote_of", "hashtags", "links", "mentions",
+               "matched")
 #: The post fields whose value is a list of text (transform.LIST_FIELDS).
-LIST_FIELDS = ("hashtags", "links", "mentions")
+LIST_FIELDS = ("hashtags", "links", "mentions", "matched")
 #: Rows per Parquet row group (and per chunk of a DataFrame): what is held at a time.
 ROW_GROUP_ROWS = 65_536
 #: Rows held as Python objects before they are converted to Arrow's compact form.
@@ -39,6 +41,18 @@ def post_columns(batch: Batch) -> tuple[str, ...]:
         return ()
     stored = set().union(*batch.posts)
     return tuple(name for name in POST_FIELDS if name in stored)
+
+
+def first_columns(batches: Iterator[Batch]) -> tuple[tuple[str, ...], Iterator[Batch]]:
+    """The post fields of a window: those of its first batch that has a post left (the
+    batches before it, with post fields on, lost every post to deletes, so they do not
+    say); and the batches, all of them, as they came."""
+    held: list[Batch] = []
+    for batch in batches:
+        held.append(batch)
+        if batch.posts is None or batch.posts:
+            return post_columns(batch), chain(held, batches)
+    return (), iter(held)
 
 
 def parse_languages(text: str) -> tuple[str, ...]:

@@ -134,6 +134,7 @@ class Settings:
     batch_metrics: str = "auto"
     case_series: str = "on"
     post_fields: tuple[str, ...] = ()
+    keep_deleted: bool = False
     # both
     data_dir: Path = DEFAULT_DATA_DIR
     log_level: str = "INFO"
@@ -284,9 +285,13 @@ OPTIONS: dict[str, Option] = {
                "(on for the embedded store, off for MongoDB)", "{auto,on,off}"),
         Option("post_fields", "POST_FIELDS", "--post-fields", post_fields,
                "also store each post's fields, a comma list of id, created_at, lang, url, "
-               "author_id, reply_to, reply_root, quote_of, hashtags, links, mentions "
-               "(author_id and mentions identify people: only when named), as the "
+               "author_id, reply_to, reply_root, quote_of, hashtags, links, mentions, "
+               "matched (author_id and mentions identify people: only when named), as the "
                "document's posts, aligned with content; empty = content only", "FIELDS"),
+        Option("keep_deleted", "KEEP_DELETED", "--keep-deleted", boolean,
+               "keep the posts whose authors deleted them (default: off, so a deleted post "
+               "is removed from every stored document; docs/configuration.md says why to "
+               "leave it off)", is_switch=True),
         Option("data_dir", "DATA_DIR", "--data-dir", lambda raw: Path(non_empty(raw)),
                "folder of the journal, control secret, spool, quarantine and embedded "
                "store when their own paths are not given; both programs must use the same",
@@ -309,7 +314,8 @@ SPARK_OPTIONS = ("host", "port", "ack_port", "control_secret", "control_secret_p
                  "batch_seconds", "receiver_max_rate", "master", "duration", "mongo_uri",
                  "database", "collection", "embedded_db_path", "spool_path",
                  "quarantine_path", "batch_metrics", "case_source", "worldometers_url", "who_url",
-                 "scrape_timeout", "case_series", "post_fields", "data_dir", "log_level",
+                 "scrape_timeout", "case_series", "post_fields", "keep_deleted", "data_dir",
+                 "log_level",
                  "metrics_port")
 SCRAPE_OPTIONS = ("case_source", "worldometers_url", "who_url", "scrape_timeout", "log_level")
 STORE_OPTIONS = ("mongo_uri", "database", "collection", "embedded_db_path", "data_dir",

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import transform
 from counts.reading import CaseCount
+from ledger import Gap
 
 SEEN_IDS_LIMIT = 200_000  # post ids remembered across batches to drop redeliveries
 
@@ -40,21 +41,36 @@ class BatchStats:
     resent: int = 0  # tweets the producer sent again that were handled already
     case_count_as_of: datetime | None = None  # the moment the count is for
     case_count_source: str | None = None  # "worldometers" or "who"
+    deletes: int = 0  # delete records applied (authentic, each once)
+    deleted: int = 0  # posts removed because their authors deleted them (batch, store, spool)
+    forged: int = 0  # records without the control secret's mac (among malformed): never applied
+    sealed_records: int = 0  # records that are not posts applied: deletes, coverage, gaps, filters
+    gaps: tuple[Gap, ...] = ()  # the coverage gaps this batch's records told of
 
     def summary(self) -> str:
         """The one log line of this batch."""
         when = transform.batch_id(self.batch_time)
         dropped = (f"{self.empty} empty, {self.malformed} malformed, "
                    f"{self.duplicates} duplicate")
+        if self.forged:
+            dropped += f" ({self.forged} forged)"
         if self.resent:
             dropped += f", {self.resent} resent"
         if self.out_of_order:
             dropped += f", {self.out_of_order} after a gap"
+        records = ""
+        if self.sealed_records:
+            records = f", {self.sealed_records} records"
+            if self.deletes or self.deleted:
+                records += f" ({self.deletes} deletes: {self.deleted} posts removed)"
+        elif self.deleted:  # posts sent again after their delete
+            records = f", {self.deleted} posts removed (deleted before)"
         if not self.kept:
-            return f"batch {when}: {self.lines} lines, nothing to store ({dropped})"
+            return (f"batch {when}: {self.lines} lines{records}, nothing to store ({dropped})"
+                    + (", spooled (store down)" if self.spooled else ""))
         where = "spooled (store down)" if self.spooled else "write"
         parts = f" in {self.parts} parts" if self.parts > 1 else ""
-        return (f"batch {when}: {self.lines} lines, {self.kept} kept ({dropped}), "
+        return (f"batch {when}: {self.lines} lines, {self.kept} kept ({dropped}){records}, "
                 f"count {self.count_text()}, {where}{parts} {self.write_ms:.0f} ms")
 
     @property
@@ -69,13 +85,19 @@ class BatchStats:
 
 
 class RecentIds:
-    """The last ``limit`` tweet ids seen, oldest forgotten first."""
+    """The last ``limit`` tweet ids seen (or post keys), oldest forgotten first."""
 
     def __init__(self, limit: int = SEEN_IDS_LIMIT) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._ids: OrderedDict[Hashable, None] = OrderedDict()
         self._limit = limit
 
-    def add(self, tweet_id: str) -> bool:
+    def __contains__(self, tweet_id: Hashable) -> bool:
+        return tweet_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, tweet_id: Hashable) -> bool:
         """Remember ``tweet_id``; False if it was already there."""
         if tweet_id in self._ids:
             return False
@@ -84,7 +106,7 @@ class RecentIds:
             self._ids.popitem(last=False)
         return True
 
-    def forget(self, tweet_ids: Iterable[str]) -> None:
+    def forget(self, tweet_ids: Iterable[Hashable]) -> None:
         """Undo :meth:`add` for ``tweet_ids`` (their batch was not stored)."""
         for tweet_id in tweet_ids:
             self._ids.pop(tweet_id, None)

@@ -79,7 +79,9 @@ class BatchMetrics(StreamingListener):
                 out_of_order=stats.out_of_order, total_case_count=stats.total_case_count,
                 case_count_as_of=stats.case_count_as_of,
                 case_count_source=stats.case_count_source,
-                count_fresh=stats.count_fresh, write_ms=stats.write_ms, spooled=stats.spooled)
+                count_fresh=stats.count_fresh, write_ms=stats.write_ms, spooled=stats.spooled,
+                deletes=stats.deletes, deleted=stats.deleted, forged=stats.forged,
+                sealed_records=stats.sealed_records)
         try:
             self.collection.replace_one({"_id": when}, document, upsert=True)
         except storage.STORE_ERRORS as err:  # metrics are best effort: never spooled

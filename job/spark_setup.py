@@ -51,7 +51,8 @@ def block_interval_ms(batch_seconds: float) -> int:
 
 
 def start_spark(settings: config.Settings, **extra_conf: str) -> Any:
-    """A SparkContext for the job: the master, quiet logs, ``transform.py`` shipped.
+    """A SparkContext for the job: the master, quiet logs, ``transform.py`` (and
+    ``wire_records.py``, which it imports) shipped.
 
     ``extra_conf`` adds Spark properties (tests turn the UI off).
     """
@@ -102,7 +103,8 @@ def start_spark(settings: config.Settings, **extra_conf: str) -> Any:
     spark_context = SparkContext(conf=conf, gateway=gateway)
     spark_context.setLogLevel("WARN")
     # executors import transform (process_line) from here, not from the driver's folder
-    spark_context.addPyFile(str(PROJECT_DIR / "transform.py"))
+    for module in ("wire_records.py", "transform.py"):  # transform imports wire_records
+        spark_context.addPyFile(str(PROJECT_DIR / module))
     return spark_context
 
 

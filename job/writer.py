@@ -1,5 +1,6 @@
 """The driver's part of each batch, whichever engine runs it: drop what was stored
-already, fetch the case count once, build the document(s), store them, acknowledge.
+already, fetch the case count once, build the document(s), store them with what the
+batch's records ask (deletes, coverage, keyword sets), acknowledge.
 
 :class:`BatchWriter` takes a batch as the executors left it (``transform.Record``
 tuples, in arrival order) and a batch time; the DStream engine calls
@@ -18,11 +19,14 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import bson
+
 import control
 import storage
 import transform
 from counts.reading import CaseCount
 from job.batch import BatchStats, Quarantine, RecentIds
+from job.intake import DELETED_KEYS_LIMIT, Intake, Mark
 
 log = logging.getLogger("spark_streaming")  # the job's lines keep the name operators filter on
 
@@ -47,7 +51,15 @@ class BatchWriter:
         quarantine: Quarantine | None = None,
         max_content_bytes: int = transform.MAX_CONTENT_BYTES,
         post_fields: Iterable[str] = (),
+        secret: bytes | None = None,
+        filters: dict[str, dict[str, Any]] | None = None,
+        keep_deleted: bool = False,
     ) -> None:
+        """``secret``: the control secret, which a record that is not a post must be
+        sealed with (without it, every such record is taken for forged); ``filters``:
+        the keyword set in force for each producer at start (``ledger.filters_in_force``);
+        ``keep_deleted``: store posts whose authors deleted them (KEEP_DELETED; never
+        the default)."""
         self.store = store
         self.case_count = case_count
         self.on_batch = on_batch
@@ -58,6 +70,11 @@ class BatchWriter:
         self.max_content_bytes = max_content_bytes
         #: the post fields stored as each document's posts (empty: none)
         self.post_fields = tuple(post_fields)
+        self.secret = secret
+        #: the keyword set in force for each producer (its latest filter record)
+        self.filters: dict[str, dict[str, Any]] = dict(filters or {})
+        self.keep_deleted = keep_deleted
+        self.deleted_keys = RecentIds(DELETED_KEYS_LIMIT)  # posts deleted lately
         self._finished = threading.Condition()
         self._last_finished = -math.inf  # epoch seconds of the last batch handled
         #: set by create_context when BatchMetrics logs each batch's line instead
@@ -147,51 +164,39 @@ class BatchWriter:
         self, batch_time: datetime, records: Iterable[transform.Record | tuple[Any, ...]]
     ) -> BatchStats:
         """Store the document(s) of one batch of ``process_line`` results (Records,
-        or the same fields as plain tuples); its stats."""
-        content: list[str] = []
-        # (source, seq, post fields) of each text
-        marks: list[tuple[str | None, int | None, dict[str, Any] | None]] = []
-        malformed: list[transform.Record] = []
-        new_ids: list[str] = []
-        lines = empty = duplicates = resent = out_of_order = 0
-        admit, remember = self.delivery.admit, self.seen_ids.add
+        or the same fields as plain tuples), and apply its records (deletes, coverage,
+        keyword sets) in the same order, in the store or the spool; its stats."""
+        intake = Intake(batch_time, self.delivery, self.seen_ids, self.deleted_keys,
+                        self._authentic, self.filters, keep_deleted=self.keep_deleted)
         self.delivery.begin()
         try:
-            for record in records:
-                status, tweet_id, text, seq, source, _, post = record
-                lines += 1
-                if status == transform.MALFORMED:
-                    malformed.append(transform.Record._make(record))
-                    continue
-                if seq is not None and source is not None:
-                    verdict = admit(source, seq)
-                    if verdict != control.NEW:
-                        resent += verdict == control.RESENT
-                        out_of_order += verdict == control.GAP
-                        continue
-                if not remember(tweet_id):
-                    duplicates += 1
-                    continue
-                new_ids.append(tweet_id)
-                if status == transform.EMPTY:
-                    empty += 1
-                    continue
-                content.append(text)
-                marks.append((source, seq, post))
-            stats = BatchStats(batch_time, lines, len(content), empty, len(malformed),
-                               duplicates, out_of_order=out_of_order, resent=resent)
+            intake.take(records)
+            content, marks, keys = intake.stored()
+            operations = intake.operations()
+            stats = BatchStats(batch_time, intake.lines, len(content), intake.empty,
+                               len(intake.malformed), intake.duplicates,
+                               out_of_order=intake.out_of_order, resent=intake.resent,
+                               deletes=intake.deletes, deleted=intake.deleted,
+                               forged=intake.forged, sealed_records=intake.sealed_records,
+                               gaps=tuple(intake.gaps))
             if content:
                 reading = self.case_count()
-                documents = self._documents(batch_time, content, marks, reading)
+                documents = self._documents(batch_time, content, marks, keys, reading,
+                                            intake.batch_filter(marks))
                 started = time.perf_counter()
-                stored = self.store.write(documents)
+                applied = self.store.apply([*documents, *operations])
                 stats = replace(stats, total_case_count=reading.total,
                                 count_fresh=reading.fresh, case_count_as_of=reading.as_of,
                                 case_count_source=reading.source,
                                 write_ms=(time.perf_counter() - started) * 1000,
                                 document_id=documents[0]["_id"], parts=len(documents),
-                                spooled=not stored)
+                                spooled=not applied.stored,
+                                deleted=intake.deleted + applied.removed)
             else:
+                if operations:  # to the store, or to the spool while it is down
+                    applied = self.store.apply(operations)
+                    stats = replace(stats, deleted=intake.deleted + applied.removed,
+                                    spooled=not applied.stored)
                 progress = self.delivery.batch_committed()
                 # an idle or duplicate-only batch still moves the producers on: record
                 # it, so that a restarted job does not take it for a gap
@@ -200,16 +205,17 @@ class BatchWriter:
                         "cannot record how far this batch got (the store is down)")
                 self.store.drain()  # an idle moment to write what the spool holds
         except BaseException:
-            self.seen_ids.forget(new_ids)  # not stored: let the resent tweets in
+            self.seen_ids.forget(intake.new_ids)  # not stored: let the resent tweets in
             self.delivery.abort()
             raise
+        self.filters = intake.filters
         acks, resends = self.delivery.commit()
-        if self.quarantine is not None and malformed:
+        if self.quarantine is not None and intake.malformed:
             try:
-                self.quarantine.add(batch_time, malformed)
+                self.quarantine.add(batch_time, intake.malformed)
             except OSError as err:  # the batch is stored: only the copies are lost
                 log.warning("batch %s: cannot keep its %d malformed line(s) in %s: %s",
-                            transform.batch_id(batch_time), len(malformed),
+                            transform.batch_id(batch_time), len(intake.malformed),
                             self.quarantine.path, err.strerror or err)
         if self.acks is not None:
             # every batch, empty ones too, repeats where each producer stands: an ack
@@ -217,40 +223,53 @@ class BatchWriter:
             self.delivery.held(self.acks.send(acks, resends))
         return stats
 
+    def _authentic(self, record: dict[str, Any]) -> bool:
+        """Whether a record that is not a post carries the control secret's mac."""
+        return self.secret is not None and control.record_authentic(self.secret, record)
+
     def _documents(
         self,
         batch_time: datetime,
         content: list[str],
-        marks: list[tuple[str | None, int | None, dict[str, Any] | None]],
+        marks: list[Mark],
+        keys: list[bytes],
         reading: CaseCount,
+        in_force: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """The batch's document, or its parts when it would pass 16 MB; each
-        part records how far it takes each producer's sequence and, with post
-        fields, has the posts of its texts."""
+        part records how far it takes each producer's sequence, has the keys of its
+        posts (and, with post fields, their fields) and names the keyword set in
+        force (``in_force``, when known)."""
         posts = None
         if self.post_fields:
             empty = dict.fromkeys(self.post_fields)
             posts = [dict(empty) if post is None else post for _, _, post in marks]
-        parts = transform.split_content(content, self.max_content_bytes, posts)
+        room = self.max_content_bytes
+        if in_force is not None:
+            room -= len(bson.encode({"filter": in_force}))
+        parts = transform.split_content(content, room, posts, keys=True)
         documents, start = [], 0
         final = self.delivery.batch_committed()
         for number, part in enumerate(parts, start=1):
+            end = start + len(part)
             document = transform.build_document(
                 batch_time, part, reading.total, reading.as_of, reading.source,
-                None if posts is None else posts[start:start + len(part)])
+                None if posts is None else posts[start:end], keys[start:end])
             document["_id"] = transform.part_id(batch_time, number)
             if len(parts) > 1:
                 document["part"] = {"number": number, "of": len(parts)}
+            if in_force is not None:
+                document["filter"] = in_force
             reached: dict[str, int] = {}
             if number == len(parts):
                 reached = final
             else:
-                for source, seq, _ in marks[start:start + len(part)]:
+                for source, seq, _ in marks[start:end]:
                     if source is not None and seq is not None:
                         reached[source] = max(seq, reached.get(source, seq))
             if reached:
                 document["delivery"] = [{"source": source, "last_seq": seq}
                                         for source, seq in sorted(reached.items())]
             documents.append(document)
-            start += len(part)
+            start = end
         return documents

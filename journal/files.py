@@ -151,6 +151,14 @@ class RecordFile:
         finally:
             os.close(fd)
 
+    def replace(self, objects: Iterable[bytes]) -> None:
+        """Make the file hold the records of ``objects`` only, at once
+        (:func:`write_atomically`: a crash leaves the old records or the new). Raises
+        OSError with the file as it was."""
+        data = b"".join(seal(obj) for obj in objects)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.path, data.decode("utf-8"))
+
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
 

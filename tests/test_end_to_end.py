@@ -107,7 +107,7 @@ def test_stream_and_spark_processes_store_the_sample_file_with_whos_count(tmp_pa
     assert [text for doc in documents for text in doc["content"]] == content
     for doc in documents:
         assert set(doc) == {"_id", "content", "timestamp", "total_case_count",
-                            "case_count_as_of", "case_count_source", "delivery"}
+                            "case_count_as_of", "case_count_source", "post_keys", "delivery"}
         assert isinstance(doc["timestamp"], datetime)
         # each country's latest Cumulative_cases, summed, as of the file's latest date
         assert doc["total_case_count"] == 172_012 + 38_437_960

@@ -144,7 +144,7 @@ def test_a_post_without_its_fields_gets_nulls_never_the_batch_time() -> None:
     assert record.post == {"id": "42", "created_at": None, "lang": "de", "url": None,
                            "author_id": None, "reply_to": None, "reply_root": None,
                            "quote_of": None, "hashtags": None, "links": None,
-                           "mentions": None}
+                           "mentions": None, "matched": None}
     assert transform.process_line('{"id": "1", "text": "covid", "lang": ""}',
                                   ("lang",)).post == {"lang": None}
 
@@ -174,4 +174,4 @@ def test_an_unknown_post_field_is_one_line_naming_the_variable() -> None:
     assert str(caught.value) == (
         "--post-fields / POST_FIELDS: 'text' is not a post field (use a comma list of id, "
         "created_at, lang, url, author_id, reply_to, reply_root, quote_of, hashtags, links, "
-        "mentions) (from --post-fields)")
+        "mentions, matched) (from --post-fields)")

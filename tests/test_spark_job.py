@@ -139,7 +139,8 @@ def test_batches_are_stored_in_the_contract_shape(run_job, tweet_socket, store, 
     ]
     for doc in documents:
         assert set(doc) == {"_id", "content", "timestamp", "total_case_count",
-                            "case_count_as_of", "case_count_source"}
+                            "case_count_as_of", "case_count_source", "post_keys"}
+        assert len(doc["post_keys"]) == len(doc["content"])  # how a delete finds a post
         assert isinstance(doc["timestamp"], datetime)
         assert doc["timestamp"].utcoffset().total_seconds() == 0
         assert type(doc["total_case_count"]) is int
@@ -520,3 +521,24 @@ def test_a_spark_that_cannot_size_a_batch_leaves_it_as_it_is() -> None:
     assert lines_of(BATCH) is None
     merge = dstream.one_task_a_batch(SimpleNamespace(defaultParallelism=2), lines_of)
     assert merge(BATCH, FakeBlocks(20)).getNumPartitions() == 20
+
+
+def test_records_on_the_socket_reach_the_store_through_spark(run_job, tweet_socket, durable,
+                                                             store) -> None:
+    """The executors parse a delete and a keyword set (wire_records is shipped with
+    transform); the driver checks their mac and applies them in order with the posts."""
+    from wire_lines import SECRET, delete, post, sealed
+
+    import wire_records
+
+    job = run_job(BatchWriter(durable, lambda: READING, secret=SECRET))
+    lines = [sealed(1, wire_records.filter_record("bluesky", keywords=["covid"])),
+             post(2, "a", "masks on the bus"), post(3, "b", "a delete follows"),
+             delete(4, "b"), delete(5, "a", secret=b"not the job's secret, 32 chars!!")]
+    tweet_socket.send("".join(line + "\n" for line in lines).encode())
+    batches = job.wait_for(lambda seen: total(seen, "lines") >= 5)
+    assert (total(batches, "deletes"), total(batches, "deleted"), total(batches, "forged")) == (
+        1, 1, 1)
+    documents = list(store.collection.find())  # one, or two if a batch ended between
+    assert [text for d in documents for text in d["content"]] == ["masks on the bus"]
+    assert all(d["filter"] == {"source": "bluesky", "keywords": ["covid"]} for d in documents)
