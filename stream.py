@@ -42,6 +42,7 @@ Examples:
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import logging
 import sys
@@ -152,8 +153,13 @@ def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.
                           before_save=lambda: server.sync(SYNC_TIMEOUT),
                           resume_at=last[0].get("pos") if last else None)
     exporter.watch(lambda: metrics.replay_figures(source))
+    _wake_on_stop(server, stop)  # a wait for room in the journal ends on Ctrl-C
     try:
-        emitted = source.run(server.put, stop, emit_many=server.put_many)
+        # a file can be read again: what the journal refuses is offered again once
+        # there is room, never dropped
+        emitted = source.run(functools.partial(server.put, will_retry=True), stop,
+                             emit_many=functools.partial(server.put_many, will_retry=True),
+                             wait_for_room=server.wait_for_room)
     except OSError as err:
         log.error("cannot read %s: %s", settings.replay_file, err.strerror or err)
         return 1
@@ -162,9 +168,21 @@ def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.
                  "(Ctrl-C to quit)", server.pending)
         _stop_once_drained(server, stop)
         stop.wait()  # the first of: every tweet stored, a Ctrl-C
-    log.info("summary: %d tweets emitted, %d bad lines skipped; %s", emitted, source.skipped,
-             _server_status(server))
+    waited = (f", waited {source.paused_seconds:,.0f} s for room in the journal "
+              f"({source.pauses:,} times)" if source.pauses else "")
+    log.info("summary: %d tweets emitted, %d bad lines skipped%s; %s", emitted,
+             source.skipped, waited, _server_status(server))
     return 0
+
+
+def _wake_on_stop(server: TweetServer, stop: threading.Event) -> None:
+    """From a thread of its own, wake whatever waits for room in the journal
+    (:meth:`TweetServer.wait_for_room`) once ``stop`` is set: it then ends at once."""
+    def wait() -> None:
+        stop.wait()
+        server.wake()
+
+    threading.Thread(target=wait, name="stop-wakes-room-waits", daemon=True).start()
 
 
 def _stop_once_drained(server: TweetServer, stop: threading.Event) -> None:
