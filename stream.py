@@ -203,15 +203,20 @@ def _run_bluesky(
     signals: list[int],
     exporter: metrics.ProducerCollector,
 ) -> int:
+    # Jetstream sends again from a cursor: a post the journal refuses is not dropped;
+    # the source stops reading, waits for room and goes on from that post
     source = BlueskySource(
-        settings.jetstream_urls, KeywordMatcher(settings.keywords), server.put,
+        settings.jetstream_urls, KeywordMatcher(settings.keywords),
+        functools.partial(server.put, will_retry=True),
         cursor_path=settings.journal_path / BlueskySource.CURSOR_FILE,
         stale_seconds=settings.stale_seconds,
         max_event_bytes=settings.max_event_bytes,
         before_cursor_save=lambda: server.sync(SYNC_TIMEOUT),
         journaled=server.journal.tail(BlueskySource.RECENT_POSTS),
+        wait_for_room=server.wait_for_room,
     )
     exporter.watch(lambda: metrics.bluesky_figures(source))
+    _wake_on_stop(server, stop)  # a wait for room in the journal ends on Ctrl-C
     error = _run_live(source.run, lambda: f"{source.status()}; {_server_status(server)}",
                       stop, "bluesky")
     log.info("summary: %s; %s", source.status(), _server_status(server))
