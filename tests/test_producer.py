@@ -821,6 +821,29 @@ def test_at_the_cap_the_stream_disconnects_and_the_status_says_so(tmp_path: Path
     assert waiter.count("daily cap") == 1
 
 
+def test_an_x_post_the_journal_refuses_is_counted_as_refused_a_gap_it_cannot_refill(
+    tmp_path: Path
+) -> None:
+    """X's filtered stream cannot send a post again: the only source whose refusals
+    are losses, counted by the source and the journal, each a call to on_refused."""
+    server = server_with_room_for_five(tmp_path / "journal")
+    gaps: list[str] = []
+
+    class Recording(TwitterSource):
+        def on_refused(self, tweet: dict[str, Any]) -> None:
+            gaps.append(tweet["id"])
+
+    source = Recording(TOKEN, server.put)
+    try:
+        for tweet in tweets(0, 7):
+            source.on_data(json.dumps({"data": tweet}))
+        assert (source.received, source.refused, server.dropped) == (7, 2, 2)
+        assert gaps == [tweet["id"] for tweet in tweets(5, 7)]
+        assert "7 sent on, 2 refused (journal full)" in source.status()
+    finally:
+        server.close()
+
+
 class FakeRulesApi:
     """Stands in for the three rules endpoints; records what sync_rules asks."""
 
