@@ -12,7 +12,9 @@ Run this first, then spark_streaming.py in a second terminal: Spark's socket
 receiver connects to HOST:PORT (default 127.0.0.1:5555) and reads the posts in
 20-second batches. Every post is numbered, journaled (--journal-path) and kept
 until the job acknowledges it as stored (on --ack-port); a job that restarts, or
-this program after a restart, sends the unacknowledged ones again.
+this program after a restart, sends the unacknowledged ones again. When the
+journal is full (--journal-max-bytes), the replay and Bluesky wait for the job
+to store some and go on where they stopped; only X posts are refused.
 
 Sources:
   bluesky  Bluesky's public Jetstream (free, no account): the posts that
