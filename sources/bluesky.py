@@ -14,8 +14,9 @@ last in this module:
   it, so a dropped connection loses nothing), the posts handled lately (so
   those a rewind delivers again are dropped), and the cursor file beside the
   journal that keeps both (so a restart goes on where it stopped);
-* :class:`BlueskySource`, the WebSocket client built on it, reading in one
-  thread (:mod:`sources.jetstream_socket`): it rotates through the hosts,
+* :class:`BlueskySource`, the WebSocket client built on it and on the named
+  hooks of :mod:`sources.jetstream_hooks` (where reading breaks or goes on),
+  reading in one thread (:mod:`sources.jetstream_socket`): it rotates through the hosts,
   backs off with jitter, reconnects when a host goes silent, skips an event
   too big to carry (:mod:`sources.oversize`), hands each matching post to
   ``emit``, and, when ``emit`` refuses one (the journal is full), stops
@@ -50,7 +51,7 @@ from websockets.frames import CloseCode
 
 import transform
 from sources import Emit, Tweet
-from sources.jetstream_progress import JetstreamProgress
+from sources.jetstream_hooks import LIVE, OVERSIZE, REFUSED, REWIND, JetstreamHooks
 from sources.jetstream_socket import JetstreamConnection, WakeOnStop
 from sources.oversize import OversizeSkip
 
@@ -241,7 +242,7 @@ def first_answering(urls: Sequence[str], timeout: float) -> str | None:
 # --- the WebSocket client --------------------------------------------------------------
 
 
-class BlueskySource(JetstreamProgress):
+class BlueskySource(JetstreamHooks):
     """Posts from Jetstream that match the keywords, each handed to ``emit``.
 
     :meth:`run` connects to the first URL that answers, reads events until
@@ -255,16 +256,14 @@ class BlueskySource(JetstreamProgress):
     reconnects to the same host from that post's own ``time_us``; the posts
     handed on before it come again and are dropped by the dedup.
 
-    The hooks are the moments where reading breaks or goes on, with what a
-    record of gaps needs; override them to keep such a record:
-    :meth:`on_restart`, :meth:`on_connect`, :meth:`on_first_event`,
-    :meth:`on_stale`, :meth:`on_pause`, :meth:`on_resume`,
-    :meth:`on_connection_error`, :meth:`on_too_big`, :meth:`on_oversize`
-    (and :meth:`on_frame`, which handles each frame).
-
-    The counters (:attr:`events`, :attr:`posts`, :attr:`matched`, ...),
-    :meth:`status` and the cursor file are :class:`JetstreamProgress`'s: this
-    class is the connection loop and what it does with each frame.
+    The hooks, the moments where reading breaks or goes on with what a record
+    of gaps needs, are :class:`~sources.jetstream_hooks.JetstreamHooks`'s
+    (``on_restart``, ``on_connect``, ``on_first_event``, ``on_stale``,
+    ``on_connection_error``, ``on_pause``, ``on_resume``), with
+    :meth:`on_oversize` and :meth:`on_too_big` here; the counters
+    (:attr:`events`, :attr:`posts`, :attr:`matched`, ...), :meth:`status` and
+    the cursor file are :class:`~sources.jetstream_progress.JetstreamProgress`'s.
+    This class is the connection loop and what it does with each frame.
     """
 
     #: At start, give up (NoHostError) if no host has answered within this.
@@ -401,12 +400,12 @@ class BlueskySource(JetstreamProgress):
     def _session(self, url: str, open_timeout: float, wakeup: socket.socket,
                  stop: threading.Event) -> None:
         """One connection: open it, read until stop, silence, a refusal or a failure."""
-        self._asked = self._cursor_for(url)
+        self._asked, why = self._cursor_for(url)
         self._newest_here = None
         self._first_here = False
-        target = subscribe_url(url, self._asked, self.max_event_bytes)
         with JetstreamConnection.open(
-                target, open_timeout=open_timeout, user_agent=USER_AGENT,
+                subscribe_url(url, self._asked, self.max_event_bytes),
+                open_timeout=open_timeout, user_agent=USER_AGENT,
                 max_size=self.max_event_bytes * self.READ_LIMIT_FACTOR,
                 close_timeout=self.CLOSE_TIMEOUT, wakeup=wakeup,
                 gather_seconds=self.GATHER_SECONDS) as connection:
@@ -414,20 +413,22 @@ class BlueskySource(JetstreamProgress):
                 self.reconnects += 1
             self.url = url
             self.connected.set()
-            self.on_connect(url, target)
+            self.on_connect(url, self._asked, why)
             self._read(connection, stop)
 
-    def _cursor_for(self, url: str) -> int | None:
-        """The cursor a connection to ``url`` asks for: past an event too big to carry
-        (:mod:`sources.oversize`); at the post emit refused, on its host; else a
-        few seconds before the last event handled (:meth:`resume_cursor`)."""
+    def _cursor_for(self, url: str) -> tuple[int | None, str]:
+        """The cursor a connection to ``url`` asks for, and why: past an event too big
+        to carry (:mod:`sources.oversize`); at the post emit refused, on its host;
+        else a few seconds before the last event handled (:meth:`resume_cursor`),
+        or the live tip before any."""
         skip_cursor = self._skip.cursor_for(url)
         if skip_cursor is not None:
-            return skip_cursor
+            return skip_cursor, OVERSIZE
         refused = self._refused_at
         if refused is not None and refused[0] == url and refused[1] is not None:
-            return refused[1]
-        return self.resume_cursor()
+            return refused[1], REFUSED
+        cursor = self.resume_cursor()
+        return cursor, LIVE if cursor is None else REWIND
 
     def _read(self, connection: JetstreamConnection, stop: threading.Event) -> None:
         """Handle frames until ``stop``, ``stale_seconds`` of silence, a refusal or a
@@ -540,64 +541,7 @@ class BlueskySource(JetstreamProgress):
         if self._refused_at is not None and time_us > (self._refused_at[1] or 0):
             self._refused_at = None  # read past the refused post: its cursor is spent
 
-    # -- hooks
-
-    def on_restart(self, time_us: int, age_seconds: float) -> None:
-        """Called as :meth:`run` starts from a saved position (the cursor file or the
-        journal's last posts): the last event's ``time_us``, and how old it is."""
-        if age_seconds > self.RETENTION_SECONDS:
-            log.warning("the Jetstream cursor is %.1f h old; Jetstream hosts keep about 24 h "
-                        "(v1) or 36 h (v2), so older posts may not be sent again",
-                        age_seconds / 3600)
-        else:
-            log.info("resuming Bluesky posts from %s (%.0f s ago)", self.cursor_path,
-                     age_seconds)
-
-    def on_connect(self, url: str, target: str) -> None:
-        """Called once a host has answered; ``target`` names the cursor asked for
-        (:attr:`_asked` holds it too; None: the live tip)."""
-        if self.last_time_us is None:
-            log.info("connected to %s: live posts from now on", url)
-        elif self._skip.cursor_for(url) is not None:
-            log.debug("connected to %s: trying cursor %s, past an event too big to carry",
-                      url, self._asked)
-        elif self._refused_at is not None and self._asked == self._refused_at[1]:
-            log.info("connected to %s: going on from the post the journal refused "
-                     "(cursor %d)", url, self._asked)
-        else:
-            log.info("connected to %s: resuming %.0f s before the last event handled "
-                     "(cursor %d)", url, self.REWIND_SECONDS, self.resume_cursor())
-
-    def on_first_event(self, url: str, asked: int | None, time_us: int) -> None:
-        """Called with the first event a connection brings: the cursor it asked for
-        (None: the live tip) and that event's ``time_us``. Later than the cursor by
-        more than the events' usual spacing means the host no longer held what lay
-        between (a gap)."""
-
-    def on_stale(self, url: str, last_time_us: int | None) -> None:
-        """Called when no event has come for ``stale_seconds``: the host is silent.
-        ``last_time_us``: the newest event handled before the silence."""
-        log.warning("no event from %s for %g s; reconnecting to another host",
-                    url, self.stale_seconds)
-
-    def on_pause(self, url: str, time_us: int | None) -> None:
-        """Called when ``emit`` refused the post of the event at ``time_us`` (the journal
-        is full), once the connection is closed and the cursor saved: reading waits
-        for room, then goes on from that event."""
-        log.warning("the journal is full: reading Jetstream stops until the job has stored "
-                    "enough, then goes on from the post it refused (time_us %s)", time_us)
-
-    def on_resume(self, url: str, time_us: int | None, paused_seconds: float) -> None:
-        """Called when there is room again after :meth:`on_pause`, before reconnecting."""
-        log.info("room in the journal again after %.1f s: reading Jetstream from %s on",
-                 paused_seconds, time_us)
-
-    def on_connection_error(self, url: str, err: BaseException) -> None:
-        """Called when connecting fails or a connection breaks. Before the first
-        connection this is only a debug line: :class:`NoHostError` says it all."""
-        reason = " ".join(str(err).split()) or type(err).__name__
-        level = logging.WARNING if self.connected.is_set() else logging.DEBUG
-        log.log(level, "Jetstream %s: %s; reconnecting with backoff", url, reason[:200])
+    # -- events skipped (hooks too: see sources.jetstream_hooks)
 
     def on_oversize(self, frame: str | bytes) -> None:
         """Called with an event over ``max_event_bytes`` that the host sent anyway (it

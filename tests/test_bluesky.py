@@ -47,6 +47,7 @@ from sources.bluesky import (
     subscribe_url,
     wire_tweet,
 )
+from sources.jetstream_hooks import REFUSED, REWIND
 from sources.jetstream_socket import JetstreamConnection
 from sources.oversize import OversizeSkip
 
@@ -693,6 +694,62 @@ def test_a_full_journal_stops_the_reading_which_goes_on_from_the_refused_post(
     # each post with its own event's time: the journal's records say where to resume
     assert journal.positions == [T0_US, T0_US + 1_000_000, k2, k2, T0_US + 3_000_000,
                                  T0_US + 4_000_000, T0_US + 5_000_000]
+
+
+def test_the_hooks_name_each_break_with_what_a_record_of_gaps_needs(
+    jetstream: JetstreamStandIn, tmp_path: Path
+) -> None:
+    """A restart from a cursor file 100 s old, a rewound connection and its first
+    event, a pause for a full journal and the connection after it, a silent host:
+    each hook is called with the host, the cursors and the times a ledger needs."""
+    calls: list[tuple[Any, ...]] = []
+
+    class Recording(BlueskySource):
+        def on_restart(self, time_us: int, age_seconds: float) -> None:
+            calls.append(("restart", time_us, round(age_seconds)))
+
+        def on_connect(self, url: str, asked: int | None, why: str) -> None:
+            calls.append(("connect", asked, why))
+
+        def on_first_event(self, url: str, asked: int | None, time_us: int) -> None:
+            calls.append(("first", asked, time_us))
+
+        def on_pause(self, url: str, time_us: int | None) -> None:
+            calls.append(("pause", time_us))
+            super().on_pause(url, time_us)
+
+        def on_resume(self, url: str, time_us: int | None, paused_seconds: float) -> None:
+            calls.append(("resume", time_us))
+
+        def on_stale(self, url: str, last_time_us: int | None) -> None:
+            calls.append(("stale", last_time_us))
+            super().on_stale(url, last_time_us)
+
+    cursor = tmp_path / BlueskySource.CURSOR_FILE
+    cursor.write_text(json.dumps({"time_us": T0_US + 6_000_000, "recent": []}))
+    jetstream.publish(*covid_posts(3, start=10))  # kept by the host since before
+    journal = SmallJournal(room=2)
+    source = Recording([jetstream.url], KeywordMatcher(DEFAULT_KEYWORDS), journal.emit,
+                       cursor_path=cursor, wait_for_room=journal.wait_for_room,
+                       stale_seconds=1.0, clock=lambda: T0_US / 1e6 + 106)
+    with capture_logs("sources.bluesky") as logs:
+        run = Running(source)
+        logs.wait_for("the journal is full")
+        journal.grow(5)
+        assert journal.wait_for(3) == [uri(f"k{n}") for n in (10, 11, 12)]
+        logs.wait_for("no event from")  # then the host has nothing more: silent
+        run.close()
+    k12 = T0_US + 12_000_000
+    assert calls[:7] == [
+        ("restart", T0_US + 6_000_000, 100),
+        ("connect", T0_US + 1_000_000, REWIND),  # 5 s before the saved event
+        ("first", T0_US + 1_000_000, T0_US + 10_000_000),  # 9 s later: the host's first
+        ("pause", k12),
+        ("resume", k12),
+        ("connect", k12, REFUSED),
+        ("first", k12, k12),
+    ]
+    assert calls[7] == ("stale", k12)
 
 
 def test_without_a_wait_for_room_a_refused_post_is_tried_again_after_the_back_off(
