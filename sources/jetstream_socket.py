@@ -56,6 +56,9 @@ class JetstreamConnection:
 
     #: Bytes asked of the socket at a time (into one buffer, allocated once).
     READ_BYTES = 64 * 1024
+    #: Most seconds a write (a pong, the close frame), or the rest of a TLS record
+    #: whose first bytes came, may take: reads otherwise wait in ``select``.
+    IO_TIMEOUT = 10.0
 
     def __init__(self, sock: socket.socket, protocol: ClientProtocol, *,
                  close_timeout: float, wakeup: socket.socket | None = None,
@@ -128,8 +131,7 @@ class JetstreamConnection:
             self._ready.extend(self._messages(protocol.events_received()))
         if protocol.handshake_exc is not None:
             raise protocol.handshake_exc
-        # a bound for writes (pongs, the close frame): reads wait in select, never here
-        self.sock.settimeout(self.close_timeout)
+        self.sock.settimeout(self.IO_TIMEOUT)
 
     # -- reading
 
@@ -168,10 +170,7 @@ class JetstreamConnection:
                 readable, _, _ = select.select(self._waits, [], [], left)
                 if self.sock not in readable:
                     return []  # the time is up, or woken
-            try:
-                count = self.sock.recv_into(self._buffer)
-            except (ssl.SSLWantReadError, BlockingIOError):
-                continue  # part of a TLS record: wait for the rest
+            count = self.sock.recv_into(self._buffer)
             if count:
                 protocol.receive_data(self._buffer[:count])  # copied by the protocol
             else:
