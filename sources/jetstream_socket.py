@@ -121,14 +121,8 @@ class JetstreamConnection:
         self._send()
         while protocol.handshake_exc is None and protocol.state is not OPEN:
             self.sock.settimeout(deadline.timeout())  # TimeoutError once it is spent
-            data = self.sock.recv(self.READ_BYTES)
-            if data:
-                protocol.receive_data(data)
-            else:
-                protocol.receive_eof()
-            self._send()
             # the answer (a Response event), and any frame that came right after it
-            self._ready.extend(self._messages(protocol.events_received()))
+            self._ready.extend(self._messages(self._receive()))
         if protocol.handshake_exc is not None:
             raise protocol.handshake_exc
         self.sock.settimeout(self.IO_TIMEOUT)
@@ -170,13 +164,7 @@ class JetstreamConnection:
                 readable, _, _ = select.select(self._waits, [], [], left)
                 if self.sock not in readable:
                     return []  # the time is up, or woken
-            count = self.sock.recv_into(self._buffer)
-            if count:
-                protocol.receive_data(self._buffer[:count])  # copied by the protocol
-            else:
-                protocol.receive_eof()
-            self._send()  # pongs, and the close frame of a failure
-            messages = self._messages(protocol.events_received())
+            messages = self._messages(self._receive())
             if messages:
                 self._gathered_from = time.monotonic()
                 return messages
@@ -187,6 +175,18 @@ class JetstreamConnection:
             time.sleep(seconds)
             return False
         return bool(select.select([self.wakeup], [], [], seconds)[0])
+
+    def _receive(self) -> list[object]:
+        """Read what the (readable) socket has, feed it to the protocol and send what
+        the protocol answers (pongs, the close frame of a failure); the events it
+        made of it."""
+        count = self.sock.recv_into(self._buffer)
+        if count:
+            self.protocol.receive_data(self._buffer[:count])  # copied by the protocol
+        else:
+            self.protocol.receive_eof()
+        self._send()
+        return self.protocol.events_received()
 
     def _buffered(self) -> bool:
         """Whether TLS holds decrypted bytes that ``select`` on the socket cannot see."""
@@ -256,13 +256,7 @@ class JetstreamConnection:
                 if left <= 0 or not (self._buffered()
                                      or select.select([self.sock], [], [], left)[0]):
                     break
-                data = self.sock.recv(self.READ_BYTES)
-                if data:
-                    protocol.receive_data(data)
-                else:
-                    protocol.receive_eof()
-                self._send()
-                protocol.events_received()
+                self._receive()  # dropped: the connection is closing
         except (OSError, ssl.SSLError):
             pass
         if protocol.state is not CLOSED:
