@@ -85,21 +85,22 @@ class ReplaySource:
         self._identity_tag: str | None = None
         self.emitted = 0
         self.skipped = 0
-        #: waits for room in the journal, and the seconds they took, since start
-        self.pauses = 0
-        self.paused_seconds = 0.0
         #: (pass, byte offset of the next line, lines before it), after the last tweet
         #: accepted: what the position file may say
         self._position = (1, 0, 0)
         self._saved: tuple[int, int, int] | None = None
-        # set by run(): how tweets are handed over, and those gathered, not yet accepted
-        self._put: EmitMany = lambda tweets, positions: len(tweets)
-        self._batch = 1
-        self._wait_for_room: WaitForRoom | None = None
-        self._stop = threading.Event()
-        self._halted = False
-        self._pending_tweets: list[Tweet] = []
-        self._pending_positions: list[Any] = []
+        self._handing = _HandOver(self, lambda tweets, positions: len(tweets), 1, None,
+                                  threading.Event())  # run() makes the real one
+
+    @property
+    def pauses(self) -> int:
+        """Waits for room in the journal so far."""
+        return self._handing.pauses
+
+    @property
+    def paused_seconds(self) -> float:
+        """Seconds those waits took."""
+        return self._handing.paused_seconds
 
     def run(self, emit: Emit, stop: threading.Event, *,
             emit_many: EmitMany | None = None,
@@ -126,37 +127,35 @@ class ReplaySource:
         be read.
         """
         self.emitted = self.skipped = 0
-        self._put = emit_many if emit_many is not None else _one_at_a_time(emit)
-        self._batch = self.BATCH if emit_many is not None else 1
-        self._wait_for_room = wait_for_room
-        self._stop = stop
-        self._halted = False
+        handing = self._handing = _HandOver(
+            self, emit_many if emit_many is not None else _one_at_a_time(emit),
+            self.BATCH if emit_many is not None else 1, wait_for_room, stop)
         schedule = _Schedule(self.rate, self.MAX_LAG_SECONDS, self.SLICE_SECONDS)
         pass_number, offset, line = self._load_position()
         finished = pass_number == 0
         if not finished:
             self._position = (pass_number, offset, line)
             self._save_position(force=True)  # the file's identity, before the first tweet
-        while not finished and not self._ending():
+        while not finished and not handing.ending():
             emitted_before = self.emitted
             whole = False
             with self.path.open("rb") as handle:
                 handle.seek(offset)
                 for tweet, position in self._tweets(handle, pass_number, offset, line):
-                    if (not schedule.wait_turn(stop, before_waiting=self._hand_over)
-                            or self._halted):
+                    if (not schedule.wait_turn(stop, before_waiting=handing.hand_over)
+                            or handing.halted):
                         break
-                    if not self._gather(tweet, [pass_number, *position, self._tag]):
+                    if not handing.gather(tweet, [pass_number, *position, self._tag]):
                         break
                     self._save_position()
                 else:
                     whole = True
-            if not self._hand_over():  # the tweets due so far, before the next pass (or the end)
+            if not handing.hand_over():  # the tweets due so far, before the next pass (or the end)
                 break
             if whole:
                 self._position = (pass_number + 1, 0, 0)
                 finished = not self.loop
-            if not self.loop or self._ending():
+            if not self.loop or handing.ending():
                 break
             if self.emitted == emitted_before and offset == 0:
                 log.warning("%s holds no tweets; nothing to loop over", self.path)
@@ -168,60 +167,6 @@ class ReplaySource:
             self.path, self.emitted, self.skipped, pass_number,
         )
         return self.emitted
-
-    # -- handing tweets over
-
-    def _ending(self) -> bool:
-        return self._halted or self._stop.is_set()
-
-    def _gather(self, tweet: Tweet, position: list[Any]) -> bool:
-        """Add a tweet to the list being gathered, handing the list over once it holds
-        ``_batch``; False when the replay must end (see :meth:`_hand_over`)."""
-        self._pending_tweets.append(tweet)
-        self._pending_positions.append(position)
-        return len(self._pending_tweets) < self._batch or self._hand_over()
-
-    def _hand_over(self) -> bool:
-        """Hand the gathered tweets over until every one is accepted, waiting for room
-        whenever some are refused. :attr:`_position` and :attr:`emitted` follow what
-        was accepted. False when the replay must end with some not accepted: stop,
-        the journal closed, or no ``wait_for_room`` to wait with."""
-        tweets, positions = self._pending_tweets, self._pending_positions
-        if self._halted:
-            return False
-        while tweets:
-            taken = self._put(tweets[:], positions[:])  # theirs to keep
-            if taken:
-                accepted = positions[taken - 1]
-                self._position = (accepted[0], accepted[1], accepted[2])
-                self.emitted += taken
-                del tweets[:taken], positions[:taken]
-            if tweets and not self._wait(positions[0]):
-                self._halted = True
-                return False
-        return not self._stop.is_set()
-
-    def _wait(self, refused: list[Any]) -> bool:
-        """Wait for room after the tweet at ``refused`` (its position) was refused;
-        True to offer it again. Each wait is logged and counted."""
-        if self._wait_for_room is None or self._stop.is_set():
-            if self._wait_for_room is None:
-                log.warning("the journal refused a tweet (line %d of %s): the replay ends "
-                            "there, and goes on from it at the next start", refused[2],
-                            self.path)
-            return False
-        self.pauses += 1
-        self._write_position(force=True)  # a restart goes on from here, however long it waits
-        log.warning("the journal is full: the replay waits for the job to store the posts "
-                    "it holds, and goes on with line %d of %s (pass %d)", refused[2],
-                    self.path, refused[0])
-        began = time.monotonic()
-        room = self._wait_for_room(self._stop)
-        waited = time.monotonic() - began
-        self.paused_seconds += waited
-        if room:
-            log.info("room in the journal again after %.1f s: the replay goes on", waited)
-        return room
 
     def _tweets(self, handle: BinaryIO, pass_number: int, offset: int, line: int
                 ) -> Iterator[tuple[Tweet, tuple[int, int]]]:
@@ -313,10 +258,15 @@ class ReplaySource:
             return
         if not force and not self._checkpoint.due():
             return
-        self._hand_over()  # what was gathered first, so the file is as fresh as it can be
-        self._write_position(force=force, finished=finished)
+        self._handing.hand_over()  # what was gathered first, so the file is as fresh as can be
+        self.write_position(force=force, finished=finished)
 
-    def _write_position(self, *, force: bool = False, finished: bool = False) -> None:
+    def accepted(self, position: list[Any], count: int) -> None:
+        """``count`` more tweets were accepted, the last at ``position``."""
+        self._position = (position[0], position[1], position[2])
+        self.emitted += count
+
+    def write_position(self, *, force: bool = False, finished: bool = False) -> None:
         """Write :attr:`_position`, the position after the last tweet accepted."""
         if self._checkpoint is None or (self._position == self._saved and not finished):
             return
@@ -337,6 +287,78 @@ class ReplaySource:
         except RecursionError:
             return None, "JSON nested too deeply"
         return tweet_or_reason(obj)
+
+
+class _HandOver:
+    """The tweets a replay gathered for ``put``, handed over until every one is
+    accepted: a list of up to ``batch`` at a time and, whenever some are refused
+    (the journal is full), again once ``wait_for_room(stop)`` says there is room.
+    Each accepted prefix is reported to the replay (:meth:`ReplaySource.accepted`),
+    so that its count and its position follow what was accepted, never more."""
+
+    def __init__(self, replay: ReplaySource, put: EmitMany, batch: int,
+                 wait_for_room: WaitForRoom | None, stop: threading.Event) -> None:
+        self.replay = replay
+        self.put = put
+        self.batch = batch
+        self.wait_for_room = wait_for_room
+        self.stop = stop
+        #: set when a refusal ended the replay (stop, the journal closed, or no way to wait)
+        self.halted = False
+        #: waits for room, and the seconds they took
+        self.pauses = 0
+        self.paused_seconds = 0.0
+        self._tweets: list[Tweet] = []
+        self._positions: list[Any] = []
+
+    def ending(self) -> bool:
+        return self.halted or self.stop.is_set()
+
+    def gather(self, tweet: Tweet, position: list[Any]) -> bool:
+        """Add a tweet, handing the list over once it holds ``batch``; False when the
+        replay must end (see :meth:`hand_over`)."""
+        self._tweets.append(tweet)
+        self._positions.append(position)
+        return len(self._tweets) < self.batch or self.hand_over()
+
+    def hand_over(self) -> bool:
+        """Hand the gathered tweets over until every one is accepted, waiting for room
+        whenever some are refused. False when the replay must end, with those not
+        accepted: stop, the journal closed, or no ``wait_for_room`` to wait with."""
+        tweets, positions = self._tweets, self._positions
+        if self.halted:
+            return False
+        while tweets:
+            taken = self.put(tweets[:], positions[:])  # theirs to keep
+            if taken:
+                self.replay.accepted(positions[taken - 1], taken)
+                del tweets[:taken], positions[:taken]
+            if tweets and not self._wait(positions[0]):
+                self.halted = True
+                return False
+        return not self.stop.is_set()
+
+    def _wait(self, refused: list[Any]) -> bool:
+        """Wait for room after the tweet at ``refused`` (its position: pass, offset,
+        line) was refused; True to offer it again. Each wait is logged and counted."""
+        path = self.replay.path
+        if self.wait_for_room is None or self.stop.is_set():
+            if self.wait_for_room is None:
+                log.warning("the journal refused a tweet (line %d of %s): the replay ends "
+                            "there, and goes on from it at the next start", refused[2], path)
+            return False
+        self.pauses += 1
+        self.replay.write_position(force=True)  # a restart goes on from here, however late
+        log.warning("the journal is full: the replay waits for the job to store the posts "
+                    "it holds, and goes on with line %d of %s (pass %d)", refused[2], path,
+                    refused[0])
+        began = time.monotonic()
+        room = self.wait_for_room(self.stop)
+        waited = time.monotonic() - began
+        self.paused_seconds += waited
+        if room:
+            log.info("room in the journal again after %.1f s: the replay goes on", waited)
+        return room
 
 
 def _one_at_a_time(emit: Emit) -> EmitMany:
