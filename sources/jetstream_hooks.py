@@ -90,10 +90,10 @@ class JetstreamHooks(JetstreamProgress):
 
     def on_pause(self, url: str, time_us: int | None) -> None:
         """Called when ``emit`` refused the post of the event at ``time_us`` (the journal
-        is full), once the connection is closed and the cursor saved: reading waits
-        for room, then goes on from that event."""
-        log.warning("the journal is full: reading Jetstream stops until the job has stored "
-                    "enough, then goes on from the post it refused (time_us %s)", time_us)
+        is full, or the disk is), once the connection is closed and the cursor saved:
+        reading waits for room, then goes on from that event."""
+        log.warning("the journal is full (or the disk is): reading Jetstream stops until "
+                    "there is room, then goes on from the post it refused (time_us %s)", time_us)
 
     def on_resume(self, url: str, time_us: int | None, paused_seconds: float) -> None:
         """Called when there is room again after :meth:`on_pause`, before reconnecting

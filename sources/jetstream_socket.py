@@ -54,8 +54,9 @@ class JetstreamConnection:
     Not thread-safe: one thread does everything, which is the point.
     """
 
-    #: Bytes asked of the socket at a time (into one buffer, allocated once).
-    READ_BYTES = 64 * 1024
+    #: Bytes asked of the socket at a time (into one buffer, allocated once). A read
+    #: that fills it means a backlog (a replay from a cursor): the next is not delayed.
+    READ_BYTES = 256 * 1024
     #: Most seconds a write (a pong, the close frame), or the rest of a TLS record
     #: whose first bytes came, may take: reads otherwise wait in ``select``.
     IO_TIMEOUT = 10.0
@@ -74,6 +75,7 @@ class JetstreamConnection:
         self._waits = [sock] if wakeup is None else [sock, wakeup]
         self._ready: list[Message] = []  # messages that came with the handshake's answer
         self._buffer = memoryview(bytearray(self.READ_BYTES))
+        self._full = False  # whether the last read filled the buffer
         self._fragments: list[bytes] = []  # the parts of a fragmented message so far
         self._fragmented_text = False
 
@@ -143,7 +145,8 @@ class JetstreamConnection:
         (a wake-up still ends the wait at once): a host sends each event as it
         comes, and one wake-up for a handful of them costs far less CPU than one
         each. An idle connection is not woken by it: the wait for the first
-        message has no limit but ``timeout``."""
+        message has no limit but ``timeout``; and a read that found more than
+        READ_BYTES waiting (a host sending a backlog) is followed at once."""
         if self._ready:
             ready, self._ready = self._ready, []
             return ready
@@ -166,7 +169,8 @@ class JetstreamConnection:
                     return []  # the time is up, or woken
             messages = self._messages(self._receive())
             if messages:
-                self._gathered_from = time.monotonic()
+                # a full buffer: more is waiting, a backlog to read at once
+                self._gathered_from = -math.inf if self._full else time.monotonic()
                 return messages
 
     def _wait_for_wakeup(self, seconds: float) -> bool:
@@ -181,6 +185,7 @@ class JetstreamConnection:
         the protocol answers (pongs, the close frame of a failure); the events it
         made of it."""
         count = self.sock.recv_into(self._buffer)
+        self._full = count == len(self._buffer) or self._buffered()
         if count:
             self.protocol.receive_data(self._buffer[:count])  # copied by the protocol
         else:

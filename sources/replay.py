@@ -349,9 +349,8 @@ class _HandOver:
             return False
         self.pauses += 1
         self.replay.write_position(force=True)  # a restart goes on from here, however late
-        log.warning("the journal is full: the replay waits for the job to store the posts "
-                    "it holds, and goes on with line %d of %s (pass %d)", refused[2], path,
-                    refused[0])
+        log.warning("the journal is full (or the disk is): the replay waits for room, then "
+                    "goes on with line %d of %s (pass %d)", refused[2], path, refused[0])
         began = time.monotonic()
         room = self.wait_for_room(self.stop)
         waited = time.monotonic() - began

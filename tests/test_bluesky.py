@@ -31,7 +31,11 @@ from processes import (
     free_port,
     post_event,
 )
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import OPEN
 from websockets.sync.server import ServerConnection, serve
+from websockets.uri import parse_uri
 
 import control
 import transform
@@ -479,6 +483,29 @@ def test_a_read_after_messages_lets_more_gather_and_a_wake_up_ends_that_wait(
         assert connection.read(None) == []  # a wake-up ends the wait at once
 
 
+def test_a_backlog_is_read_at_once_the_gathering_only_paces_a_trickle(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a pause or a restart the host sends a backlog as fast as it can: a read
+    that fills the buffer is followed at once, not after the gathering time."""
+    monkeypatch.setattr(JetstreamConnection, "READ_BYTES", 1024)
+    frames = [json.dumps(post_event(f"k{n}", "x" * 600, T0_US + n)) for n in range(10)]
+    host, client = socket.socketpair()
+    with host, JetstreamConnection(
+            client, ClientProtocol(parse_uri("ws://h/subscribe"), state=OPEN),
+            close_timeout=0.1, gather_seconds=3600) as connection:
+        host.sendall(b"".join(Frame(Opcode.TEXT, f.encode()).serialize(mask=False)
+                              for f in frames))  # all waiting before the first read
+        got: list[str | bytes] = []
+        while len(got) < len(frames):
+            read = connection.read(0.0)  # no waiting at all: each read finds its bytes
+            assert read, f"a read after a full buffer waited ({len(got)} read)"
+            got += read
+        assert got == frames
+        host.sendall(Frame(Opcode.TEXT, frames[0].encode()).serialize(mask=False))
+        assert connection.read(0.2) == []  # the last read was not full: it gathers
+
+
 def test_the_hosts_pings_are_answered_so_it_keeps_the_connection(start: Any) -> None:
     """Jetstream pings every 30 s; this stand-in pings every 0.2 s and drops a client
     that leaves a ping unanswered for 0.2 s."""
@@ -676,7 +703,7 @@ def test_a_full_journal_stops_the_reading_which_goes_on_from_the_refused_post(
         k2 = T0_US + 2_000_000
         jetstream.publish(*covid_posts(2), post_event("k2a", "covid a", k2),
                           post_event("k2b", "covid b", k2), *covid_posts(1, start=3))
-        logs.wait_for("the journal is full: reading Jetstream stops")
+        logs.wait_for("reading Jetstream stops")
         assert journal.wait_for(3) == [uri("k0"), uri("k1"), uri("k2a")]
         status = source.status()
         assert "paused (journal full) for" in status and "1 pauses for a full journal" in status
@@ -734,7 +761,7 @@ def test_the_hooks_name_each_break_with_what_a_record_of_gaps_needs(
                        stale_seconds=1.0, clock=lambda: T0_US / 1e6 + 106)
     with capture_logs("sources.bluesky") as logs:
         run = Running(source)
-        logs.wait_for("the journal is full")
+        logs.wait_for("reading Jetstream stops")
         journal.grow(5)
         assert journal.wait_for(3) == [uri(f"k{n}") for n in (10, 11, 12)]
         logs.wait_for("no event from")  # then the host has nothing more: silent
@@ -840,12 +867,13 @@ def bluesky_stream(tmp_path: Path, url: str, port: int, ack_port: int) -> Progra
                     "1MiB", "--control-secret-file", str(tmp_path / "control.secret")])
 
 
-def test_cli_a_full_journal_pauses_the_reading_and_a_kill_meanwhile_loses_nothing(
+def test_cli_a_full_journal_pauses_the_reading_and_a_stop_or_a_kill_meanwhile_loses_nothing(
     jetstream: JetstreamStandIn, tmp_path: Path
 ) -> None:
     """1.6 MB of matching posts into a 1 MiB journal with no job: stream.py stops
-    reading instead of refusing; killed (-9) during the pause and started again with
-    a job that acknowledges as it reads, it delivers every post exactly once."""
+    reading instead of refusing. A SIGTERM during the pause ends it at once; a kill
+    -9 during the next; started again with a job that acknowledges as it reads, it
+    delivers every post exactly once."""
     port, ack_port = free_port(), free_port()
     count = 1_500
     posts = [post_event(f"k{n}", f"post {n} about covid " + "x" * 1_000, T0_US + n * 10_000)
@@ -854,10 +882,19 @@ def test_cli_a_full_journal_pauses_the_reading_and_a_kill_meanwhile_loses_nothin
     try:
         jetstream.wait_for_connections(1)  # at the live tip: what comes next is read
         jetstream.publish(*posts)
-        first.wait_for_text("the journal is full: reading Jetstream stops")
+        first.wait_for_text("reading Jetstream stops")
+        assert first.stop() == 0  # SIGTERM ends the wait for room
     finally:
         first.kill()
-    assert "refused" not in first.log.replace("the post it refused", "")
+    summary = next(line for line in first.lines if "summary:" in line)
+    assert "1 pauses for a full journal" in summary and " 0 refused" in summary, summary
+    assert "Traceback" not in first.log
+
+    again = bluesky_stream(tmp_path, jetstream.url, port, ack_port)
+    try:  # the journal is still full: it reads up to the refused post again, and waits
+        again.wait_for_text("reading Jetstream stops")
+    finally:
+        again.kill()
 
     second = bluesky_stream(tmp_path, jetstream.url, port, ack_port)
     second.wait_for_text("serving tweets on")

@@ -636,7 +636,7 @@ def test_a_replay_into_a_full_journal_waits_and_every_post_arrives_once(
     try:
         with capture_logs("sources.replay") as logs:
             run.start()
-            logs.wait_for("the journal is full: the replay waits")
+            logs.wait_for("the replay waits for room")
         # waiting, not refusing: what fits is accepted (with its position, fewer than
         # five), and the position file claims no more
         accepted = source.emitted
@@ -675,7 +675,7 @@ def test_a_stop_ends_a_wait_for_room_at_once(tmp_path: Path) -> None:
     try:
         with capture_logs("sources.replay") as logs:
             run.start()
-            logs.wait_for("the journal is full: the replay waits")
+            logs.wait_for("the replay waits for room")
         stop.set()
         server.wake()
         run.join(TIMEOUT)
@@ -705,7 +705,7 @@ def test_a_replay_larger_than_the_journal_survives_a_stop_and_a_kill_while_it_wa
         assert proc.stderr is not None
         try:
             for line in proc.stderr:
-                if "the journal is full: the replay waits" in line:
+                if "the replay waits for room" in line:
                     break
             proc.send_signal(stop_with)
             code = proc.wait(TIMEOUT)
