@@ -12,7 +12,9 @@ Run this first, then spark_streaming.py in a second terminal: Spark's socket
 receiver connects to HOST:PORT (default 127.0.0.1:5555) and reads the posts in
 20-second batches. Every post is numbered, journaled (--journal-path) and kept
 until the job acknowledges it as stored (on --ack-port); a job that restarts, or
-this program after a restart, sends the unacknowledged ones again.
+this program after a restart, sends the unacknowledged ones again. When the
+journal is full (--journal-max-bytes), the replay and Bluesky wait for the job
+to store some and go on where they stopped; only X posts are refused.
 
 Sources:
   bluesky  Bluesky's public Jetstream (free, no account): the posts that
@@ -42,6 +44,7 @@ Examples:
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import logging
 import sys
@@ -156,8 +159,13 @@ def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.
                           before_save=lambda: server.sync(SYNC_TIMEOUT),
                           resume_at=last[0].get("pos") if last else None)
     exporter.watch(lambda: metrics.replay_figures(source))
+    _wake_on_stop(server, stop)  # a wait for room in the journal ends on Ctrl-C
     try:
-        emitted = source.run(server.put, stop, emit_many=server.put_many)
+        # a file can be read again: what the journal refuses is offered again once
+        # there is room, never dropped
+        emitted = source.run(functools.partial(server.put, will_retry=True), stop,
+                             emit_many=functools.partial(server.put_many, will_retry=True),
+                             wait_for_room=server.wait_for_room)
     except OSError as err:
         log.error("cannot read %s: %s", settings.replay_file, err.strerror or err)
         return 1
@@ -166,9 +174,21 @@ def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.
                  "(Ctrl-C to quit)", server.pending)
         _stop_once_drained(server, stop)
         stop.wait()  # the first of: every tweet stored, a Ctrl-C
-    log.info("summary: %d tweets emitted, %d bad lines skipped; %s", emitted, source.skipped,
-             _server_status(server))
+    waited = (f", waited {source.paused_seconds:,.0f} s for room in the journal "
+              f"({source.pauses:,} times)" if source.pauses else "")
+    log.info("summary: %d tweets emitted, %d bad lines skipped%s; %s", emitted,
+             source.skipped, waited, _server_status(server))
     return 0
+
+
+def _wake_on_stop(server: TweetServer, stop: threading.Event) -> None:
+    """From a thread of its own, wake whatever waits for room in the journal
+    (:meth:`TweetServer.wait_for_room`) once ``stop`` is set: it then ends at once."""
+    def wait() -> None:
+        stop.wait()
+        server.wake()
+
+    threading.Thread(target=wait, name="stop-wakes-room-waits", daemon=True).start()
 
 
 def _stop_once_drained(server: TweetServer, stop: threading.Event) -> None:
@@ -189,15 +209,20 @@ def _run_bluesky(
     signals: list[int],
     exporter: metrics.ProducerCollector,
 ) -> int:
+    # Jetstream sends again from a cursor: a post the journal refuses is not dropped;
+    # the source stops reading, waits for room and goes on from that post
     source = BlueskySource(
-        settings.jetstream_urls, KeywordMatcher(settings.keywords), server.put,
+        settings.jetstream_urls, KeywordMatcher(settings.keywords),
+        functools.partial(server.put, will_retry=True),
         cursor_path=settings.journal_path / BlueskySource.CURSOR_FILE,
         stale_seconds=settings.stale_seconds,
         max_event_bytes=settings.max_event_bytes,
         before_cursor_save=lambda: server.sync(SYNC_TIMEOUT),
         journaled=server.journal.tail(BlueskySource.RECENT_POSTS),
+        wait_for_room=server.wait_for_room,
     )
     exporter.watch(lambda: metrics.bluesky_figures(source))
+    _wake_on_stop(server, stop)  # a wait for room in the journal ends on Ctrl-C
     error = _run_live(source.run, lambda: f"{source.status()}; {_server_status(server)}",
                       stop, "bluesky")
     log.info("summary: %s; %s", source.status(), _server_status(server))

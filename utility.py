@@ -71,6 +71,10 @@ class TweetServer:
     ACCEPT_RETRY_SECONDS = 1.0
     #: How long :meth:`close` waits for the sender thread to finish.
     CLOSE_TIMEOUT = 5.0
+    #: A source paused by a full journal goes on once this share of it is free again:
+    #: it then puts a quarter of the journal at a go, rather than a post or two after
+    #: each acknowledgement (each resumption costs a Jetstream source a reconnect).
+    RESUME_SHARE = 0.25
     LISTEN_BACKLOG = 5
 
     def __init__(
@@ -178,23 +182,42 @@ class TweetServer:
 
     # -- producer side
 
-    def put(self, tweet: dict[str, Any], position: Any = None) -> bool:
+    def put(self, tweet: dict[str, Any], position: Any = None, *,
+            will_retry: bool = False) -> bool:
         """Accept one tweet for the consumer; never waits for the disk. Thread-safe.
 
         ``position``: where the source stands after it (:meth:`journal.Journal.put`).
         Returns False when the journal refuses it (full, or the disk is); see
-        :attr:`dropped`. Raises TypeError or ValueError if it cannot be encoded.
+        :attr:`dropped`. A source that can give the tweet again passes
+        ``will_retry``, waits (:meth:`wait_for_room`) and offers it again: its
+        refusals lose nothing and are not counted. Raises TypeError or
+        ValueError if it cannot be encoded.
         """
-        return self.journal.put(tweet, position)
+        return self.journal.put(tweet, position, will_retry=will_retry)
 
     def put_many(self, tweets: Sequence[dict[str, Any]],
-                 positions: Sequence[Any] | None = None) -> int:
+                 positions: Sequence[Any] | None = None, *, will_retry: bool = False) -> int:
         """:meth:`put` for a list, in order, cheaper a tweet (one trip through the
         journal's lock); ``positions``, if any, one a tweet. Returns how many were
         accepted: a prefix of ``tweets``, all of them unless the journal is full
-        or the disk is (:meth:`journal.Journal.put_many`). Raises TypeError or
-        ValueError, with none accepted, if one cannot be encoded."""
-        return self.journal.put_many(tweets, positions)
+        or the disk is (:meth:`journal.Journal.put_many`, which also says what
+        ``will_retry`` changes). Raises TypeError or ValueError, with none
+        accepted, if one cannot be encoded."""
+        return self.journal.put_many(tweets, positions, will_retry=will_retry)
+
+    def wait_for_room(self, stop: threading.Event, timeout: float | None = None) -> bool:
+        """After a refusal: wait until the journal takes posts again, with
+        RESUME_SHARE of JOURNAL_MAX_BYTES free (and at least the refused record's
+        size) and the disk writing. True then; False once ``stop`` is set (the
+        caller calls :meth:`wake` then: stream.py does), the server closes, or
+        ``timeout`` seconds passed. Woken by the job's acknowledgements: no poll."""
+        journal = self.journal
+        size = max(int(journal.max_bytes * self.RESUME_SHARE), journal.wanted_bytes)
+        return journal.wait_for_room(size, timeout, give_up=stop.is_set)
+
+    def wake(self) -> None:
+        """Wake every :meth:`wait_for_room` to look at its ``stop`` again."""
+        self.journal.wake()
 
     def sync(self, timeout: float | None = None) -> None:
         """Wait until every tweet put so far is on disk (accepted). A source that can

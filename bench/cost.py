@@ -48,7 +48,7 @@ from pathlib import Path
 
 from bench.jetstream_frames import make_frames
 from bench.load import BENCH, PROJECT, PageServer, free_port
-from bench.proctree import CpuMeter, jvm_pid, thread_cpu
+from bench.proctree import CpuMeter, jvm_pid, task_times, thread_cpu
 from bench.programs import Program
 from bench.replay_posts import write_posts
 from bench.results import COST_HEADING, replace_section
@@ -61,7 +61,10 @@ BATCH_LINE = re.compile(r"batch \S+: (\d+) lines")
 #: a row is flagged when the machine ran this much more than the two programs (cores)
 OTHER_LOAD_CORES = 0.5
 MATCH_SHARE = 1 / 50  # of the Bluesky row's post events
-PUBLISH_SLICE = 0.1  # the stand-in publishes in slices this long
+#: the stand-in publishes in slices this long: a host sends each event as it comes, so at
+#: 50 a second a slice holds one (in 0.1 s slices, five came at once: cheaper to read
+#: than the real service is)
+PUBLISH_SLICE = 0.02
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,11 @@ class Result:
     load: float = 0.0  # /proc/loadavg, 1 minute, at the window's end
     #: the JVM's CPU seconds in the window by kind of thread (those alive at both ends)
     jvm_threads: dict[str, float] = field(default_factory=dict)
+    #: the producer's CPU seconds in the window: user and system time, and each of its
+    #: threads (alive at both ends), busiest first
+    producer_user: float = 0.0
+    producer_system: float = 0.0
+    producer_threads: list[float] = field(default_factory=list)
     error: str = ""
 
     @property
@@ -210,10 +218,18 @@ def measure(row: Row, here: Path, page_url: str, warmup: float, seconds: float,
         meter = CpuMeter({"producer": producer.process.pid, "job": job.process.pid})
         jvm = jvm_pid(job.process.pid)
         threads_before = thread_cpu(jvm) if jvm else {}
+        tasks_before = task_times(producer.process.pid)
         began = time.monotonic()
         meter.start()
         time.sleep(seconds)
         used = meter.stop()
+        tasks = task_times(producer.process.pid)
+        spent = {tid: (user - tasks_before[tid][0], system - tasks_before[tid][1])
+                 for tid, (user, system) in tasks.items() if tid in tasks_before}
+        result.producer_user = sum(user for user, _ in spent.values())
+        result.producer_system = sum(system for _, system in spent.values())
+        result.producer_threads = sorted((sum(pair) for pair in spent.values() if sum(pair)),
+                                         reverse=True)
         if jvm:
             result.jvm_threads = {
                 name: spent - threads_before.get(name, 0.0)
@@ -299,7 +315,25 @@ def section(results: list[Result], seconds: float, warmup: float, master: str,
         f"program's process tree over {seconds:g} s, after the job's first batch and a "
         f"{warmup:g} s warm-up; Spark master `{master}`{where}. µs/post: CPU per post offered "
         "(per post event for the Bluesky row, of which only the matching ones reach the job).",
-        "", *table(results), "", *targets(results), "", *jvm_profile(results)]
+        "", *table(results), "", *targets(results), "", *producer_profile(results),
+        *jvm_profile(results)]
+
+
+def producer_profile(results: list[Result]) -> list[str]:
+    """Where each row's producer CPU went: user and system time (% of a core, and µs a
+    post), and its threads, busiest first (% of a core; threads alive at both ends)."""
+    rows = [r for r in results if r.seconds and r.producer_threads]
+    if not rows:
+        return []
+    lines = ["Where the producer's CPU went (stream.py; % of a core, µs a post in brackets; "
+             "its threads by id, busiest first):", "",
+             "| load | user | system | threads |", "|---|---:|---:|---|"]
+    for r in rows:
+        user, system = r.producer_user, r.producer_system
+        threads = ", ".join(f"{r.pct(spent):.2f}" for spent in r.producer_threads[:6])
+        lines.append(f"| {r.row.label} | {r.pct(user):.2f} ({_us(r.us_per_post(user))}) "
+                     f"| {r.pct(system):.2f} ({_us(r.us_per_post(system))}) | {threads} |")
+    return [*lines, ""]
 
 
 def jvm_profile(results: list[Result], top: int = 6) -> list[str]:

@@ -125,6 +125,20 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return used
 
 
+def task_times(pid: int) -> dict[int, tuple[float, float]]:
+    """``{thread id: (user, system)}`` CPU seconds each thread of process ``pid`` has
+    used so far (from /proc/PID/task); empty when the process is gone. Two readings
+    subtracted give a window's split by thread and by kind of time."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[float, float]] = {}
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = (task / "stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+                found[int(task.name)] = (int(fields[11]) / ticks, int(fields[12]) / ticks)
+    return found
+
+
 def jvm_pid(pid: int) -> int | None:
     """The pid of the JVM (java) among ``pid``'s descendants, or None."""
     for process in tree(pid):

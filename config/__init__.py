@@ -227,8 +227,9 @@ OPTIONS: dict[str, Option] = {
                "replay the file again from its top although an earlier run replayed it, "
                "as a new pass whose ids get the next '~N' suffix", is_switch=True),
         Option("journal_max_bytes", "JOURNAL_MAX_BYTES", "--journal-max-bytes", byte_size,
-               "most disk the journal of tweets not yet stored may take (e.g. 2GiB); past "
-               "it new tweets are refused, accepted ones are kept", "SIZE"),
+               "most disk the journal of posts not yet stored may take (e.g. 2GiB); past "
+               "it the replay and Bluesky wait for room, X posts are refused; accepted ones "
+               "are kept", "SIZE"),
         Option("journal_path", "JOURNAL_PATH", "--journal-path",
                lambda raw: Path(non_empty(raw)),
                "folder where the producer keeps tweets until they are stored", "PATH"),

@@ -91,6 +91,9 @@ class Journal:
         self.next_seq = self.committed + 1
         #: tweets refused: journal full (max_bytes); see also refused_disk
         self.refused_full = 0
+        #: bytes of the first record the last refused put could not take: what a caller
+        #: that will retry must at least find free (:meth:`wait_for_room`)
+        self.wanted_bytes = 0
         self._ack_lock = threading.Lock()
         self._put_lock = threading.Lock()
         self._last_full_warning = -math.inf
@@ -134,7 +137,8 @@ class Journal:
 
     # -- putting
 
-    def put(self, tweet: dict[str, Any], position: Any = None) -> bool:
+    def put(self, tweet: dict[str, Any], position: Any = None, *,
+            will_retry: bool = False) -> bool:
         """Number ``tweet`` and queue it for the next commit; never waits for the disk.
 
         ``position`` (JSON-encodable) is where the source stands after this
@@ -143,13 +147,17 @@ class Journal:
         the last tweet the journal holds (:meth:`tail`).
 
         Returns False (and counts it) when the journal is full or the disk is;
-        what was put before stays. Raises TypeError or ValueError when the
-        tweet cannot be encoded as JSON.
+        what was put before stays. ``will_retry``: the caller offers a refused
+        tweet again once there is room (:meth:`wait_for_room`), so a refusal
+        loses nothing: it is neither counted nor warned about (the caller says
+        that it waits); True then also means "do not offer it again" for a tweet
+        larger than the whole journal, refused for good (see :meth:`put_many`).
+        Raises TypeError or ValueError when the tweet cannot be encoded as JSON.
         """
-        return self._queue([_member(tweet, position)]) == 1
+        return self._queue([_member(tweet, position)], will_retry) == 1
 
     def put_many(self, tweets: Sequence[dict[str, Any]],
-                 positions: Sequence[Any] | None = None) -> int:
+                 positions: Sequence[Any] | None = None, *, will_retry: bool = False) -> int:
         """:meth:`put` for a list: the same records, numbered in order, with one trip
         through the journal's lock (what saturation pays per tweet otherwise).
 
@@ -158,7 +166,11 @@ class Journal:
         them; or, when the journal fills up, those before the first that does
         not fit (the rest are refused and counted in :attr:`refused_full`,
         as :meth:`put` would count each); 0 when the disk refuses writes (all
-        counted in :attr:`refused_disk`) or the journal is closing. Raises
+        counted in :attr:`refused_disk`) or the journal is closing. With
+        ``will_retry`` nothing refused is counted (see :meth:`put`), except a
+        tweet whose record alone is larger than ``max_bytes``: no wait would
+        make room for it, so it is refused for good, counted, and counted in
+        the return value as one the caller is done with. Raises
         TypeError or ValueError, with nothing put, when a tweet cannot be
         encoded as JSON.
         """
@@ -168,29 +180,44 @@ class Journal:
             members = list(map(_member, tweets, positions))
         else:
             raise ValueError(f"{len(tweets)} tweets and {len(positions)} positions")
-        return self._queue(members) if members else 0
+        return self._queue(members, will_retry) if members else 0
 
-    def _queue(self, members: list[bytes]) -> int:
+    def _queue(self, members: list[bytes], will_retry: bool = False) -> int:
         """Number, seal and queue the records of ``members`` (:func:`_member`): how many
-        were accepted, as :meth:`put_many` says."""
+        were accepted, as :meth:`put_many` says. With ``will_retry``, a first record
+        larger than the whole journal is refused for good (counted, warned about) and
+        counted among those the caller is done with: waiting would never make room."""
+        too_big: list[int] = []
         with self._put_lock:  # putters one at a time: only they move next_seq
             records = seal_numbered(self._head, self.next_seq, members)
+            while will_retry and records and len(records[0]) > self.max_bytes:
+                too_big.append(len(records[0]))
+                members = members[1:]  # renumbered: the next record takes its seq
+                records = seal_numbered(self._head, self.next_seq, members)
             size = sum(map(len, records))
             with self.changed:
+                self.refused_full += len(too_big)
                 if self.committer.closing:
-                    return 0
+                    return len(too_big)
                 if self.committer.disk_error is not None:
-                    self.committer.refused_disk += len(records)
-                    return 0
+                    if not will_retry:
+                        self.committer.refused_disk += len(records)
+                    elif records:
+                        self.wanted_bytes = len(records[0])
+                    return len(too_big)
                 room = self.max_bytes - self.bytes_held
                 if size > room:  # the longest prefix that fits
                     size = taken = 0
                     while size + len(records[taken]) <= room:
                         size += len(records[taken])
                         taken += 1
+                    self.wanted_bytes = len(records[taken])
                     refused, records = len(records) - taken, records[:taken]
-                    self.refused_full += refused
-                    warn = time.monotonic() - self._last_full_warning >= self.FULL_WARNING_SECONDS
+                    warn = False
+                    if not will_retry:
+                        self.refused_full += refused
+                        warn = (time.monotonic() - self._last_full_warning
+                                >= self.FULL_WARNING_SECONDS)
                     if warn:
                         self._last_full_warning = time.monotonic()
                 else:
@@ -198,11 +225,44 @@ class Journal:
                 if records:
                     self.next_seq += len(records)
                     self.committer.queue(records, size)
+        for length in too_big:
+            log.warning("journal %s: refusing a tweet of %s for good: it is larger than the "
+                        "whole journal (JOURNAL_MAX_BYTES %s)", self.path, _size(length),
+                        _size(self.max_bytes))
         if warn:
             log.warning("journal %s is full (%s of JOURNAL_MAX_BYTES %s held until the job "
                         "stores them): refusing new tweets; %d refused so far", self.path,
                         _size(self.bytes_held), _size(self.max_bytes), self.refused_full)
-        return len(records)
+        return len(too_big) + len(records)
+
+    def wait_for_room(self, size: int, timeout: float | None = None, *,
+                      give_up: Callable[[], bool] | None = None) -> bool:
+        """Wait until the journal would take ``size`` more bytes of records: they fit
+        under ``max_bytes`` (a size above ``max_bytes`` waits for an empty journal)
+        and the disk takes writes. True then; False when the journal closes,
+        ``give_up()`` returns True, or ``timeout`` seconds pass first.
+
+        Nothing polls: the wait is woken by each acknowledgement (which frees
+        room), each commit (the disk writes again) and the close; whoever makes
+        ``give_up`` true calls :meth:`wake`.
+        """
+        need = min(size, self.max_bytes)
+
+        def done() -> bool:
+            return (self.committer.closing or (give_up is not None and give_up())
+                    or (self.committer.disk_error is None
+                        and self.max_bytes - self.bytes_held >= need))
+
+        with self.changed:
+            self.changed.wait_for(done, timeout)
+            return (not self.committer.closing and not (give_up is not None and give_up())
+                    and self.committer.disk_error is None
+                    and self.max_bytes - self.bytes_held >= need)
+
+    def wake(self) -> None:
+        """Wake every :meth:`wait_for_room` to look at its ``give_up`` again."""
+        with self.changed:
+            self.changed.notify_all()
 
     def wait_committed(self, seq: int | None = None, timeout: float | None = None) -> bool:
         """Wait until every seq up to ``seq`` (default: everything put so far) is on

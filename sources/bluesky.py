@@ -14,28 +14,33 @@ last in this module:
   it, so a dropped connection loses nothing), the posts handled lately (so
   those a rewind delivers again are dropped), and the cursor file beside the
   journal that keeps both (so a restart goes on where it stopped);
-* :class:`BlueskySource`, the WebSocket client built on it: it rotates
-  through the hosts, backs off with jitter, reconnects when a host goes
-  silent, skips an event too big to carry (:mod:`sources.oversize`), and
-  hands each matching post to ``emit``.
+* :class:`BlueskySource`, the WebSocket client built on it and on the named
+  hooks of :mod:`sources.jetstream_hooks` (where reading breaks or goes on),
+  reading in one thread (:mod:`sources.jetstream_socket`): it rotates through the hosts,
+  backs off with jitter, reconnects when a host goes silent, skips an event
+  too big to carry (:mod:`sources.oversize`), hands each matching post to
+  ``emit``, and, when ``emit`` refuses one (the journal is full), stops
+  reading until there is room and goes on from that post.
 
 Typical use (what ``stream.py --source bluesky`` does)::
 
-    source = BlueskySource(urls, KeywordMatcher(keywords), server.put,
-                           cursor_path=journal_path / BlueskySource.CURSOR_FILE)
+    source = BlueskySource(urls, KeywordMatcher(keywords),
+                           functools.partial(server.put, will_retry=True),
+                           cursor_path=journal_path / BlueskySource.CURSOR_FILE,
+                           wait_for_room=server.wait_for_room)
     source.run(stop)          # until stop is set; NoHostError if none answers at start
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
 import re
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,12 +48,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import websockets
 from websockets.frames import CloseCode
-from websockets.sync.client import ClientConnection, connect
 
 import transform
 from sources import Emit, Tweet
 from sources.bluesky_conversation import conversation_fields
-from sources.jetstream_progress import JetstreamProgress
+from sources.jetstream_hooks import LIVE, OVERSIZE, REFUSED, REWIND, JetstreamHooks
+from sources.jetstream_socket import JetstreamConnection, WakeOnStop
 from sources.oversize import OversizeSkip
 
 log = logging.getLogger(__name__)
@@ -233,8 +238,9 @@ def first_answering(urls: Sequence[str], timeout: float) -> str | None:
         if left <= 0:
             break
         try:
-            with connect(subscribe_url(url, None), close_timeout=1, user_agent_header=USER_AGENT,
-                         open_timeout=min(left, BlueskySource.OPEN_TIMEOUT)):
+            with JetstreamConnection.open(subscribe_url(url, None), max_size=2**20,
+                                          open_timeout=min(left, BlueskySource.OPEN_TIMEOUT),
+                                          user_agent=USER_AGENT, close_timeout=1):
                 return url
         except (OSError, websockets.exceptions.WebSocketException) as err:
             log.debug("Jetstream %s does not answer: %s", url, err)
@@ -244,18 +250,28 @@ def first_answering(urls: Sequence[str], timeout: float) -> str | None:
 # --- the WebSocket client --------------------------------------------------------------
 
 
-class BlueskySource(JetstreamProgress):
+class BlueskySource(JetstreamHooks):
     """Posts from Jetstream that match the keywords, each handed to ``emit``.
 
     :meth:`run` connects to the first URL that answers, reads events until
-    ``stop`` is set and reconnects for as long as it runs. The hooks
-    (``on_connect``, ``on_frame``, ``on_connection_error``, ``on_stale``)
-    can be overridden; the constants below (and :class:`JetstreamProgress`'s)
-    are the policy.
+    ``stop`` is set and reconnects for as long as it runs, all in the thread
+    that calls it (:class:`~sources.jetstream_socket.JetstreamConnection`).
+    The constants below (and :class:`JetstreamProgress`'s) are the policy.
 
-    The counters (:attr:`events`, :attr:`posts`, :attr:`matched`, ...),
-    :meth:`status` and the cursor file are :class:`JetstreamProgress`'s: this
-    class is the connection loop and what it does with each frame.
+    When ``emit`` refuses a post (the journal is full) nothing is lost: the
+    source stops reading, closes the connection (a host drops a client that
+    leaves its socket unread), waits for room (``wait_for_room``) and
+    reconnects to the same host from that post's own ``time_us``; the posts
+    handed on before it come again and are dropped by the dedup.
+
+    The hooks, the moments where reading breaks or goes on with what a record
+    of gaps needs, are :class:`~sources.jetstream_hooks.JetstreamHooks`'s
+    (``on_restart``, ``on_connect``, ``on_first_event``, ``on_stale``,
+    ``on_connection_error``, ``on_pause``, ``on_resume``), with
+    :meth:`on_oversize` and :meth:`on_too_big` here; the counters
+    (:attr:`events`, :attr:`posts`, :attr:`matched`, ...), :meth:`status` and
+    the cursor file are :class:`~sources.jetstream_progress.JetstreamProgress`'s.
+    This class is the connection loop and what it does with each frame.
     """
 
     #: At start, give up (NoHostError) if no host has answered within this.
@@ -264,6 +280,13 @@ class BlueskySource(JetstreamProgress):
     READ_LIMIT_FACTOR = READ_LIMIT_FACTOR
     #: Most seconds one opening handshake may take.
     OPEN_TIMEOUT = 10.0
+    #: Most seconds a closing handshake waits for the host.
+    CLOSE_TIMEOUT = 2.0
+    #: A host sends each event as it comes (50 a second from Jetstream, each on a
+    #: wake-up of its own); after a read, the frames that come within this many
+    #: seconds are read together, at one wake-up: far less CPU a frame, for a delay
+    #: that 20 s batches do not see. A stop still ends the wait at once.
+    GATHER_SECONDS = 0.25
     #: Wait before reconnect attempt n: a random time up to
     #: min(BACKOFF_MAX, BACKOFF_BASE * 2**n) seconds ("full jitter").
     BACKOFF_BASE = 0.5
@@ -282,17 +305,21 @@ class BlueskySource(JetstreamProgress):
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         before_cursor_save: Callable[[], None] | None = None,
         journaled: Iterable[dict[str, Any]] = (),
+        wait_for_room: Callable[[threading.Event], bool] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``emit`` gets each matching post as a wire tweet, with its event's time_us
-        (the journal keeps it in the post's record). ``before_cursor_save`` runs
-        before the cursor file is written: stream.py makes the journal durable
-        there, so the cursor never runs ahead of what was kept. ``journaled``:
-        the journal's last records (stream.py passes them at start), so that a
-        restart resumes after the last post kept, and drops the ones a rewind
-        brings again, even those kept after the cursor file was last written.
-        ``max_event_bytes``: the largest event (frame) carried; hosts are asked
-        to skip bigger ones, and one sent anyway is skipped by the client."""
+        (the journal keeps it in the post's record), and says whether it took it.
+        ``wait_for_room(stop)``, after a refusal, returns True once ``emit`` may
+        take posts again (False: ``stop`` was set first); without it the source
+        tries again after the back-off. ``before_cursor_save`` runs before the
+        cursor file is written: stream.py makes the journal durable there, so the
+        cursor never runs ahead of what was kept. ``journaled``: the journal's
+        last records (stream.py passes them at start), so that a restart resumes
+        after the last post kept, and drops the ones a rewind brings again, even
+        those kept after the cursor file was last written. ``max_event_bytes``:
+        the largest event (frame) carried; hosts are asked to skip bigger ones,
+        and one sent anyway is skipped by the client."""
         if not urls:
             raise ValueError("at least one Jetstream URL is needed")
         if max_event_bytes < 1:
@@ -305,6 +332,7 @@ class BlueskySource(JetstreamProgress):
                             "sends no hello, so the host would send nothing", url)
         self.matcher = matcher
         self._emit = emit
+        self._wait_for_room = wait_for_room
         self.stale_seconds = stale_seconds
         #: set once a host has answered
         self.connected = threading.Event()
@@ -314,6 +342,10 @@ class BlueskySource(JetstreamProgress):
         self._skip = OversizeSkip()
         self._asked: int | None = None  # the cursor the current connection asked for
         self._newest_here: int | None = None  # its newest event at or after that cursor
+        self._first_here = False  # whether the current connection has had an event yet
+        #: (host, time_us) of the first post emit refused: reading stops, and goes on
+        #: from there (on that host) once there is room
+        self._refused_at: tuple[str, int | None] | None = None
         super().__init__(cursor_path=cursor_path, before_cursor_save=before_cursor_save,
                          journaled=journaled, clock=clock)
 
@@ -328,13 +360,16 @@ class BlueskySource(JetstreamProgress):
         Raises NoHostError when no host answered within START_TIMEOUT of the
         start; once connected, it never gives up. No timer wakes it to look at
         ``stop``: the back-off waits on it, and a wait for the next frame ends
-        when the connection is closed on stop (:class:`_CloseOnStop`, which also
-        sets ``stop`` when this returns or raises).
+        when ``stop`` wakes the socket wait (:class:`WakeOnStop`, which also
+        sets ``stop`` when this returns or raises); the connection is then
+        closed by this thread.
         """
+        if self.resumed_from is not None:
+            self.on_restart(self.resumed_from, self._clock() - self.resumed_from / 1e6)
         deadline = time.monotonic() + self.START_TIMEOUT
         tried: list[str] = []
         turn = 0
-        with _CloseOnStop(stop) as closer:
+        with WakeOnStop(stop) as wakeup:
             while not stop.is_set():
                 url = self.urls[turn % len(self.urls)]
                 turn += 1
@@ -346,7 +381,7 @@ class BlueskySource(JetstreamProgress):
                 else:
                     left = self.OPEN_TIMEOUT
                 try:
-                    self._session(url, min(self.OPEN_TIMEOUT, left), closer)
+                    self._session(url, min(self.OPEN_TIMEOUT, left), wakeup, stop)
                 except websockets.exceptions.ConnectionClosed as err:
                     if _too_big(err):
                         turn -= 1  # the same host again: the cursor past the event is in its times
@@ -358,6 +393,11 @@ class BlueskySource(JetstreamProgress):
                     self.on_connection_error(url, err)
                 if stop.is_set():
                     break
+                if self.paused_since is not None:  # emit refused a post: wait for room
+                    turn -= 1  # then the same host again: the post's time_us is in its times
+                    if not self._pause(stop):
+                        break
+                    continue
                 self._attempt += 1
                 wait = self._backoff()
                 if not self.connected.is_set():
@@ -365,27 +405,43 @@ class BlueskySource(JetstreamProgress):
                 stop.wait(wait)
             self.save_cursor(force=True)
 
-    def _session(self, url: str, open_timeout: float, closer: _CloseOnStop) -> None:
-        """One connection: open it, read until stop, silence or a failure."""
-        skip_cursor = self._skip.cursor_for(url)
-        self._asked = self.resume_cursor() if skip_cursor is None else skip_cursor
+    def _session(self, url: str, open_timeout: float, wakeup: socket.socket,
+                 stop: threading.Event) -> None:
+        """One connection: open it, read until stop, silence, a refusal or a failure."""
+        self._asked, why = self._cursor_for(url)
         self._newest_here = None
-        target = subscribe_url(url, self._asked, self.max_event_bytes)
-        with connect(target, open_timeout=open_timeout,
-                     max_size=self.max_event_bytes * self.READ_LIMIT_FACTOR,
-                     close_timeout=2, user_agent_header=USER_AGENT) as websocket, \
-                closer.holding(websocket):
+        self._first_here = False
+        with JetstreamConnection.open(
+                subscribe_url(url, self._asked, self.max_event_bytes),
+                open_timeout=open_timeout, user_agent=USER_AGENT,
+                max_size=self.max_event_bytes * self.READ_LIMIT_FACTOR,
+                close_timeout=self.CLOSE_TIMEOUT, wakeup=wakeup,
+                gather_seconds=self.GATHER_SECONDS) as connection:
             if self.connected.is_set():
                 self.reconnects += 1
             self.url = url
             self.connected.set()
-            self.on_connect(url, target)
-            self._read(websocket, closer.stop)
+            self.on_connect(url, self._asked, why)
+            self._read(connection, stop)
 
-    def _read(self, websocket: ClientConnection, stop: threading.Event) -> None:
-        """Handle frames until ``stop``, ``stale_seconds`` of silence or a failure.
-        With no frame, the wait lasts until the stale deadline, or until the
-        cursor file is due to get the last event's time, whichever is first."""
+    def _cursor_for(self, url: str) -> tuple[int | None, str]:
+        """The cursor a connection to ``url`` asks for, and why: past an event too big
+        to carry (:mod:`sources.oversize`); at the post emit refused, on its host;
+        else a few seconds before the last event handled (:meth:`resume_cursor`),
+        or the live tip before any."""
+        skip_cursor = self._skip.cursor_for(url)
+        if skip_cursor is not None:
+            return skip_cursor, OVERSIZE
+        refused = self._refused_at
+        if refused is not None and refused[0] == url and refused[1] is not None:
+            return refused[1], REFUSED
+        cursor = self.resume_cursor()
+        return cursor, LIVE if cursor is None else REWIND
+
+    def _read(self, connection: JetstreamConnection, stop: threading.Event) -> None:
+        """Handle frames until ``stop``, ``stale_seconds`` of silence, a refusal or a
+        failure. With no frame, the wait lasts until the stale deadline, or until
+        the cursor file is due to get the last event's time, whichever is first."""
         stale_at = time.monotonic() + self.stale_seconds
         while not stop.is_set():
             wait = stale_at - time.monotonic()
@@ -393,21 +449,46 @@ class BlueskySource(JetstreamProgress):
             if save_in is not None:
                 wait = min(wait, save_in)
             try:
-                frame = websocket.recv(timeout=max(0.0, wait))
-            except TimeoutError:
+                frames = connection.read(timeout=max(0.0, wait))
+            except websockets.exceptions.ConnectionClosed:
+                if stop.is_set():
+                    return
+                raise
+            if not frames:
+                if stop.is_set():
+                    return  # woken by the stop: the caller closes the connection
                 if time.monotonic() >= stale_at:
-                    self.on_stale(self.url or "")
+                    self.on_stale(self.url or "", self.last_time_us)
                     return
                 self.save_cursor()
                 continue
-            except websockets.exceptions.ConnectionClosed:
-                if stop.is_set():
-                    return  # closed on stop
-                raise
             stale_at = time.monotonic() + self.stale_seconds
             self._attempt = 0  # events flow: the next failure starts the backoff afresh
-            self.on_frame(frame)
+            for frame in frames:
+                self.on_frame(frame)
+                if self.paused_since is not None:
+                    return  # refused: the rest comes again from the refused post's cursor
             self.save_cursor()
+
+    def _pause(self, stop: threading.Event) -> bool:
+        """Emit refused a post and the connection is closed: save the cursor, wait
+        for room (or the back-off, without ``wait_for_room``); False when ``stop``
+        came first."""
+        assert self._refused_at is not None and self.paused_since is not None
+        url, time_us = self._refused_at
+        self.save_cursor(force=True)  # a restart meanwhile goes on from the refused post
+        self.on_pause(url, time_us)
+        if self._wait_for_room is not None:
+            room = self._wait_for_room(stop)
+        else:
+            self._attempt += 1
+            room = not stop.wait(self._backoff())
+        waited = time.monotonic() - self.paused_since
+        self.paused_seconds += waited
+        self.paused_since = None
+        if room:
+            self.on_resume(url, time_us, waited)
+        return room and not stop.is_set()
 
     def _backoff(self) -> float:
         ceiling = min(self.BACKOFF_MAX, self.BACKOFF_BASE * 2 ** min(self._attempt, 16))
@@ -418,31 +499,18 @@ class BlueskySource(JetstreamProgress):
         return (f"no Jetstream host answered within {self.START_TIMEOUT:g} s (tried {names}); "
                 "check the network or a proxy, or use --source replay to run offline")
 
-    # -- hooks
-
-    def on_connect(self, url: str, target: str) -> None:
-        """Called once a host has answered."""
-        if self.last_time_us is None:
-            log.info("connected to %s: live posts from now on", url)
-        elif self._skip.cursor_for(url) is not None:
-            log.debug("connected to %s: trying cursor %s, past an event too big to carry",
-                      url, self._asked)
-        else:
-            log.info("connected to %s: resuming %.0f s before the last event handled "
-                     "(cursor %d)", url, self.REWIND_SECONDS, self.resume_cursor())
+    # -- handling a frame
 
     def on_frame(self, frame: str | bytes) -> None:
-        """Handle one frame: a matching new post goes to ``emit``."""
+        """Handle one frame: a matching new post goes to ``emit``; one ``emit``
+        refuses stops the reading (:meth:`on_pause`)."""
         self.events += 1
         if len(frame) * 4 > self.max_event_bytes and _size(frame) > self.max_event_bytes:
             self.on_oversize(frame)
             return
         verdict, post, time_us = read_event(frame)
         if time_us is not None:
-            self.note_time(time_us)
-            if self._asked is None or time_us >= self._asked:
-                self._newest_here = max(time_us, self._newest_here or time_us)
-                self._skip.event(time_us)
+            self._note_event(time_us)
         if verdict == MALFORMED:
             self.malformed += 1
             now = time.monotonic()
@@ -461,17 +529,27 @@ class BlueskySource(JetstreamProgress):
             self.repeats += 1  # a rewind brought it again
             return
         if not self._emit(wire_tweet(post), time_us):
-            self.refused += 1  # counted and logged by the server; a rewind may bring it back
+            self._refused_at = (self.url or "", time_us)
+            self.paused_since = time.monotonic()
+            self.pauses += 1
             return
         self.matched += 1
         self.remember_post(uri, time_us)
 
-    def on_connection_error(self, url: str, err: BaseException) -> None:
-        """Called when connecting fails or a connection breaks. Before the first
-        connection this is only a debug line: :class:`NoHostError` says it all."""
-        reason = " ".join(str(err).split()) or type(err).__name__
-        level = logging.WARNING if self.connected.is_set() else logging.DEBUG
-        log.log(level, "Jetstream %s: %s; reconnecting with backoff", url, reason[:200])
+    def _note_event(self, time_us: int) -> None:
+        """An event's time: the cursor and lag, the oversize rule, the first event
+        of the connection, and the end of a pause once it is read again."""
+        self.note_time(time_us)
+        if self._asked is None or time_us >= self._asked:
+            self._newest_here = max(time_us, self._newest_here or time_us)
+            self._skip.event(time_us)
+        if not self._first_here:
+            self._first_here = True
+            self.on_first_event(self.url or "", self._asked, time_us)
+        if self._refused_at is not None and time_us > (self._refused_at[1] or 0):
+            self._refused_at = None  # read past the refused post: its cursor is spent
+
+    # -- events skipped (hooks too: see sources.jetstream_hooks)
 
     def on_oversize(self, frame: str | bytes) -> None:
         """Called with an event over ``max_event_bytes`` that the host sent anyway (it
@@ -480,10 +558,7 @@ class BlueskySource(JetstreamProgress):
         found = _TIME_US.search(head)
         time_us = int(found.group(1)) if found else None
         if time_us is not None:
-            self.note_time(time_us)
-            if self._asked is None or time_us >= self._asked:
-                self._newest_here = max(time_us, self._newest_here or time_us)
-                self._skip.event(time_us)
+            self._note_event(time_us)
         self.oversize += 1
         log.warning("skipping a Jetstream event over %d bytes (%d bytes, time_us %s) from %s "
                     "(%d skipped so far)", self.max_event_bytes, _size(frame), time_us,
@@ -500,56 +575,6 @@ class BlueskySource(JetstreamProgress):
         else:
             log.debug("the event over %d bytes came first again from %s", self.max_event_bytes,
                       url)
-
-    def on_stale(self, url: str) -> None:
-        """Called when no event has come for ``stale_seconds``: the host is silent."""
-        log.warning("no event from %s for %g s; reconnecting to another host",
-                    url, self.stale_seconds)
-
-
-class _CloseOnStop:
-    """For the length of a ``with`` block, a thread that waits for ``stop`` and
-    then closes the connection being read (:meth:`holding`): a read waiting for
-    its next frame ends at once, with no timer. A connection opened after that
-    looks at ``stop`` before its first read. Leaving the block sets ``stop``,
-    which ends the thread also when no host ever answered."""
-
-    def __init__(self, stop: threading.Event) -> None:
-        self.stop = stop
-        self._lock = threading.Lock()
-        self._websocket: ClientConnection | None = None
-        self._thread = threading.Thread(target=self._close_on_stop, name="bluesky-stop",
-                                        daemon=True)
-
-    def __enter__(self) -> _CloseOnStop:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop.set()
-        self._thread.join()
-
-    @contextlib.contextmanager
-    def holding(self, websocket: ClientConnection) -> Iterator[None]:
-        """Close ``websocket`` on stop while the block lasts."""
-        with self._lock:
-            self._websocket = websocket
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._websocket = None
-
-    def _close_on_stop(self) -> None:
-        self.stop.wait()
-        with self._lock:
-            websocket = self._websocket
-        if websocket is None:
-            return
-        try:
-            websocket.close()  # thread-safe; waits for the host's answer (close_timeout)
-        except (OSError, websockets.exceptions.WebSocketException) as err:
-            log.debug("closing the Jetstream connection on stop: %s", err)
 
 
 def _size(frame: str | bytes) -> int:

@@ -59,8 +59,12 @@ class JetstreamProgress:
     #: A reconnect resumes this many seconds before the last event handled: each
     #: host stamps time_us with its own clock, and events come slightly out of order.
     REWIND_SECONDS = 5.0
-    #: The cursor file is rewritten at most this often (each write is fsynced).
-    CURSOR_SAVE_SECONDS = 1.0
+    #: The cursor file is rewritten at most this often (each write, and the journal
+    #: sync before it, costs fsyncs). A cursor this stale loses nothing: a restart
+    #: resumes REWIND_SECONDS before the later of it and the journal's last post, and
+    #: the posts a rewind brings again are dropped by id; it only re-reads a few
+    #: seconds more of events (at 50 events/s, 250 more a crash).
+    CURSOR_SAVE_SECONDS = 5.0
     #: Jetstream hosts keep about 24 h of events (v1) or 36 h (v2); a cursor older
     #: than the shorter is warned about.
     RETENTION_SECONDS = 24 * 3600.0
@@ -93,8 +97,12 @@ class JetstreamProgress:
         self.matched = 0
         #: matching posts dropped because a rewind delivered them again
         self.repeats = 0
-        #: matching posts emit refused (the producer's buffer was full)
-        self.refused = 0
+        #: times reading stopped because emit refused a post (the journal was full; the
+        #: post is read again, not lost), and the seconds those pauses lasted
+        self.pauses = 0
+        self.paused_seconds = 0.0
+        #: time.monotonic() when the pause under way began (None: reading)
+        self.paused_since: float | None = None
         #: frames that were not events, and post records without text
         self.malformed = 0
         #: events too big to carry, skipped (see :mod:`sources.oversize`)
@@ -111,6 +119,9 @@ class JetstreamProgress:
         self._save_due = 0.0  # time.monotonic() from which save_cursor writes again
         self._load_cursor()
         self._remember_journaled(journaled)
+        #: the last event's time_us a restart goes on from (the cursor file or the
+        #: journal's last posts), None for a first start
+        self.resumed_from = self.last_time_us
 
     # -- status
 
@@ -121,14 +132,22 @@ class JetstreamProgress:
         return self._clock() - self.last_time_us / 1e6
 
     def status(self) -> str:
-        """One status line: events, posts, matches, reconnects and lag."""
+        """One status line: events, posts, matches, reconnects and lag; and, once the
+        journal has been full, the pauses (a pause under way first)."""
         lag = self.lag_seconds()
-        return (f"bluesky: {self.events:,} events, {self.posts:,} posts, {self.matched:,} "
-                f"matched ({self.repeats:,} repeats dropped, {self.refused:,} refused, "
+        line = (f"bluesky: {self.events:,} events, {self.posts:,} posts, {self.matched:,} "
+                f"matched ({self.repeats:,} repeats dropped, "
                 f"{self.malformed:,} malformed, {self.oversize:,} oversize skipped), "
                 f"{self.reconnects:,} reconnects, lag "
                 + ("-" if lag is None else f"{lag:.1f} s")
                 + (f", host {self.url}" if self.url else ""))
+        if self.pauses:
+            ongoing = 0.0 if self.paused_since is None else time.monotonic() - self.paused_since
+            if self.paused_since is not None:
+                line += f"; paused (journal full) for {ongoing:,.0f} s"
+            line += (f"; {self.pauses:,} pauses for a full journal, "
+                     f"{self.paused_seconds + ongoing:,.0f} s in all")
+        return line
 
     # -- the cursor
 
@@ -172,12 +191,6 @@ class JetstreamProgress:
             return
         self.last_time_us = self._saved_time_us = resume.time_us
         self.recent.update(resume.recent)
-        age = self._clock() - resume.time_us / 1e6
-        if age > self.RETENTION_SECONDS:
-            log.warning("the Jetstream cursor is %.1f h old; Jetstream hosts keep about 24 h "
-                        "(v1) or 36 h (v2), so older posts may not be sent again", age / 3600)
-        else:
-            log.info("resuming Bluesky posts from %s (%.0f s ago)", self.cursor_path, age)
 
     def cursor_save_in(self) -> float | None:
         """Seconds until :meth:`save_cursor` would write the newest event's time

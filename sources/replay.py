@@ -21,8 +21,11 @@ from journal import Checkpoint
 from sources import Emit, Tweet, tweet_or_reason
 
 #: What takes a list of tweets with their positions (:meth:`utility.TweetServer.put_many`);
-#: how many it accepted
+#: how many it accepted (a prefix)
 EmitMany = Callable[[list[Tweet], list[Any]], int]
+#: What waits for room after a refusal (:meth:`utility.TweetServer.wait_for_room`): True
+#: once there is room, False when ``stop`` was set first (or no room will come)
+WaitForRoom = Callable[[threading.Event], bool]
 
 log = logging.getLogger(__name__)
 
@@ -82,63 +85,77 @@ class ReplaySource:
         self._identity_tag: str | None = None
         self.emitted = 0
         self.skipped = 0
-        self._position = (1, 0, 0)  # (pass, byte offset of the next line, lines before it)
+        #: (pass, byte offset of the next line, lines before it), after the last tweet
+        #: accepted: what the position file may say
+        self._position = (1, 0, 0)
         self._saved: tuple[int, int, int] | None = None
-        self._hand_over: Callable[[], None] = lambda: None  # tweets gathered for emit_many
+        self._handing = _HandOver(self, lambda tweets, positions: len(tweets), 1, None,
+                                  threading.Event())  # run() makes the real one
+
+    @property
+    def pauses(self) -> int:
+        """Waits for room in the journal so far."""
+        return self._handing.pauses
+
+    @property
+    def paused_seconds(self) -> float:
+        """Seconds those waits took."""
+        return self._handing.paused_seconds
 
     def run(self, emit: Emit, stop: threading.Event, *,
-            emit_many: EmitMany | None = None) -> int:
+            emit_many: EmitMany | None = None,
+            wait_for_room: WaitForRoom | None = None) -> int:
         """Emit the file's tweets with ``emit`` until done or ``stop`` is set.
 
         With ``emit_many`` (:meth:`utility.TweetServer.put_many`) the tweets
         are handed over a list at a time instead (same tweets, same positions,
         cheaper a tweet): those of a slice just before the schedule waits for
         the next, at most BATCH at once, and always before the position file is
-        written, so it never claims a tweet not handed over.
+        written.
+
+        A tweet is emitted once it is accepted: ``emit`` returned True, or it is
+        in the prefix ``emit_many`` took. One refused (the journal is full) is
+        offered again, with the ones after it, once ``wait_for_room(stop)``
+        returns True (:meth:`utility.TweetServer.wait_for_room`: the job has
+        stored enough to make room); when it returns False (``stop`` was set,
+        the journal closed), or without ``wait_for_room``, the replay ends
+        there. So neither :attr:`emitted` nor the position file ever counts a
+        tweet that was not accepted, and a restart goes on with the first one
+        that was not.
 
         Returns the number of tweets emitted. Raises OSError if the file cannot
         be read.
         """
         self.emitted = self.skipped = 0
-        batch: list[Tweet] = []
-        positions: list[Any] = []
-
-        def hand_over() -> None:
-            if batch:
-                assert emit_many is not None
-                emit_many(batch[:], positions[:])
-                batch.clear()
-                positions.clear()
-
-        self._hand_over = hand_over
+        handing = self._handing = _HandOver(
+            self, emit_many if emit_many is not None else _one_at_a_time(emit),
+            self.BATCH if emit_many is not None else 1, wait_for_room, stop)
         schedule = _Schedule(self.rate, self.MAX_LAG_SECONDS, self.SLICE_SECONDS)
         pass_number, offset, line = self._load_position()
         finished = pass_number == 0
         if not finished:
             self._position = (pass_number, offset, line)
             self._save_position(force=True)  # the file's identity, before the first tweet
-        while not stop.is_set() and not finished:
+        while not finished and not handing.ending():
             emitted_before = self.emitted
+            whole = False
             with self.path.open("rb") as handle:
                 handle.seek(offset)
                 for tweet, position in self._tweets(handle, pass_number, offset, line):
-                    if not schedule.wait_turn(stop, before_waiting=hand_over):
+                    if (not schedule.wait_turn(stop, before_waiting=handing.hand_over)
+                            or handing.halted):
                         break
-                    if emit_many is None:
-                        emit(tweet, [pass_number, *position, self._tag])
-                    else:
-                        batch.append(tweet)
-                        positions.append([pass_number, *position, self._tag])
-                        if len(batch) >= self.BATCH:
-                            hand_over()
-                    self.emitted += 1
-                    self._position = (pass_number, *position)
+                    if not handing.gather(tweet, [pass_number, *position, self._tag]):
+                        break
                     self._save_position()
                 else:
-                    self._position = (pass_number + 1, 0, 0)
-                    finished = not self.loop
-            hand_over()  # the tweets due so far, before the next pass (or the end)
-            if not self.loop or stop.is_set():
+                    whole = True
+            if not handing.hand_over():  # the tweets due so far, before the next pass (or the end)
+                break
+            if whole:
+                self._position = (pass_number + 1, 0, 0)
+                finished = not self.loop
+            if not self.loop or handing.ending():
                 break
             if self.emitted == emitted_before and offset == 0:
                 log.warning("%s holds no tweets; nothing to loop over", self.path)
@@ -235,12 +252,24 @@ class ReplaySource:
         return position
 
     def _save_position(self, *, force: bool = False, finished: bool = False) -> None:
-        """Write the position file (at most every SAVE_SECONDS unless ``force``)."""
+        """Write the position file (at most every SAVE_SECONDS unless ``force``): the
+        position after the last tweet accepted, never past it."""
         if self._checkpoint is None or (self._position == self._saved and not finished):
             return
         if not force and not self._checkpoint.due():
             return
-        self._hand_over()  # the file never claims a tweet not handed over
+        self._handing.hand_over()  # what was gathered first, so the file is as fresh as can be
+        self.write_position(force=force, finished=finished)
+
+    def accepted(self, position: list[Any], count: int) -> None:
+        """``count`` more tweets were accepted, the last at ``position``."""
+        self._position = (position[0], position[1], position[2])
+        self.emitted += count
+
+    def write_position(self, *, force: bool = False, finished: bool = False) -> None:
+        """Write :attr:`_position`, the position after the last tweet accepted."""
+        if self._checkpoint is None or (self._position == self._saved and not finished):
+            return
         text = json.dumps({**self._identity(), "pass": self._position[0],
                            "offset": self._position[1], "line": self._position[2],
                            "finished": finished})
@@ -258,6 +287,88 @@ class ReplaySource:
         except RecursionError:
             return None, "JSON nested too deeply"
         return tweet_or_reason(obj)
+
+
+class _HandOver:
+    """The tweets a replay gathered for ``put``, handed over until every one is
+    accepted: a list of up to ``batch`` at a time and, whenever some are refused
+    (the journal is full), again once ``wait_for_room(stop)`` says there is room.
+    Each accepted prefix is reported to the replay (:meth:`ReplaySource.accepted`),
+    so that its count and its position follow what was accepted, never more."""
+
+    def __init__(self, replay: ReplaySource, put: EmitMany, batch: int,
+                 wait_for_room: WaitForRoom | None, stop: threading.Event) -> None:
+        self.replay = replay
+        self.put = put
+        self.batch = batch
+        self.wait_for_room = wait_for_room
+        self.stop = stop
+        #: set when a refusal ended the replay (stop, the journal closed, or no way to wait)
+        self.halted = False
+        #: waits for room, and the seconds they took
+        self.pauses = 0
+        self.paused_seconds = 0.0
+        self._tweets: list[Tweet] = []
+        self._positions: list[Any] = []
+
+    def ending(self) -> bool:
+        return self.halted or self.stop.is_set()
+
+    def gather(self, tweet: Tweet, position: list[Any]) -> bool:
+        """Add a tweet, handing the list over once it holds ``batch``; False when the
+        replay must end (see :meth:`hand_over`)."""
+        self._tweets.append(tweet)
+        self._positions.append(position)
+        return len(self._tweets) < self.batch or self.hand_over()
+
+    def hand_over(self) -> bool:
+        """Hand the gathered tweets over until every one is accepted, waiting for room
+        whenever some are refused. False when the replay must end, with those not
+        accepted: stop, the journal closed, or no ``wait_for_room`` to wait with."""
+        tweets, positions = self._tweets, self._positions
+        if self.halted:
+            return False
+        while tweets:
+            taken = self.put(tweets[:], positions[:])  # theirs to keep
+            if taken:
+                self.replay.accepted(positions[taken - 1], taken)
+                del tweets[:taken], positions[:taken]
+            if tweets and not self._wait(positions[0]):
+                self.halted = True
+                return False
+        return not self.stop.is_set()
+
+    def _wait(self, refused: list[Any]) -> bool:
+        """Wait for room after the tweet at ``refused`` (its position: pass, offset,
+        line) was refused; True to offer it again. Each wait is logged and counted."""
+        path = self.replay.path
+        if self.wait_for_room is None or self.stop.is_set():
+            if self.wait_for_room is None:
+                log.warning("the journal refused a tweet (line %d of %s): the replay ends "
+                            "there, and goes on from it at the next start", refused[2], path)
+            return False
+        self.pauses += 1
+        self.replay.write_position(force=True)  # a restart goes on from here, however late
+        log.warning("the journal is full (or the disk is): the replay waits for room, then "
+                    "goes on with line %d of %s (pass %d)", refused[2], path, refused[0])
+        began = time.monotonic()
+        room = self.wait_for_room(self.stop)
+        waited = time.monotonic() - began
+        self.paused_seconds += waited
+        if room:
+            log.info("room in the journal again after %.1f s: the replay goes on", waited)
+        return room
+
+
+def _one_at_a_time(emit: Emit) -> EmitMany:
+    """``emit`` as an :data:`EmitMany`: the tweets one by one, up to the first refused."""
+    def emit_many(tweets: list[Tweet], positions: list[Any]) -> int:
+        for taken, (tweet, position) in enumerate(zip(tweets, positions, strict=True)):
+            if not emit(tweet, position):
+                return taken
+        return len(tweets)
+
+    return emit_many
 
 
 class _Schedule:

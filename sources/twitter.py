@@ -21,7 +21,7 @@ from typing import Any
 import tweepy
 
 from journal import write_atomically
-from sources import Emit, describe_errors, tweet_or_reason
+from sources import Emit, Tweet, describe_errors, tweet_or_reason
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,9 @@ class TwitterSource(tweepy.StreamingClient):
         self.read = 0
         #: tweets handed to emit
         self.received = 0
+        #: tweets emit refused (the journal was full): the filtered stream cannot send
+        #: them again, so each is lost, and counted here and by the journal
+        self.refused = 0
         #: connections made (tweepy reconnects by itself)
         self.connections = 0
         #: the HTTP status that made the stream stop for good, if any
@@ -206,8 +209,9 @@ class TwitterSource(tweepy.StreamingClient):
         """One status line: posts read (today against the cap, if any), reconnects."""
         cap = self.daily_cap
         today = f", {cap.used:,} of {cap.limit:,} today" if cap is not None else ""
-        return (f"twitter: {self.read:,} posts read{today}, {self.received:,} sent on, "
-                f"{max(0, self.connections - 1):,} reconnects")
+        refused = f", {self.refused:,} refused (journal full)" if self.refused else ""
+        return (f"twitter: {self.read:,} posts read{today}, {self.received:,} sent on"
+                f"{refused}, {max(0, self.connections - 1):,} reconnects")
 
     def on_connect(self) -> None:
         self.connections += 1
@@ -231,8 +235,16 @@ class TwitterSource(tweepy.StreamingClient):
         self.read += 1
         if self.daily_cap is not None and self.daily_cap.count():
             self.disconnect()  # tweepy stops after this message
-        self._emit(tweet, None)  # the filtered stream has no position to resume from
         self.received += 1
+        # the filtered stream has no position to resume from: a refused post is gone
+        if not self._emit(tweet, None):
+            self.refused += 1
+            self.on_refused(tweet)
+
+    def on_refused(self, tweet: Tweet) -> None:
+        """Called with a post the journal refused (full, or the disk is): the X stream
+        cannot send it again, so it is lost, a gap in what was read. The journal
+        counts and logs it (at most one warning every few seconds)."""
 
     def on_connection_error(self) -> None:
         log.warning(

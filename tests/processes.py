@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -367,20 +368,29 @@ class JetstreamStandIn:
     until the client has sent a message. With ``segment_us`` set it acts as a
     v2 host whose archive is cut in segments that long: a cursor starts at the
     beginning of its segment, so older events come again.
+
+    Like Jetstream's own server it negotiates no compression (permessage-deflate)
+    and pings every ``ping_interval`` seconds (Jetstream: 30); unlike it, a
+    client that does not answer a ping within that long again is dropped.
+    With ``tls`` (a server context) it serves ``wss://``. ``headers`` lists each
+    connection's request headers.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ping_interval: float = 30.0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.events: list[tuple[int | None, str]] = []  # (time_us, frame)
         self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []  # each connection's request headers
         self.cut_first_after: int | None = None
         self.silent = False
         self.ignores_max_size = False
         self.segment_us: int | None = None
         self._cond = threading.Condition()
         self._closed = False
-        self._server = serve(self._handle, "127.0.0.1", 0)
+        self._server = serve(self._handle, "127.0.0.1", 0, compression=None, ssl=tls,
+                             ping_interval=ping_interval, ping_timeout=ping_interval)
         self.port = self._server.socket.getsockname()[1]
-        self.url = f"ws://127.0.0.1:{self.port}/subscribe"
+        self.url = f"{'wss' if tls else 'ws'}://127.0.0.1:{self.port}/subscribe"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def publish(self, *events: dict[str, Any] | str) -> None:
@@ -411,6 +421,8 @@ class JetstreamStandIn:
     def _handle(self, connection: ServerConnection) -> None:
         assert connection.request is not None
         path = connection.request.path
+        with self._cond:
+            self.headers.append(dict(connection.request.headers.raw_items()))
         query = parse_qs(urlsplit(path).query)
         values = query.get("cursor")
         limit = int(query.get("maxMessageSizeBytes", ["0"])[0])

@@ -410,3 +410,14 @@ def test_the_saturation_targets_of_issue_16_say_met_or_missed() -> None:
         jobs, None, [], producer_alone_us=9.5)[2:]}["producer ≤ 8 µs of CPU a post at saturation"]
     assert "9.5 µs (alone, median); 7.9 µs (bare); 7.5 µs (full)" in alone
     assert alone.rsplit("|", 2)[1].strip() == "**missed**"
+
+
+def test_the_producer_profile_splits_user_and_system_time_and_lists_its_threads() -> None:
+    from bench.cost import producer_profile
+
+    result = cost_result("bluesky-50", 60.0, 0.3, {"jvm": 1.0})
+    result.producer_user, result.producer_system = 0.24, 0.06
+    result.producer_threads = [0.27, 0.03]
+    lines = producer_profile([result])
+    assert lines[-2] == f"| {ROWS['bluesky-50'].label} | 0.40 (80) | 0.10 (20) | 0.45, 0.05 |"
+    assert producer_profile([cost_result("idle", 60.0, 0.1, {})]) == []  # no thread read

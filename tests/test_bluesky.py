@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,9 +21,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import T0_US, JetstreamStandIn, capture_logs, clean_env, facet, post_event
-from websockets.sync.client import ClientConnection
+from processes import (
+    T0_US,
+    JetstreamStandIn,
+    Program,
+    capture_logs,
+    clean_env,
+    facet,
+    free_port,
+    post_event,
+)
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import OPEN
+from websockets.sync.server import ServerConnection, serve
+from websockets.uri import parse_uri
 
+import control
 import transform
 from sources import bluesky
 from sources.bluesky import (
@@ -36,6 +51,8 @@ from sources.bluesky import (
     subscribe_url,
     wire_tweet,
 )
+from sources.jetstream_hooks import REFUSED, REWIND
+from sources.jetstream_socket import JetstreamConnection
 from sources.oversize import OversizeSkip
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -112,8 +129,7 @@ def test_the_wire_tweet_has_the_documented_fields_in_order() -> None:
     _, post, _ = read_event(json.dumps(event))
     assert post is not None
     tweet = wire_tweet(post)
-    assert list(tweet) == ["id", "text", "created_at", "lang", "author_id", "url", "mentions"]
-    assert tweet["mentions"] == ["did:plc:bob"]  # its place in the conversation: what it has
+    assert list(tweet) == ["id", "text", "created_at", "lang", "author_id", "url"]
     assert tweet["id"] == "at://did:plc:abc123/app.bsky.feed.post/3mzkey"
     assert tweet["url"] == "https://bsky.app/profile/did:plc:abc123/post/3mzkey"
     assert (tweet["lang"], tweet["author_id"]) == ("en", "did:plc:abc123")
@@ -353,21 +369,21 @@ def test_a_silent_host_is_left_for_the_next_one(jetstream: JetstreamStandIn, sta
 
 
 class RecvCalls:
-    """Counts the client's reads (``ClientConnection.recv``): each is a wake-up of
+    """Counts the client's reads (``JetstreamConnection.read``): each is a wake-up of
     the source's thread, for a frame, a deadline or a timer."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
         self.cond = threading.Condition()
-        recv = ClientConnection.recv
+        read = JetstreamConnection.read
 
-        def counting(connection: ClientConnection, *args: Any, **kwargs: Any) -> Any:
+        def counting(connection: JetstreamConnection, *args: Any, **kwargs: Any) -> Any:
             with self.cond:
                 self.count += 1
                 self.cond.notify_all()
-            return recv(connection, *args, **kwargs)
+            return read(connection, *args, **kwargs)
 
-        monkeypatch.setattr(ClientConnection, "recv", counting)
+        monkeypatch.setattr(JetstreamConnection, "read", counting)
 
     def during_an_idle_second(self) -> int:
         """The reads begun during one second in which nothing comes."""
@@ -407,13 +423,20 @@ def test_the_last_cursor_before_a_silence_is_saved_in_it_then_the_source_sleeps(
         with reads.cond:
             saves.append(reads.count)
 
+    class SavesSoon(BlueskySource):
+        CURSOR_SAVE_SECONDS = 0.5  # the test's silence need not last the real interval
+
     emitted = Collector()
-    source = BlueskySource([jetstream.url], KeywordMatcher(DEFAULT_KEYWORDS), emitted,
-                           cursor_path=cursor, before_cursor_save=before_save)
+    source = SavesSoon([jetstream.url], KeywordMatcher(DEFAULT_KEYWORDS), emitted,
+                       cursor_path=cursor, before_cursor_save=before_save)
     run = Running(source)
     jetstream.wait_for_connections(1)
     # the first is saved at once, the second within CURSOR_SAVE_SECONDS: not yet
-    jetstream.publish(*covid_posts(2))
+    jetstream.publish(*covid_posts(1))
+    emitted.wait_for(1)
+    with reads.cond:
+        assert reads.cond.wait_for(lambda: len(saves) == 1, TIMEOUT)
+    jetstream.publish(*covid_posts(1, start=1))
     emitted.wait_for(2)
     with reads.cond:  # saved while no event comes, and read again after the write
         assert reads.cond.wait_for(
@@ -422,6 +445,143 @@ def test_the_last_cursor_before_a_silence_is_saved_in_it_then_the_source_sleeps(
     assert reads.during_an_idle_second() == 0  # nothing left to save: asleep till an event
     run.close()
     assert len(saves) == 2  # the clean stop had nothing more to write
+
+
+def test_the_connection_joins_fragments_and_gives_a_text_that_is_no_utf8_as_bytes() -> None:
+    def handler(connection: ServerConnection) -> None:
+        connection.send(iter(['{"did": ', '"did:plc:a"}']))  # one message, two frames
+        connection.send(b"\xff\xfe not UTF-8", text=True)
+        connection.send(b"\x00binary")
+        connection.recv()  # until the client closes
+
+    with serve(handler, "127.0.0.1", 0, compression=None) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}/subscribe"
+        with JetstreamConnection.open(url, open_timeout=TIMEOUT, max_size=2**20,
+                                      user_agent="test") as connection:
+            messages: list[str | bytes] = []
+            while len(messages) < 3:
+                messages += connection.read(TIMEOUT)
+        server.shutdown()
+    assert messages == ['{"did": "did:plc:a"}', b"\xff\xfe not UTF-8", b"\x00binary"]
+    assert read_event(messages[1])[0] == MALFORMED  # counted and skipped, not a failure
+
+
+def test_a_read_after_messages_lets_more_gather_and_a_wake_up_ends_that_wait(
+    jetstream: JetstreamStandIn
+) -> None:
+    wakeup, waker = socket.socketpair()
+    with wakeup, waker, JetstreamConnection.open(
+            jetstream.url, open_timeout=TIMEOUT, max_size=2**20, user_agent="test",
+            wakeup=wakeup, gather_seconds=3600) as connection:
+        jetstream.wait_for_connections(1)
+        jetstream.publish(*covid_posts(1))
+        assert len(connection.read(TIMEOUT)) == 1
+        jetstream.publish(*covid_posts(1, start=1))
+        assert connection.read(0.2) == []  # gathering: the timeout still holds
+        waker.send(b"s")
+        assert connection.read(None) == []  # a wake-up ends the wait at once
+
+
+def test_a_backlog_is_read_at_once_the_gathering_only_paces_a_trickle(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a pause or a restart the host sends a backlog as fast as it can: a read
+    that fills the buffer is followed at once, not after the gathering time."""
+    monkeypatch.setattr(JetstreamConnection, "READ_BYTES", 1024)
+    frames = [json.dumps(post_event(f"k{n}", "x" * 600, T0_US + n)) for n in range(10)]
+    host, client = socket.socketpair()
+    with host, JetstreamConnection(
+            client, ClientProtocol(parse_uri("ws://h/subscribe"), state=OPEN),
+            close_timeout=0.1, gather_seconds=3600) as connection:
+        host.sendall(b"".join(Frame(Opcode.TEXT, f.encode()).serialize(mask=False)
+                              for f in frames))  # all waiting before the first read
+        got: list[str | bytes] = []
+        while len(got) < len(frames):
+            read = connection.read(0.0)  # no waiting at all: each read finds its bytes
+            assert read, f"a read after a full buffer waited ({len(got)} read)"
+            got += read
+        assert got == frames
+        host.sendall(Frame(Opcode.TEXT, frames[0].encode()).serialize(mask=False))
+        assert connection.read(0.2) == []  # the last read was not full: it gathers
+
+
+def test_the_hosts_pings_are_answered_so_it_keeps_the_connection(start: Any) -> None:
+    """Jetstream pings every 30 s; this stand-in pings every 0.2 s and drops a client
+    that leaves a ping unanswered for 0.2 s."""
+    host = JetstreamStandIn(ping_interval=0.2)
+    try:
+        emitted = Collector()
+        source = start([host.url], emitted, stale_seconds=3600)
+        host.wait_for_connections(1)
+        threading.Event().wait(1.5)  # an observation window: seven pings, no event
+        host.publish(*covid_posts(1))
+        assert emitted.wait_for(1) == [uri("k0")]
+        assert len(host.paths) == 1 and source.reconnects == 0
+    finally:
+        host.close()
+
+
+def test_the_request_names_the_client_and_offers_no_compression(
+    jetstream: JetstreamStandIn, start: Any
+) -> None:
+    start([jetstream.url], Collector())
+    jetstream.wait_for_connections(1)
+    headers = jetstream.headers[0]
+    assert headers["User-Agent"] == bluesky.USER_AGENT
+    assert "Sec-WebSocket-Extensions" not in headers  # frames are not inflated per frame
+
+
+def test_a_host_that_never_answers_the_handshake_is_left_after_the_open_timeout(
+    jetstream: JetstreamStandIn, start: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(BlueskySource, "OPEN_TIMEOUT", 0.5)
+    with socket.create_server(("127.0.0.1", 0)) as mute:  # accepts, never answers
+        dead = f"ws://127.0.0.1:{mute.getsockname()[1]}/subscribe"
+        emitted = Collector()
+        start([dead, jetstream.url], emitted)
+        jetstream.wait_for_connections(1)
+        jetstream.publish(*covid_posts(1))
+        assert emitted.wait_for(1) == [uri("k0")]
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (openssl)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    try:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True, timeout=60)
+    except (OSError, subprocess.CalledProcessError) as err:
+        pytest.skip(f"no openssl to make a certificate: {err}")
+    return cert, key
+
+
+def test_wss_is_tls_checked_against_the_trusted_certificates(
+    certificate: tuple[Path, Path], start: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wss:// host is read over TLS, its certificate checked against the system's
+    trust store (here: SSL_CERT_FILE); an untrusted one is never read from."""
+    cert, key = certificate
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    host = JetstreamStandIn(tls=context)
+    try:
+        assert host.url.startswith("wss://")
+        untrusted = BlueskySource([host.url], KeywordMatcher(DEFAULT_KEYWORDS), Collector())
+        untrusted.START_TIMEOUT = 1.0
+        with pytest.raises(NoHostError):
+            untrusted.run(threading.Event())
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        emitted = Collector()
+        start([host.url], emitted)
+        host.wait_for_connections(1)
+        host.publish(*covid_posts(2))
+        assert emitted.wait_for(2) == [uri("k0"), uri("k1")]
+    finally:
+        host.close()
 
 
 def test_a_stop_during_the_back_off_ends_it_at_once() -> None:
@@ -484,16 +644,154 @@ def test_a_torn_cursor_file_starts_from_the_live_tip(
     assert "ignoring the Jetstream cursor file" in caplog.text
 
 
-def test_a_refused_post_is_not_remembered_so_a_rewind_can_bring_it(
+class SmallJournal:
+    """``emit`` and ``wait_for_room`` of a journal with room for ``room`` posts, which
+    a test makes bigger (as the job's acknowledgements would) with :meth:`grow`."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.tweets: list[dict[str, Any]] = []
+        self.positions: list[Any] = []
+        self.refusals = 0
+        self._cond = threading.Condition()
+
+    def emit(self, tweet: dict[str, Any], position: Any = None) -> bool:
+        with self._cond:
+            if len(self.tweets) >= self.room:
+                self.refusals += 1
+                self._cond.notify_all()
+                return False
+            self.tweets.append(tweet)
+            self.positions.append(position)
+            self._cond.notify_all()
+            return True
+
+    def wait_for_room(self, stop: threading.Event) -> bool:
+        """As TweetServer.wait_for_room: True once there is room, False on stop."""
+        waker = threading.Thread(target=lambda: (stop.wait(), self.grow(0)), daemon=True)
+        waker.start()  # stream.py wakes the wait on stop the same way
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.tweets) < self.room or stop.is_set())
+            return not stop.is_set()
+
+    def grow(self, more: int) -> None:
+        with self._cond:
+            self.room += more
+            self._cond.notify_all()
+
+    def wait_for(self, count: int) -> list[str]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.tweets) >= count, TIMEOUT), (
+                f"{len(self.tweets)} tweets instead of {count}")
+            return [tweet["id"] for tweet in self.tweets]
+
+
+def test_a_full_journal_stops_the_reading_which_goes_on_from_the_refused_post(
+    jetstream: JetstreamStandIn, start: Any, tmp_path: Path
+) -> None:
+    """The journal refuses k2b: the source stops reading and closes the connection,
+    and once there is room it asks the same host for k2b's own time_us. Nothing is
+    lost (k3, k4 and k5, published during the pause, arrive), nothing comes twice
+    (k2a, accepted in the same microsecond as k2b, is dropped as a repeat), nothing
+    is counted as refused, and the status line says that it was paused."""
+    journal = SmallJournal(room=3)
+    cursor = tmp_path / BlueskySource.CURSOR_FILE
+    with capture_logs("sources.bluesky") as logs:
+        source = start([jetstream.url], journal.emit, wait_for_room=journal.wait_for_room,
+                       cursor_path=cursor)
+        jetstream.wait_for_connections(1)
+        k2 = T0_US + 2_000_000
+        jetstream.publish(*covid_posts(2), post_event("k2a", "covid a", k2),
+                          post_event("k2b", "covid b", k2), *covid_posts(1, start=3))
+        logs.wait_for("reading Jetstream stops")
+        assert journal.wait_for(3) == [uri("k0"), uri("k1"), uri("k2a")]
+        status = source.status()
+        assert "paused (journal full) for" in status and "1 pauses for a full journal" in status
+        assert " refused" not in status
+        # the cursor file names the refused post's time: a restart now loses nothing
+        assert json.loads(cursor.read_text())["time_us"] == k2
+        jetstream.publish(*covid_posts(2, start=4))  # while paused
+        journal.grow(10)  # the job stored some: room again
+        ids = journal.wait_for(7)
+    assert ids == [uri(f"k{n}") for n in ("0", "1", "2a", "2b", "3", "4", "5")]
+    assert jetstream.cursors() == [None, k2]  # the same host, from the refused post
+    assert (source.matched, source.repeats, source.pauses, journal.refusals) == (7, 1, 1, 1)
+    assert source.paused_since is None and "paused (journal full)" not in source.status()
+    assert "1 pauses for a full journal" in source.status()
+    # each post with its own event's time: the journal's records say where to resume
+    assert journal.positions == [T0_US, T0_US + 1_000_000, k2, k2, T0_US + 3_000_000,
+                                 T0_US + 4_000_000, T0_US + 5_000_000]
+
+
+def test_the_hooks_name_each_break_with_what_a_record_of_gaps_needs(
+    jetstream: JetstreamStandIn, tmp_path: Path
+) -> None:
+    """A restart from a cursor file 100 s old, a rewound connection and its first
+    event, a pause for a full journal and the connection after it, a silent host:
+    each hook is called with the host, the cursors and the times a ledger needs."""
+    calls: list[tuple[Any, ...]] = []
+
+    class Recording(BlueskySource):
+        def on_restart(self, time_us: int, age_seconds: float) -> None:
+            calls.append(("restart", time_us, round(age_seconds)))
+
+        def on_connect(self, url: str, asked: int | None, why: str) -> None:
+            calls.append(("connect", asked, why))
+
+        def on_first_event(self, url: str, asked: int | None, time_us: int) -> None:
+            calls.append(("first", asked, time_us))
+
+        def on_pause(self, url: str, time_us: int | None) -> None:
+            calls.append(("pause", time_us))
+            super().on_pause(url, time_us)
+
+        def on_resume(self, url: str, time_us: int | None, paused_seconds: float) -> None:
+            calls.append(("resume", time_us))
+
+        def on_stale(self, url: str, last_time_us: int | None) -> None:
+            calls.append(("stale", last_time_us))
+            super().on_stale(url, last_time_us)
+
+    cursor = tmp_path / BlueskySource.CURSOR_FILE
+    cursor.write_text(json.dumps({"time_us": T0_US + 6_000_000, "recent": []}))
+    jetstream.publish(*covid_posts(3, start=10))  # kept by the host since before
+    journal = SmallJournal(room=2)
+    source = Recording([jetstream.url], KeywordMatcher(DEFAULT_KEYWORDS), journal.emit,
+                       cursor_path=cursor, wait_for_room=journal.wait_for_room,
+                       stale_seconds=1.0, clock=lambda: T0_US / 1e6 + 106)
+    with capture_logs("sources.bluesky") as logs:
+        run = Running(source)
+        logs.wait_for("reading Jetstream stops")
+        journal.grow(5)
+        assert journal.wait_for(3) == [uri(f"k{n}") for n in (10, 11, 12)]
+        logs.wait_for("no event from")  # then the host has nothing more: silent
+        run.close()
+    k12 = T0_US + 12_000_000
+    assert calls[:7] == [
+        ("restart", T0_US + 6_000_000, 100),
+        ("connect", T0_US + 1_000_000, REWIND),  # 5 s before the saved event
+        ("first", T0_US + 1_000_000, T0_US + 10_000_000),  # 9 s later: the host's first
+        ("pause", k12),
+        ("resume", k12),
+        ("connect", k12, REFUSED),
+        ("first", k12, k12),
+    ]
+    assert calls[7] == ("stale", k12)
+
+
+def test_without_a_wait_for_room_a_refused_post_is_tried_again_after_the_back_off(
     jetstream: JetstreamStandIn, start: Any
 ) -> None:
-    emitted = Collector(accept=False)
-    source = start([jetstream.url], emitted)
+    journal = SmallJournal(room=0)
+    source = start([jetstream.url], journal.emit)
     jetstream.wait_for_connections(1)
-    jetstream.publish(*covid_posts(1))
-    with emitted._cond:
-        assert emitted._cond.wait_for(lambda: source.refused == 1, TIMEOUT)
+    jetstream.publish(*covid_posts(2))
+    with journal._cond:
+        assert journal._cond.wait_for(lambda: journal.refusals >= 2, TIMEOUT)
     assert source.matched == 0 and uri("k0") not in source.recent
+    journal.grow(2)
+    assert journal.wait_for(2) == [uri("k0"), uri("k1")]
+    assert set(jetstream.cursors()[1:]) == {T0_US}  # each time from the refused post
 
 
 def test_no_host_at_start_raises_naming_the_urls() -> None:
@@ -559,6 +857,69 @@ def test_cli_exits_1_with_one_line_when_no_host_answers(tmp_path: Path) -> None:
     assert errors[0].startswith("stream.py: error: no Jetstream host answered within 15 s")
     assert dead in errors[0] and "--source replay" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def bluesky_stream(tmp_path: Path, url: str, port: int, ack_port: int) -> Program:
+    """stream.py --source bluesky into a 1 MiB journal."""
+    return Program(["stream.py", "--source", "bluesky", "--jetstream-url", url,
+                    "--port", str(port), "--ack-port", str(ack_port),
+                    "--journal-path", str(tmp_path / "journal"), "--journal-max-bytes",
+                    "1MiB", "--control-secret-file", str(tmp_path / "control.secret")])
+
+
+def test_cli_a_full_journal_pauses_the_reading_and_a_stop_or_a_kill_meanwhile_loses_nothing(
+    jetstream: JetstreamStandIn, tmp_path: Path
+) -> None:
+    """1.6 MB of matching posts into a 1 MiB journal with no job: stream.py stops
+    reading instead of refusing. A SIGTERM during the pause ends it at once; a kill
+    -9 during the next; started again with a job that acknowledges as it reads, it
+    delivers every post exactly once."""
+    port, ack_port = free_port(), free_port()
+    count = 1_500
+    posts = [post_event(f"k{n}", f"post {n} about covid " + "x" * 1_000, T0_US + n * 10_000)
+             for n in range(count)]
+    first = bluesky_stream(tmp_path, jetstream.url, port, ack_port)
+    try:
+        jetstream.wait_for_connections(1)  # at the live tip: what comes next is read
+        jetstream.publish(*posts)
+        first.wait_for_text("reading Jetstream stops")
+        assert first.stop() == 0  # SIGTERM ends the wait for room
+    finally:
+        first.kill()
+    summary = next(line for line in first.lines if "summary:" in line)
+    assert "1 pauses for a full journal" in summary and " 0 refused" in summary, summary
+    assert "Traceback" not in first.log
+
+    again = bluesky_stream(tmp_path, jetstream.url, port, ack_port)
+    try:  # the journal is still full: it reads up to the refused post again, and waits
+        again.wait_for_text("reading Jetstream stops")
+    finally:
+        again.kill()
+
+    second = bluesky_stream(tmp_path, jetstream.url, port, ack_port)
+    second.wait_for_text("serving tweets on")
+    stored: dict[int, str] = {}  # seq -> id, as the job keeps them
+    secret = control.load_secret(None, tmp_path / "control.secret")
+    job = control.ControlClient("127.0.0.1", ack_port, secret)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            reader = sock.makefile("rb")
+            while len(stored) < count:
+                line = reader.readline()
+                assert line, f"the producer closed after {len(stored)} posts"
+                obj = json.loads(line)
+                assert stored.setdefault(obj["seq"], obj["id"]) == obj["id"]
+                if len(stored) % 100 == 0 or len(stored) == count:
+                    job.send({obj["src"]: obj["seq"]}, {})
+        assert second.stop() == 0
+    finally:
+        job.close()
+        second.kill()
+    ids = list(stored.values())
+    assert len(ids) == len(set(ids)) == count  # nothing lost, nothing twice
+    assert set(ids) == {uri(f"k{n}") for n in range(count)}
+    summary = next(line for line in second.lines if "summary:" in line)
+    assert " 0 refused" in summary, summary
 
 
 def test_status_line_names_every_figure() -> None:

@@ -19,6 +19,7 @@ import pytest
 from processes import (
     PROJECT,
     T0_US,
+    TIMEOUT,
     JetstreamStandIn,
     Program,
     clean_env,
@@ -28,6 +29,7 @@ from processes import (
     job,
     post_event,
     producer,
+    write_tweets,
 )
 
 import case_series
@@ -204,6 +206,42 @@ def test_bluesky_posts_are_stored_once_each_across_a_drop_and_a_restart(tmp_path
                         "reply_to": f"at://did:plc:p/{POST}/p{n}" if n % 5 == 1 else None,
                         "hashtags": ["Covid"] if n % 5 == 3 else None,
                         "links": ["https://cdc.gov/x"] if n % 5 == 0 else None}
+
+
+@pytest.mark.e2e
+def test_a_replay_into_a_1mib_journal_waits_for_a_late_job_and_stores_each_line_once(
+    tmp_path, page
+) -> None:
+    """Issue 25's case: 20,000 posts (about 2 MiB in the journal) replayed into a 1 MiB
+    journal, the job started late. The replay waits for room instead of refusing:
+    every line is stored exactly once, 0 refused. The job starts as soon as stream.py
+    says it waits (how late is then up to the test: nothing is lost meanwhile)."""
+    replay = tmp_path / "posts.jsonl"
+    write_tweets(replay, 20_000, prefix="late job")
+    _, content = expected_content(replay)
+    port, ack_port = free_port(), free_port()
+    source = producer(tmp_path, replay, port, ack_port, 0, "--journal-max-bytes", "1MiB")
+    consumer = None
+    try:
+        source.wait_for_text("the replay waits for room")
+        consumer = job(tmp_path, port, ack_port, page.url)
+        # the producer exits by itself once the job has acknowledged every post
+        assert source.process.wait(TIMEOUT) == 0, source.log
+        assert consumer.stop() == 0, consumer.log
+    finally:
+        source.kill()
+        if consumer is not None:
+            consumer.kill()
+    assert "Traceback" not in source.log + consumer.log
+    summary = next(line for line in source.lines if "summary:" in line)
+    assert "20000 tweets emitted" in summary and "20,000 stored, 0 refused" in summary, summary
+
+    store = storage.open_store(config.Settings(embedded_db_path=tmp_path / "db"))
+    try:
+        documents = list(store.collection.find().sort("timestamp", 1))
+    finally:
+        store.close()
+    assert [text for doc in documents for text in doc["content"]] == content  # once each
 
 
 # --- command lines --------------------------------------------------------------------

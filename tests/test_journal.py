@@ -588,3 +588,81 @@ def test_one_commit_of_a_long_list_rolls_over_segments_and_reads_back(tmp_path: 
         assert texts == [tweet(n)["text"] for n in range(3000)]
     finally:
         again.close()
+
+
+# --- waiting for room (a source that can give posts again) -------------------------------
+
+
+def test_a_refusal_that_will_be_retried_is_not_counted_and_a_wait_ends_on_the_ack(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A source that can give its posts again is refused without a count or a warning,
+    and its wait for room ends on the acknowledgement that frees it: no poll."""
+    probe = journal_named(tmp_path / "probe", "abc123")
+    probe.put_many([tweet(n) for n in range(10, 15)])
+    probe.close()
+    room = len(segment_bytes(tmp_path / "probe"))  # five records of the same sizes
+    j = journal_named(tmp_path / "j", "abc123", max_bytes=room + 10)
+    caplog.set_level(logging.WARNING, logger="journal")
+    try:
+        assert j.put_many([tweet(n) for n in range(10, 18)], will_retry=True) == 5
+        assert not j.put(tweet(18), will_retry=True)
+        assert (j.refused_full, j.next_seq) == (0, 6)
+        assert 0 < j.wanted_bytes <= room // 5 + 1
+        assert not j.wait_for_room(j.wanted_bytes, timeout=0.05)  # nothing acknowledged
+        assert j.wait_committed(timeout=TIMEOUT)
+        waited: list[bool] = []
+        waiter = threading.Thread(target=lambda: waited.append(j.wait_for_room(room // 2)))
+        waiter.start()
+        j.ack(2)  # two of five stored: not enough for half the journal
+        j.ack(3)  # three: enough
+        waiter.join(TIMEOUT)
+        assert waited == [True]
+        assert j.put_many([tweet(n) for n in range(15, 18)], will_retry=True) == 3
+    finally:
+        j.close()
+    assert not [r for r in caplog.records if "is full" in r.getMessage()]
+
+
+def test_a_wait_for_room_ends_when_asked_to_give_up_or_the_journal_closes(
+    tmp_path: Path
+) -> None:
+    j = Journal(tmp_path / "j", max_bytes=200)
+    stop = threading.Event()
+    results: list[bool] = []
+    waiters = [threading.Thread(target=lambda size=size: results.append(
+        j.wait_for_room(size, give_up=stop.is_set))) for size in (150, 10**6)]
+    try:
+        assert j.put(tweet(1)) and j.wait_committed(timeout=TIMEOUT)
+        for waiter in waiters:
+            waiter.start()
+        stop.set()
+        j.wake()  # whoever sets give_up wakes the waits
+        for waiter in waiters:
+            waiter.join(TIMEOUT)
+        assert results == [False, False]
+        assert not j.wait_for_room(1, give_up=stop.is_set)
+    finally:
+        j.close()
+    assert not j.wait_for_room(1)  # closed: no room will come
+
+
+def test_a_tweet_larger_than_the_whole_journal_is_refused_for_good_not_waited_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A source that waits for room would wait forever for a record larger than the
+    journal: that one is refused for good (counted, warned), and the next ones get
+    its seq."""
+    j = Journal(tmp_path / "j", max_bytes=500)
+    caplog.set_level(logging.WARNING, logger="journal")
+    try:
+        huge = {"id": "big", "text": "x" * 600}
+        assert j.put_many([huge, tweet(1)], will_retry=True) == 2  # both done with
+        assert j.refused_full == 1 and j.held == 1
+        assert j.put(huge, will_retry=True)  # done with: not to be offered again
+        assert j.refused_full == 2 and j.held == 1
+        assert j.wait_committed(timeout=TIMEOUT)
+        assert [(r["seq"], r["id"]) for r in j.tail(5)] == [(1, "t1")]
+    finally:
+        j.close()
+    assert sum("larger than the whole journal" in r.getMessage() for r in caplog.records) == 2

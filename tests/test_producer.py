@@ -7,6 +7,7 @@ conditions or socket reads with timeouts.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -421,10 +422,11 @@ def run_replay(source: ReplaySource, stop_after: int | None = None) -> list[dict
     emitted: list[dict[str, Any]] = []
     stop = threading.Event()
 
-    def emit(tweet: dict[str, Any], position: Any = None) -> None:
+    def emit(tweet: dict[str, Any], position: Any = None) -> bool:
         emitted.append(tweet)
         if stop_after is not None and len(emitted) >= stop_after:
             stop.set()
+        return True
 
     result = source.run(emit, stop)
     assert result == len(emitted) == source.emitted
@@ -546,8 +548,9 @@ def test_stop_interrupts_a_slow_replay_promptly(tmp_path: Path) -> None:
     stop, first = threading.Event(), threading.Event()
     result: list[int] = []
 
-    def emit(tweet: dict[str, Any], position: Any = None) -> None:
+    def emit(tweet: dict[str, Any], position: Any = None) -> bool:
         first.set()
+        return True
 
     thread = threading.Thread(target=lambda: result.append(source.run(emit, stop)), daemon=True)
     thread.start()
@@ -666,6 +669,141 @@ def test_a_replay_handing_over_lists_saves_no_position_past_what_it_handed_over(
     assert [(saved, handed) for saved, handed in claimed if saved > handed] == []
 
 
+def test_a_replay_into_a_full_journal_waits_and_every_post_arrives_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, thread_errors: list[Any]
+) -> None:
+    """The job is late and the journal has room for five posts: the replay waits for
+    room (nothing refused), its position file never passes a post not accepted, and
+    once a consumer takes what the journal holds every post arrives once, in order."""
+    monkeypatch.setattr(ReplaySource, "SAVE_SECONDS", 0.0)  # saved after every post
+    path = write_lines(tmp_path / "t.jsonl", [json.dumps(t) for t in tweets(0, 300)])
+    position_file = tmp_path / "position.json"
+    server = server_with_room_for_five(tmp_path / "journal")  # no acks: written is stored
+    source = ReplaySource(path, rate=0, loop=False, position_path=position_file,
+                          before_save=lambda: server.sync(TIMEOUT))
+    stop = threading.Event()
+    emitted: list[int] = []
+    run = threading.Thread(target=lambda: emitted.append(source.run(
+        functools.partial(server.put, will_retry=True), stop,
+        emit_many=functools.partial(server.put_many, will_retry=True),
+        wait_for_room=server.wait_for_room)), daemon=True)
+    try:
+        with capture_logs("sources.replay") as logs:
+            run.start()
+            logs.wait_for("the replay waits for room")
+        # waiting, not refusing: what fits is accepted (with its position, fewer than
+        # five), and the position file claims no more
+        accepted = source.emitted
+        assert 1 <= accepted < 5 and (server.pending, server.dropped) == (accepted, 0)
+        server.sync(TIMEOUT)
+        last = server.journal.tail(1)[0]
+        assert last["id"] == tweets(accepted - 1, accepted)[0]["id"]
+        assert json.loads(position_file.read_text())["offset"] == last["pos"][1]
+
+        consumer = Consumer(server.address)  # the job comes: room again, post by post
+        try:
+            assert consumer.read_tweets(300) == tweets(0, 300)  # each once, in order
+        finally:
+            consumer.close()
+        run.join(TIMEOUT)
+        assert emitted == [300] and server.dropped == 0 and source.pauses >= 1
+        assert server.wait_until_drained(TIMEOUT)
+    finally:
+        stop.set()
+        server.wake()
+        run.join(TIMEOUT)
+        server.close()
+    assert thread_errors == []
+
+
+def test_a_stop_ends_a_wait_for_room_at_once(tmp_path: Path) -> None:
+    """Ctrl-C while the replay waits for the job: the wait ends at once (stream.py
+    wakes it on stop), and the position names the last post accepted."""
+    path = write_lines(tmp_path / "t.jsonl", [json.dumps(t) for t in tweets(0, 20)])
+    server = server_with_room_for_five(tmp_path / "journal")
+    source = ReplaySource(path, rate=0, loop=False, position_path=tmp_path / "position.json")
+    stop = threading.Event()
+    run = threading.Thread(target=source.run, daemon=True,
+                           args=(functools.partial(server.put, will_retry=True), stop),
+                           kwargs={"wait_for_room": server.wait_for_room})
+    try:
+        with capture_logs("sources.replay") as logs:
+            run.start()
+            logs.wait_for("the replay waits for room")
+        stop.set()
+        server.wake()
+        run.join(TIMEOUT)
+        assert not run.is_alive()
+        assert 1 <= source.emitted < 20 and server.dropped == 0
+        saved = json.loads((tmp_path / "position.json").read_text())
+        # it goes on with the first post not accepted
+        assert (saved["line"], saved["finished"]) == (source.emitted, False)
+    finally:
+        server.close()
+
+
+def test_a_replay_larger_than_the_journal_survives_a_stop_and_a_kill_while_it_waits(
+    tmp_path: Path
+) -> None:
+    """stream.py replays 2.5 MB into a 1 MiB journal with no job: it waits; SIGTERM
+    stops it at once, a kill -9 while it waits loses nothing; the next start, with a
+    job that acknowledges as it reads, delivers every line exactly once, 0 refused."""
+    count = 2_500
+    lines = [json.dumps({"id": f"p{n}", "text": f"post {n} " + "x" * 1_000})
+             for n in range(count)]
+    replay = write_lines(tmp_path / "big.jsonl", lines)
+    args = ("--replay-file", str(replay), "--rate", "0", "--journal-max-bytes", "1MiB")
+
+    for stop_with in (signal.SIGTERM, signal.SIGKILL):
+        proc, _ = start_producer(tmp_path, *args)
+        assert proc.stderr is not None
+        try:
+            for line in proc.stderr:
+                if "the replay waits for room" in line:
+                    break
+            proc.send_signal(stop_with)
+            code = proc.wait(TIMEOUT)
+        finally:
+            proc.kill()
+            rest = proc.stderr.read()
+            proc.stderr.close()
+        if stop_with == signal.SIGTERM:
+            assert code == 0 and "Traceback" not in rest
+            assert " 0 refused" in rest and "waited" in rest, rest
+        journal = Journal(tmp_path / "data" / "journal")
+        try:
+            last = journal.tail(1)[0]
+        finally:
+            journal.close()
+        position = json.loads(
+            (tmp_path / "data" / "journal" / ReplaySource.POSITION_FILE).read_text())
+        assert position["offset"] <= last["pos"][1]  # never past what the journal holds
+
+    proc, port = start_producer(tmp_path, *args)
+    assert proc.stderr is not None
+    stored: dict[int, str] = {}  # seq -> id, as the job keeps them
+    secret = control.load_secret(None, tmp_path / "data" / "control.secret")
+    job = control.ControlClient("127.0.0.1", ACK_PORTS[port], secret)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            reader = sock.makefile("rb")
+            while line := reader.readline():
+                obj = json.loads(line)
+                assert stored.setdefault(obj["seq"], obj["id"]) == obj["id"]
+                if len(stored) % 100 == 0 or len(stored) == count:
+                    job.send({obj["src"]: obj["seq"]}, {})
+        assert proc.wait(TIMEOUT) == 0  # every line stored: the producer is done
+    finally:
+        job.close()
+        proc.kill()
+        rest = proc.stderr.read()
+        proc.stderr.close()
+    ids = list(stored.values())
+    assert sorted(ids, key=lambda i: int(i[1:])) == [f"p{n}" for n in range(count)]
+    assert len(ids) == len(set(ids)) == count  # nothing lost, nothing twice
+    assert " 0 refused" in rest and "Traceback" not in rest
+
+
 def test_replay_of_a_missing_file_raises_oserror(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         ReplaySource(tmp_path / "missing.jsonl", rate=0, loop=False).run(
@@ -735,6 +873,29 @@ def test_at_the_cap_the_stream_disconnects_and_the_status_says_so(tmp_path: Path
         logging.getLogger("sources.twitter").removeHandler(waiter)
     assert not runner.is_alive()
     assert waiter.count("daily cap") == 1
+
+
+def test_an_x_post_the_journal_refuses_is_counted_as_refused_a_gap_it_cannot_refill(
+    tmp_path: Path
+) -> None:
+    """X's filtered stream cannot send a post again: the only source whose refusals
+    are losses, counted by the source and the journal, each a call to on_refused."""
+    server = server_with_room_for_five(tmp_path / "journal")
+    gaps: list[str] = []
+
+    class Recording(TwitterSource):
+        def on_refused(self, tweet: dict[str, Any]) -> None:
+            gaps.append(tweet["id"])
+
+    source = Recording(TOKEN, server.put)
+    try:
+        for tweet in tweets(0, 7):
+            source.on_data(json.dumps({"data": tweet}))
+        assert (source.received, source.refused, server.dropped) == (7, 2, 2)
+        assert gaps == [tweet["id"] for tweet in tweets(5, 7)]
+        assert "7 sent on, 2 refused (journal full)" in source.status()
+    finally:
+        server.close()
 
 
 class FakeRulesApi:
