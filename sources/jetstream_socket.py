@@ -6,15 +6,16 @@ every frame. :class:`JetstreamConnection` is the same client driven from one
 thread: websockets opens the socket (TCP, a proxy from the environment as its
 sync client would use, TLS for ``wss://``), its sans-I/O
 :class:`~websockets.client.ClientProtocol` makes the handshake and parses the
-frames, and the reader waits for the next bytes with ``select`` on the socket,
-feeds them to the protocol and takes the messages out.
+frames, and the reader waits for the next bytes with ``poll`` on the socket
+(``select.select`` fails for descriptors from 1024 on), feeds them to the
+protocol and takes the messages out.
 
 The protocol answers the host's pings itself (Jetstream pings every 30 s) and
 closes with 1009 a frame over ``max_size``; no permessage-deflate is offered
 (Jetstream's own server negotiates none, and inflating would cost CPU per frame).
 
 No timer wakes the reader to look at a stop request: :class:`WakeOnStop`
-makes a socket readable when ``stop`` is set, and the reader's ``select``
+makes a socket readable when ``stop`` is set, and the reader's ``poll``
 waits on it too. Typical use (what :class:`sources.bluesky.BlueskySource` does)::
 
     with WakeOnStop(stop) as wakeup, JetstreamConnection.open(
@@ -38,7 +39,7 @@ from types import TracebackType
 
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
-from websockets.protocol import CLOSED, OPEN, SEND_EOF
+from websockets.protocol import CLOSED, CONNECTING, OPEN, SEND_EOF
 from websockets.sync.client import reconnect
 from websockets.sync.utils import Deadline
 
@@ -58,7 +59,7 @@ class JetstreamConnection:
     #: that fills it means a backlog (a replay from a cursor): the next is not delayed.
     READ_BYTES = 256 * 1024
     #: Most seconds a write (a pong, the close frame), or the rest of a TLS record
-    #: whose first bytes came, may take: reads otherwise wait in ``select``.
+    #: whose first bytes came, may take: reads otherwise wait in ``poll``.
     IO_TIMEOUT = 10.0
 
     def __init__(self, sock: socket.socket, protocol: ClientProtocol, *,
@@ -72,7 +73,9 @@ class JetstreamConnection:
         #: after messages were read, the next read lets more gather this long first
         self.gather_seconds = gather_seconds
         self._gathered_from = -math.inf  # time.monotonic() of the last read with messages
-        self._waits = [sock] if wakeup is None else [sock, wakeup]
+        self._either = _poller(sock, wakeup)  # the socket, or a wake-up
+        self._wakeup_only = _poller(wakeup)
+        self._socket_only = _poller(sock)
         self._ready: list[Message] = []  # messages that came with the handshake's answer
         self._buffer = memoryview(bytearray(self.READ_BYTES))
         self._full = False  # whether the last read filled the buffer
@@ -121,7 +124,9 @@ class JetstreamConnection:
         protocol.send_request(request)
         self.sock.settimeout(deadline.timeout())
         self._send()
-        while protocol.handshake_exc is None and protocol.state is not OPEN:
+        # until the answer: what came with it (frames, even the host's close) is kept
+        # for read(), which gives those messages first, then the close
+        while protocol.handshake_exc is None and protocol.state is CONNECTING:
             self.sock.settimeout(deadline.timeout())  # TimeoutError once it is spent
             # the answer (a Response event), and any frame that came right after it
             self._ready.extend(self._messages(self._receive()))
@@ -164,8 +169,7 @@ class JetstreamConnection:
                 raise protocol.close_exc
             if not self._buffered():
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                readable, _, _ = select.select(self._waits, [], [], left)
-                if self.sock not in readable:
+                if self.sock.fileno() not in _ready(self._either, left):
                     return []  # the time is up, or woken
             messages = self._messages(self._receive())
             if messages:
@@ -178,7 +182,7 @@ class JetstreamConnection:
         if self.wakeup is None:
             time.sleep(seconds)
             return False
-        return bool(select.select([self.wakeup], [], [], seconds)[0])
+        return bool(_ready(self._wakeup_only, seconds))
 
     def _receive(self) -> list[object]:
         """Read what the (readable) socket has, feed it to the protocol and send what
@@ -194,7 +198,7 @@ class JetstreamConnection:
         return self.protocol.events_received()
 
     def _buffered(self) -> bool:
-        """Whether TLS holds decrypted bytes that ``select`` on the socket cannot see."""
+        """Whether TLS holds decrypted bytes that ``poll`` on the socket cannot see."""
         return isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
 
     def _messages(self, events: list[object]) -> list[Message]:
@@ -258,8 +262,7 @@ class JetstreamConnection:
         try:
             while protocol.state is not CLOSED:
                 left = deadline - time.monotonic()
-                if left <= 0 or not (self._buffered()
-                                     or select.select([self.sock], [], [], left)[0]):
+                if left <= 0 or not (self._buffered() or _ready(self._socket_only, left)):
                     break
                 self._receive()  # dropped: the connection is closing
         except (OSError, ssl.SSLError):
@@ -271,9 +274,26 @@ class JetstreamConnection:
             self.sock.shutdown(socket.SHUT_RDWR)
 
 
+def _poller(*socks: socket.socket | None) -> select.poll:
+    """A ``poll`` object waiting for any of ``socks`` (None left out) to be readable:
+    no descriptor of its own, and no limit on the descriptors' numbers."""
+    poller = select.poll()
+    for sock in socks:
+        if sock is not None:
+            poller.register(sock, select.POLLIN)
+    return poller
+
+
+def _ready(poller: select.poll, seconds: float | None) -> set[int]:
+    """The descriptors of ``poller`` that are readable (or hung up, or in error: a read
+    tells which) within ``seconds`` (None: no limit)."""
+    timeout = None if seconds is None else max(0, math.ceil(seconds * 1000))
+    return {fd for fd, _ in poller.poll(timeout)}
+
+
 class WakeOnStop:
     """For the length of a ``with`` block, a thread that waits for ``stop`` and then
-    makes a socket readable (the ``as`` value): a reader waiting in ``select`` for
+    makes a socket readable (the ``as`` value): a reader waiting in ``poll`` for
     its next frame returns at once, with no timer, and closes its connection
     itself. Leaving the block sets ``stop``, which ends the thread also when no
     host ever answered."""

@@ -32,8 +32,10 @@ from processes import (
     post_event,
 )
 from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.protocol import OPEN
+from websockets.server import ServerProtocol
 from websockets.sync.server import ServerConnection, serve
 from websockets.uri import parse_uri
 
@@ -129,7 +131,8 @@ def test_the_wire_tweet_has_the_documented_fields_in_order() -> None:
     _, post, _ = read_event(json.dumps(event))
     assert post is not None
     tweet = wire_tweet(post)
-    assert list(tweet) == ["id", "text", "created_at", "lang", "author_id", "url"]
+    assert list(tweet) == ["id", "text", "created_at", "lang", "author_id", "url", "mentions"]
+    assert tweet["mentions"] == ["did:plc:bob"]  # its place in the conversation: what it has
     assert tweet["id"] == "at://did:plc:abc123/app.bsky.feed.post/3mzkey"
     assert tweet["url"] == "https://bsky.app/profile/did:plc:abc123/post/3mzkey"
     assert (tweet["lang"], tweet["author_id"]) == ("en", "did:plc:abc123")
@@ -1100,3 +1103,35 @@ def test_the_subscribe_url_replaces_the_options_the_client_sets() -> None:
                         "&wantedDids=did:plc:a", 42, 1_000_000)
     assert url == ("wss://h.example/subscribe?wantedDids=did%3Aplc%3Aa"
                    "&wantedCollections=app.bsky.feed.post&maxMessageSizeBytes=1000000&cursor=42")
+
+
+def test_frames_and_a_close_that_come_with_the_handshake_answer_are_read_in_order() -> None:
+    """A host may send its first events, even its close, in the same TCP segment as its
+    handshake answer (seen on a loaded machine): the events are read, then the close.
+    Before, the opening waited for an OPEN state that never came, timed out, and the
+    event was lost with the connection (the reconnect had no cursor to ask for it)."""
+    server_protocol = ServerProtocol()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def answer_all_at_once() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                server_protocol.receive_data(conn.recv(65536))  # the whole request
+                request = server_protocol.events_received()[0]
+                server_protocol.send_response(server_protocol.accept(request))
+                server_protocol.send_text(b'{"time_us": 1}')
+                server_protocol.send_close(1000)
+                conn.sendall(b"".join(server_protocol.data_to_send()))  # one segment
+                conn.recv(1024)  # the client's close
+
+        serving = threading.Thread(target=answer_all_at_once, daemon=True)
+        serving.start()
+        connection = JetstreamConnection.open(
+            f"ws://127.0.0.1:{listener.getsockname()[1]}/subscribe", open_timeout=30,
+            max_size=1 << 20, user_agent="test")
+        try:
+            assert connection.read(timeout=30) == ['{"time_us": 1}']
+            with pytest.raises(ConnectionClosed):
+                connection.read(timeout=30)
+        finally:
+            connection.close()
+        serving.join(30)
