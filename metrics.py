@@ -38,7 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from counts.reading import CaseCount
-from ledger import RecentGaps
+from storage.ledger import RecentGaps
 
 if TYPE_CHECKING:
     from job.batch import BatchStats

@@ -52,11 +52,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import case_series
 import config
 import storage
 from analysis import batches, cases, coverage, export, figure, posts, words
 from startup import StartupError, program
+from storage import case_series
 
 if TYPE_CHECKING:
     import pandas

@@ -40,10 +40,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import case_series
 import config
 import control
-import ledger
 import metrics
 import scrape
 import storage
@@ -55,6 +53,7 @@ from job.listeners import BatchMetrics, ReceiverWatch
 from job.writer import BatchWriter
 from startup import StartupError, program
 from stopping import install_stop_handlers
+from storage import case_series, ledger
 
 T = TypeVar("T")
 

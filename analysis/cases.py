@@ -11,8 +11,8 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from analysis.batches import SOURCE_NAMES, format_count
-from case_series import FIGURES, VALUES, CaseSeries
 from counts.series import WORLD
+from storage.case_series import FIGURES, VALUES, CaseSeries
 
 if TYPE_CHECKING:
     import pandas

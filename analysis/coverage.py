@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import ledger
 import storage
 from analysis.batches import as_utc, iso_z
+from storage import ledger
 
 HOUR = timedelta(hours=1)
 Interval = tuple[datetime, datetime]

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import case_series
 import storage
 from analysis.batches import (
     SkippedDocuments,
@@ -31,6 +30,7 @@ from analysis.cases import WeeklyCases, weekly_new_cases
 from analysis.digest import WindowDigest
 from analysis.posts import LanguageFilter
 from analysis.words import DEFAULT_TOP, WordCounter, keyword_words, rank_apart, rank_words
+from storage import case_series
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not at start-up
     from matplotlib.figure import Figure

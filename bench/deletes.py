@@ -48,13 +48,11 @@ import pymongo
 
 import config
 import control
-import embedded
-import ledger
-import spool
 import storage
 import transform
 import wire_records
 from bench.week_texts import BATCH_SECONDS, SEED, START, tweet_texts, tweets_per_batch
+from storage import embedded, ledger, spool
 
 log = logging.getLogger("bench.deletes")
 

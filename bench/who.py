@@ -57,7 +57,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import case_series
 import config
 import scrape
 import storage
@@ -65,6 +64,7 @@ from counts.fetch import Validators, fetch_body
 from counts.series import CaseFile
 from counts.who import fetch_who, text_lines
 from counts.who_csv import who_case_rows
+from storage import case_series
 
 HEADER = ("Date_reported", "Country_code", "Country", "WHO_region", "New_cases",
           "Cumulative_cases", "New_deaths", "Cumulative_deaths")

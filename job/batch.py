@@ -16,7 +16,7 @@ from pathlib import Path
 
 import transform
 from counts.reading import CaseCount
-from ledger import Gap
+from storage.ledger import Gap
 
 SEEN_IDS_LIMIT = 200_000  # post ids remembered across batches to drop redeliveries
 

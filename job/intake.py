@@ -16,12 +16,11 @@ from datetime import datetime
 from typing import Any
 
 import control
-import ledger
-import spool
 import transform
 import wire_records
 from job.batch import RecentIds
-from spool import Operation
+from storage import ledger, spool
+from storage.spool import Operation
 
 #: keys of posts deleted lately, remembered so that one sent again after its delete (a
 #: rewind) is not stored again: at Bluesky's ~5 deletes/s network-wide, about 5 hours

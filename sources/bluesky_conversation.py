@@ -13,12 +13,25 @@ record is never refused for it. The job reads these fields
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import transform
 
-if TYPE_CHECKING:
-    from sources.bluesky import Post
+
+class Post(Protocol):
+    """What this module reads of a post (:class:`sources.bluesky.Post` has it): the
+    text and the record's parts as they came."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def facets(self) -> Any: ...
+    @property
+    def reply(self) -> Any: ...
+    @property
+    def embed(self) -> Any: ...
+    @property
+    def record_tags(self) -> tuple[str, ...]: ...
 
 POST_COLLECTION = "app.bsky.feed.post"
 _EMBED_RECORD = "app.bsky.embed.record"

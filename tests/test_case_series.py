@@ -19,7 +19,6 @@ import pytest
 from processes import Clock, PageServer
 from who_files import WhoSite, serve_who
 
-import case_series
 import config
 import storage
 from counts.fetch import Validators
@@ -28,6 +27,7 @@ from counts.who import WhoCaseCounter
 from counts.who_csv import who_case_rows
 from counts.worldometers import CaseCounter
 from scrape import CaseCount, CaseCountError
+from storage import case_series
 
 HEADER = ("Date_reported,Country_code,Country,WHO_region,New_cases,Cumulative_cases,"
           "New_deaths,Cumulative_deaths")

@@ -15,15 +15,13 @@ from wire_lines import SECRET, delete, post, records, sealed
 
 import config
 import control
-import embedded
-import post_keys
 import scrape
-import spool
 import storage
 import transform
 import wire_records
 from job.batch import Quarantine
 from job.writer import BatchWriter
+from storage import embedded, post_keys, spool
 
 READING = scrape.CaseCount(704_753_890, datetime(2024, 4, 13, tzinfo=UTC), "worldometers",
                            fresh=True)

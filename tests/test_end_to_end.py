@@ -32,10 +32,10 @@ from processes import (
     write_tweets,
 )
 
-import case_series
 import config
 import storage
 import transform
+from storage import case_series
 
 SAMPLE = PROJECT / "samples" / "tweets.jsonl"
 POST = "app.bsky.feed.post"

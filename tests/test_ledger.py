@@ -18,7 +18,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from wire_lines import SECRET, post, records, sealed
 
 import config
-import ledger
 import metrics
 import report
 import scrape
@@ -26,6 +25,7 @@ import spark_streaming
 import storage
 import wire_records
 from job.writer import BatchWriter
+from storage import ledger
 
 READING = scrape.CaseCount(704_753_890, datetime(2024, 4, 13, tzinfo=UTC), "worldometers",
                            fresh=True)

@@ -14,7 +14,6 @@ import pytest
 from test_case_series import FIRST, LATER, SECOND, SEEN, file_of, rows_of
 from test_report import png_size
 
-import case_series
 import config
 import report
 import storage
@@ -26,6 +25,7 @@ from analysis.figure import build_figure, plot_report
 from analysis.words import count_tokens, keyword_words, rank_apart, top_words
 from counts.fetch import Validators
 from counts.series import CaseFile, CaseRow
+from storage import case_series
 
 
 def fill(store: storage.BatchStore) -> None:

@@ -38,9 +38,9 @@ import pymongo
 import pymongo.errors
 from bson.codec_options import CodecOptions
 
-import embedded
 import storage
 from counts.series import CaseFile, CaseRow
+from storage import embedded
 
 log = logging.getLogger("storage")
 

@@ -5,6 +5,16 @@ pymongo. Unset: MontyDB, a MongoDB-compatible store kept in SQLite files under
 ``EMBEDDED_DB_PATH``, so the pipeline runs on a machine with no database server.
 Both are used through the same pymongo-style collection calls, and tests hand
 a mongomock collection to the same :class:`BatchStore`.
+
+This module is the batches' store (:class:`BatchStore`, :class:`DurableStore`,
+:func:`open_store`); beside it, what else the job keeps in the same database:
+
+* :mod:`storage.spool`: the operations waiting for the store while it is down;
+* :mod:`storage.post_keys`: a stored post found by its key when its author deletes it;
+* :mod:`storage.ledger`: the coverage ledger and the keyword sets in force;
+* :mod:`storage.case_series`: the case source's own figures (``case_counts``);
+* :mod:`storage.embedded`: the embedded store's SQLite files read and written
+  directly where MontyDB would read a whole collection.
 """
 
 from __future__ import annotations
@@ -26,15 +36,12 @@ import pymongo.errors
 from montydb.errors import MontyError
 from pymongo.errors import PyMongoError
 
-import embedded
-import ledger
-import post_keys
-import spool
 from config import Settings, redact_uri
-from embedded import SCAN_ROWS as SCAN_ROWS  # storage's names too
-from embedded import naive_utc
-from spool import SPOOL_JSON as SPOOL_JSON
-from spool import Operation, Spool
+from storage import embedded, ledger, post_keys, spool
+from storage.embedded import SCAN_ROWS as SCAN_ROWS  # storage's names too
+from storage.embedded import naive_utc
+from storage.spool import SPOOL_JSON as SPOOL_JSON
+from storage.spool import Operation, Spool
 
 log = logging.getLogger("storage")
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pymongo.errors
 
-import embedded
+from storage import embedded
 
 log = logging.getLogger("storage")
 
