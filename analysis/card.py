@@ -1,0 +1,558 @@
+"""A release's card, DATASET.md: the facts it gives (gathered while the release's
+files are written, holding counts only) and its text. The text depends on the facts
+alone, so the same store gives the same card, but for its "generated at" line."""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from analysis.batches import Batch, as_utc, format_as_of, iso_z, source_name
+from analysis.posts import NO_LANGUAGE, language_mix
+
+CARD, IDS, CASES = "DATASET.md", "ids.txt", "cases.parquet"
+PROJECT = Path(__file__).resolve().parents[1]
+#: where the cleaning rules a card copies are documented
+CLEANING_PAGE = PROJECT / "docs" / "data-model.md"
+#: stretches without a stored batch longer than this are counted, the longest listed
+QUIET = timedelta(minutes=10)
+QUIET_SHOWN = 10
+LANGUAGES_SHOWN = 20
+
+#: what each column of posts.parquet holds (docs/data-model.md has the stored fields)
+POST_COLUMNS = {
+    "batch_id": "the stored document's `_id`: its batch time as text (`#2`, `#3` for "
+                "the parts of a batch too big for one document)",
+    "timestamp": "the batch time (UTC): when the pipeline's 20 s batch that took the "
+                 "post ended",
+    "total_case_count": "the world's total Covid-19 cases beside the batch (null: none "
+                        "known yet)",
+    "case_count_as_of": "the date that count is for (model against this, not the batch "
+                        "time)",
+    "case_count_source": "where the count came from: `who` or `worldometers`",
+    "position": "the post's place in its document (0-based)",
+    "text": "the post's text, cleaned (see below)",
+    "id": "the post's id (Bluesky: an `at://` URI; X: the numeric id)",
+    "created_at": "when the post says it was written (UTC; null if it does not say)",
+    "lang": "the first language the post declares (null: none)",
+    "url": "a link to the post (Bluesky)",
+    "author_id": "the author's DID or X user id (personal data)",
+    "reply_to": "the id of the post it replies to",
+    "reply_root": "the id of the first post of its thread",
+    "quote_of": "the id of the post it quotes",
+    "hashtags": "its tags, as a list",
+    "links": "the full URLs it links to, as a list",
+    "mentions": "the DIDs or X user ids it mentions, as a list (personal data)",
+}
+
+
+@dataclass
+class Figure:
+    """The case figures beside the window's batches, of one source."""
+
+    batches: int = 0
+    first_as_of: datetime | None = None
+    last_as_of: datetime | None = None
+    youngest: timedelta | None = None  # batch time - as-of, smallest
+    oldest: timedelta | None = None
+    latest_count: int | None = None
+    latest_as_of: datetime | None = None
+
+    def add(self, batch: Batch) -> None:
+        self.batches += 1
+        self.latest_count, as_of = batch.total_case_count, batch.case_count_as_of
+        self.latest_as_of = as_of
+        if as_of is None:
+            return
+        age = batch.timestamp - as_of
+        self.first_as_of = min(self.first_as_of or as_of, as_of)
+        self.last_as_of = max(self.last_as_of or as_of, as_of)
+        self.youngest = age if self.youngest is None else min(self.youngest, age)
+        self.oldest = age if self.oldest is None else max(self.oldest, age)
+
+
+@dataclass
+class Day:
+    batches: int = 0
+    posts: int = 0
+    deleted: int = 0
+
+
+class Tally:
+    """What the card says of the window's posts, counted as they pass on their way to
+    the files: per UTC day, languages, post sources, case figures, deletions and the
+    longest stretches without a batch. Holds counts, never posts."""
+
+    def __init__(self) -> None:
+        self.batches = self.posts = self.deleted = 0
+        self.days: dict[date, Day] = {}
+        self.languages: Counter[str] = Counter()
+        self.languages_stored = False
+        self.sources: Counter[str] = Counter()  # posts per post source
+        self.figures: dict[str, Figure] = {}
+        self.without_figure = 0
+        self.first: datetime | None = None
+        self.last: datetime | None = None
+        self.quiet: list[tuple[timedelta, datetime, datetime]] = []  # a heap, QUIET_SHOWN
+        self.quiet_count = 0
+        self.quiet_total = timedelta()
+        self._filter_source: str | None = None
+
+    def observe_documents(self, documents: Iterable[Mapping[str, Any]]
+                  ) -> Iterator[Mapping[str, Any]]:
+        """The stored documents as they come: their ``deleted`` counts (posts removed
+        since their authors deleted them) and the post source their ``filter`` names."""
+        for document in documents:
+            removed, stamp = document.get("deleted"), document.get("timestamp")
+            if type(removed) is int and removed > 0 and isinstance(stamp, datetime):
+                self.deleted += removed
+                self._day(as_utc(stamp).date()).deleted += removed
+            chosen = document.get("filter")
+            source = chosen.get("source") if isinstance(chosen, Mapping) else None
+            self._filter_source = source if isinstance(source, str) else None
+            yield document
+
+    def observe_batches(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        """The batches as they come, counted."""
+        for batch in batches:
+            self._count(batch)
+            yield batch
+
+    def _day(self, day: date) -> Day:
+        found = self.days.get(day)
+        if found is None:
+            found = self.days[day] = Day()
+        return found
+
+    def _count(self, batch: Batch) -> None:
+        stamp = batch.timestamp
+        if self.last is not None and stamp - self.last > QUIET:
+            self.quiet_count += 1
+            self.quiet_total += stamp - self.last
+            heapq.heappush(self.quiet, (stamp - self.last, self.last, stamp))
+            if len(self.quiet) > QUIET_SHOWN:
+                heapq.heappop(self.quiet)
+        self.first = self.first or stamp
+        self.last = stamp
+        self.batches += 1
+        self.posts += batch.tweets
+        day = self._day(stamp.date())
+        day.batches += 1
+        day.posts += batch.tweets
+        mix = language_mix([batch])
+        if mix is not None:
+            self.languages_stored = True
+            self.languages.update(mix)
+        self.sources[self._source_of(batch)] += batch.tweets
+        if batch.total_case_count is None:
+            self.without_figure += 1
+        else:
+            source = batch.case_count_source or "unknown"
+            self.figures.setdefault(source, Figure()).add(batch)
+
+    def _source_of(self, batch: Batch) -> str:
+        """The batch's post source: its document's ``filter``, else its first post's id
+        (``at://``: Bluesky; digits: X), else unknown."""
+        if self._filter_source:
+            return self._filter_source
+        first = batch.posts[0].get("id") if batch.posts else None
+        if isinstance(first, str):
+            if first.startswith("at://"):
+                return "bluesky"
+            if first.split("~", 1)[0].isdigit():
+                return "twitter"
+        return "unknown"
+
+    def earliest_as_of(self) -> dict[str, datetime]:
+        """Per case source, the earliest date a figure beside the window's posts is for."""
+        return {source: figure.first_as_of for source, figure in self.figures.items()
+                if figure.first_as_of is not None}
+
+
+@dataclass
+class CaseFacts:
+    """What cases.parquet holds: from which date (per source) to ``until``, its rows
+    and their versions, and each source's latest file read (seen, as of)."""
+
+    starts: dict[str, datetime]
+    until: datetime
+    rows: int = 0
+    versions: int = 0
+    revised: int = 0
+    countries: set[str] = field(default_factory=set)
+    first: datetime | None = None
+    last: datetime | None = None
+    loads: dict[str, tuple[datetime | None, datetime | None]] = field(default_factory=dict)
+    by_source: Counter[str] = field(default_factory=Counter)
+
+    def add(self, document: Mapping[str, Any]) -> None:
+        revisions = len(document.get("revisions") or ())
+        self.rows += 1
+        self.versions += 1 + revisions
+        self.revised += bool(revisions)
+        self.countries.add(document["country"])
+        self.by_source[document["source"]] += 1
+        day = document["date"]
+        self.first = min(self.first or day, day)
+        self.last = max(self.last or day, day)
+
+
+@dataclass
+class Facts:
+    """Everything the card says, filled in as the release is written."""
+
+    since: datetime
+    until: datetime
+    version: str
+    generated_at: datetime
+    tally: Tally = field(default_factory=Tally)
+    columns: tuple[str, ...] = ()
+    posts_files: tuple[str, ...] = ()
+    one_file_posts: int = 0  # more posts than this: a file per day
+    ids: int = 0
+    without_id: int = 0
+    cases: CaseFacts | None = None
+    cleaning: str | None = None
+    field_warning: str | None = None
+    skipped: str | None = None
+
+    def ids_warning(self) -> str | None:
+        """The one line said when the posts' ids are not stored."""
+        if "id" in self.columns:
+            return None
+        return (f"no {IDS}: the posts were stored without ids (POST_FIELDS without id), "
+                "and posts stored without ids cannot be rehydrated")
+
+
+def cleaning_rules(page: Path = CLEANING_PAGE) -> str | None:
+    """The "Cleaning" section of the data model page, as a card copies it (its links to
+    other pages named, not linked); None when the page is not there."""
+    try:
+        text = page.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    found = re.search(r"^## Cleaning\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
+    if found is None:
+        return None
+    rules = re.sub(r"\[([^\]]+)\]\(([^)#]*)(#[^)]*)?\)",
+                   lambda m: f"{m[1]} (docs/{m[2] or page.name}{m[3] or ''})",
+                   found[1].strip())
+    return rules
+
+
+# --- the text ------------------------------------------------------------------------------
+
+
+def dataset_card(facts: Facts) -> str:
+    """DATASET.md: what the release is, how it was collected, its gaps, posts per day
+    and languages, deletions, version, licence, citation and rehydration."""
+    parts = [_heading(facts), _files(facts), _posts_columns(facts), _collection(facts),
+             _case_figures(facts), _gaps(facts), _per_day(facts), _languages(facts),
+             _deletions(facts), _licence(facts), _citation(facts), _rehydration(facts)]
+    return "\n\n".join(part.strip("\n") for part in parts if part) + "\n"
+
+
+def _day_text(moment: datetime) -> str:
+    return format_as_of(moment)
+
+
+def _window(facts: Facts) -> str:
+    return f"{_day_text(facts.since)} to {_day_text(facts.until)}"
+
+
+def _heading(facts: Facts) -> str:
+    tally = facts.tally
+    sources = ", ".join(_source_title(s) for s, _ in _ranked(tally.sources)) or "unknown"
+    return f"""# Covid-19 posts and case counts, {_window(facts)}
+
+Generated at {facts.generated_at.strftime("%Y-%m-%dT%H:%M:%SZ")} (the only line that \
+differs between two releases of the same store).
+
+{tally.posts:,} posts ({sources}) about Covid-19, stored in {tally.batches:,} batches \
+from {iso_z(facts.since)} (inclusive) to {iso_z(facts.until)} (exclusive), batch time, \
+UTC; each post next to the world's total case count of its batch and the date that count \
+is for. Written by `python report.py release` of the covid19 live-stream pipeline, \
+version `{facts.version}`."""
+
+
+def _files(facts: Facts) -> str:
+    posts = facts.posts_files
+    if len(posts) == 1:
+        where = f"`{posts[0]}`"
+        layout = (f"one file: the window has at most {facts.one_file_posts:,} posts "
+                  "(more are written one file per UTC day of batch time, in `posts/`)")
+        read = f'pd.read_parquet("{posts[0]}")'
+    else:
+        where = f"`posts/` ({len(posts)} files: `{posts[0]}` to `{posts[-1]}`)"
+        layout = (f"one file per UTC day of batch time, since the window has more than "
+                  f"{facts.one_file_posts:,} posts; read together they are one table")
+        read = 'pd.read_parquet("posts")  # every day, in order'
+    lines = [
+        "## Files", "",
+        "| file | what it holds |", "|---|---|",
+        f"| {where} | one row per post, {facts.tally.posts:,} rows; {layout} |",
+    ]
+    if facts.cases is not None:
+        lines.append(f"| `{CASES}` | the case series around the window, every stored "
+                     f"version of each row, {facts.cases.versions:,} rows |")
+    if "id" in facts.columns:
+        lines.append(f"| `{IDS}` | the posts' ids, one a line in the order of the posts' "
+                     f"rows, {facts.ids:,} lines: for rehydration |")
+    lines += [f"| `{CARD}` | this card |",
+              "| `SHA256SUMS` | the SHA-256 of every other file: `sha256sum -c SHA256SUMS` |",
+              "", "In Python (pandas with pyarrow):", "", "```python",
+              "import pandas as pd",
+              f"posts = {read}", f'cases = pd.read_parquet("{CASES}")', "```"]
+    if "id" not in facts.columns:
+        lines += ["", f"There is no `{IDS}`: the posts were stored without ids (the "
+                  "pipeline's `POST_FIELDS` did not name `id`), and posts stored without "
+                  "ids cannot be rehydrated."]
+    return "\n".join(lines)
+
+
+def _posts_columns(facts: Facts) -> str:
+    names = ("batch_id", "timestamp", "total_case_count", "case_count_as_of",
+             "case_count_source", "position", "text", *facts.columns)
+    lines = ["## posts: the columns", "", "| column | what it holds |", "|---|---|"]
+    lines += [f"| `{name}` | {POST_COLUMNS.get(name, '')} |" for name in names]
+    lines.append("")
+    lines.append("Times are UTC timestamps (milliseconds), counts 64-bit integers, lists "
+                 "lists of text; null where unknown. The post fields are those stored "
+                 "with the window's first batch.")
+    if facts.field_warning:
+        lines.append(f"Left out: {facts.field_warning}.")
+    return "\n".join(lines)
+
+
+def _source_title(source: str) -> str:
+    return {"bluesky": "Bluesky", "twitter": "X"}.get(source, source)
+
+
+def _ranked(counts: Counter[str]) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _collection(facts: Facts) -> str:
+    tally = facts.tally
+    how = {"bluesky": "Bluesky's public Jetstream (every new post of the network, kept when "
+                      "its text, tags or links hold one of the keywords)",
+           "twitter": "the X API v2 filtered stream (posts matching the rules)",
+           "unknown": "a source the store does not name (no post ids or filter stored)"}
+    lines = ["## What was collected, and how", ""]
+    for source, posts in _ranked(tally.sources):
+        lines.append(f"* {posts:,} posts from {how.get(source, source)}.")
+    lines += [
+        "* The pipeline (`stream.py`, then a PySpark Streaming job, `spark_streaming.py`) "
+        "stores each batch of posts (20 s by default) as one document, with the case "
+        "count it had at that moment. A batch without posts stores nothing.",
+    ]
+    if facts.cleaning:
+        lines += ["", "### Cleaning", "",
+                  f"Each text was cleaned before it was stored (the rules of version "
+                  f"`{facts.version}`, from docs/data-model.md):", "", facts.cleaning]
+    else:
+        lines += ["", "The cleaning rules: docs/data-model.md, \"Cleaning\", of version "
+                  f"`{facts.version}`."]
+    return "\n".join(lines)
+
+
+def _case_figures(facts: Facts) -> str:
+    tally = facts.tally
+    lines = ["## The case count beside the posts", ""]
+    for source, figure in sorted(tally.figures.items()):
+        span = (f"as of {_day_text(figure.first_as_of)}" if figure.first_as_of ==
+                figure.last_as_of else f"as of {_day_text(figure.first_as_of)} to "
+                f"{_day_text(figure.last_as_of)}") if figure.first_as_of else "as of unknown"
+        age = ""
+        if figure.youngest is not None and figure.oldest is not None:
+            age = (f"; at batch time they were {_days(figure.youngest)} to "
+                   f"{_days(figure.oldest)} old")
+        count = ("" if figure.latest_count is None else
+                 f"; the last is {figure.latest_count:,}, as of "
+                 f"{_day_text(figure.latest_as_of) if figure.latest_as_of else 'unknown'}")
+        lines.append(f"* {source_name(source)}: {figure.batches:,} batches, figures "
+                     f"{span}{age}{count}.")
+    if tally.without_figure:
+        lines.append(f"* {tally.without_figure:,} batches have no count (none was known yet).")
+    if "worldometers" in tally.figures:
+        lines.append("* worldometers stopped its counters on 2024-04-13: its figure is "
+                     "frozen.")
+    lines.append("")
+    lines.append("Model against `case_count_as_of`, not the batch time: a count can be "
+                 "weeks (WHO) or years (worldometers) older than the posts beside it.")
+    cases = facts.cases
+    if cases is not None:
+        lines += ["", f"### {CASES}", ""]
+        starts = sorted(set(cases.starts.values()))
+        start = _day_text(starts[0]) if len(starts) == 1 else " / ".join(
+            f"{source_name(s)} {_day_text(d)}" for s, d in sorted(cases.starts.items()))
+        lines.append(
+            f"The case series the pipeline kept (`case_counts`), every row dated from "
+            f"{start} to {_day_text(cases.until)} (exclusive): 28 days before the window "
+            f"(a model's lead-in), or from the earliest date a count beside the posts is "
+            f"for, if earlier, so that every count can be traced to its rows.")
+        if cases.rows:
+            per_source = ", ".join(f"{source_name(source)} {n:,}"
+                                   for source, n in sorted(cases.by_source.items()))
+            lines.append(
+                f"{cases.rows:,} rows ({per_source}) "
+                f"of {len(cases.countries):,} countries, dated {_day_text(cases.first)} to "
+                f"{_day_text(cases.last)}; {cases.revised:,} of them revised later, "
+                f"{cases.versions:,} versions in all.")
+        else:
+            lines.append("No case rows are stored for these dates (the pipeline keeps them "
+                         "with `CASE_SERIES` on, from WHO's file or worldometers).")
+        lines += ["",
+                  "One row per stored version: `version` 1 is the first values seen, "
+                  "`current` marks the values now held; `first_seen` is when a file first "
+                  "gave them, `last_seen` the last file read that still gave them (the "
+                  "current values: the latest file read). To rerun a model on what was "
+                  "known at time T, keep each row's latest version with `first_seen` <= T. "
+                  "Figures: WHO's `New_cases`, `Cumulative_cases`, `New_deaths`, "
+                  "`Cumulative_deaths`; a blank is null, never 0."]
+        for source, (seen, as_of) in sorted(cases.loads.items()):
+            lines.append(f"* {source_name(source)}: the latest file read at "
+                         f"{iso_z(seen) if seen else 'unknown'}, its data as of "
+                         f"{_day_text(as_of) if as_of else 'unknown'}.")
+    return "\n".join(lines)
+
+
+def _days(age: timedelta) -> str:
+    days = age / timedelta(days=1)
+    return f"{days:.1f} days" if days < 10 else f"{round(days):,} days"
+
+
+def _gaps(facts: Facts) -> str:
+    tally = facts.tally
+    lines = ["## Known gaps", ""]
+    lines.append(
+        f"* Stretches of more than {QUIET.seconds // 60} minutes without a stored batch: "
+        f"{tally.quiet_count:,}, {_hours(tally.quiet_total)} in all. A quiet stream stores "
+        "no batch, so not all of them are outages.")
+    if tally.quiet:
+        lines += ["", "  | from (UTC) | to (UTC) | length |", "  |---|---|---|"]
+        for length, start, end in sorted(tally.quiet, key=lambda q: (-q[0], q[1])):
+            lines.append(f"  | {iso_z(start)} | {iso_z(end)} | {_hours(length)} |")
+        lines.append("")
+    if facts.skipped:
+        lines.append(f"* Left out: {facts.skipped}.")
+    return "\n".join(lines)
+
+
+def _hours(length: timedelta) -> str:
+    minutes = length / timedelta(minutes=1)
+    return f"{minutes:,.0f} min" if minutes < 120 else f"{minutes / 60:,.1f} h"
+
+
+def _per_day(facts: Facts) -> str:
+    lines = ["## Posts per day (UTC, batch time)", "",
+             "| day | batches | posts | removed (deleted by their authors) |",
+             "|---|---:|---:|---:|"]
+    for day, counts in sorted(facts.tally.days.items()):
+        lines.append(f"| {day.isoformat()} | {counts.batches:,} | {counts.posts:,} | "
+                     f"{counts.deleted:,} |")
+    return "\n".join(lines)
+
+
+def _languages(facts: Facts) -> str:
+    tally = facts.tally
+    if not tally.languages_stored:
+        return ("## Languages\n\nNot stored (the pipeline's `POST_FIELDS` did not name "
+                "`lang`).")
+    total = tally.languages.total()
+    ranked = _ranked(tally.languages)
+    lines = ["## Languages", "",
+             f"The first language each post declares (`{NO_LANGUAGE}`: it declares none).",
+             "",
+             "| language | posts | share |", "|---|---:|---:|"]
+    for lang, n in ranked[:LANGUAGES_SHOWN]:
+        lines.append(f"| {lang} | {n:,} | {n / total:.1%} |")
+    rest = ranked[LANGUAGES_SHOWN:]
+    if rest:
+        n = sum(count for _, count in rest)
+        lines.append(f"| {len(rest)} others | {n:,} | {n / total:.1%} |")
+    return "\n".join(lines)
+
+
+def _deletions(facts: Facts) -> str:
+    removed = facts.tally.deleted
+    return f"""## Deletions
+
+{removed:,} posts of this window were removed from the store before this release, \
+because their authors deleted them (the pipeline honours Bluesky's deletes by default; a \
+store run with `KEEP_DELETED` keeps them). A post deleted after this release was written \
+is still in it: write the release again from the store to drop it, and prefer sharing \
+`{IDS}`, which only ever gives back the posts that still exist."""
+
+
+def _licence(facts: Facts) -> str:
+    return f"""## Licence and sharing
+
+* The posts' texts belong to their authors; this release grants no rights to them. Posts \
+are personal data: keep them no longer than your use needs, and honour deletions.
+* Bluesky: posts are public, and Bluesky's developer guidelines \
+(https://docs.bsky.app/docs/support/developer-guidelines) ask every service to delete \
+content its author asked to be deleted. A published copy of the texts cannot follow \
+later deletions: share `{IDS}` (rehydrating gives back only the posts that still exist) \
+and keep `posts` for your own analysis, or publish the texts only where you can take \
+posts down on request and replace the release as the store honours deletions.
+* X: the Developer Policy (https://developer.x.com/en/developer-terms/policy) lets you \
+share Post IDs, not the posts' contents, in datasets: up to 1,500,000 Post IDs to one \
+recipient in 30 days, or without that limit on behalf of an academic institution for \
+non-commercial research. Share `{IDS}` only; the texts stay with you.
+* The case series is WHO's (WHO COVID-19 dashboard data, \
+https://data.who.int/dashboards/covid19/data) or worldometers': attribute it to them \
+as their terms ask (WHO: "WHO, title of the dataset, year, date of access", and the \
+countries that reported the figures).
+* What the release adds (the counts per day and language, the coverage and keyword \
+history, this card) is yours to share under a licence of your choice, e.g. CC BY 4.0."""
+
+
+def _citation(facts: Facts) -> str:
+    since, until = facts.since.strftime("%Y-%m-%d"), facts.until.strftime("%Y-%m-%d")
+    year = facts.until.year
+    key = f"covid19posts{since.replace('-', '')}"
+    return f"""## How to cite
+
+Replace the author and the address with yours:
+
+> <Author> ({year}). *Covid-19 posts and case counts, {_window(facts)}* [Data set]. \
+Collected with the covid19 live-stream pipeline, version {facts.version}. <address of \
+this release>
+
+```bibtex
+@misc{{{key},
+  author = {{<Author>}},
+  title  = {{Covid-19 posts and case counts, {since} to {until}}},
+  year   = {{{year}}},
+  note   = {{Collected with the covid19 live-stream pipeline, version {facts.version}}},
+  howpublished = {{<address of this release>}}
+}}
+```"""
+
+
+def _rehydration(facts: Facts) -> str:
+    return f"""## How to rehydrate
+
+`{IDS}` holds one post id a line. Rehydrating fetches each post again from its \
+platform, so a post deleted since is not returned.
+
+* Bluesky ids are `at://` URIs. The public AppView answers without an account, 25 URIs \
+a request (`app.bsky.feed.getPosts`):
+
+  ```sh
+  curl -G https://public.api.bsky.app/xrpc/app.bsky.feed.getPosts \\
+      --data-urlencode "uris=at://did:plc:.../app.bsky.feed.post/..." \\
+      --data-urlencode "uris=at://..."
+  ```
+
+* X ids are numeric: `GET https://api.x.com/2/tweets?ids=...` takes 100 ids a request \
+with an app's bearer token. X bills each post read on its pay-per-use tier (the \
+developer console has the current rates). An id with a `~N` suffix was replayed from a \
+file by the pipeline's tests, not read from X."""
