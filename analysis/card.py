@@ -376,10 +376,13 @@ def _case_figures(facts: Facts) -> str:
         count = ("" if figure.latest_count is None else
                  f"; the last is {figure.latest_count:,}, as of "
                  f"{_day_text(figure.latest_as_of) if figure.latest_as_of else 'unknown'}")
-        lines.append(f"* {source_name(source)}: {figure.batches:,} batches, figures "
+        lines.append(f"* {source_name(source)}: {_count(figure.batches, 'batch', 'batches')}, "
+                     "figures "
                      f"{span}{age}{count}.")
     if tally.without_figure:
-        lines.append(f"* {tally.without_figure:,} batches have no count (none was known yet).")
+        lines.append(f"* {_count(tally.without_figure, 'batch', 'batches')} "
+                     f"{'has' if tally.without_figure == 1 else 'have'} no count (none was "
+                     "known yet).")
     if "worldometers" in tally.figures:
         lines.append("* worldometers stopped its counters on 2024-04-13: its figure is "
                      "frozen.")
@@ -421,6 +424,10 @@ def _case_figures(facts: Facts) -> str:
                          f"{iso_z(seen) if seen else 'unknown'}, its data as of "
                          f"{_day_text(as_of) if as_of else 'unknown'}.")
     return "\n".join(lines)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
 
 
 def _days(age: timedelta) -> str:
