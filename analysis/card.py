@@ -287,12 +287,12 @@ def _files(facts: Facts) -> str:
         where = f"`{posts[0]}`"
         layout = (f"one file: the window has at most {facts.one_file_posts:,} posts "
                   "(more are written one file per UTC day of batch time, in `posts/`)")
-        read = f'pd.read_parquet("{posts[0]}")'
+        read = f'pd.read_parquet("{posts[0]}", dtype_backend="numpy_nullable")'
     else:
         where = f"`posts/` ({len(posts)} files: `{posts[0]}` to `{posts[-1]}`)"
         layout = (f"one file per UTC day of batch time, since the window has more than "
                   f"{facts.one_file_posts:,} posts; read together they are one table")
-        read = 'pd.read_parquet("posts")  # every day, in order'
+        read = 'pd.read_parquet("posts", dtype_backend="numpy_nullable")  # every day'
     lines = [
         "## Files", "",
         "| file | what it holds |", "|---|---|",
@@ -306,9 +306,10 @@ def _files(facts: Facts) -> str:
                      f"rows, {facts.ids:,} lines: for rehydration |")
     lines += [f"| `{CARD}` | this card |",
               "| `SHA256SUMS` | the SHA-256 of every other file: `sha256sum -c SHA256SUMS` |",
-              "", "In Python (pandas with pyarrow):", "", "```python",
-              "import pandas as pd",
-              f"posts = {read}", f'cases = pd.read_parquet("{CASES}")', "```"]
+              "", "In Python (pandas with pyarrow; `numpy_nullable` keeps the counts whole "
+              "numbers, null where unknown):", "", "```python", "import pandas as pd",
+              f"posts = {read}",
+              f'cases = pd.read_parquet("{CASES}", dtype_backend="numpy_nullable")', "```"]
     if "id" not in facts.columns:
         lines += ["", f"There is no `{IDS}`: the posts were stored without ids (the "
                   "pipeline's `POST_FIELDS` did not name `id`), and posts stored without "
