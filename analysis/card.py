@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from analysis.batches import Batch, as_utc, format_as_of, iso_z, source_name
+from analysis.coverage import HOUR, Coverage, KeywordSet
 from analysis.posts import NO_LANGUAGE, language_mix
 
 CARD, IDS, CASES = "DATASET.md", "ids.txt", "cases.parquet"
+COVERAGE, KEYWORDS = "coverage.json", "keywords.csv"
+#: at most this many gaps of the coverage ledger are listed (coverage.json has all)
+GAPS_SHOWN = 50
 PROJECT = Path(__file__).resolve().parents[1]
 #: where the cleaning rules a card copies are documented
 CLEANING_PAGE = PROJECT / "docs" / "data-model.md"
@@ -49,6 +53,8 @@ POST_COLUMNS = {
     "hashtags": "its tags, as a list",
     "links": "the full URLs it links to, as a list",
     "mentions": "the DIDs or X user ids it mentions, as a list (personal data)",
+    "matched": "what chose it: the keywords or tags that matched (Bluesky), the tags of "
+               "the X rules that matched, as a list",
 }
 
 
@@ -218,6 +224,8 @@ class Facts:
     ids: int = 0
     without_id: int = 0
     cases: CaseFacts | None = None
+    coverage: Coverage | None = None
+    keywords: list[KeywordSet] = field(default_factory=list)
     cleaning: str | None = None
     field_warning: str | None = None
     skipped: str | None = None
@@ -304,7 +312,12 @@ def _files(facts: Facts) -> str:
     if "id" in facts.columns:
         lines.append(f"| `{IDS}` | the posts' ids, one a line in the order of the posts' "
                      f"rows, {facts.ids:,} lines: for rehydration |")
-    lines += [f"| `{CARD}` | this card |",
+    lines += [f"| `{COVERAGE}` | the coverage ledger over the window: every gap in the "
+              "source time read (from, to, reason, posts refused) and each hour's share "
+              "read, as `report.py coverage --json` prints it |",
+              f"| `{KEYWORDS}` | the keywords (X: rules) in force, a row per keyword, with "
+              f"the first and last batch of its set: {_keyword_rows(facts):,} rows |",
+              f"| `{CARD}` | this card |",
               "| `SHA256SUMS` | the SHA-256 of every other file: `sha256sum -c SHA256SUMS` |",
               "", "In Python (pandas with pyarrow; `numpy_nullable` keeps the counts whole "
               "numbers, null where unknown):", "", "```python", "import pandas as pd",
@@ -315,6 +328,10 @@ def _files(facts: Facts) -> str:
                   "pipeline's `POST_FIELDS` did not name `id`), and posts stored without "
                   "ids cannot be rehydrated."]
     return "\n".join(lines)
+
+
+def _keyword_rows(facts: Facts) -> int:
+    return sum(len(found.keywords or found.rules or ()) for found in facts.keywords)
 
 
 def _posts_columns(facts: Facts) -> str:
@@ -353,6 +370,18 @@ def _collection(facts: Facts) -> str:
         "stores each batch of posts (20 s by default) as one document, with the case "
         "count it had at that moment. A batch without posts stores nothing.",
     ]
+    lines += ["", "### Keywords", ""]
+    if facts.keywords:
+        lines += ["The keyword sets (X: rule sets) in force in the window, with the first and "
+                  f"last batch each chose posts for (`{KEYWORDS}` has a row per keyword):", "",
+                  "| first batch (UTC) | last batch (UTC) | source | keywords or rules |",
+                  "|---|---|---|---|"]
+        lines += [f"| {iso_z(found.first)} | {iso_z(found.last)} | "
+                  f"{_source_title(found.source)} | {found.terms()} |"
+                  for found in facts.keywords]
+    else:
+        lines.append("No keyword set is recorded for this window (the store was filled by a "
+                     "`stream.py` that did not record the keywords it used).")
     if facts.cleaning:
         lines += ["", "### Cleaning", "",
                   f"Each text was cleaned before it was stored (the rules of version "
@@ -438,7 +467,7 @@ def _days(age: timedelta) -> str:
 
 def _gaps(facts: Facts) -> str:
     tally = facts.tally
-    lines = ["## Known gaps", ""]
+    lines = ["## Known gaps", "", *_ledger_gaps(facts)]
     lines.append(
         f"* Stretches of more than {QUIET.seconds // 60} minutes without a stored batch: "
         f"{tally.quiet_count:,}, {_hours(tally.quiet_total)} in all. A quiet stream stores "
@@ -451,6 +480,39 @@ def _gaps(facts: Facts) -> str:
     if facts.skipped:
         lines.append(f"* Left out: {facts.skipped}.")
     return "\n".join(lines)
+
+
+def _ledger_gaps(facts: Facts) -> list[str]:
+    """What the coverage ledger says of the window: the share of source time read, and
+    every gap (the first GAPS_SHOWN)."""
+    found = facts.coverage
+    if found is None or not found.hours:
+        return [f"* No coverage recorded for this window (`{COVERAGE}` is empty): the store "
+                "was filled by a `stream.py` that kept no coverage ledger, so only the "
+                "batches below show where the stream may have stopped.", ""]
+    start, end = as_utc(facts.since), as_utc(facts.until)
+    weights = [(min(hour + HOUR, end) - max(hour, start)).total_seconds()
+               for hour, _ in found.hours]
+    share = sum(w * covered for w, (_, covered) in zip(weights, found.hours, strict=True))
+    short = sum(1 for _, covered in found.hours if covered < 1)
+    lines = [f"* The coverage ledger (`{COVERAGE}`): {share / sum(weights):.2%} of the "
+             f"window's source time was read without a break; {short:,} of its "
+             f"{len(found.hours):,} hours were not read whole; {len(found.gaps):,} "
+             f"{'gap' if len(found.gaps) == 1 else 'gaps'} recorded"
+             + (":" if found.gaps else ".")]
+    if found.gaps:
+        lines += ["", "  | from (UTC) | to (UTC) | reason | posts refused |",
+                  "  |---|---|---|---:|"]
+        lines += [f"  | {iso_z(gap.start)} | {iso_z(gap.end)} | {gap.reason} | "
+                  f"{gap.refused:,} |" for gap in found.gaps[:GAPS_SHOWN]]
+        if len(found.gaps) > GAPS_SHOWN:
+            lines.append(f"  | ... {len(found.gaps) - GAPS_SHOWN:,} more in `{COVERAGE}` "
+                         "| | | |")
+        lines.append("")
+    lines.append("  Source time is the clock the platform published by (a cursor's); a "
+                 "batch's time is within seconds of it. Time outside every span read (before "
+                 "`stream.py` started, after it stopped) counts as not read.")
+    return lines
 
 
 def _hours(length: timedelta) -> str:
@@ -492,8 +554,8 @@ def _deletions(facts: Facts) -> str:
     removed = facts.tally.deleted
     return f"""## Deletions
 
-{removed:,} posts of this window were removed from the store before this release, \
-because their authors deleted them (the pipeline honours Bluesky's deletes by default; a \
+{_count(removed, "post", "posts")} of this window {"was" if removed == 1 else "were"} \
+removed from the store before this release, because their authors deleted them (the pipeline honours Bluesky's deletes by default; a \
 store run with `KEEP_DELETED` keeps them). A post deleted after this release was written \
 is still in it: write the release again from the store to drop it, and prefer sharing \
 `{IDS}`, which only ever gives back the posts that still exist."""

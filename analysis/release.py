@@ -11,6 +11,7 @@ that holds anything is refused: a release is never written over another.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
 import os
@@ -19,17 +20,17 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from itertools import chain, groupby, islice
+from itertools import groupby, islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import case_series
 import storage
-from analysis import card
-from analysis.batches import Batch, SkippedDocuments, as_utc, find_window, read_window
+from analysis import card, coverage
+from analysis.batches import Batch, SkippedDocuments, as_utc, find_window, iso_z, read_window
 from analysis.cases import VERSION_COLUMNS, case_versions
 from analysis.export import FieldWatch
-from analysis.posts import arrow_schema, post_columns, write_parquet
+from analysis.posts import arrow_schema, first_columns, write_parquet
 from case_series import FIGURES
 from counts.reading import SOURCES
 
@@ -107,21 +108,25 @@ def write_release(store: storage.BatchStore, out: Path, since: datetime, until: 
                        one_file_posts=one_file_posts)
     tally = facts.tally
     skipped = SkippedDocuments()
-    window = read_window(store, since, until, skipped,
-                         documents=tally.observe_documents(find_window(store, since, until)))
-    first = next(window)
-    facts.columns = post_columns(first)
+    facts.columns, window = first_columns(read_window(
+        store, since, until, skipped,
+        documents=tally.observe_documents(find_window(store, since, until))))
     watch = FieldWatch(facts.columns)
     work = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)  # a leftover of this pid's earlier crash
     work.mkdir()
     try:
-        batches = tally.observe_batches(watch(chain([first], window)))
+        batches = tally.observe_batches(watch(window))
         facts.posts_files = _write_posts(batches, work, facts, one_file_posts)
         facts.field_warning = watch.message()
         facts.skipped = skipped.message()
         facts.cases = _write_cases(store, work / card.CASES, since, until,
                                    tally.earliest_as_of())
+        facts.coverage = coverage.read_coverage(store, since, until)
+        _write_text(work / card.COVERAGE, coverage.coverage_json(facts.coverage) + "\n")
+        facts.keywords = [found for found in coverage.keyword_sets(store)
+                          if found.first < until and found.last >= since]
+        _write_keywords(work / card.KEYWORDS, facts.keywords)
         facts.cleaning = card.cleaning_rules()
         _write_text(work / card.CARD, card.dataset_card(facts))
         files = _write_sums(work)
@@ -262,6 +267,26 @@ def case_schema() -> pyarrow.Schema:
 
 def _aware(moment: Any) -> datetime | None:
     return as_utc(moment) if isinstance(moment, datetime) else None
+
+
+# --- keywords.csv ---------------------------------------------------------------------------
+
+#: keywords.csv's columns: a row per keyword (X: per rule) of each set in force
+KEYWORD_COLUMNS = ("source", "first_batch", "last_batch", "keyword", "rule_tag")
+
+
+def _write_keywords(out: Path, sets: Iterable[coverage.KeywordSet]) -> None:
+    """A row per keyword of each set (X: per rule, its value and tag), with the first
+    and last batch time the set was in force, in the order the sets were first used."""
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(KEYWORD_COLUMNS)
+        for found in sets:
+            when = (found.source, iso_z(found.first), iso_z(found.last))
+            for keyword in found.keywords or ():
+                writer.writerow((*when, keyword, ""))
+            for rule in found.rules or ():
+                writer.writerow((*when, rule.get("value", ""), rule.get("tag") or ""))
 
 
 # --- the card, the sums, the folder ---------------------------------------------------------

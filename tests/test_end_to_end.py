@@ -153,7 +153,8 @@ def check_release(tmp_path: Path, documents: list[dict[str, Any]],
                        "--since", "2026-11-01", "--until", until, "--out", str(out))
     assert released.returncode == 0, released.stderr
     assert {p.name for p in out.iterdir()} == {"posts.parquet", "cases.parquet", "ids.txt",
-                                               "DATASET.md", "SHA256SUMS"}
+                                               "coverage.json", "keywords.csv", "DATASET.md",
+                                               "SHA256SUMS"}
     posts = pd.read_parquet(out / "posts.parquet")
     stored = [(text, post) for doc in documents
               for text, post in zip(doc["content"], doc["posts"], strict=True)]

@@ -5,6 +5,7 @@ line where it cannot be written."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -14,13 +15,18 @@ from typing import Any
 import mongomock
 import pytest
 from test_case_series import FIRST, LATER, SECOND, SEEN, file_of, rows_of
+from wire_lines import SECRET, delete, records, sealed
+from wire_lines import post as wire_post
 
 import case_series
 import config
 import report
+import scrape
 import storage
 import transform
+import wire_records
 from analysis import card, release
+from job.writer import BatchWriter
 
 pd = pytest.importorskip("pandas")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -31,7 +37,8 @@ T0 = datetime(2025, 3, 10, 23, 59, 20, tzinfo=UTC)  # two batches before midnigh
 AS_OF = datetime(2025, 3, 3, tzinfo=UTC)
 SINCE, UNTIL = "2025-03-10", "2025-03-12"
 POST = "app.bsky.feed.post"
-RELEASE_FILES = {"posts.parquet", "cases.parquet", "ids.txt", "DATASET.md", "SHA256SUMS"}
+RELEASE_FILES = {"posts.parquet", "cases.parquet", "ids.txt", "coverage.json", "keywords.csv",
+                 "DATASET.md", "SHA256SUMS"}
 
 
 def stored_post(n: int) -> dict[str, Any]:
@@ -388,3 +395,86 @@ def test_the_software_version_is_unknown_outside_a_checkout(tmp_path: Path) -> N
                                cwd=report.PROJECT, capture_output=True, text=True,
                                check=True).stdout.strip()
     assert release.software_version(report.PROJECT) == described
+
+
+# --- what the ledger says: coverage, keywords, deletions ------------------------------------
+
+
+LEDGER_FIELDS = ("id", "lang", "matched")
+HOST = "wss://jetstream1.us-east.bsky.network/subscribe"
+SOURCE_T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+
+
+def bluesky(n: int) -> str:
+    return f"at://did:plc:a/{POST}/k{n}"
+
+
+def ledger_store(db: Path, tmp_path: Path) -> None:
+    """What the job stores from a producer's wire lines: a keyword set, a span read, posts,
+    a gap, a delete of a stored post, then another keyword set and a post."""
+    store = storage.open_store(config.Settings(embedded_db_path=db))
+    durable = storage.DurableStore(store, storage.Spool(tmp_path / "spool.jsonl"), ())
+    reading = scrape.CaseCount(704_753_890, datetime(2024, 4, 13, tzinfo=UTC),
+                               "worldometers", fresh=True)
+    writer = BatchWriter(durable, lambda: reading, secret=SECRET, post_fields=LEDGER_FIELDS)
+    batches = [
+        [sealed(1, wire_records.filter_record("bluesky", keywords=["covid", "covid19"])),
+         sealed(2, wire_records.coverage_record(
+             "span-1", "bluesky", HOST, SOURCE_T0, SOURCE_T0 + timedelta(minutes=2),
+             events=600, posts=60, matched=5)),
+         *(wire_post(n, bluesky(n), lang="en", matched=["covid"]) for n in (3, 4, 5))],
+        [wire_post(6, bluesky(6), matched=["covid19"]), wire_post(7, bluesky(7)),
+         sealed(8, wire_records.gap_record(
+             "bluesky", HOST, SOURCE_T0 + timedelta(minutes=2),
+             SOURCE_T0 + timedelta(minutes=5), "cursor not honoured", 0))],
+        [delete(9, bluesky(4))],  # its author deleted a stored post
+        [sealed(10, wire_records.filter_record("bluesky", keywords=["covid", "long covid"])),
+         wire_post(11, bluesky(11), lang="pt", matched=["long covid"])],
+    ]
+    try:
+        for n, lines in enumerate(batches):
+            writer.write_records(SOURCE_T0 + timedelta(seconds=20 * (n + 1)),
+                                 wire_records_of(lines))
+    finally:
+        store.close()
+
+
+def wire_records_of(lines: list[str]) -> list[Any]:
+    return records(*lines, fields=LEDGER_FIELDS)
+
+
+def test_a_release_carries_the_coverage_the_keywords_and_no_deleted_post(
+        cli_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db, out = tmp_path / "db", tmp_path / "release"
+    ledger_store(db, tmp_path)
+    window = ["--since", "2026-11-30", "--until", "2026-12-01"]
+    assert main(["release", "--embedded-db-path", str(db), *window, "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == RELEASE_FILES
+    posts = pd.read_parquet(out / "posts.parquet")
+    assert list(posts.id) == [bluesky(n) for n in (3, 5, 6, 7, 11)]  # k4 deleted
+    assert "post_keys" not in posts.columns  # the keys are never exported
+    assert [None if m is None else list(m) for m in posts.matched] == [
+        ["covid"], ["covid"], ["covid19"], None, ["long covid"]]
+    for path in out.iterdir():  # neither the deleted post nor any key, in any file
+        assert b"k4" not in path.read_bytes() and b"post_keys" not in path.read_bytes()
+    capsys.readouterr()
+    # coverage.json is report.py coverage --json of the same window, exactly
+    assert main(["coverage", "--json", "--embedded-db-path", str(db), *window]) == 0
+    assert (out / "coverage.json").read_text() == capsys.readouterr().out
+    assert json.loads((out / "coverage.json").read_text())["gaps"] == [
+        {"from": "2026-11-30T08:02:00.000Z", "to": "2026-11-30T08:05:00.000Z",
+         "reason": "cursor not honoured", "refused": 0}]
+    first, second = "2026-11-30T08:00:20.000Z", "2026-11-30T08:01:20.000Z"
+    assert (out / "keywords.csv").read_text().splitlines() == [
+        "source,first_batch,last_batch,keyword,rule_tag",
+        f"bluesky,{first},{second.replace('01:20', '01:00')},covid,",
+        f"bluesky,{first},{second.replace('01:20', '01:00')},covid19,",
+        f"bluesky,{second},{second},covid,",
+        f"bluesky,{second},{second},long covid,"]
+    text = (out / "DATASET.md").read_text(encoding="utf-8")
+    assert "1 post of this window was removed from the store" in text
+    assert "| 2026-11-30 | 3 | 5 | 1 |" in text  # batches stored, posts, removed
+    assert "| 2026-11-30T08:02:00.000Z | 2026-11-30T08:05:00.000Z | cursor not honoured " \
+           "| 0 |" in text
+    assert f"| {second} | {second} | Bluesky | covid, long covid |" in text
+    assert "5 posts (Bluesky)" in text  # the source the documents' filter names
