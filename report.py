@@ -32,8 +32,9 @@ Namibia's ``NA``) or name; ``--known-at`` the values as they were known then (WH
 revises past rows; the earlier values are kept).
 
 ``release`` writes a dataset to publish into a new folder: the window's posts
-(Parquet), the case series around it with its revisions, the post ids, a card
-(DATASET.md) and SHA256SUMS (docs/using-the-data.md, "Publishing a dataset").
+(Parquet), the case series around it with its revisions, the post ids, the
+coverage and keyword history, a card (DATASET.md) and SHA256SUMS
+(docs/using-the-data.md, "Publishing a dataset").
 
 ``plot`` counts the posts per minute, hour or day (the finest that fits the
 figure, at most MAX_BINS bins, and not shorter than the usual batch), and shows
@@ -207,8 +208,9 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
             "Write a window's dataset into a new folder: posts.parquet (one row per post; "
             f"past {release.ONE_FILE_POSTS:,} posts, posts/<day>.parquet, one per UTC day), "
             "cases.parquet (every stored version of the case rows around the window), "
-            "ids.txt (the post ids, for rehydration), DATASET.md (a card: how it was "
-            "collected, gaps, posts per day, languages, licence, citation) and SHA256SUMS. "
+            "ids.txt (the post ids, for rehydration), coverage.json and keywords.csv (the "
+            "ledger's gaps and keyword sets), DATASET.md (a card: how it was collected, "
+            "gaps, posts per day, languages, deletions, licence, citation) and SHA256SUMS. "
             "The same store gives the same files, but for the card's 'generated at' line. "
             "--out must not exist or be an empty folder."),
     )
