@@ -552,13 +552,14 @@ def _languages(facts: Facts) -> str:
 
 def _deletions(facts: Facts) -> str:
     removed = facts.tally.deleted
+    was = "was" if removed == 1 else "were"
     return f"""## Deletions
 
-{_count(removed, "post", "posts")} of this window {"was" if removed == 1 else "were"} \
-removed from the store before this release, because their authors deleted them (the pipeline honours Bluesky's deletes by default; a \
-store run with `KEEP_DELETED` keeps them). A post deleted after this release was written \
-is still in it: write the release again from the store to drop it, and prefer sharing \
-`{IDS}`, which only ever gives back the posts that still exist."""
+{_count(removed, "post", "posts")} of this window {was} removed from the store before \
+this release, because their authors deleted them (the pipeline honours Bluesky's deletes \
+by default; a store run with `KEEP_DELETED` keeps them). A post deleted after this \
+release was written is still in it: write the release again from the store to drop it, \
+and prefer sharing `{IDS}`, which only ever gives back the posts that still exist."""
 
 
 def _licence(facts: Facts) -> str:
