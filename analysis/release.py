@@ -31,6 +31,7 @@ from analysis.batches import Batch, SkippedDocuments, as_utc, find_window, iso_z
 from analysis.cases import VERSION_COLUMNS, case_versions
 from analysis.export import FieldWatch
 from analysis.posts import arrow_schema, first_columns, write_parquet
+from analysis.release_facts import CARD, CASES, COVERAGE, IDS, KEYWORDS, CaseFacts, Facts
 from case_series import FIGURES
 from counts.reading import SOURCES
 
@@ -98,14 +99,15 @@ def write_release(store: storage.BatchStore, out: Path, since: datetime, until: 
                   *, version: str, generated_at: datetime | None = None,
                   one_file_posts: int = ONE_FILE_POSTS) -> Release:
     """Write the release of ``since`` <= batch time < ``until`` into the folder ``out``
-    (files: :data:`card.FILES`). ``version``: the software's (``software_version``);
+    (posts, cases.parquet, ids.txt, coverage.json, keywords.csv, DATASET.md,
+    SHA256SUMS). ``version``: the software's (``software_version``);
     ``generated_at``: the card's one changing line (default: now). Raises
     ReleaseError for an ``out`` that cannot take it and EmptyWindowError for a
     window without a batch, both before anything is written."""
     check_out(out)
-    facts = card.Facts(since=since, until=until, version=version,
-                       generated_at=generated_at or datetime.now(UTC),
-                       one_file_posts=one_file_posts)
+    facts = Facts(since=since, until=until, version=version,
+                  generated_at=generated_at or datetime.now(UTC),
+                  one_file_posts=one_file_posts)
     tally = facts.tally
     skipped = SkippedDocuments()
     facts.columns, window = first_columns(read_window(
@@ -120,15 +122,15 @@ def write_release(store: storage.BatchStore, out: Path, since: datetime, until: 
         facts.posts_files = _write_posts(batches, work, facts, one_file_posts)
         facts.field_warning = watch.message()
         facts.skipped = skipped.message()
-        facts.cases = _write_cases(store, work / card.CASES, since, until,
+        facts.cases = _write_cases(store, work / CASES, since, until,
                                    tally.earliest_as_of())
         facts.coverage = coverage.read_coverage(store, since, until)
-        _write_text(work / card.COVERAGE, coverage.coverage_json(facts.coverage) + "\n")
+        _write_text(work / COVERAGE, coverage.coverage_json(facts.coverage) + "\n")
         facts.keywords = [found for found in coverage.keyword_sets(store)
                           if found.first < until and found.last >= since]
-        _write_keywords(work / card.KEYWORDS, facts.keywords)
+        _write_keywords(work / KEYWORDS, facts.keywords)
         facts.cleaning = card.cleaning_rules()
-        _write_text(work / card.CARD, card.dataset_card(facts))
+        _write_text(work / CARD, card.dataset_card(facts))
         files = _write_sums(work)
         _publish(work, out)
     except BaseException:
@@ -147,7 +149,7 @@ def write_release(store: storage.BatchStore, out: Path, since: datetime, until: 
 # --- posts.parquet (or posts/<day>.parquet) and ids.txt ------------------------------------
 
 
-def _write_posts(batches: Iterable[Batch], work: Path, facts: card.Facts,
+def _write_posts(batches: Iterable[Batch], work: Path, facts: Facts,
                  one_file_posts: int) -> tuple[str, ...]:
     """Write the posts a file per UTC day of batch time (posts/2026-11-23.parquet), and
     their ids to ids.txt (when stored); then, if they are ``one_file_posts`` or fewer,
@@ -157,7 +159,7 @@ def _write_posts(batches: Iterable[Batch], work: Path, facts: card.Facts,
     folder.mkdir()
     days: list[Path] = []
     with_ids = "id" in facts.columns
-    ids = (work / card.IDS).open("w", encoding="utf-8", newline="\n") if with_ids else None
+    ids = (work / IDS).open("w", encoding="utf-8", newline="\n") if with_ids else None
     try:
         stream = _ids_written(batches, ids, facts) if ids is not None else batches
         for day, group in groupby(stream, key=_day):
@@ -178,7 +180,7 @@ def _day(batch: Batch) -> date:
     return batch.timestamp.date()
 
 
-def _ids_written(batches: Iterable[Batch], out: IO[str], facts: card.Facts
+def _ids_written(batches: Iterable[Batch], out: IO[str], facts: Facts
                  ) -> Iterator[Batch]:
     """``batches`` as they come, their posts' stored ids written to ``out`` one a line
     (in the order of the posts' rows); posts without one are counted."""
@@ -219,7 +221,7 @@ def case_window(since: datetime, earliest_as_of: dict[str, datetime]
 
 
 def _write_cases(store: storage.BatchStore, out: Path, since: datetime, until: datetime,
-                 earliest_as_of: dict[str, datetime]) -> card.CaseFacts:
+                 earliest_as_of: dict[str, datetime]) -> CaseFacts:
     """Write every stored version of the case rows dated from :func:`case_window` to
     ``until`` (exclusive), each source in turn, by date and country, oldest version
     first; what the card says of them."""
@@ -228,7 +230,7 @@ def _write_cases(store: storage.BatchStore, out: Path, since: datetime, until: d
 
     series = case_series.of_store(store)
     starts = case_window(since, earliest_as_of)
-    facts = card.CaseFacts(starts=starts, until=until)
+    facts = CaseFacts(starts=starts, until=until)
     schema = case_schema()
     try:
         with pq.ParquetWriter(str(out), schema, compression="zstd") as writer:
@@ -247,7 +249,7 @@ def _write_cases(store: storage.BatchStore, out: Path, since: datetime, until: d
 
 
 def _versions(documents: Iterable[dict[str, Any]], latest: datetime | None,
-              facts: card.CaseFacts) -> Iterator[dict[str, Any]]:
+              facts: CaseFacts) -> Iterator[dict[str, Any]]:
     for document in documents:
         facts.add(document)
         yield from case_versions(document, latest)

@@ -25,7 +25,7 @@ import scrape
 import storage
 import transform
 import wire_records
-from analysis import card, release
+from analysis import card, release, release_facts
 from job.writer import BatchWriter
 
 pd = pytest.importorskip("pandas")
@@ -380,7 +380,7 @@ def test_a_missing_store_or_folder_is_one_line(
 def test_a_release_that_fails_midway_leaves_nothing(
         cli_env: None, embedded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full_disk(facts: card.Facts) -> str:
+    def full_disk(facts: release_facts.Facts) -> str:
         raise OSError(28, "No space left on device", str(tmp_path / "x" / "DATASET.md"))
 
     monkeypatch.setattr(card, "dataset_card", full_disk)
