@@ -70,7 +70,9 @@ def check_out(out: Path) -> None:
     if not out.parent.is_dir():
         raise ReleaseError(f"no folder {out.parent} to write the release into (create it "
                            "first)")
-    if out.exists() or out.is_symlink():
+    if out.is_symlink():
+        raise ReleaseError(f"--out {out} is a symbolic link: name the folder itself")
+    if out.exists():
         if not out.is_dir():
             raise ReleaseError(f"--out {out} exists and is not a folder")
         if any(out.iterdir()):
@@ -104,6 +106,7 @@ def write_release(store: storage.BatchStore, out: Path, since: datetime, until: 
     ``generated_at``: the card's one changing line (default: now). Raises
     ReleaseError for an ``out`` that cannot take it and EmptyWindowError for a
     window without a batch, both before anything is written."""
+    out = Path(os.path.abspath(out))  # "." and "a/.." have a name and a parent
     check_out(out)
     facts = Facts(since=since, until=until, version=version,
                   generated_at=generated_at or datetime.now(UTC),

@@ -339,11 +339,14 @@ def test_an_out_folder_that_holds_anything_is_never_written_over(
     assert [p.name for p in out.parent.iterdir() if ".partial" in p.name] == []
 
 
-def test_an_empty_out_folder_or_a_new_one_takes_a_release(
-        cli_env: None, embedded: Path, tmp_path: Path) -> None:
+def test_an_empty_out_folder_takes_a_release_even_named_as_the_current_one(
+        cli_env: None, embedded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "empty").mkdir()
-    assert run_release(embedded, tmp_path / "empty") == 0
+    monkeypatch.chdir(tmp_path / "empty")
+    assert run_release(embedded, Path(".")) == 0
     assert {p.name for p in (tmp_path / "empty").iterdir()} == RELEASE_FILES
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db", "empty"]
 
 
 def test_an_empty_window_writes_nothing(cli_env: None, embedded: Path, tmp_path: Path,
@@ -361,11 +364,14 @@ def test_an_empty_window_writes_nothing(cli_env: None, embedded: Path, tmp_path:
     (["--out", "{tmp}/missing/out"], "report.py: error: no folder {tmp}/missing to write"),
     (["--out", "{tmp}/db/file"], "report.py: error: --out {tmp}/db/file exists and is not "
                                  "a folder"),
+    (["--out", "{tmp}/link"], "report.py: error: --out {tmp}/link is a symbolic link"),
 ])
 def test_a_missing_store_or_folder_is_one_line(
         cli_env: None, embedded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         args: list[str], expected: str) -> None:
     (embedded / "file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
     values = {"--embedded-db-path": str(embedded), "--out": str(tmp_path / "out")}
     for flag, value in zip(args[::2], args[1::2], strict=True):
         values[flag] = value.format(tmp=tmp_path)
