@@ -221,8 +221,9 @@ def _case_figures(facts: Facts) -> str:
                 f"{_day_text(figure.last_as_of)}") if figure.first_as_of else "as of unknown"
         age = ""
         if figure.youngest is not None and figure.oldest is not None:
-            age = (f"; at batch time they were {_days(figure.youngest)} to "
-                   f"{_days(figure.oldest)} old")
+            young, old = _days(figure.youngest), _days(figure.oldest)
+            ages = young if young == old else f"{young} to {old}"
+            age = f"; at batch time they were {ages} old"
         count = ("" if figure.latest_count is None else
                  f"; the last is {figure.latest_count:,}, as of "
                  f"{_day_text(figure.latest_as_of) if figure.latest_as_of else 'unknown'}")
@@ -269,10 +270,12 @@ def _case_figures(facts: Facts) -> str:
                   "known at time T, keep each row's latest version with `first_seen` <= T. "
                   "Figures: WHO's `New_cases`, `Cumulative_cases`, `New_deaths`, "
                   "`Cumulative_deaths`; a blank is null, never 0."]
+        if cases.loads:
+            lines.append("")
         for source, (seen, as_of) in sorted(cases.loads.items()):
             lines.append(f"* {source_name(source)}: the latest file read at "
-                         f"{iso_z(seen) if seen else 'unknown'}, its data as of "
-                         f"{_day_text(as_of) if as_of else 'unknown'}.")
+                         f"{iso_z(seen) if seen else 'an unknown time'}"
+                         + (f", its data as of {_day_text(as_of)}." if as_of else "."))
     return "\n".join(lines)
 
 
@@ -309,7 +312,7 @@ def _ledger_gaps(facts: Facts) -> list[str]:
     if found is None or not found.hours:
         return [f"* No coverage recorded for this window (`{COVERAGE}` is empty): the store "
                 "was filled by a `stream.py` that kept no coverage ledger, so only the "
-                "batches below show where the stream may have stopped.", ""]
+                "batches below show where the stream may have stopped."]
     start, end = as_utc(facts.since), as_utc(facts.until)
     weights = [(min(hour + HOUR, end) - max(hour, start)).total_seconds()
                for hour, _ in found.hours]
