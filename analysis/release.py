@@ -24,7 +24,6 @@ from itertools import groupby, islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import case_series
 import storage
 from analysis import card, coverage
 from analysis.batches import Batch, SkippedDocuments, as_utc, find_window, iso_z, read_window
@@ -32,8 +31,9 @@ from analysis.cases import VERSION_COLUMNS, case_versions
 from analysis.export import FieldWatch
 from analysis.posts import arrow_schema, first_columns, write_parquet
 from analysis.release_facts import CARD, CASES, COVERAGE, IDS, KEYWORDS, CaseFacts, Facts
-from case_series import FIGURES
 from counts.reading import SOURCES
+from storage import case_series
+from storage.case_series import FIGURES
 
 if TYPE_CHECKING:
     import pyarrow

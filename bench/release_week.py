@@ -30,7 +30,6 @@ import tempfile
 from datetime import date, timedelta
 from pathlib import Path
 
-import case_series
 import config
 import storage
 from bench.report_week import (
@@ -43,6 +42,7 @@ from bench.report_week import (
 )
 from counts.fetch import Validators
 from counts.series import CaseFile, CaseRow
+from storage import case_series
 
 DAYS = 7
 TWEETS = 1_500_000

@@ -18,7 +18,6 @@ from test_case_series import FIRST, LATER, SECOND, SEEN, file_of, rows_of
 from wire_lines import SECRET, delete, records, sealed
 from wire_lines import post as wire_post
 
-import case_series
 import config
 import report
 import scrape
@@ -27,6 +26,7 @@ import transform
 import wire_records
 from analysis import card, release, release_facts
 from job.writer import BatchWriter
+from storage import case_series
 
 pd = pytest.importorskip("pandas")
 pq = pytest.importorskip("pyarrow.parquet")
