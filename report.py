@@ -12,6 +12,7 @@
     python report.py coverage                # per hour, the source time read; every gap
     python report.py coverage --json         # the same as JSON
     python report.py keywords                # each keyword set, first and last batch
+    python report.py release --since 2026-11-23 --until 2026-11-30 --out release-w48
 
 In a notebook (pandas: pip install -r requirements-analysis.txt):
 
@@ -29,6 +30,11 @@ environment or .env; a store that does not exist is an error, never created.
 (and worldometers' one figure); ``--country`` one country's rows, by code (``DE``,
 Namibia's ``NA``) or name; ``--known-at`` the values as they were known then (WHO
 revises past rows; the earlier values are kept).
+
+``release`` writes a dataset to publish into a new folder: the window's posts
+(Parquet), the case series around it with its revisions, the post ids, the
+coverage and keyword history, a card (DATASET.md) and SHA256SUMS
+(docs/using-the-data.md, "Publishing a dataset").
 
 ``plot`` counts the posts per minute, hour or day (the finest that fits the
 figure, at most MAX_BINS bins, and not shorter than the usual batch), and shows
@@ -54,7 +60,7 @@ from typing import TYPE_CHECKING
 
 import config
 import storage
-from analysis import batches, cases, coverage, export, figure, posts, words
+from analysis import batches, cases, coverage, export, figure, posts, release, words
 from startup import StartupError, program
 from storage import case_series
 
@@ -62,6 +68,7 @@ if TYPE_CHECKING:
     import pandas
 
 log = logging.getLogger("report")
+PROJECT = Path(__file__).resolve().parent
 
 
 def _time_arg(text: str) -> datetime:
@@ -90,7 +97,7 @@ def _languages(text: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``report.py`` parser: ``inspect``, ``plot``, ``export``, ``cases``,
-    ``coverage`` and ``keywords``."""
+    ``coverage``, ``keywords`` and ``release``."""
     return _build_parsers()[0]
 
 
@@ -194,9 +201,29 @@ def _build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argume
         help="each keyword set (X: rule set) with the first and last batch it chose posts for")
     keywords_command.add_argument("--json", action=argparse.BooleanOptionalAction,
                                   default=False, help="print JSON instead of a table")
+    release_command = commands.add_parser(
+        "release", parents=[store_flags],
+        help="write a dataset to publish: posts, case series, ids, a card, checksums",
+        description=(
+            "Write a window's dataset into a new folder: posts.parquet (one row per post; "
+            f"past {release.ONE_FILE_POSTS:,} posts, posts/<day>.parquet, one per UTC day), "
+            "cases.parquet (every stored version of the case rows around the window), "
+            "ids.txt (the post ids, for rehydration), coverage.json and keywords.csv (the "
+            "ledger's gaps and keyword sets), DATASET.md (a card: how it was collected, "
+            "gaps, posts per day, languages, deletions, licence, citation) and SHA256SUMS. "
+            "The same store gives the same files, but for the card's 'generated at' line. "
+            "--out must not exist or be an empty folder."),
+    )
+    release_command.add_argument("--since", type=_time_arg, metavar="ISO", required=True,
+                                 help="first batch time to include, e.g. 2026-11-23 (UTC "
+                                      "when no offset is given)")
+    release_command.add_argument("--until", type=_time_arg, metavar="ISO", required=True,
+                                 help="batch time to stop before (exclusive)")
+    release_command.add_argument("--out", type=Path, required=True, metavar="DIR",
+                                 help="the folder to write (new, or empty)")
     return parser, {"inspect": inspect, "plot": plot, "export": export_command,
                     "cases": cases_command, "coverage": coverage_command,
-                    "keywords": keywords_command}
+                    "keywords": keywords_command, "release": release_command}
 
 
 def _missing_folder(args: argparse.Namespace) -> Path | None:
@@ -225,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     missing = _missing_folder(args)
     if missing is not None:
         raise StartupError(f"no folder {missing} to write into (create it first)")
+    if args.command == "release":
+        try:
+            release.check_out(args.out)
+        except release.ReleaseError as err:
+            raise StartupError(str(err)) from None
     try:
         store = storage.open_store(settings, create=False)
     except storage.StoreError as err:
@@ -232,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "cases":
             return _cases(store, args.country, since, until, args.known_at)
+        if args.command == "release":
+            release.write_release(store, args.out, since, until,
+                                  version=release.software_version(PROJECT))
+            return 0
         if args.command == "inspect":
             return _inspect(store, args.last, since, until, as_json=args.json)
         if args.command == "coverage":
@@ -253,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             export.export_tweets(store, args.out or sys.stdout, args.format, since=since,
                                  until=until)
     except (batches.EmptyWindowError, posts.NoPostFieldsError,
-            cases.UnknownCountryError) as err:
+            cases.UnknownCountryError, release.ReleaseError) as err:
         parser.exit(1, f"report.py: {err}\n")
     except BrokenPipeError:  # `report.py export | head`: the reader has all it wants
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

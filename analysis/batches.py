@@ -317,15 +317,19 @@ def empty_window_text(store: storage.BatchStore, since: datetime | None,
 
 
 def read_window(store: storage.BatchStore, since: datetime | None = None,
-                until: datetime | None = None, skipped: SkippedDocuments | None = None
-                ) -> Iterator[Batch]:
+                until: datetime | None = None, skipped: SkippedDocuments | None = None,
+                documents: Iterable[Mapping[str, Any]] | None = None) -> Iterator[Batch]:
     """The batches with ``since <= timestamp < until``, oldest first (:func:`find_window`,
     :func:`usable_batches`: an unusable document is counted in ``skipped`` and left
     out), read as they are iterated. Raises EmptyWindowError at once, before the
     caller writes anything, when the window has no usable batch (all of them
-    unusable: the first line of the window's skipped documents with it)."""
+    unusable: the first line of the window's skipped documents with it).
+    ``documents``: the window's documents as :func:`find_window` gives them, passed
+    through something that looks at them on the way (default: find_window's own)."""
     skipped = SkippedDocuments() if skipped is None else skipped
-    batches = usable_batches(find_window(store, since, until), skipped)
+    if documents is None:
+        documents = find_window(store, since, until)
+    batches = usable_batches(documents, skipped)
     first = next(batches, None)
     if first is None:
         text = empty_window_text(store, since, until)

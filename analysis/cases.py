@@ -230,6 +230,33 @@ def all_days(series: CaseSeries, since: datetime | None = None,
             yield _day(known)
 
 
+# ----------------------------------------------------------- every stored version
+
+
+#: the columns of a release's ``cases.parquet``: a row per stored version of a row
+VERSION_COLUMNS = ("source", "date", "country", "code", "who_region", *FIGURES, "version",
+                   "current", "first_seen", "last_seen")
+
+
+def case_versions(document: Mapping[str, Any], latest_load: datetime | None
+                  ) -> Iterator[dict[str, Any]]:
+    """Every version of a stored row, oldest first, with VERSION_COLUMNS: its earlier
+    values (``revisions``: ``version`` 1, 2, ..., ``current`` False, each with when it
+    was first and last seen), then its current values (``current`` True, first seen
+    at ``first_seen``; last seen at ``latest_load``, the latest file its source
+    gave, since an unchanged row is not written again)."""
+    key = {"source": document["source"], "date": document["date"],
+           "country": document["country"]}
+    earlier = list(document.get("revisions") or ())
+    for number, old in enumerate(earlier, start=1):
+        yield {**key, **{name: old.get(name) for name in VALUES}, "version": number,
+               "current": False, "first_seen": old.get("first_seen"),
+               "last_seen": old.get("last_seen")}
+    yield {**key, **{name: document.get(name) for name in VALUES},
+           "version": len(earlier) + 1, "current": True,
+           "first_seen": document.get("first_seen"), "last_seen": latest_load}
+
+
 # ------------------------------------------------------------------ for the figure
 
 

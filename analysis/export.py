@@ -108,7 +108,7 @@ def write_jsonl(rows: Iterable[Mapping[str, Any]], out: IO[str],
     return written
 
 
-class _FieldWatch:
+class FieldWatch:
     """Counts the batches whose posts have fields beyond the export's columns."""
 
     def __init__(self, columns: Sequence[str]) -> None:
@@ -144,7 +144,7 @@ def export_tweets(store: storage.BatchStore, out: IO[str] | Path, fmt: str, *,
     end."""
     skipped = SkippedDocuments()
     columns, window = first_columns(read_window(store, since, until, skipped))
-    watch = _FieldWatch(columns)
+    watch = FieldWatch(columns)
     batches = watch(window)
     if fmt == "parquet":
         if not isinstance(out, Path):

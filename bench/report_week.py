@@ -218,13 +218,16 @@ COMMANDS = {"plot": (("plot",), "png"), "csv": (("export", "--format", "csv"), "
 
 
 def run_plot(script: Path, store: Path, out: Path, workdir: Path,
-             profile_to: Path | None = None, command: str = "plot") -> Run:
-    """One ``report.py plot`` (or another of COMMANDS) run as a subprocess (start-up
-    included), timed and sampled."""
+             profile_to: Path | None = None, command: str = "plot",
+             arguments: tuple[str, ...] | None = None) -> Run:
+    """One ``report.py plot`` (or another of COMMANDS; or ``arguments``, report.py's
+    arguments before ``--embedded-db-path``) run as a subprocess (start-up included),
+    timed and sampled."""
     env = {k: v for k, v in os.environ.items() if k not in STORE_ENV}
     env["PYTHONPATH"] = str(script.parent)  # the version's own modules
     profile = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
-    command_line = [sys.executable, *profile, str(script), *COMMANDS[command][0],
+    command_line = [sys.executable, *profile, str(script),
+                    *(COMMANDS[command][0] if arguments is None else arguments),
                     "--embedded-db-path", str(store), "--out", str(out)]
     peaks = [0.0, 0.0]
     done = threading.Event()

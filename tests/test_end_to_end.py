@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from processes import (
 import config
 import storage
 import transform
+from sources import tweet_from_payload
 from storage import case_series
 
 SAMPLE = PROJECT / "samples" / "tweets.jsonl"
@@ -69,9 +71,26 @@ WHO_CSV = (
 )
 
 
+#: the post fields of issue 24's run: the conversation, without the personal ones
+RELEASE_FIELDS = "id,created_at,lang,reply_to,quote_of,hashtags,links"
+
+
+def conversation_of(tweet: dict[str, Any]) -> dict[str, Any]:
+    """What an X v2 post says of its place in the conversation, read from the payload as
+    X documents it (referenced_tweets, entities): what the job should store."""
+    references = {ref["type"]: ref["id"] for ref in tweet.get("referenced_tweets") or ()}
+    entities = tweet.get("entities") or {}
+    return {"lang": tweet.get("lang"), "reply_to": references.get("replied_to"),
+            "quote_of": references.get("quoted"),
+            "hashtags": [tag["tag"] for tag in entities.get("hashtags", ())] or None,
+            "links": [url["expanded_url"] for url in entities.get("urls", ())] or None}
+
+
 @pytest.mark.e2e
 def test_stream_and_spark_processes_store_the_sample_file_with_whos_count(tmp_path) -> None:
-    """The card's two programs, as a user runs them, with --case-source who."""
+    """The card's two programs, as a user runs them, with --case-source who and the
+    conversation fields; then report.py release writes the dataset of what they stored
+    (issue 24's "done when")."""
     (tmp_path / "who").mkdir()
     (tmp_path / "who" / "daily.csv").write_text(WHO_CSV, encoding="utf-8")
     who = serve_folder(tmp_path / "who")
@@ -81,7 +100,8 @@ def test_stream_and_spark_processes_store_the_sample_file_with_whos_count(tmp_pa
     source = producer(tmp_path, SAMPLE, port, ack_port, 0)
     consumer = job(tmp_path, port, ack_port, "http://127.0.0.1:9/unused",
                    "--embedded-db-path", str(tmp_path / "db"),
-                   "--case-source", "who", "--who-url", who_url)
+                   "--case-source", "who", "--who-url", who_url,
+                   "--post-fields", RELEASE_FIELDS)
     try:
         # the producer exits by itself once the job has acknowledged every tweet
         assert source.process.wait(120) == 0, source.log
@@ -109,7 +129,8 @@ def test_stream_and_spark_processes_store_the_sample_file_with_whos_count(tmp_pa
     assert [text for doc in documents for text in doc["content"]] == content
     for doc in documents:
         assert set(doc) == {"_id", "content", "timestamp", "total_case_count",
-                            "case_count_as_of", "case_count_source", "post_keys", "delivery"}
+                            "case_count_as_of", "case_count_source", "post_keys", "delivery",
+                            "posts"}
         assert isinstance(doc["timestamp"], datetime)
         # each country's latest Cumulative_cases, summed, as of the file's latest date
         assert doc["total_case_count"] == 172_012 + 38_437_960
@@ -118,6 +139,46 @@ def test_stream_and_spark_processes_store_the_sample_file_with_whos_count(tmp_pa
     # the producer numbered the tweets 1..sent; the last document accounts for all of them
     (mark,) = documents[-1]["delivery"]
     assert mark["last_seq"] == sent
+    check_release(tmp_path, documents, series)
+
+
+def check_release(tmp_path: Path, documents: list[dict[str, Any]],
+                  series: list[dict[str, Any]]) -> None:
+    """report.py release of what the two programs stored: every file, a row per stored
+    post with the conversation fields its payload gave, WHO's rows, sha256sum -c."""
+    pd = pytest.importorskip("pandas")
+    out = tmp_path / "release"
+    until = (documents[-1]["timestamp"] + timedelta(seconds=1)).isoformat()
+    released = run_cli("report.py", "release", "--embedded-db-path", str(tmp_path / "db"),
+                       "--since", "2026-11-01", "--until", until, "--out", str(out))
+    assert released.returncode == 0, released.stderr
+    assert {p.name for p in out.iterdir()} == {"posts.parquet", "cases.parquet", "ids.txt",
+                                               "coverage.json", "keywords.csv", "DATASET.md",
+                                               "SHA256SUMS"}
+    posts = pd.read_parquet(out / "posts.parquet")
+    stored = [(text, post) for doc in documents
+              for text, post in zip(doc["content"], doc["posts"], strict=True)]
+    assert list(posts.text) == [text for text, _ in stored]  # one row per stored post
+    payloads = {tweet["id"]: tweet for tweet in map(
+        tweet_from_payload, map(json.loads, SAMPLE.read_text(encoding="utf-8").splitlines()))}
+    assert len(posts) < len(payloads)  # the sample's repeats and empties were dropped
+    for row in posts.itertuples():
+        expected = conversation_of(payloads[row.id])
+        got = {name: getattr(row, name) for name in expected}
+        got = {name: (list(value) if name in ("hashtags", "links") and value is not None
+                      else None if not isinstance(value, str | list) and pd.isna(value)
+                      else value) for name, value in got.items()}
+        assert got == expected, row.id
+        assert row.case_count_source == "who" and row.total_case_count == 172_012 + 38_437_960
+    assert (out / "ids.txt").read_text() == "".join(f"{i}\n" for i in posts.id)
+    cases = pd.read_parquet(out / "cases.parquet")  # WHO's rows, as the file gave them
+    assert [(r.country, r.code, r.date.day, None if pd.isna(r.new_cases) else r.new_cases,
+             r.cumulative_cases, r.version, r.current) for r in cases.itertuples()] == [
+        (row["country"], row["code"], row["date"].day, row["new_cases"],
+         row["cumulative_cases"], 1, True) for row in series]
+    checked = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True,
+                             text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def bluesky_posts(start: int, count: int) -> tuple[list[dict[str, Any]], list[str]]:
