@@ -22,6 +22,9 @@ programs hold and no other process can read:
   journal, or to a damaged record): only then may the job skip a gap
   (:class:`Delivery`).
 
+The structured engine also reads the journal itself on this channel, by seq
+(:mod:`control_reads`: ``status``, ``read``), with the same guarantees.
+
 A line that fails any check is logged once and the connection closed; it
 never changes anything. Then, on the producer's side, an ``ack`` above the
 highest seq sent is refused and ``resend`` requests are rate-limited (see
@@ -212,7 +215,7 @@ def _mac(secret: bytes, *parts: str) -> str:
 
 
 @dataclass
-class _Session:
+class Session:
     """One authenticated connection's state: the nonces and each direction's line count."""
 
     secret: bytes
@@ -259,7 +262,7 @@ def _seq_words(words: list[str], verb: str) -> tuple[str, int]:
     return words[1], int(words[2])
 
 
-class _LineReader:
+class LineReader:
     """Reads ``\\n``-terminated lines of at most MAX_LINE bytes from a socket."""
 
     def __init__(self, sock: socket.socket) -> None:
@@ -292,6 +295,23 @@ class _LineReader:
         """True when a whole line is buffered."""
         return b"\n" in self._buffer
 
+    def read_exactly(self, count: int) -> bytes:
+        """The next ``count`` bytes (what follows a line that announced them); ProtocolError
+        if the stream ends first. Raises TimeoutError per the socket's timeout."""
+        parts, have = [self._buffer[:count]], min(count, len(self._buffer))
+        self._buffer = self._buffer[count:]
+        while have < count:
+            chunk = self.sock.recv(min(count - have, 1 << 20))
+            if not chunk:
+                raise ProtocolError(f"the stream ended {count - have} bytes short")
+            parts.append(chunk)
+            have += len(chunk)
+        return b"".join(parts)
+
+
+#: how a further verb is answered on the producer's side: ``(session, connection, words)``
+Request = Callable[[Session, socket.socket, list[str]], None]
+
 
 # --- the producer's side -------------------------------------------------------------
 
@@ -302,7 +322,10 @@ class ControlServer:
 
     ``on_ack(seq)`` applies an acknowledgement; ``on_resend(seq)`` returns
     ``(first held, next seq)`` for the ``held`` answer. Lines for another
-    producer's source id are ignored. Any failure closes that connection only.
+    producer's source id are ignored. ``requests`` answers further verbs:
+    ``requests[verb](session, conn, words)`` for an authenticated line starting
+    with ``verb`` (the journal's range reads, :mod:`control_reads`). Any failure
+    closes that connection only.
     """
 
     #: most connections served at once; more are refused (a flood cannot exhaust threads)
@@ -312,8 +335,10 @@ class ControlServer:
 
     def __init__(self, listener: socket.socket, secret: bytes, source: str,
                  on_ack: Callable[[int], None],
-                 on_resend: Callable[[int], tuple[int, int]]) -> None:
+                 on_resend: Callable[[int], tuple[int, int]],
+                 requests: Mapping[str, Request] | None = None) -> None:
         self.listener = listener
+        self.requests = dict(requests or {})
         self.secret = secret
         self.source = source
         self.on_ack = on_ack
@@ -390,7 +415,7 @@ class ControlServer:
     def _handle(self, conn: socket.socket) -> None:
         conn.settimeout(HANDSHAKE_TIMEOUT)
         deadline = time.monotonic() + HANDSHAKE_TIMEOUT  # for the whole handshake
-        reader = _LineReader(conn)
+        reader = LineReader(conn)
         producer_nonce = secrets.token_hex(16)
         conn.sendall(f"hello {producer_nonce}\n".encode("ascii"))
         line = reader.readline(deadline)
@@ -405,7 +430,7 @@ class ControlServer:
             raise WrongSecretError(
                 f"wrong control secret: this producer uses {_origin(self.secret)} and the job "
                 f"another; {SAME_SECRET} (not logged again until a job authenticates)")
-        session = _Session(self.secret, producer_nonce, job_nonce)
+        session = Session(self.secret, producer_nonce, job_nonce)
         with self._lock:
             self._unproven.pop(conn, None)  # a holder of the secret: it keeps its place
             self._told_wrong_secret = False  # before "ok": a wrong one after it is told
@@ -418,6 +443,9 @@ class ControlServer:
                 return
             words = session.open("job", line)
             verb = words[0] if words else ""
+            if verb in self.requests:
+                self.requests[verb](session, conn, words)
+                continue
             source, seq = _seq_words(words, verb if verb in (ACK, RESEND) else ACK)
             if source != self.source:
                 continue  # for another producer
@@ -451,8 +479,8 @@ class ControlClient:
         self.address = (host, port)
         self.secret = secret
         self._sock: socket.socket | None = None
-        self._reader: _LineReader | None = None
-        self._session: _Session | None = None
+        self._reader: LineReader | None = None
+        self._session: Session | None = None
         #: what is wrong with the control port, as last logged (None: nothing)
         self._failing: str | None = None
 
@@ -489,28 +517,8 @@ class ControlClient:
         return answers
 
     def _connect(self) -> None:
-        sock = socket.create_connection(self.address, timeout=self.TIMEOUT)
-        try:
-            reader = _LineReader(sock)
-            line = reader.readline()
-            words = _words(line) if line is not None else []
-            if len(words) != 2 or words[0] != "hello" or not words[1].isalnum():
-                raise ProtocolError("the control port did not greet as stream.py does")
-            producer_nonce, job_nonce = words[1], secrets.token_hex(16)
-            proof = _mac(self.secret, "auth", producer_nonce, job_nonce)
-            sock.sendall(f"auth {job_nonce} {proof}\n".encode("ascii"))
-            line = reader.readline()
-            words = _words(line) if line is not None else []
-            if (len(words) != 2 or words[0] != "ok" or not hmac.compare_digest(
-                    words[1], _mac(self.secret, "ok", producer_nonce, job_nonce))):
-                raise WrongSecretError(
-                    "the control port refused the secret or does not hold it: this job uses "
-                    f"{_origin(self.secret)}; {SAME_SECRET}")
-        except BaseException:
-            sock.close()
-            raise
-        self._sock, self._reader = sock, reader
-        self._session = _Session(self.secret, producer_nonce, job_nonce)
+        self._sock, self._reader, self._session = open_session(self.address, self.secret,
+                                                               self.TIMEOUT)
 
     def _answers(self) -> dict[str, tuple[int, int]]:
         """The ``held`` lines already received (never waits)."""
@@ -532,6 +540,35 @@ class ControlClient:
         if self._sock is not None:
             self._sock.close()
         self._sock = self._reader = self._session = None
+
+
+def open_session(address: tuple[str, int], secret: bytes, timeout: float
+                 ) -> tuple[socket.socket, LineReader, Session]:
+    """A connection to the producer's control port, authenticated both ways (the job's
+    side of the handshake): ``(socket, its reader, the session that seals and opens
+    lines)``. Raises OSError when the port cannot be reached, ProtocolError when it
+    does not greet as stream.py does, WrongSecretError when it holds another secret."""
+    sock = socket.create_connection(address, timeout=timeout)
+    try:
+        reader = LineReader(sock)
+        line = reader.readline()
+        words = _words(line) if line is not None else []
+        if len(words) != 2 or words[0] != "hello" or not words[1].isalnum():
+            raise ProtocolError("the control port did not greet as stream.py does")
+        producer_nonce, job_nonce = words[1], secrets.token_hex(16)
+        proof = _mac(secret, "auth", producer_nonce, job_nonce)
+        sock.sendall(f"auth {job_nonce} {proof}\n".encode("ascii"))
+        line = reader.readline()
+        words = _words(line) if line is not None else []
+        if (len(words) != 2 or words[0] != "ok" or not hmac.compare_digest(
+                words[1], _mac(secret, "ok", producer_nonce, job_nonce))):
+            raise WrongSecretError(
+                "the control port refused the secret or does not hold it: this job uses "
+                f"{_origin(secret)}; {SAME_SECRET}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock, reader, Session(secret, producer_nonce, job_nonce)
 
 
 def peer_closed(sock: socket.socket) -> bool:

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import control
+import control_reads
 from journal import Journal
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ class TweetServer:
     Each tweet gets a sequence number and this producer's source id (wire
     fields ``seq`` and ``src``). With ``ack_port`` the server listens there for
     the job's authenticated ``ack``/``resend`` lines: a tweet is sent again to
-    each new consumer until it is acknowledged. An ``ack`` above the highest
+    each new consumer until it is acknowledged. The same port serves range reads
+    of the journal (:mod:`control_reads`), which the structured engine reads
+    instead of the socket. An ``ack`` above the highest
     seq sent is refused, and a ``resend`` rewinds at most once every
     RESEND_MIN_SECONDS. Without ``ack_port`` (tests, tools) a tweet is done
     once written to a consumer.
@@ -125,8 +128,9 @@ class TweetServer:
                 self._listener.close()
                 self._listener = None
                 raise
-            self._control = control.ControlServer(control_listener, self._secret, self.source,
-                                                  self.ack, self.resend_from)
+            self._control = control.ControlServer(
+                control_listener, self._secret, self.source, self.ack, self.resend_from,
+                control_reads.journal_requests(self.journal, self._cursor.served))
             self._control.start()
         self._sender = Sender(
             self._listener, self.journal, self._cursor, self._closing,
@@ -373,6 +377,14 @@ class SendCursor:
         """The consumer is gone: nothing is being written."""
         with self.changed:
             self._sending_end = 0
+
+    def served(self, count: int, last: int) -> None:
+        """A range read on the control port (the structured engine's source) is about
+        to be given ``count`` tweets, up to seq ``last``: they count as sent, and may be
+        acknowledged."""
+        with self.changed:
+            self._highest_sent = max(self._highest_sent, last)
+            self.sent += count
 
     # -- the control port's lines
 

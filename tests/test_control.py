@@ -238,7 +238,7 @@ def test_a_line_replayed_on_another_connection_is_refused(producer: Producer,
     """A recorded authenticated line is worthless elsewhere: the MAC covers both nonces."""
     producer.put(5)
     sock, reader, nonce = raw_session(producer.port)
-    session = control._Session(SECRET, nonce, "cafe")
+    session = control.Session(SECRET, nonce, "cafe")
     proof = control._mac(SECRET, "auth", nonce, "cafe")
     sock.sendall(f"auth cafe {proof}\n".encode())
     assert reader.readline().startswith(b"ok ")
