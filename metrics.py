@@ -9,9 +9,10 @@ Every name starts with :data:`PREFIX` and says its unit (``_total``,
   ``TweetServer``, its journal and the source (:class:`SourceFigures`) when
   Prometheus scrapes, so a post costs nothing more.
 * spark_streaming.py: :class:`JobMetrics` adds each batch's figures to its
-  totals once a batch (the ``BatchMetrics`` listener calls
-  :meth:`JobMetrics.batch_completed`) and reads the spool and the case count's
-  age when scraped.
+  totals once a batch (each engine's listener calls
+  :meth:`JobMetrics.batch_completed`; through Spark Connect, where the server
+  stores the batch, :meth:`JobMetrics.batch_run`) and reads the spool and the
+  case count's age when scraped.
 
 Counters are totals since the process started (Prometheus's ``rate`` and
 ``increase`` handle the reset of a restart); gauges are levels. Each program
@@ -442,6 +443,15 @@ class JobMetrics:
             self.write.observe(stats.write_ms / 1000)
         if stats is not None and stats.total_case_count is not None:
             self.count_read(stats.reading)
+
+    def batch_run(self, records: int, processing_ms: int | None) -> None:
+        """A batch Spark ran and stored elsewhere (through Spark Connect, foreachBatch runs
+        on the server, whose log has its figures): only Spark's ``records`` and time."""
+        with self._lock:
+            self._totals["batches"] += 1
+            self._totals["records"] += records
+        if processing_ms is not None:
+            self.processing.observe(processing_ms / 1000)
 
     def count_read(self, reading: CaseCount) -> None:
         """The case count a batch stored (or the job's first reading)."""

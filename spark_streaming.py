@@ -46,10 +46,11 @@ import metrics
 import scrape
 import storage
 import transform
-from job import spark_setup
+from job import spark_setup, structured
 from job.batch import BatchStats, Quarantine
 from job.dstream import one_task_a_batch, received_lines, run_until_stopped
-from job.listeners import BatchMetrics, ReceiverWatch
+from job.listeners import BatchMetrics, BatchReport, ReceiverWatch
+from job.structured_sink import RangeDelivery
 from job.writer import BatchWriter
 from startup import StartupError, program
 from stopping import install_stop_handlers
@@ -198,7 +199,9 @@ def _filter_text(found: dict[str, Any]) -> str:
 
 def run_job(settings: config.Settings, stop: threading.Event, started: threading.Event,
             resources: contextlib.ExitStack) -> None:
-    """Open the store, the case count and Spark, then run batches until ``stop``.
+    """Open the store, the case count and Spark, then run batches until ``stop``, on the
+    engine the settings name (DStreams; Structured Streaming here or through Spark
+    Connect, :mod:`job.structured`).
 
     Each resource is registered on ``resources`` as soon as it exists, and
     ``stop`` is checked after every step of start-up (raising StoppedWhileStartingError), so
@@ -211,7 +214,7 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
         if stop.is_set():
             raise StoppedWhileStartingError
 
-    if spark_setup.java_missing():
+    if not settings.remote and spark_setup.java_missing():
         raise StartupError(
             "Java 17 is needed by Spark and was not found; "
             "install it (Debian: apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
@@ -223,48 +226,76 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
     try:
         store = storage.open_store(settings)
     except storage.StoreError as err:
-        raise StartupError(str(err)) from None
-    resources.callback(store.close)
+        if not settings.remote:
+            raise StartupError(str(err)) from None
+        store = None  # the Connect server writes: it may reach a store this machine cannot
+        log.warning("%s; the Spark Connect server stores the batches: going on", err)
+    if store is not None:
+        resources.callback(store.close)
     check_stop()
-    durable = storage.DurableStore(store, storage.Spool(settings.spool_path))
-    exporter = metrics.JobMetrics(durable)
+    durable = (None if store is None
+               else storage.DurableStore(store, storage.Spool(settings.spool_path)))
+    exporter = metrics.JobMetrics(None if settings.remote else durable)
     try:
         endpoint = metrics.serve(exporter.registry, settings.metrics_port)
     except metrics.MetricsError as err:
         raise StartupError(str(err)) from None
     if endpoint is not None:
         resources.callback(endpoint.close)
-    log.info("storing batches in %s", store.description)
-    if durable.spooled:
-        log.info("the spool %s holds %d document(s) from an earlier run: writing them first",
-                 settings.spool_path, durable.spooled)
-        durable.drain()
-    delivered = durable.delivered()
+    delivered: dict[str, int] = {}
+    if durable is not None:
+        log.info("storing batches in %s%s", durable.store.description,
+                 f", through the Spark Connect server at {settings.remote}"
+                 if settings.remote else "")
+        if durable.spooled and not settings.remote:
+            log.info("the spool %s holds %d document(s) from an earlier run: writing them "
+                     "first", settings.spool_path, durable.spooled)
+            durable.drain()
+        delivered = durable.delivered()
     if delivered:
         log.info("already stored, by producer: %s",
                  ", ".join(f"{source} up to seq {seq}" for source, seq in delivered.items()))
-    filters = _ledger_state(store, durable, exporter)
+    filters = _ledger_state(store, durable, exporter) if durable is not None else {}
     if settings.keep_deleted:
         log.warning("KEEP_DELETED is on: posts whose authors deleted them stay stored "
                     "(docs/configuration.md says why not to)")
-    log.info("reading tweets from %s:%d (control port %d), %g s batches, master %s, "
-             "case count from %s (%s)", settings.host, settings.port, settings.ack_port,
-             settings.batch_seconds, settings.master, settings.case_source,
-             settings.who_url if settings.case_source == "who" else settings.worldometers_url)
+    count_url = settings.who_url if settings.case_source == "who" else settings.worldometers_url
+    count_from = f"{settings.case_source} ({count_url})"
+    if settings.engine == "structured":
+        log.info("reading posts from stream.py's journal on %s:%d (structured engine, "
+                 "checkpoint %s), %g s batches, %s, case count from %s", settings.host,
+                 settings.ack_port, settings.checkpoint_path, settings.batch_seconds,
+                 f"Spark Connect {settings.remote}" if settings.remote
+                 else f"master {settings.master}", count_from)
+    else:
+        log.info("reading tweets from %s:%d (control port %d), %g s batches, master %s, "
+                 "case count from %s", settings.host, settings.port, settings.ack_port,
+                 settings.batch_seconds, settings.master, count_from)
+    acks = control.ControlClient(settings.host, settings.ack_port, secret)
+    resources.callback(acks.close)
+    if settings.remote:
+        if store is not None:
+            store.close()  # the server writes from now on
+        structured.run_remote(settings, acks, exporter.batch_run, delivered, secret, stop,
+                              started, resources, check_stop)
+        return
+    assert durable is not None and store is not None
     series = case_series.of_store(store) if settings.case_series == "on" else None
     counter = scrape.open_counter(settings, series=series)
     resources.callback(counter.close)
     # the first batch has a count, and a stale one is said at start; the download
     # (WHO's can take a minute) is not waited for once a stop is asked
     exporter.count_read(unless_stopped(counter.start, stop))
-    acks = control.ControlClient(settings.host, settings.ack_port, secret)
-    resources.callback(acks.close)
-    writer = BatchWriter(durable, counter.current, delivery=control.Delivery(delivered),
-                         acks=acks, quarantine=Quarantine(settings.quarantine_path),
+    dstream = settings.engine == "dstream"
+    writer = BatchWriter(durable, counter.current,
+                         delivery=control.Delivery(delivered) if dstream else RangeDelivery(),
+                         acks=acks if dstream else None,  # structured: once Spark commits
+                         quarantine=Quarantine(settings.quarantine_path),
                          post_fields=settings.post_fields, secret=secret, filters=filters,
                          keep_deleted=settings.keep_deleted)
     keep_metrics = settings.batch_metrics == "on" or (
         settings.batch_metrics == "auto" and not settings.mongo_uri)
+    metrics_collection = store.sibling(METRICS_COLLECTION) if keep_metrics else None
     try:
         spark_context = spark_setup.start_spark(settings)
     except KeyboardInterrupt:  # SparkContext's own SIGINT handler, before we took it back
@@ -275,8 +306,12 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
         signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
     resources.callback(spark_context.stop)  # a no-op once the streaming context stopped it
     check_stop()
-    ssc = create_context(settings, writer, spark_context,
-                         store.sibling(METRICS_COLLECTION) if keep_metrics else None,
+    if not dstream:
+        report = BatchReport(metrics_collection, exporter.batch_completed)
+        structured.run_here(settings, spark_context, writer, acks, report, delivered, secret,
+                            stop, started, check_stop)
+        return
+    ssc = create_context(settings, writer, spark_context, metrics_collection,
                          exporter.batch_completed)
     check_stop()  # nothing runs yet: a stop now still needs no batch
     started.set()

@@ -45,9 +45,11 @@ from config.values import (
     mongo_uri,
     non_empty,
     number,
+    one_core,
     optional,
     post_fields,
     rules,
+    spark_remote,
     ws_urls,
 )
 
@@ -56,7 +58,7 @@ DEFAULT_DATA_DIR = PROJECT_DIR / "data"
 #: the files kept under DATA_DIR unless given a path of their own: option -> name in it
 DATA_FILES = {"journal_path": "journal", "control_secret_path": "control.secret",
               "spool_path": "spool.jsonl", "quarantine_path": "quarantine.jsonl",
-              "embedded_db_path": "db"}
+              "embedded_db_path": "db", "checkpoint_path": "checkpoint"}
 #: variables the programs (or Spark and Java under them) read from the process
 #: environment, outside this module: never from .env, which does not reach them
 ENVIRONMENT_ONLY = ("JAVA_HOME", "SPARK_HOME", "SPARK_DRIVER_MEMORY", "SPARK_LOCAL_IP",
@@ -116,6 +118,9 @@ class Settings:
     control_secret: str | None = field(default=None, repr=False)
     control_secret_path: Path = DEFAULT_DATA_DIR / DATA_FILES["control_secret_path"]
     # Spark job
+    engine: str = "dstream"
+    remote: str | None = None
+    checkpoint_path: Path = DEFAULT_DATA_DIR / DATA_FILES["checkpoint_path"]
     batch_seconds: float = 20.0
     receiver_max_rate: int = 50_000
     master: str = "local[2]"
@@ -244,12 +249,23 @@ OPTIONS: dict[str, Option] = {
                lambda raw: Path(non_empty(raw)),
                "file holding the control channel's secret, made on first use, readable by "
                "its owner only; both programs must use the same", "PATH"),
+        Option("engine", "STREAMING_ENGINE", "--engine", choice("dstream", "structured"),
+               "Spark's engine: dstream (Spark Streaming's DStreams, the card's) or "
+               "structured (Structured Streaming, which also runs through Spark Connect)",
+               "{dstream,structured}"),
+        Option("remote", "SPARK_REMOTE", "--remote", spark_remote,
+               "run the structured engine through this Spark Connect server "
+               "(sc://HOST:PORT); unset = Spark in this process", "URL"),
+        Option("checkpoint_path", "CHECKPOINT_PATH", "--checkpoint-path",
+               lambda raw: Path(non_empty(raw)),
+               "folder of the structured engine's Spark checkpoint (which batch holds which "
+               "posts); on the Spark Connect server's machine with --remote", "PATH"),
         Option("batch_seconds", "BATCH_SECONDS", "--batch-seconds", number(0, inclusive=False),
                "length of one Spark Streaming batch in seconds", "SECONDS"),
         Option("receiver_max_rate", "RECEIVER_MAX_RATE", "--receiver-max-rate",
                int_in(0, 10**9),
-               "most tweets per second Spark's receiver takes, also when stream.py sends "
-               "a backlog (the rest waits in its journal); 0 = no cap", "N"),
+               "most tweets per second Spark takes, also when stream.py sends a backlog "
+               "(the rest waits in its journal); 0 = no cap", "N"),
         Option("master", "SPARK_MASTER", "--master", master,
                "Spark master URL (local[2], spark://host:7077, ...)", "URL"),
         Option("duration", "RUN_DURATION", "--duration", number(0, inclusive=False),
@@ -312,7 +328,8 @@ STREAM_OPTIONS = ("source", "jetstream_urls", "keywords", "stale_seconds", "max_
                   "control_secret", "control_secret_path", "data_dir", "log_level",
                   "metrics_port")
 SPARK_OPTIONS = ("host", "port", "ack_port", "control_secret", "control_secret_path",
-                 "batch_seconds", "receiver_max_rate", "master", "duration", "mongo_uri",
+                 "engine", "remote", "checkpoint_path", "batch_seconds", "receiver_max_rate",
+                 "master", "duration", "mongo_uri",
                  "database", "collection", "embedded_db_path", "spool_path",
                  "quarantine_path", "batch_metrics", "case_source", "worldometers_url", "who_url",
                  "scrape_timeout", "case_series", "post_fields", "keep_deleted", "data_dir",
@@ -515,6 +532,16 @@ def _check(settings: Settings, names: set[str]) -> None:
                 raise ConfigError(
                     f"--metrics-port / METRICS_PORT: {port} is already the port of {label}; "
                     "give the metrics a port of their own")
+    if "engine" in names and settings.remote and settings.engine == "dstream":
+        raise ConfigError(
+            "--remote / SPARK_REMOTE runs the job through Spark Connect, which carries "
+            "DataFrames and not the RDDs that DStreams run on: add --engine structured "
+            "(STREAMING_ENGINE=structured)")
+    if "master" in names and settings.engine == "dstream" and one_core(settings.master):
+        raise ConfigError(
+            f"--master / SPARK_MASTER: {settings.master!r} gives Spark one core, which the "
+            "socket receiver keeps busy, so no batch would ever run; use local[2] or more, "
+            "or --engine structured (no receiver)")
     if "source" not in names:
         return
     if settings.source == "twitter" and not settings.bearer_token:

@@ -77,13 +77,25 @@ def host_name(raw: str) -> str:
 
 
 def master(raw: str) -> str:
-    value = non_empty(raw)
-    match = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\s*\d+)?\])?", value)
-    if match and match.group(1) in (None, "1"):
-        raise ValueError(
-            f"{value!r} gives Spark one core, which the socket receiver keeps busy, so no "
-            "batch would ever run; use local[2] or more"
-        )
+    return non_empty(raw)
+
+
+def one_core(master_url: str) -> bool:
+    """True for a local master with one core (``local``, ``local[1]``)."""
+    match = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\s*\d+)?\])?", master_url)
+    return bool(match) and match.group(1) in (None, "1")
+
+
+def spark_remote(raw: str) -> str | None:
+    """A Spark Connect URL, ``sc://HOST[:PORT][/;param=value...]``; "" = unset."""
+    value = raw.strip()
+    if not value:
+        return None
+    if not value.startswith("sc://"):
+        raise ValueError(f"{value!r} is not a sc://HOST:PORT URL")
+    problem = _host_and_port(value[len("sc://"):].partition("/")[0].partition(";")[0])
+    if problem:
+        raise ValueError(f"{value!r} has {problem}")
     return value
 
 

@@ -1,9 +1,11 @@
 """The job's Spark listeners: what Spark's own events tell the person running it.
 
-:class:`BatchMetrics` logs one line per batch (the job's counts next to Spark's
-figures) and can store it; :class:`ReceiverWatch` says, in one line, when the
+:class:`BatchReport` is one batch's line (the job's counts next to Spark's
+figures), also stored if asked, for both engines; :class:`BatchMetrics` makes it
+from the DStream engine's events (the structured engine's listener is in
+:mod:`job.structured`). :class:`ReceiverWatch` says, in one line, when the
 receiver cannot reach stream.py, instead of Spark's warning every 2 seconds.
-Spark calls both through py4j, from its listener thread.
+Spark calls the listeners through py4j, from its listener thread.
 """
 
 from __future__ import annotations
@@ -31,22 +33,17 @@ def _delay_ms(value: Any) -> int | None:
     return int(value) if value is not None and int(value) >= 0 else None
 
 
-class BatchMetrics(StreamingListener):
-    """Spark's own figures for each batch (records received, scheduling and
-    processing delay) logged next to the job's counts, in one line per batch,
-    and optionally stored in a ``batch_metrics`` collection.
+class BatchReport:
+    """What the person running the job learns of each batch, whichever engine ran it:
+    one log line (the job's counts next to Spark's figures), the ``observer`` told
+    (the job's Prometheus metrics) and, with a ``collection``, a ``batch_metrics``
+    document."""
 
-    Registered as a ``StreamingListener``; Spark calls :meth:`onBatchCompleted`
-    once the batch's output (``BatchWriter.process``) has finished.
-    """
-
-    def __init__(self, writer: BatchWriter, collection: Any = None,
+    def __init__(self, collection: Any = None,
                  observer: Callable[[BatchStats | None, int, int | None], None] | None = None,
                  ) -> None:
         """``observer(stats, records, processing_ms)``, if given, is told of each batch
-        before its line is logged (the job's Prometheus metrics)."""
-        super().__init__()
-        self.writer = writer
+        before its line is logged."""
         self.collection = collection
         self.observer = observer
         self._warned = False
@@ -90,6 +87,24 @@ class BatchMetrics(StreamingListener):
             self._warned = True
         else:
             self._warned = False
+
+
+class BatchMetrics(StreamingListener):
+    """The DStream engine's :class:`BatchReport`: Spark's own figures for each batch
+    (records received, scheduling and processing delay) next to the job's counts.
+
+    Registered as a ``StreamingListener``; Spark calls :meth:`onBatchCompleted`
+    once the batch's output (``BatchWriter.process``) has finished.
+    """
+
+    def __init__(self, writer: BatchWriter, collection: Any = None,
+                 observer: Callable[[BatchStats | None, int, int | None], None] | None = None,
+                 ) -> None:
+        super().__init__()
+        self.writer = writer
+        self.report = BatchReport(collection, observer)
+        self.line = self.report.line
+        self.record = self.report.record
 
     # -- StreamingListener (called by Spark through py4j)
 

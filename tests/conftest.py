@@ -27,6 +27,16 @@ def spark_context() -> Iterator[object]:
     sc.stop()
 
 
+#: The job's two engines: DStreams (the card's, the default) and Structured Streaming.
+ENGINES = ("dstream", "structured")
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Each test that takes it runs once per engine (``--engine``)."""
+    return request.param
+
+
 class FakeTweetSocket:
     """A TCP server standing in for stream.py: it waits for Spark's receiver to
     connect, then sends whatever lines the test gives it."""

@@ -204,14 +204,19 @@ def producer(tmp_path: Path, replay: Path, port: int, ack_port: int, rate: float
 
 
 def job(tmp_path: Path, port: int, ack_port: int, page_url: str, *store: str,
-        batch_seconds: float = 1, scrape_timeout: float = 10) -> Program:
-    """spark_streaming.py; ``store`` defaults to an embedded store in tmp_path."""
+        batch_seconds: float = 1, scrape_timeout: float = 10, engine: str = "dstream",
+        remote: str | None = None) -> Program:
+    """spark_streaming.py on ``engine`` (through the Spark Connect server at ``remote``,
+    if given); ``store`` defaults to an embedded store in tmp_path."""
+    engine_args = ["--engine", engine, "--checkpoint-path", str(tmp_path / "checkpoint")]
+    if remote is not None:
+        engine_args += ["--remote", remote]
     return Program(["spark_streaming.py", "--port", str(port), "--ack-port", str(ack_port),
                     "--batch-seconds", str(batch_seconds), "--worldometers-url", page_url,
                     "--scrape-timeout", str(scrape_timeout),
                     "--spool-path", str(tmp_path / "spool.jsonl"),
                     "--quarantine-path", str(tmp_path / "quarantine.jsonl"),
-                    "--control-secret-file", str(tmp_path / "control.secret"),
+                    "--control-secret-file", str(tmp_path / "control.secret"), *engine_args,
                     *(store or ("--embedded-db-path", str(tmp_path / "db")))])
 
 

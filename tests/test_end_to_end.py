@@ -87,7 +87,8 @@ def conversation_of(tweet: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.e2e
-def test_stream_and_spark_processes_store_the_sample_file_with_whos_count(tmp_path) -> None:
+def test_stream_and_spark_processes_store_the_sample_file_with_whos_count(tmp_path,
+                                                                          engine) -> None:
     """The card's two programs, as a user runs them, with --case-source who and the
     conversation fields; then report.py release writes the dataset of what they stored
     (issue 24's "done when")."""
@@ -101,7 +102,7 @@ def test_stream_and_spark_processes_store_the_sample_file_with_whos_count(tmp_pa
     consumer = job(tmp_path, port, ack_port, "http://127.0.0.1:9/unused",
                    "--embedded-db-path", str(tmp_path / "db"),
                    "--case-source", "who", "--who-url", who_url,
-                   "--post-fields", RELEASE_FIELDS)
+                   "--post-fields", RELEASE_FIELDS, engine=engine)
     try:
         # the producer exits by itself once the job has acknowledged every tweet
         assert source.process.wait(120) == 0, source.log
@@ -222,7 +223,8 @@ def bluesky_producer(tmp_path: Path, url: str, port: int, ack_port: int) -> Prog
 
 
 @pytest.mark.e2e
-def test_bluesky_posts_are_stored_once_each_across_a_drop_and_a_restart(tmp_path, page) -> None:
+def test_bluesky_posts_are_stored_once_each_across_a_drop_and_a_restart(tmp_path, page,
+                                                                        engine) -> None:
     jetstream = JetstreamStandIn()
     jetstream.cut_first_after = 7  # the first connection drops mid-stream
     port, ack_port = free_port(), free_port()
@@ -231,7 +233,8 @@ def test_bluesky_posts_are_stored_once_each_across_a_drop_and_a_restart(tmp_path
     third, expected3 = bluesky_posts(25, 10)
     source = bluesky_producer(tmp_path, jetstream.url, port, ack_port)
     consumer = job(tmp_path, port, ack_port, page.url, "--embedded-db-path",
-                   str(tmp_path / "db"), "--post-fields", "id,reply_to,hashtags,links")
+                   str(tmp_path / "db"), "--post-fields", "id,reply_to,hashtags,links",
+                   engine=engine)
     try:
         jetstream.publish(*first)
         consumer.wait_for(lambda _: consumer.kept() >= len(expected1))
