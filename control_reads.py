@@ -192,6 +192,13 @@ class ReadClient:
                 expected = chunk.last + 1
                 yield chunk
 
+    def ack(self, source: str, seq: int) -> None:
+        """Tell the producer everything of ``source`` up to ``seq`` is stored (``ack``, as
+        :class:`control.ControlClient` sends it; no answer). Raises OSError or ProtocolError."""
+        with self._failing_closes():
+            sock, _, session = self._connect()
+            sock.sendall(session.seal("job", f"{control.ACK} {source} {seq}"))
+
     def close(self) -> None:
         if self._connection is not None:
             with contextlib.suppress(OSError):

@@ -21,10 +21,15 @@ What Spark's ``DataSourceStreamReader`` asks, answered from the producer (throug
   and cleaned as the DStream engine's executors do (:mod:`transform`), as Arrow
   batches (:mod:`job.rows`). A producer away or restarting is waited for (up to
   READ_PATIENCE seconds), and the read goes on after the last seq it had;
-* ``commit``: nothing. Spark calls it one batch late and never while idle; the
-  job acknowledges a batch once Spark's commit log holds it
-  (:class:`job.structured.ProgressAcks`), so nothing Spark may run again is ever
-  trimmed from the journal.
+* acknowledgements: a batch is acknowledged (the producer may forget its seqs)
+  only once Spark's commit log holds it, so nothing Spark may run again is ever
+  trimmed. ``commit`` comes one batch late and never while idle; but Spark asks
+  ``latestOffset(start)`` only once the batch that ended at ``start`` is in the
+  commit log, at every trigger, idle or not: the source acknowledges ``start``
+  there. That also covers a job killed after Spark committed its last batch and
+  before it was acknowledged (the restarted query starts from it). The job
+  acknowledges sooner too, on Spark's progress event and at a stop
+  (:class:`job.structured.ProgressAcks`); ``commit`` does nothing.
 """
 
 from __future__ import annotations
@@ -102,6 +107,7 @@ class ProducerReader:
         self.secret = secret
         self._client: control_reads.ReadClient | None = None  # the planner's connection
         self._unreachable: str | None = None  # why the producer could not be asked, as said
+        self._acked: dict[str, int] = {}  # the highest seq acknowledged, per producer
 
     @property
     def where(self) -> str:
@@ -130,6 +136,7 @@ class ProducerReader:
         if self._unreachable is not None:
             log.info("stream.py's control port %s answers again", self.where)
             self._unreachable = None
+        self._acknowledge(begin)
         if status.source == begin.src:
             base = begin.seq
         else:
@@ -143,6 +150,20 @@ class ProducerReader:
             return start
         now_ms = int(time.time() * 1000)
         return Offset(status.source, end, batch_time(now_ms, self.batch_ms, begin.ms)).as_dict()
+
+    def _acknowledge(self, committed: Offset) -> None:
+        """Spark asks for the latest offset after ``committed`` only once the batch that
+        ended there is in its commit log: tell the producer (once per seq; a lost
+        acknowledgement is repeated at the next trigger)."""
+        if committed.seq <= self._acked.get(committed.src, 0):
+            return
+        assert self._client is not None
+        try:
+            self._client.ack(committed.src, committed.seq)
+        except (OSError, control.ProtocolError) as err:
+            self._say_unreachable(err)
+            return
+        self._acked[committed.src] = committed.seq
 
     def default_read_limit(self) -> ReadLimit:
         return ReadMaxRows(self.max_rows) if self.max_rows > 0 else ReadAllAvailable()

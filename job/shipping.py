@@ -92,8 +92,10 @@ class ArchiveFinder(importlib.abc.MetaPathFinder, importlib.abc.InspectLoader):
         name, is_package = found
         spec = importlib.util.spec_from_loader(fullname, self, origin=self.origin(name),
                                                is_package=is_package)
-        if spec is not None and is_package:
-            spec.submodule_search_locations = []
+        if spec is not None:
+            spec.has_location = True  # modules get a __file__ (their place in the archive)
+            if is_package:
+                spec.submodule_search_locations = []
         return spec
 
     def origin(self, name: str) -> str:

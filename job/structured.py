@@ -168,7 +168,12 @@ class ProgressAcks(StreamingQueryListener):
                 self._changed.notify_all()
 
     def onQueryIdle(self, event: Any) -> None:  # noqa: N802
-        pass
+        if self.sink is None:
+            return
+        try:
+            self.sink.idle()  # Spark says so every 10 s while no post comes
+        except Exception:  # a listener must never break Spark's event loop
+            log.exception("the spool could not be written while idle")
 
     def onQueryTerminated(self, event: Any) -> None:  # noqa: N802
         with self._changed:
@@ -235,6 +240,14 @@ class StructuredJob:
         threading.Thread(target=lambda: (stop.wait(), wake.set()), name="stop-watch",
                          daemon=True).start()
         pause = RESTART_FIRST
+        try:
+            self._run(stop, wake, deadline, pause)
+        finally:
+            with contextlib.suppress(Exception):  # before the session goes (Connect warns)
+                self.spark.streams.removeListener(self.listener)
+
+    def _run(self, stop: threading.Event, wake: threading.Event, deadline: float | None,
+             pause: float) -> None:
         while True:
             query = self.start()
             threading.Thread(target=_await_end, args=(query, wake), name="query-end",

@@ -117,6 +117,15 @@ class BatchSink:
                 self._active = False
                 self._changed.notify_all()
 
+    def idle(self) -> None:
+        """The stream is idle (no batch runs without new posts): a moment to write what the
+        spool holds, as an empty DStream batch does."""
+        with self._changed:
+            if self._closing:
+                return
+        if self.writer.store.spooled:
+            self.writer.store.drain()
+
     def take_stats(self, batch_ms: int) -> BatchStats | None:
         """The stats of the batch of time ``batch_ms`` (once); None if none was stored."""
         with self._changed:

@@ -1,17 +1,21 @@
-"""Shared fixtures: one SparkContext for the whole run, a fake tweet socket."""
+"""Shared fixtures: one SparkContext and one Spark Connect server for the whole run,
+a fake tweet socket."""
 
 from __future__ import annotations
 
 import logging
 import os
 import resource
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from processes import PageServer
+from processes import PageServer, clean_env, free_port
 
 import config
 
@@ -25,6 +29,58 @@ def spark_context() -> Iterator[object]:
     sc = spark_setup.start_spark(settings, **{"spark.ui.enabled": "false"})
     yield sc
     sc.stop()
+
+
+#: How long a Spark Connect server may take to listen (10-12 s on an idle machine).
+CONNECT_START_SECONDS = 180
+
+
+@pytest.fixture(scope="session")
+def connect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A local Spark Connect server for the whole run, started as docs/engines.md says,
+    from the installed pyspark alone and from a folder that is not the project's (so
+    that the job must ship its code to it): its ``sc://`` URL."""
+    pytest.importorskip("grpc", reason="the Spark Connect client (requirements-connect.txt)")
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    folder = tmp_path_factory.mktemp("connect-server")
+    port = free_port()
+    server = subprocess.Popen(
+        [str(home / "sbin" / "start-connect-server.sh"), "--wait", "--master", "local[2]",
+         "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
+         "--conf", f"spark.connect.grpc.binding.port={port}"],
+        cwd=folder, env=clean_env(SPARK_HOME=str(home), PYSPARK_PYTHON=sys.executable,
+                                  SPARK_LOCAL_IP="127.0.0.1", SPARK_LOG_DIR=str(folder)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, process_group=0)
+    assert server.stdout is not None
+    started = threading.Event()
+    log_file = (folder / "server.log").open("w")
+
+    def keep_log() -> None:  # the server's output, kept for a failing test to read
+        assert server.stdout is not None
+        for line in server.stdout:
+            log_file.write(line)
+            log_file.flush()
+            if "Spark Connect server started at" in line:
+                started.set()
+        started.set()
+
+    keeping = threading.Thread(target=keep_log, daemon=True)
+    keeping.start()
+    try:
+        assert started.wait(CONNECT_START_SECONDS) and server.poll() is None, (
+            (folder / "server.log").read_text())
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the script, spark-submit and the JVM
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        keeping.join(10)  # the output's end
+        log_file.close()
 
 
 #: The job's two engines: DStreams (the card's, the default) and Structured Streaming.

@@ -182,6 +182,52 @@ def check_release(tmp_path: Path, documents: list[dict[str, Any]],
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+@pytest.mark.e2e
+def test_through_a_spark_connect_server_every_post_is_stored_once(tmp_path, page,
+                                                                  connect_server) -> None:
+    """--remote: the source and foreachBatch run on a Connect server that has never seen
+    the project; this process acknowledges each batch once Spark has committed it."""
+    port, ack_port = free_port(), free_port()
+    sent, content = expected_content(SAMPLE)
+    source = producer(tmp_path, SAMPLE, port, ack_port, 20)
+    consumer = job(tmp_path, port, ack_port, page.url, engine="structured",
+                   remote=connect_server)
+    try:
+        # the producer exits by itself once the job has acknowledged every post
+        assert source.process.wait(240) == 0, source.log + consumer.log
+        assert consumer.stop() == 0, consumer.log
+    finally:
+        source.kill()
+        consumer.kill()
+    assert "Traceback" not in consumer.log + source.log
+    assert "stored by the Spark Connect server" in consumer.log
+    store = storage.open_store(config.Settings(embedded_db_path=tmp_path / "db"))
+    try:
+        documents = list(store.collection.find().sort("timestamp", 1))
+    finally:
+        store.close()
+    assert [text for doc in documents for text in doc["content"]] == content
+    assert documents[-1]["delivery"] == [{"source": documents[0]["delivery"][0]["source"],
+                                          "last_seq": sent}]
+    assert all(doc["total_case_count"] == 704_753_890 for doc in documents)
+
+
+def test_dstream_through_spark_connect_is_refused_in_one_line_saying_why() -> None:
+    result = run_cli("spark_streaming.py", "--remote", "sc://127.0.0.1:15002")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "DataFrames and not the RDDs that DStreams run on" in result.stderr
+    assert "--engine structured" in result.stderr
+
+
+def test_an_unreachable_spark_connect_server_fails_in_one_line() -> None:
+    url = f"sc://127.0.0.1:{free_port()}"
+    result = run_cli("spark_streaming.py", "--engine", "structured", "--remote", url,
+                     "--embedded-db-path", "/nonexistent/never", "--metrics-port", "0")
+    assert result.returncode == 1, result.stderr
+    assert f"cannot reach the Spark Connect server at {url}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def bluesky_posts(start: int, count: int) -> tuple[list[dict[str, Any]], list[str]]:
     """Jetstream events, one second apart: matching posts of every kind the
     cleaning rules know, with others between them; and the stored texts expected."""
@@ -237,7 +283,11 @@ def test_bluesky_posts_are_stored_once_each_across_a_drop_and_a_restart(tmp_path
                    engine=engine)
     try:
         jetstream.publish(*first)
-        consumer.wait_for(lambda _: consumer.kept() >= len(expected1))
+        try:
+            consumer.wait_for(lambda _: consumer.kept() >= len(expected1))
+        except AssertionError:
+            print("PRODUCER LOG\n" + source.log)
+            raise
         source.kill()  # SIGKILL: no goodbye, the cursor file is what it last wrote
         jetstream.publish(*second)  # while stream.py is down
         source = bluesky_producer(tmp_path, jetstream.url, port, ack_port)

@@ -41,6 +41,8 @@ import storage
 from journal import Journal, records_of
 
 pytestmark = pytest.mark.e2e
+#: How long the structured engine may take from the producer's answer to its first batch
+STRUCTURED_START_SECONDS = 45
 BATCH_WITH_TWEETS = re.compile(r"batch (\S+): \d+ lines, \d+ kept")
 WAITING = "waiting for stream.py on"  # the job's line once Spark's receiver tries to connect
 
@@ -81,9 +83,16 @@ def programs() -> Iterator[list[Program]]:
         program.kill()
 
 
-def test_crash_points_lose_nothing_and_double_nothing(tmp_path, page, ports, programs) -> None:
-    """SIGKILL at random moments, 20 times the producer and 10 times the job, each
-    restarted at once, while the producer replays unique tweets at 2,000/s.
+#: SIGKILLs of the crash test (producer, job): the structured engine's job takes ~30 s to
+#: start its query, so it is killed fewer times, in the same replay
+KILLS = {"dstream": (20, 10), "structured": (5, 2)}
+
+
+def test_crash_points_lose_nothing_and_double_nothing(tmp_path, page, ports, programs,
+                                                      engine) -> None:
+    """SIGKILL at random moments, 20 times the producer and 10 times the job (structured
+    engine: 5 and 2), each restarted at once, while the producer replays unique tweets at
+    2,000/s.
 
     The replay goes on where it stopped after a restart (its position is kept
     beside the journal), so a tweet lost by the journal or the job would not come
@@ -92,10 +101,11 @@ def test_crash_points_lose_nothing_and_double_nothing(tmp_path, page, ports, pro
     sent = write_tweets(tmp_path / "tweets.jsonl", total)
     port, ack_port = ports
     rng = random.Random(2026_11_29)
-    schedule = ["producer"] * 20 + ["job"] * 10
+    producer_kills, job_kills = KILLS[engine]
+    schedule = ["producer"] * producer_kills + ["job"] * job_kills
     rng.shuffle(schedule)
     source = producer(tmp_path, tmp_path / "tweets.jsonl", port, ack_port, 2000)
-    consumer = job(tmp_path, port, ack_port, page.url)
+    consumer = job(tmp_path, port, ack_port, page.url, engine=engine)
     programs.extend([source, consumer])
     consumer.wait_for(lambda _: consumer.kept() >= 1)
     stored_before_kills = []
@@ -109,14 +119,16 @@ def test_crash_points_lose_nothing_and_double_nothing(tmp_path, page, ports, pro
         else:
             stored_before_kills.append(consumer.kept())
             consumer.kill()
-            consumer = job(tmp_path, port, ack_port, page.url)
+            consumer = job(tmp_path, port, ack_port, page.url, engine=engine)
             programs.append(consumer)
     # everything drains: the last producer ends by itself once every tweet is stored
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert source.process.wait(300) == 0, source.log
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the last producer's, reaped
     lifetime = time.monotonic() - source.started
-    consumer.wait_for_text("batch ")  # running (a job just restarted may still be starting)
+    # running (a job just restarted may still be starting; the structured engine's waits
+    # for a producer that may have ended already)
+    consumer.wait_for(lambda lines: any("batch " in line or WAITING in line for line in lines))
     assert consumer.stop() == 0
     stored = embedded_texts(tmp_path / "db")
     producer_cpu = (cpu_after.ru_utime + cpu_after.ru_stime
@@ -130,13 +142,13 @@ def test_crash_points_lose_nothing_and_double_nothing(tmp_path, page, ports, pro
     assert producer_cpu < 0.5 * lifetime + 1
 
 
-def test_forged_control_lines_lose_nothing(tmp_path, page, ports, programs) -> None:
+def test_forged_control_lines_lose_nothing(tmp_path, page, ports, programs, engine) -> None:
     """A local process that can reach the control port and read the producer's id
     from the store, but does not hold the secret, sends forged acks and resends; then
     the job is killed and restarted."""
     sent = write_tweets(tmp_path / "tweets.jsonl", 15_000)
     port, ack_port = ports
-    first = job(tmp_path, port, ack_port, page.url)
+    first = job(tmp_path, port, ack_port, page.url, engine=engine)
     programs.append(first)
     first.wait_for_text(WAITING)  # Spark is up: the replay runs while the job reads it
     source = producer(tmp_path, tmp_path / "tweets.jsonl", port, ack_port, 500)
@@ -145,7 +157,7 @@ def test_forged_control_lines_lose_nothing(tmp_path, page, ports, programs) -> N
     victim = read_producer_id(tmp_path / "db")
     forged = forge(ack_port, victim)
     first.kill()
-    second = job(tmp_path, port, ack_port, page.url)
+    second = job(tmp_path, port, ack_port, page.url, engine=engine)
     programs.append(second)
     assert source.process.wait(180) == 0, source.log
     assert second.stop() == 0
@@ -178,6 +190,7 @@ def forge(ack_port: int, victim: str) -> int:
         [f"ack {victim} 1000000000\n"],  # the old, unauthenticated line
         [f"resend {victim} 0\n"] * 100,
         ["auth c0ffee 0123456789abcdef0123456789abcdef\n", f"ack {victim} 1000000000 x\n"],
+        [f"read {victim} 1 1000000\n", "status\n"],  # the range reads, unauthenticated
     ]
     lines = 0
     for attempt in attempts:
@@ -266,14 +279,17 @@ def mongo_server() -> Iterator[tuple[str, int]]:
 
 
 def test_mongodb_outage_mid_stream_spools_and_loses_nothing(
-    tmp_path, page, ports, programs, mongo_server
+    tmp_path, page, ports, programs, mongo_server, engine
 ) -> None:
     outage = float(os.environ.get("FAULT_OUTAGE_SECONDS", "10"))
     proxy = OnOffProxy(mongo_server)
     uri = f"mongodb://127.0.0.1:{proxy.port}/?serverSelectionTimeoutMS=1000"
-    sent = write_tweets(tmp_path / "tweets.jsonl", int(200 * (outage + 15)))
+    # the structured engine starts its query once the producer answers (~15-40 s later):
+    # the replay lasts that much longer, so that the outage comes while posts flow
+    starting = STRUCTURED_START_SECONDS if engine == "structured" else 0
+    sent = write_tweets(tmp_path / "tweets.jsonl", int(200 * (outage + 15 + starting)))
     port, ack_port = ports
-    consumer = job(tmp_path, port, ack_port, page.url, "--mongo-uri", uri)
+    consumer = job(tmp_path, port, ack_port, page.url, "--mongo-uri", uri, engine=engine)
     programs.append(consumer)
     # the outage must come while tweets still flow: the replay starts once Spark is up
     # (a slow start on a busy machine used to let the whole file be stored first)
@@ -300,10 +316,10 @@ def test_mongodb_outage_mid_stream_spools_and_loses_nothing(
     assert_exactly_once(sent, stored, f"MongoDB down {outage:g} s ({spooled} batches spooled)")
 
 
-def test_scrape_failures_never_cost_a_batch(tmp_path, page, ports, programs) -> None:
+def test_scrape_failures_never_cost_a_batch(tmp_path, page, ports, programs, engine) -> None:
     write_tweets(tmp_path / "tweets.jsonl", 20_000)
     port, ack_port = ports
-    consumer = job(tmp_path, port, ack_port, page.url, scrape_timeout=1)
+    consumer = job(tmp_path, port, ack_port, page.url, scrape_timeout=1, engine=engine)
     programs.append(consumer)
     consumer.wait_for_text(WAITING)  # the failure windows come while tweets flow
     source = producer(tmp_path, tmp_path / "tweets.jsonl", port, ack_port, 100)
@@ -343,14 +359,14 @@ def test_scrape_failures_never_cost_a_batch(tmp_path, page, ports, programs) -> 
         assert reason in warning and "using the last good count 704753890" in warning
 
 
-def test_sigterm_on_both_programs_loses_nothing(tmp_path, page, ports, programs) -> None:
+def test_sigterm_on_both_programs_loses_nothing(tmp_path, page, ports, programs,
+                                               engine) -> None:
     sent = write_tweets(tmp_path / "tweets.jsonl", 3_000)
     port, ack_port = ports
-    consumer = job(tmp_path, port, ack_port, page.url, batch_seconds=3)
+    consumer = job(tmp_path, port, ack_port, page.url, batch_seconds=3, engine=engine)
     programs.append(consumer)
     source = producer(tmp_path, tmp_path / "tweets.jsonl", port, ack_port, 1000)
     programs.append(source)
-    source.wait_for_text("consumer connected")
     consumer.wait_for(lambda _: consumer.kept() >= 1)
     assert consumer.stop(signal.SIGTERM) == 0  # mid-stream
     assert "stopping once the batch in flight is stored" in consumer.log

@@ -109,6 +109,24 @@ def test_the_latest_offset_is_what_is_journaled_and_stays_while_idle(producer: P
     assert reader(producer, max_rows=500).default_read_limit() == ReadMaxRows(500)
 
 
+def test_asking_past_a_committed_batch_acknowledges_it(producer: Producer) -> None:
+    """Spark asks for the latest offset after ``start`` only once the batch ending there
+    is in its commit log: the producer may forget it then, idle or not, and also when
+    the job that ran the batch died before it could say so."""
+    producer.put(25)
+    source = reader(producer)
+    begin = source.initial_offset()
+    end = source.latest_offset(begin, ReadMaxRows(20))
+    read_all(source, begin, end)  # the batch ran (Spark then writes its commit log)
+    assert producer.server.journal.first_held() == 1  # nothing forgotten while it runs
+    restarted = reader(producer)  # a new job, from the checkpoint
+    restarted.latest_offset(end, ReadAllAvailable())
+    journal = producer.server.journal
+    with journal.changed:  # the producer applies it on its own thread, and says so
+        assert journal.changed.wait_for(lambda: journal.first_held() == 21, TIMEOUT)
+    assert producer.server.refused_acks == 0
+
+
 def test_a_batch_reads_exactly_its_range_cleaned(producer: Producer) -> None:
     producer.put(30, text="Covid &amp; news {n} https://t.co/x")
     source = reader(producer)
@@ -338,6 +356,19 @@ def test_a_batch_that_cannot_be_stored_raises_so_that_spark_runs_it_again(tmp_pa
     with capture_logs("spark_streaming") as logs, pytest.raises(storage.SpoolError):
         sink(Frame(records_of([wire(1, "covid")]), 1_796_000_020_000), 4)
     assert any("not stored" in line and "Spark runs it again" in line for line in logs.lines)
+
+
+def test_an_idle_stream_writes_what_the_spool_holds(store, tmp_path) -> None:
+    """No batch runs while no post comes: Spark's idle events are the moment to write the
+    documents spooled during an outage, once the store is back."""
+    spool = storage.Spool(tmp_path / "spool.jsonl")
+    spool.append([{"_id": "2026-11-30T00:53:40.000Z", "content": ["covid"],
+                   "timestamp": datetime(2026, 11, 30, tzinfo=UTC)}])
+    sink = sink_on(store, tmp_path)
+    assert sink.writer.store.spooled == 1
+    sink.idle()
+    assert sink.writer.store.spooled == 0 and len(spool) == 0
+    assert [doc["_id"] for doc in store.collection.find()] == ["2026-11-30T00:53:40.000Z"]
 
 
 def test_after_close_a_batch_is_refused_not_taken(store, tmp_path) -> None:
