@@ -12,10 +12,11 @@ What Spark's ``DataSourceStreamReader`` asks, answered from the producer (throug
   DStream engine) takes nothing twice;
 * ``latestOffset``: what the producer has journaled (``committed``), at most
   ``max_rows`` past the start; the same offset back while nothing is new, so that
-  an idle stream runs no batch. Its ``ms`` is the trigger's time, rounded down to
-  the batch interval (as a DStream batch time), later than the last batch's: Spark
-  keeps the offset in its checkpoint, so a batch run again after a crash has the
-  same time, and its documents the same ``_id``;
+  an idle stream runs no batch, and once the job is stopping (its stop marker).
+  Its ``ms`` is the trigger's time, rounded down to the batch interval (as a
+  DStream batch time), later than the last batch's: Spark keeps the offset in its
+  checkpoint, so a batch run again after a crash has the same time, and its
+  documents the same ``_id``;
 * ``partitions``: the range cut in at most ``parallelism`` parts of at least
   ROWS_PER_TASK seqs; ``read``: exactly that range (:mod:`control_reads`), parsed
   and cleaned as the DStream engine's executors do (:mod:`transform`), as Arrow
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,11 +79,14 @@ class Offset:
 
 
 def options_for(host: str, port: int, batch_ms: int, max_rows: int, parallelism: int,
-                post_fields: tuple[str, ...], delivered: dict[str, int]) -> dict[str, str]:
-    """The source's options, as ``spark.readStream.options(**...)`` takes them."""
+                post_fields: tuple[str, ...], delivered: dict[str, int],
+                stop_marker: str = "") -> dict[str, str]:
+    """The source's options, as ``spark.readStream.options(**...)`` takes them.
+    ``stop_marker``: a file whose presence means the job is stopping (no new batch)."""
     return {"host": host, "port": str(port), "batch_ms": str(batch_ms),
             "max_rows": str(max_rows), "parallelism": str(parallelism),
-            "post_fields": ",".join(post_fields), "delivered": json.dumps(delivered)}
+            "post_fields": ",".join(post_fields), "delivered": json.dumps(delivered),
+            "stop_marker": stop_marker}
 
 
 def batch_time(now_ms: int, batch_ms: int, after_ms: int) -> int:
@@ -104,6 +109,7 @@ class ProducerReader:
         self.post_fields = tuple(name for name in options.get("post_fields", "").split(",")
                                  if name)
         self.delivered: dict[str, int] = json.loads(options.get("delivered", "{}"))
+        self.stop_marker = options.get("stop_marker", "")
         self.secret = secret
         self._client: control_reads.ReadClient | None = None  # the planner's connection
         self._unreachable: str | None = None  # why the producer could not be asked, as said
@@ -146,10 +152,15 @@ class ProducerReader:
         end = status.committed
         if isinstance(limit, ReadMaxRows):
             end = min(end, base + max(1, limit.max_rows))
-        if status.source == begin.src and end <= begin.seq:
+        if (status.source == begin.src and end <= begin.seq) or self._stopping():
             return start
         now_ms = int(time.time() * 1000)
         return Offset(status.source, end, batch_time(now_ms, self.batch_ms, begin.ms)).as_dict()
+
+    def _stopping(self) -> bool:
+        """The job is stopping: Spark plans no more batch, so that it can be stopped
+        between batches (see :meth:`job.structured.StructuredJob.stop_calmly`)."""
+        return bool(self.stop_marker) and os.path.exists(self.stop_marker)
 
     def _acknowledge(self, committed: Offset) -> None:
         """Spark asks for the latest offset after ``committed`` only once the batch that

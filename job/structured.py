@@ -15,7 +15,10 @@ forget it (``ack``), so nothing Spark may run again is trimmed. It also logs the
 batch's line. :class:`StructuredJob` starts the query, starts it again after a
 batch failed (Spark then runs that batch again, from its checkpoint), and stops
 it between batches: ``query.stop()`` during a Spark job inside ``foreachBatch``
-ended in a StackOverflowError in Spark's stream thread (docs/design.md).
+ended in a StackOverflowError in Spark's stream thread (docs/design.md). So a stop
+first has the source plan no new batch (a marker file beside the checkpoint, which
+its ``latestOffset`` looks for), waits until no trigger is active (the batch in
+flight stored and committed), and only then stops the query.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from job import producer_source, shipping, spark_setup
 from job.batch import BatchStats
 from job.listeners import BatchReport
 from job.producer_source import Offset
-from job.structured_sink import BatchSink, StoppingError, one_line
+from job.structured_sink import BatchSink, one_line
 from job.writer import BatchWriter
 from startup import StartupError
 
@@ -215,12 +218,18 @@ class StructuredJob:
         spark.streams.addListener(listener)
         batch_ms = max(1, round(settings.batch_seconds * 1000))
         rate = spark_setup.receiver_rate(settings.receiver_max_rate, settings.batch_seconds)
+        #: beside the checkpoint, on the machine that plans the batches (not over Connect)
+        self.stop_marker = (None if settings.remote else settings.checkpoint_path.absolute()
+                            .with_name(settings.checkpoint_path.name + ".stopping"))
         self.options = producer_source.options_for(
             settings.host, settings.ack_port, batch_ms, round(rate * settings.batch_seconds),
-            parallelism, settings.post_fields, delivered)
+            parallelism, settings.post_fields, delivered,
+            str(self.stop_marker) if self.stop_marker else "")
 
     def start(self) -> Any:
         """Start the query (from its checkpoint, if it has one)."""
+        if self.stop_marker is not None:
+            self.stop_marker.unlink(missing_ok=True)  # left by a job killed while stopping
         frame = (self.spark.readStream.format(shipping.SOURCE_NAME)
                  .options(**self.options).load())
         return (frame.writeStream.foreachBatch(self.sink)
@@ -259,7 +268,7 @@ class StructuredJob:
                 self.stop_calmly(query)
                 return
             error = query.exception()
-            if error is None or StoppingError.__name__ in str(error):
+            if error is None:
                 return
             log.error("the query stopped (%s); starting it again in %g s, from its "
                       "checkpoint: Spark runs the batch that failed again",
@@ -271,19 +280,45 @@ class StructuredJob:
     def stop_calmly(self, query: Any) -> None:
         """Stop ``query`` between batches, then acknowledge the last batch Spark did."""
         patience = self.settings.batch_seconds * 3 + 30
-        if self.local_sink is not None:
-            if not self.local_sink.close(patience):
-                log.warning("the batch in flight did not finish in time; stopping anyway")
-            # its progress comes once the commit log holds it: stop after that
-            self.listener.wait_for_batch(self.local_sink.last_stored_ms, patience)
-        else:
+        if self.stop_marker is not None:
+            self.stop_marker.parent.mkdir(parents=True, exist_ok=True)
+            self.stop_marker.touch()  # from the next trigger on, no new batch
+            try:
+                if not _until(lambda: not _trigger_active(query), patience):
+                    log.warning("the batch in flight did not finish in time; stopping anyway")
+                if self.local_sink is not None:  # its line: Spark's report of it comes last
+                    self.listener.wait_for_batch(self.local_sink.last_stored_ms, patience)
+                with contextlib.suppress(Exception):  # already ended by itself
+                    query.stop()
+            finally:
+                self.stop_marker.unlink(missing_ok=True)
+        else:  # over Spark Connect every stop was clean, even within a batch (design.md)
             with contextlib.suppress(Exception):  # a server gone: nothing to wait for
-                if query.status.get("isTriggerActive"):
+                if _trigger_active(query):
                     self.listener.wait_for_next(patience)
-        with contextlib.suppress(Exception):  # already ended (by a batch after the stop)
-            query.stop()
+            with contextlib.suppress(Exception):
+                query.stop()
         with contextlib.suppress(Exception):
             self.listener.acknowledge(query.lastProgress)
+
+
+#: How often a stop looks whether the query's trigger is still active.
+STOP_CHECK_SECONDS = 0.1
+
+
+def _trigger_active(query: Any) -> bool:
+    return bool(query.isActive and query.status.get("isTriggerActive"))
+
+
+def _until(done: Callable[[], bool], timeout: float) -> bool:
+    """Look at ``done()`` every STOP_CHECK_SECONDS until it holds; False after ``timeout``
+    (Spark has no event for "no trigger active": its status is what says so)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(STOP_CHECK_SECONDS)
+    return True
 
 
 def _await_end(query: Any, wake: threading.Event) -> None:

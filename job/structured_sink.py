@@ -36,11 +36,6 @@ log = logging.getLogger("spark_streaming")
 KEPT_STATS = 100
 
 
-class StoppingError(RuntimeError):
-    """A batch Spark planned after the job was asked to stop: not taken, not committed
-    (the next run takes it)."""
-
-
 class RangeDelivery(control.Delivery):
     """The delivery bookkeeping of the structured engine.
 
@@ -71,7 +66,7 @@ class RangeDelivery(control.Delivery):
 
 
 class BatchSink:
-    """``foreachBatch``: each batch through ``writer``; :meth:`close` for a calm stop.
+    """``foreachBatch``: each batch through ``writer``.
 
     ``on_batch(batch_ms, stats)`` is told of each batch stored (the listener logs its
     line once Spark's progress for it comes; see :meth:`take_stats`).
@@ -82,47 +77,32 @@ class BatchSink:
         self.writer = writer
         self.on_batch = on_batch
         self._changed = threading.Condition()
-        self._active = False
-        self._closing = False
         self._stats: OrderedDict[int, BatchStats] = OrderedDict()  # batch ms -> stats
         #: the time (ms) of the last batch stored, 0 before the first
         self.last_stored_ms = 0
 
     def __call__(self, frame: Any, batch_id: int) -> None:
-        with self._changed:
-            if self._closing:
-                raise StoppingError(f"batch {batch_id} came after the stop; the next run "
-                                    "takes it")
-            self._active = True
+        records, batch_ms = rows.to_records(frame.toArrow())  # the one action
+        if batch_ms is None:
+            return  # a range that held nothing (stored before, or lost to damage)
+        moment = datetime.fromtimestamp(batch_ms / 1000, UTC)
         try:
-            records, batch_ms = rows.to_records(frame.toArrow())  # the one action
-            if batch_ms is None:
-                return  # a range that held nothing (stored before, or lost to damage)
-            moment = datetime.fromtimestamp(batch_ms / 1000, UTC)
-            try:
-                stats = self.writer.write_records(moment, records)
-            except Exception as err:
-                log.error("batch %s (Spark's %d) not stored: %s; Spark runs it again",
-                          rows_id(batch_ms), batch_id, one_line(err))
-                raise
-            with self._changed:
-                self._stats[batch_ms] = stats
-                while len(self._stats) > KEPT_STATS:
-                    self._stats.popitem(last=False)
-                self.last_stored_ms = max(self.last_stored_ms, batch_ms)
-            if self.on_batch is not None:
-                self.on_batch(batch_ms, stats)
-        finally:
-            with self._changed:
-                self._active = False
-                self._changed.notify_all()
+            stats = self.writer.write_records(moment, records)
+        except Exception as err:
+            log.error("batch %s (Spark's %d) not stored: %s; Spark runs it again",
+                      rows_id(batch_ms), batch_id, one_line(err))
+            raise
+        with self._changed:
+            self._stats[batch_ms] = stats
+            while len(self._stats) > KEPT_STATS:
+                self._stats.popitem(last=False)
+            self.last_stored_ms = max(self.last_stored_ms, batch_ms)
+        if self.on_batch is not None:
+            self.on_batch(batch_ms, stats)
 
     def idle(self) -> None:
         """The stream is idle (no batch runs without new posts): a moment to write what the
         spool holds, as an empty DStream batch does."""
-        with self._changed:
-            if self._closing:
-                return
         if self.writer.store.spooled:
             self.writer.store.drain()
 
@@ -131,12 +111,6 @@ class BatchSink:
         with self._changed:
             return self._stats.pop(batch_ms, None)
 
-    def close(self, timeout: float) -> bool:
-        """Take no more batch, and wait until the one under way (if any) is done, so that
-        stopping the query interrupts no Spark job. False if ``timeout`` passed first."""
-        with self._changed:
-            self._closing = True
-            return self._changed.wait_for(lambda: not self._active, timeout)
 
 
 def rows_id(batch_ms: int) -> str:

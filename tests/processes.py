@@ -229,11 +229,13 @@ class PageServer:
         self.count = 704_753_890
         self.mode = "ok"  # ok | error | no-counter | hang
         self.release = threading.Event()  # ends hung requests
+        self.hung = threading.Event()  # set once a request hangs
         page = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if page.mode == "hang":
+                    page.hung.set()
                     page.release.wait(30)
                     return
                 if page.mode == "error":

@@ -384,3 +384,36 @@ def test_sigterm_on_both_programs_loses_nothing(tmp_path, page, ports, programs,
     # what is not stored waits in the journal for the next start (an ack still on its
     # way when the producer stopped leaves a stored tweet there too: the job drops it)
     assert set(stored) | set(kept) == set(sent)
+
+
+def test_a_stop_while_a_batch_is_stored_lets_it_finish_first(tmp_path, page, ports, programs,
+                                                             engine) -> None:
+    """SIGTERM while a batch waits for its case count (the page does not answer): the
+    batch is stored, then the job stops. On Structured Streaming the query is stopped
+    between batches: stopped during a Spark job inside foreachBatch, Spark's stream
+    thread ended in a StackOverflowError (docs/design.md)."""
+    sent = write_tweets(tmp_path / "tweets.jsonl", 100 * (20 + STRUCTURED_START_SECONDS))
+    port, ack_port = ports
+    consumer = job(tmp_path, port, ack_port, page.url, scrape_timeout=8, engine=engine)
+    programs.append(consumer)
+    source = producer(tmp_path, tmp_path / "tweets.jsonl", port, ack_port, 100)
+    programs.append(source)
+    consumer.wait_for(lambda _: consumer.kept() >= 1)
+    page.mode = "hang"
+    assert page.hung.wait(60)  # a batch is under way: it waits for its count
+    kept = consumer.kept()
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.log
+    assert source.stop(signal.SIGTERM) == 0
+    assert consumer.kept() > kept  # the batch in flight was stored before the stop
+    assert "StackOverflowError" not in consumer.log, consumer.log
+    assert "Traceback" not in consumer.log, consumer.log
+    stored = embedded_texts(tmp_path / "db")
+    journal = Journal(tmp_path / "journal")
+    try:
+        left = [json.loads(line)["text"] for line in records_of(
+            journal.spans(journal.first_held(), journal.committed, 10**9))]
+        accepted = sent[:journal.committed]  # the replay was stopped on its way
+    finally:
+        journal.close()
+    assert len(stored) == len(set(stored))
+    assert set(stored) | set(left) == set(accepted)

@@ -25,7 +25,7 @@ import storage
 import transform
 from job import producer_source, rows, shipping, spark_setup
 from job.producer_source import ProducerReader
-from job.structured_sink import BatchSink, RangeDelivery, StoppingError
+from job.structured_sink import BatchSink, RangeDelivery
 from job.writer import BatchWriter
 from journal import Journal
 from utility import TweetServer
@@ -371,13 +371,15 @@ def test_an_idle_stream_writes_what_the_spool_holds(store, tmp_path) -> None:
     assert [doc["_id"] for doc in store.collection.find()] == ["2026-11-30T00:53:40.000Z"]
 
 
-def test_after_close_a_batch_is_refused_not_taken(store, tmp_path) -> None:
-    sink = sink_on(store, tmp_path)
-    assert sink.close(TIMEOUT)
-    frame = Frame(records_of([wire(1, "covid")]), 1_796_000_020_000)
-    with pytest.raises(StoppingError):
-        sink(frame, 9)
-    assert frame.actions == 0 and store.collection.count_documents({}) == 0
+def test_a_stopping_job_has_no_new_batch_planned(producer: Producer, tmp_path: Path) -> None:
+    marker = tmp_path / "checkpoint.stopping"
+    source = reader(producer, stop_marker=str(marker))
+    start = source.initial_offset()
+    producer.put(5)
+    marker.touch()
+    assert source.latest_offset(start, ReadAllAvailable()) == start
+    marker.unlink()
+    assert source.latest_offset(start, ReadAllAvailable())["seq"] == 5
 
 
 def test_range_delivery_admits_every_seq_of_a_batch_once_and_asks_nothing_again() -> None:
