@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 JONGODB_PKG := @jongodb/memory-server-bin-linux-x64-gnu@0.1.6
 JONGODB     := .tools/node_modules/@jongodb/memory-server-bin-linux-x64-gnu/bin/jongodb
 
-.PHONY: help install check-java run demo test lint bench soak diagram clean
+.PHONY: help install check-java run demo test lint bench soak diagram clean connect-server
 
 help:
 	@echo "make run      both processes until Ctrl-C: live Bluesky posts (X with TWITTER_BEARER_TOKEN),"
@@ -20,6 +20,8 @@ help:
 	@echo "              then the cost at live rates: idle, 5, 50 and 400 posts/s (bench.cost, ~13 min)"
 	@echo "make soak     both programs for SOAK_MINUTES (default 60) at 400 posts/s, 1 s batches: memory"
 	@echo "              and batch-time drift, every post counted back; writes bench/soak.md"
+	@echo "make connect-server  a local Spark Connect server on 127.0.0.1:15002 from the installed"
+	@echo "              pyspark, for spark_streaming.py --engine structured --remote sc://127.0.0.1:15002"
 	@echo "make diagram  render flow_diagram.png from flow_diagram.dot (needs Graphviz)"
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-analysis.txt
@@ -33,6 +35,13 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-analysis.txt
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# The Spark Connect client (optional: only --remote needs it).
+CONNECT_STAMP := $(VENV)/.connect-installed
+
+$(CONNECT_STAMP): $(STAMP) requirements-connect.txt
+	$(PY) -m pip install --quiet -r requirements-connect.txt
+	@touch $(CONNECT_STAMP)
 
 check-java:
 	@java -version 2>&1 | grep -Eq 'version "(1[7-9]|2[0-9])' || { \
@@ -52,8 +61,22 @@ $(JONGODB):
 	@command -v npm >/dev/null || { echo "error: the fault tests need npm (Node.js) to install their MongoDB test server"; exit 1; }
 	npm install --silent --no-audit --no-fund --prefix .tools $(JONGODB_PKG)
 
-test: install check-java lint $(JONGODB)
+test: install $(CONNECT_STAMP) check-java lint $(JONGODB)
 	JONGODB_BIN=$(JONGODB) $(VENV)/bin/pytest
+
+# A local Spark Connect server from the installed pyspark alone (docs/engines.md): it runs
+# the structured engine's source and foreachBatch in this virtualenv's Python, logs in
+# data/connect-server. Ctrl-C stops it.
+SPARK_HOME_OF_PYSPARK = $(shell $(PY) -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
+CONNECT_PORT ?= 15002
+
+connect-server: install $(CONNECT_STAMP) check-java
+	@mkdir -p data/connect-server
+	SPARK_HOME=$(SPARK_HOME_OF_PYSPARK) PYSPARK_PYTHON=$(abspath $(PY)) SPARK_LOCAL_IP=127.0.0.1 \
+	  SPARK_LOG_DIR=$(abspath data/connect-server) \
+	  $(SPARK_HOME_OF_PYSPARK)/sbin/start-connect-server.sh --wait --master 'local[2]' \
+	  --conf spark.connect.grpc.binding.address=127.0.0.1 \
+	  --conf spark.connect.grpc.binding.port=$(CONNECT_PORT)
 
 BENCH_STAMP := $(VENV)/.bench-installed
 

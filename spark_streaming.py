@@ -1,6 +1,7 @@
 r"""Spark Streaming job: tweets from a TCP socket + the Covid-19 case count -> MongoDB.
 
 Usage: spark_streaming.py [--host HOST] [--port PORT] [--batch-seconds SECONDS]
+                          [--engine {dstream,structured}] [--remote sc://HOST:PORT]
                           [--master URL] [--mongo-uri URI] [--duration SECONDS]
                           [--metrics-port PORT] ...
 
@@ -20,11 +21,19 @@ Empty batches store nothing. A post its author deleted is removed from the store
 (unless --keep-deleted), and what the producer says of its own reading (coverage,
 gaps, the keywords in force) is kept beside the batches.
 
+Two engines run the same job (docs/engines.md): DStreams, the default, whose
+receiver reads the tweet socket; or --engine structured, Structured Streaming,
+whose source reads stream.py's journal by sequence number on its control port,
+in this process's Spark or, with --remote sc://HOST:PORT, through a Spark
+Connect server.
+
 Run stream.py first in one terminal, then in a second one:
 
     python spark_streaming.py                   # 20 s batches, embedded store
     python spark_streaming.py --case-source who  # WHO's count, still updated
     python spark_streaming.py --batch-seconds 5 --duration 60
+    python spark_streaming.py --engine structured                       # Structured Streaming
+    python spark_streaming.py --engine structured --remote sc://127.0.0.1:15002
 """
 
 from __future__ import annotations
@@ -200,8 +209,8 @@ def _filter_text(found: dict[str, Any]) -> str:
 def run_job(settings: config.Settings, stop: threading.Event, started: threading.Event,
             resources: contextlib.ExitStack) -> None:
     """Open the store, the case count and Spark, then run batches until ``stop``, on the
-    engine the settings name (DStreams; Structured Streaming here or through Spark
-    Connect, :mod:`job.structured`).
+    engine the settings name: DStreams (:func:`create_context`), or Structured
+    Streaming in this process or through a Spark Connect server (:mod:`job.structured`).
 
     Each resource is registered on ``resources`` as soon as it exists, and
     ``stop`` is checked after every step of start-up (raising StoppedWhileStartingError), so
@@ -223,18 +232,8 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
         secret = control.load_secret(settings.control_secret, settings.control_secret_path)
     except control.ControlError as err:
         raise StartupError(str(err)) from None
-    try:
-        store = storage.open_store(settings)
-    except storage.StoreError as err:
-        if not settings.remote:
-            raise StartupError(str(err)) from None
-        store = None  # the Connect server writes: it may reach a store this machine cannot
-        log.warning("%s; the Spark Connect server stores the batches: going on", err)
-    if store is not None:
-        resources.callback(store.close)
+    durable = open_durable_store(settings, resources)
     check_stop()
-    durable = (None if store is None
-               else storage.DurableStore(store, storage.Spool(settings.spool_path)))
     exporter = metrics.JobMetrics(None if settings.remote else durable)
     try:
         endpoint = metrics.serve(exporter.registry, settings.metrics_port)
@@ -242,45 +241,27 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
         raise StartupError(str(err)) from None
     if endpoint is not None:
         resources.callback(endpoint.close)
-    delivered: dict[str, int] = {}
-    if durable is not None:
-        log.info("storing batches in %s%s", durable.store.description,
-                 f", through the Spark Connect server at {settings.remote}"
-                 if settings.remote else "")
-        if durable.spooled and not settings.remote:
-            log.info("the spool %s holds %d document(s) from an earlier run: writing them "
-                     "first", settings.spool_path, durable.spooled)
-            durable.drain()
-        delivered = durable.delivered()
+    delivered = durable.delivered() if durable is not None else {}
     if delivered:
         log.info("already stored, by producer: %s",
                  ", ".join(f"{source} up to seq {seq}" for source, seq in delivered.items()))
-    filters = _ledger_state(store, durable, exporter) if durable is not None else {}
+    filters = (_ledger_state(durable.store, durable, exporter) if durable is not None
+               else {})
     if settings.keep_deleted:
         log.warning("KEEP_DELETED is on: posts whose authors deleted them stay stored "
                     "(docs/configuration.md says why not to)")
-    count_url = settings.who_url if settings.case_source == "who" else settings.worldometers_url
-    count_from = f"{settings.case_source} ({count_url})"
-    if settings.engine == "structured":
-        log.info("reading posts from stream.py's journal on %s:%d (structured engine, "
-                 "checkpoint %s), %g s batches, %s, case count from %s", settings.host,
-                 settings.ack_port, settings.checkpoint_path, settings.batch_seconds,
-                 f"Spark Connect {settings.remote}" if settings.remote
-                 else f"master {settings.master}", count_from)
-    else:
-        log.info("reading tweets from %s:%d (control port %d), %g s batches, master %s, "
-                 "case count from %s", settings.host, settings.port, settings.ack_port,
-                 settings.batch_seconds, settings.master, count_from)
+    say_what_runs(settings)
     acks = control.ControlClient(settings.host, settings.ack_port, secret)
     resources.callback(acks.close)
-    if settings.remote:
-        if store is not None:
-            store.close()  # the server writes from now on
+    if settings.remote:  # the server stores the batches: this process acknowledges them
+        if durable is not None:
+            durable.store.close()
         structured.run_remote(settings, acks, exporter.batch_run, delivered, secret, stop,
                               started, resources, check_stop)
         return
-    assert durable is not None and store is not None
-    series = case_series.of_store(store) if settings.case_series == "on" else None
+    assert durable is not None
+    series = (case_series.of_store(durable.store) if settings.case_series == "on"
+              else None)
     counter = scrape.open_counter(settings, series=series)
     resources.callback(counter.close)
     # the first batch has a count, and a stale one is said at start; the download
@@ -295,15 +276,8 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
                          keep_deleted=settings.keep_deleted)
     keep_metrics = settings.batch_metrics == "on" or (
         settings.batch_metrics == "auto" and not settings.mongo_uri)
-    metrics_collection = store.sibling(METRICS_COLLECTION) if keep_metrics else None
-    try:
-        spark_context = spark_setup.start_spark(settings)
-    except KeyboardInterrupt:  # SparkContext's own SIGINT handler, before we took it back
-        raise StoppedWhileStartingError from None
-    finally:
-        # SparkContext installs a SIGINT handler of its own (cancel every job, raise
-        # KeyboardInterrupt): SIGINT is a stop request here, like SIGTERM
-        signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
+    metrics_collection = durable.store.sibling(METRICS_COLLECTION) if keep_metrics else None
+    spark_context = start_spark(settings)
     resources.callback(spark_context.stop)  # a no-op once the streaming context stopped it
     check_stop()
     if not dstream:
@@ -316,6 +290,59 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
     check_stop()  # nothing runs yet: a stop now still needs no batch
     started.set()
     run_until_stopped(ssc, writer, settings, stop)
+
+
+def open_durable_store(settings: config.Settings, resources: contextlib.ExitStack
+                       ) -> storage.DurableStore | None:
+    """The store (checked to be reachable) and its spool, what the spool holds written
+    first; StartupError when the store cannot be used. Through Spark Connect the server
+    writes, and may reach a store that this machine cannot: None then."""
+    try:
+        store = storage.open_store(settings)
+    except storage.StoreError as err:
+        if not settings.remote:
+            raise StartupError(str(err)) from None
+        log.warning("%s; the Spark Connect server stores the batches: going on", err)
+        return None
+    resources.callback(store.close)
+    durable = storage.DurableStore(store, storage.Spool(settings.spool_path))
+    log.info("storing batches in %s%s", store.description,
+             f", through the Spark Connect server at {settings.remote}" if settings.remote
+             else "")
+    if durable.spooled and not settings.remote:
+        log.info("the spool %s holds %d document(s) from an earlier run: writing them first",
+                 settings.spool_path, durable.spooled)
+        durable.drain()
+    return durable
+
+
+def say_what_runs(settings: config.Settings) -> None:
+    """The start-up line: where the posts come from, the engine, the count's source."""
+    count_url = settings.who_url if settings.case_source == "who" else settings.worldometers_url
+    count_from = f"{settings.case_source} ({count_url})"
+    if settings.engine == "dstream":
+        log.info("reading tweets from %s:%d (control port %d), %g s batches, master %s, "
+                 "case count from %s", settings.host, settings.port, settings.ack_port,
+                 settings.batch_seconds, settings.master, count_from)
+        return
+    spark = (f"Spark Connect {settings.remote}" if settings.remote
+             else f"master {settings.master}")
+    log.info("reading posts from stream.py's journal on %s:%d (structured engine, checkpoint "
+             "%s), %g s batches, %s, case count from %s", settings.host, settings.ack_port,
+             settings.checkpoint_path, settings.batch_seconds, spark, count_from)
+
+
+def start_spark(settings: config.Settings) -> Any:
+    """Spark in this process (:func:`job.spark_setup.start_spark`), a Ctrl-C while it
+    starts being a stop request."""
+    try:
+        return spark_setup.start_spark(settings)
+    except KeyboardInterrupt:  # SparkContext's own SIGINT handler, before we took it back
+        raise StoppedWhileStartingError from None
+    finally:
+        # SparkContext installs a SIGINT handler of its own (cancel every job, raise
+        # KeyboardInterrupt): SIGINT is a stop request here, like SIGTERM
+        signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ Python workers are measured together, apart from the producer):
     python -m bench.job full -- --port P --ack-port A --batch-seconds S ...  # its flags
 
 ``full`` is ``spark_streaming.main()`` itself, the job a user runs, given its
-own flags (ports, page URL, store and spool paths, ...) after ``--``. Two hooks
-are added around it and nothing else changes: the store ``storage.open_store``
-opens is wrapped so that each document written also reports how long its
-tweets took from the producer (their send time is in their text, see
-bench.tweets), and ``create_context`` also registers a StreamingListener that
-reports every batch. SIGTERM stops it the way it stops for a user.
+own flags (ports, page URL, store and spool paths, ``--engine``, ...) after
+``--``. Two hooks are added around it and nothing else changes: the store
+``storage.open_store`` opens is wrapped so that each document written also
+reports how long its tweets took from the producer (their send time is in their
+text, see bench.tweets), and every batch is reported: on DStreams by a
+StreamingListener that ``create_context`` also registers, on Structured
+Streaming from the batch's line (``BatchReport.record``: Spark's progress for it).
+SIGTERM stops it the way it stops for a user.
 
 ``bare`` is ``socketTextStream`` with each batch only counted in the JVM
 (``rdd._jrdd.count()``): the receiver's ceiling, no Python on the executors.
@@ -48,6 +50,7 @@ import spark_streaming
 import storage
 from bench.tweets import stamp_of
 from job import spark_setup
+from job.listeners import BatchReport
 
 LATENCY_SAMPLES_PER_WRITE = 2_000
 
@@ -120,8 +123,23 @@ def run_full(argv: list[str]) -> int:
         OUT.emit("started")
         return ssc
 
+    record = BatchReport.record
+
+    def reported_record(report: BatchReport, stats: Any, when: str, moment: Any, records: int,
+                        scheduling_ms: int | None, processing_ms: int | None) -> None:
+        record(report, stats, when, moment, records, scheduling_ms, processing_ms)
+        if not dstream:  # the StreamingListener above reports the DStream engine's
+            OUT.emit("batch", batch_ms=round(moment.timestamp() * 1000), records=records,
+                     scheduling_delay_ms=scheduling_ms or 0,
+                     processing_delay_ms=processing_ms or 0,
+                     total_delay_ms=(scheduling_ms or 0) + (processing_ms or 0))
+
+    dstream = "structured" not in argv
     storage.open_store = timed_open_store
     spark_streaming.create_context = listened_create_context
+    BatchReport.record = reported_record  # type: ignore[method-assign]
+    if not dstream:
+        OUT.emit("started")
     return spark_streaming.main(argv)
 
 

@@ -157,9 +157,11 @@ class SparkJob:
     """bench.job (bare or full) reading ``feeder``'s port, as a child process in ``here``."""
 
     def __init__(self, kind: str, feeder: Feeder, interval: float, master: str,
-                 page_url: str, here: Path, receiver_max_rate: int | None = None) -> None:
+                 page_url: str, here: Path, receiver_max_rate: int | None = None,
+                 engine: str = "dstream") -> None:
         self.kind = kind
         self.interval = interval
+        self.engine = engine
         if kind == "bare":
             cmd = [sys.executable, "-m", "bench.job", "bare", "--port", str(feeder.port),
                    "--batch-seconds", str(interval), "--master", master]
@@ -172,7 +174,8 @@ class SparkJob:
                    "--master", master, "--worldometers-url", page_url,
                    "--embedded-db-path", str(here / "db"),
                    "--spool-path", str(here / "spool.jsonl"),
-                   "--quarantine-path", str(here / "quarantine.jsonl")]
+                   "--quarantine-path", str(here / "quarantine.jsonl"),
+                   "--engine", engine, "--checkpoint-path", str(here / "checkpoint")]
         if receiver_max_rate is not None:
             cmd.append(f"--receiver-max-rate={receiver_max_rate}")
         self.log_path = here / "job.log"
@@ -351,7 +354,8 @@ def measure_step(rate: int, feeder: Feeder, job: SparkJob, sampler: ProcessSampl
 
 def recover(feeder: Feeder, job: SparkJob, interval: float) -> bool:
     """Pause the feeder until the job has caught up: a batch completed with little
-    scheduling delay, and the producer holds nothing. False after RECOVER_TIMEOUT."""
+    scheduling delay (DStreams: the structured engine runs none without posts), and the
+    producer holds nothing. False after RECOVER_TIMEOUT."""
     feeder.set_rate(0)
     paused = time.time()
 
@@ -359,7 +363,9 @@ def recover(feeder: Feeder, job: SparkJob, interval: float) -> bool:
         return any(i["event"] == "batch" and i["batch_ms"] / 1000 > paused + interval
                    and i["scheduling_delay_ms"] < interval * 500 for i in items)
 
-    if not job.events.wait_for(caught_up, RECOVER_TIMEOUT):
+    # the structured engine runs no batch while nothing comes: the producer holding
+    # nothing is the sign (it is acknowledged once Spark has committed a batch)
+    if job.engine == "dstream" and not job.events.wait_for(caught_up, RECOVER_TIMEOUT):
         return False
     return feeder.status.wait_for(
         lambda items: bool(items) and items[-1]["pending"] == 0 and items[-1]["t"] > paused,
@@ -380,7 +386,7 @@ def run_job(plan: Plan, master: str, page_url: str, workdir: Path) -> JobResult:
 
     def start_job() -> SparkJob:
         return SparkJob(plan.kind, feeder, plan.interval, master, page_url, here,
-                        plan.receiver_max_rate)
+                        plan.receiver_max_rate, plan.engine)
 
     job = start_job()
     sampler = result.sampler = ProcessSampler(feeder.pid, job.pid)

@@ -18,10 +18,13 @@ Usage: python -m bench.run [--jobs ceiling,bare,full,default,backlog] [--master 
    (c) ``full``: spark_streaming.py's own main() fed by bench.producer, with the
        saved worldometers page served from 127.0.0.1 and the embedded store;
        then a py-spy profile of its processes at its sustained rate;
-   all three with 2 s batches, so that a step is short; then
-   (d) ``default``: the full pipeline with the default settings (20 s
-       batches), stepped from (c)'s rate to its own limit;
-   (e) ``backlog``: the full pipeline, 20 s batches, at 20,000 tweets/s,
+   (d) ``structured``: the same full pipeline on Structured Streaming
+       (``--engine structured``), side by side with (c);
+   all four with 2 s batches, so that a step is short; then
+   (e) ``default`` and ``structured-default``: the full pipeline with the
+       default settings (20 s batches) on each engine, stepped from its 2 s
+       rate to its own limit;
+   (f) ``backlog``: the full pipeline, 20 s batches, at 20,000 tweets/s,
        SIGKILLed for 60 s and restarted: the producer's memory while it holds
        over a million tweets, and whether every one is stored once.
 
@@ -99,6 +102,12 @@ def plans(master_interval: float, default_interval: float, profile: bool) -> dic
         "default": Plan(f"full, {default_interval:g} s batches", "full", "producer",
                         default_interval, start=20_000, factor=1.2, ceiling=640_000,
                         warmup=0, measured=2),  # rates change at a batch boundary
+        # the same two on Structured Streaming (--engine structured), side by side
+        "structured": Plan("full, structured", "full", "producer", master_interval,
+                           start=10_000, factor=2, ceiling=640_000, engine="structured"),
+        "structured-default": Plan(f"full, structured, {default_interval:g} s batches", "full",
+                                   "producer", default_interval, start=20_000, factor=1.2,
+                                   ceiling=640_000, warmup=0, measured=2, engine="structured"),
     }
 
 
@@ -107,9 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--batch-seconds", type=float, default=2.0,
                         help="the batch interval of the ceiling, bare and full jobs")
-    parser.add_argument("--jobs", default="ceiling,bare,full,default,backlog",
+    parser.add_argument("--jobs",
+                        default="ceiling,bare,full,structured,default,structured-default,backlog",
                         type=lambda raw: raw.split(","),
-                        help="any of ceiling, bare, full, default, backlog")
+                        help="any of ceiling, bare, full, structured, default, "
+                             "structured-default, backlog")
     parser.add_argument("--skip-parse", action="store_true")
     parser.add_argument("--skip-sources", action="store_true",
                         help="skip the Bluesky source's frames-per-second measurement")
@@ -119,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path,
                         help="keep the processes' logs and the stores here (default: a temp dir)")
     args = parser.parse_args(argv)
-    unknown = set(args.jobs) - {"ceiling", "bare", "full", "default", "backlog"}
+    unknown = set(args.jobs) - {"ceiling", "bare", "full", "structured", "default",
+                                "structured-default", "backlog"}
     if unknown:
         parser.error(f"unknown job(s): {', '.join(sorted(unknown))}")
 
@@ -150,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                                           args.master, page.url, workdir)
                     continue
                 plan = jobs_to_run[key]
-                if key == "default" and "full" in jobs and jobs["full"].best:
-                    plan.start = jobs["full"].best.rate  # where the 2 s batches stopped
+                two_second = {"default": "full", "structured-default": "structured"}.get(key)
+                if two_second in jobs and jobs[two_second].best:
+                    plan.start = jobs[two_second].best.rate  # where its 2 s batches stopped
                 log(f"{plan.name}: starting ({plan.interval:g} s batches, {args.master}, fed "
                     f"by the {plan.feeder})")
                 jobs[key] = run_job(plan, args.master, page.url, workdir)

@@ -58,6 +58,7 @@ class Plan:
     measured: int = 3
     profile: bool = False
     receiver_max_rate: int | None = None  # None: the product's default
+    engine: str = "dstream"  # the full job's --engine
 
 
 def evaluate(step: Step, interval: float, max_rate: int = 0) -> None:

@@ -80,6 +80,7 @@ def jobs_table(jobs: list[JobResult], full: JobResult) -> list[str]:
         "| fed by | " + cells(lambda j: {"plain": "plain sender (pre-made lines)",
                                          "producer": "the product's producer"}[j.plan.feeder])
         + " |",
+        "| engine | " + cells(lambda j: j.plan.engine) + " |",
         "| sustained tweets/s (≥: only the feeder could not offer more) | "
         + cells(sustained_cell) + " |",
         "| full pipeline / this | " + cells(lambda j: "-" if j is full else ratio(full, j)[1])
@@ -104,25 +105,30 @@ def jobs_table(jobs: list[JobResult], full: JobResult) -> list[str]:
     return rows
 
 
-def default_table(job: JobResult) -> list[str]:
-    best = job.best
-    held = max((s.held_max for s in job.steps), default=0)
-    top = max(job.steps, key=lambda s: s.held_max) if job.steps else None
+def default_table(jobs: list[JobResult]) -> list[str]:
+    """The default settings' jobs side by side (DStreams, Structured Streaming)."""
+    def cells(fn: Any) -> str:
+        return " | ".join(fn(job) for job in jobs)
+
+    def held(job: JobResult) -> str:
+        top = max(job.steps, key=lambda s: s.held_max) if job.steps else None
+        return f"{top.held_max:,} at {top.rate:,}/s, {fmt_mb(top.producer_rss)}" if top else "-"
+
     return [
-        "| | full pipeline, default settings |",
-        "|---|---:|",
-        f"| sustained tweets/s | {sustained_cell(job)} |",
-        f"| first step not sustained | {stopped(job)} |",
-        f"| batch processing p50 / p99 at the sustained rate (s) | "
-        f"{fmt_pair(best.processing_s) if best else '-'} |",
-        f"| tweet-to-stored p50 / p99 at the sustained rate (s) | "
-        f"{fmt_pair(best.latencies_s) if best else '-'} |",
-        f"| first batch stored after the job's start (s) | "
-        f"{job.first_batch_s:.1f} |" if job.first_batch_s else "| first batch stored | - |",
-        f"| CPU µs per tweet at the sustained rate: producer / JVM / driver / workers | "
-        f"{fmt_cpu(best.cpu_us_per_tweet) if best else '-'} |",
-        f"| tweets held by the producer at most, and its RSS then (MB) | {held:,} at "
-        f"{top.rate:,}/s, {fmt_mb(top.producer_rss)} |" if top else "| held | - |",
+        "| | " + cells(lambda j: j.plan.name) + " |",
+        "|---|" + "---:|" * len(jobs),
+        "| engine | " + cells(lambda j: j.plan.engine) + " |",
+        "| sustained tweets/s | " + cells(sustained_cell) + " |",
+        "| first step not sustained | " + cells(stopped) + " |",
+        "| batch processing p50 / p99 at the sustained rate (s) | "
+        + cells(lambda j: fmt_pair(j.best.processing_s) if j.best else "-") + " |",
+        "| tweet-to-stored p50 / p99 at the sustained rate (s) | "
+        + cells(lambda j: fmt_pair(j.best.latencies_s) if j.best else "-") + " |",
+        "| first batch stored after the job's start (s) | "
+        + cells(lambda j: f"{j.first_batch_s:.1f}" if j.first_batch_s else "-") + " |",
+        "| CPU µs per tweet at the sustained rate: producer / JVM / driver / workers | "
+        + cells(lambda j: fmt_cpu(j.best.cpu_us_per_tweet) if j.best else "-") + " |",
+        "| tweets held by the producer at most, and its RSS then (MB) | " + cells(held) + " |",
     ]
 
 
@@ -217,6 +223,20 @@ def targets(jobs: dict[str, JobResult], backlog: BacklogResult | None,
             + (f" ({backlog.error})" if backlog.error else ""),
             backlog.held_max >= 1_000_000 and backlog.rss_at_held_max <= 150 * MB
             and backlog.passed))
+    structured = jobs.get("structured")
+    if full and structured:
+        value, text = ratio(structured, full)
+        lines.append(row("structured engine ≥ 80 % of the DStream engine's sustained rate (2 s)",
+                         f"{text} ({sustained_cell(structured)} vs {sustained_cell(full)}/s)",
+                         None if value is None else value >= 0.8))
+    structured_default = jobs.get("structured-default")
+    if structured_default is not None and structured_default.best is not None:
+        best = structured_default.best
+        p99 = percentile(best.latencies_s, 99)
+        lines.append(row(f"structured engine, {structured_default.plan.interval:g} s batches: "
+                         "sustained, and tweet-to-stored p99 there (no target; DStreams' above)",
+                         f"{sustained_cell(structured_default)}/s, p99 "
+                         + ("-" if p99 is None else f"{p99:.1f} s"), None))
     for job in (full, default):
         if job is not None:
             interval = job.plan.interval
@@ -288,7 +308,7 @@ def write_report(output: Path, about: dict[str, str], master: str, jobs: dict[st
                  parse_rows: list[dict[str, Any]], source_lines: list[str],
                  took: float, post_lines: list[str] | None = None,
                  producer_lines: list[str] | None = None) -> None:
-    two_second = [jobs[key] for key in ("ceiling", "bare", "full") if key in jobs]
+    two_second = [jobs[key] for key in ("ceiling", "bare", "full", "structured") if key in jobs]
     full = jobs.get("full")
     lines = [
         "# Benchmark results",
@@ -310,11 +330,12 @@ def write_report(output: Path, about: dict[str, str], master: str, jobs: dict[st
         "",
     ]
     if two_second and full is not None:
-        lines += ["## Ceiling, bare receiver and full pipeline (2 s batches)", "",
-                  *jobs_table(two_second, full), ""]
-    if "default" in jobs:
-        lines += [f"## The default settings ({jobs['default'].plan.interval:g} s batches)", "",
-                  *default_table(jobs["default"]), ""]
+        lines += ["## Ceiling, bare receiver and full pipeline on both engines (2 s batches)",
+                  "", *jobs_table(two_second, full), ""]
+    defaults = [jobs[key] for key in ("default", "structured-default") if key in jobs]
+    if defaults:
+        lines += [f"## The default settings ({defaults[0].plan.interval:g} s batches)", "",
+                  *default_table(defaults), ""]
     if backlog is not None:
         lines += [f"## A held backlog: the job SIGKILLed for {backlog.down_s:g} s "
                   f"({backlog.interval:g} s batches, numbered tweets)", "",

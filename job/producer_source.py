@@ -55,7 +55,7 @@ from job import rows
 log = logging.getLogger("spark_streaming")
 
 #: A batch is cut in parts (tasks that run side by side) of at least this many seqs.
-ROWS_PER_TASK = 10_000
+ROWS_PER_TASK = 2_000
 #: How long ``read`` waits for a producer that cannot be reached before its task fails.
 READ_PATIENCE = 60.0
 #: Pauses between tries to reach the producer in ``read``: doubling from the first.

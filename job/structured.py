@@ -140,7 +140,10 @@ class ProgressAcks(StreamingQueryListener):
         moment = datetime.fromtimestamp(end.ms / 1000, UTC)
         when = transform.batch_id(moment)
         records = int(progress.numInputRows)
-        processing = (progress.durationMs or {}).get("triggerExecution")
+        durations = progress.durationMs or {}
+        processing = durations.get("triggerExecution")
+        log.debug("batch %d: Spark's phases (ms): %s", progress.batchId,
+                  ", ".join(f"{name} {ms}" for name, ms in sorted(durations.items())))
         started = _epoch_ms(progress.timestamp)
         scheduling = None if started is None else max(0, started - end.ms)
         if self.sink is not None:
@@ -259,6 +262,8 @@ class StructuredJob:
              pause: float) -> None:
         while True:
             query = self.start()
+            log.info("%s query running: a batch every %g s while posts come", QUERY_NAME,
+                     self.settings.batch_seconds)
             threading.Thread(target=_await_end, args=(query, wake), name="query-end",
                              daemon=True).start()
             wake.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -82,7 +83,13 @@ class BatchSink:
         self.last_stored_ms = 0
 
     def __call__(self, frame: Any, batch_id: int) -> None:
-        records, batch_ms = rows.to_records(frame.toArrow())  # the one action
+        started = time.perf_counter()
+        table = frame.toArrow()  # the one action
+        collected = time.perf_counter()
+        records, batch_ms = rows.to_records(table)
+        log.debug("batch %d: collected in %.0f ms, %d rows as records in %.0f ms", batch_id,
+                  (collected - started) * 1000, len(records),
+                  (time.perf_counter() - collected) * 1000)
         if batch_ms is None:
             return  # a range that held nothing (stored before, or lost to damage)
         moment = datetime.fromtimestamp(batch_ms / 1000, UTC)

@@ -277,7 +277,10 @@ def main() -> int:
         [*ports, "--batch-seconds", str(DEMO_BATCH_SECONDS), "--duration", str(duration),
          "--case-source", "worldometers", "--worldometers-url", url, *EMBEDDED,
          "--spool-path", str(demo_data / "spool.jsonl"),
-         "--quarantine-path", str(demo_data / "quarantine.jsonl")],
+         "--quarantine-path", str(demo_data / "quarantine.jsonl"),
+         # the structured engine's (STREAMING_ENGINE=structured make demo): a new journal
+         # each run is a new producer, so a new checkpoint too
+         "--checkpoint-path", str(demo_data / "checkpoint")],
         stop, job_stop_seconds(DEMO_BATCH_SECONDS), again,
     )
     page.shutdown()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bson import json_util
 from processes import (
     PROJECT,
     T0_US,
@@ -226,6 +227,49 @@ def test_an_unreachable_spark_connect_server_fails_in_one_line() -> None:
     assert result.returncode == 1, result.stderr
     assert f"cannot reach the Spark Connect server at {url}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def replay_and_inspect(here: Path, engine: str, page_url: str) -> list[dict[str, Any]]:
+    """The sample file replayed through both programs on ``engine`` (a demo's settings,
+    post fields on), then the documents as ``report.py inspect --json`` shows them."""
+    here.mkdir()
+    port, ack_port = free_port(), free_port()
+    source = producer(here, SAMPLE, port, ack_port, 0)
+    consumer = job(here, port, ack_port, page_url, "--embedded-db-path", str(here / "db"),
+                   "--post-fields", "id,created_at,lang,url", batch_seconds=5, engine=engine)
+    try:
+        assert source.process.wait(240) == 0, source.log + consumer.log
+        assert consumer.stop() == 0, consumer.log
+    finally:
+        source.kill()
+        consumer.kill()
+    shown = run_cli("report.py", "inspect", "--last", "100", "--json",
+                    "--embedded-db-path", str(here / "db"))
+    assert shown.returncode == 0, shown.stderr
+    return [json_util.loads(line) for line in shown.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.e2e
+def test_both_engines_store_the_same_documents_for_the_same_replay(tmp_path, page) -> None:
+    """The sample file through a demo's pair of programs on each engine: the same posts,
+    cleaned the same, with the same fields and count, in the same order; only the batch
+    times (and so how the posts fall into documents) and the producer's id differ."""
+    found = {engine: replay_and_inspect(tmp_path / engine, engine, page.url)
+             for engine in ("dstream", "structured")}
+
+    def posts(documents: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        return [pair for doc in documents for pair in zip(doc["content"], doc["posts"],
+                                                          strict=True)]
+
+    def shape(documents: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+        return {(tuple(sorted(doc)), doc["total_case_count"], doc["case_count_as_of"],
+                 doc["case_count_source"]) for doc in documents}
+
+    dstream, structured = found["dstream"], found["structured"]
+    assert posts(structured) == posts(dstream) and posts(dstream)
+    assert shape(structured) == shape(dstream)
+    assert ([doc["delivery"][-1]["last_seq"] for doc in structured][-1]
+            == [doc["delivery"][-1]["last_seq"] for doc in dstream][-1])
 
 
 def bluesky_posts(start: int, count: int) -> tuple[list[dict[str, Any]], list[str]]:
