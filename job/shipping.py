@@ -38,9 +38,9 @@ from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPart
 #: The data source's name in ``spark.readStream.format(...)``.
 SOURCE_NAME = "covid_producer"
 #: The job's packages and modules put in the archive (the producer's sources are not).
-PACKAGES = ("config", "counts", "job", "journal")
+PACKAGES = ("config", "counts", "job", "journal", "storage")
 MODULES = ("control", "control_reads", "metrics", "scrape", "startup", "stopping",
-           "storage", "transform")
+           "transform", "wire_records")
 #: The log line format of the job's processes, for Spark's own processes too.
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # every entry's: the same code makes the same archive

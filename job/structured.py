@@ -373,7 +373,7 @@ def run_remote(settings: config.Settings, acks: control.ControlClient,
     if wait_for_producer(settings, secret, stop) is None:
         check_stop()
     archive = shipping.archive(spark_setup.PROJECT_DIR)
-    sink = shipping.ShippedSink(archive, pickle.dumps((settings,)))
+    sink = shipping.ShippedSink(archive, pickle.dumps((settings, secret)))
     listener = ProgressAcks(acks, BatchReport(), on_run=on_run)
     job = StructuredJob(spark, settings, secret, archive, listener, sink, None, delivered,
                         REMOTE_PARALLELISM)

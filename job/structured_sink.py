@@ -30,6 +30,7 @@ import transform
 from job import rows
 from job.batch import BatchStats, Quarantine
 from job.writer import BatchWriter
+from storage import case_series, ledger
 
 log = logging.getLogger("spark_streaming")
 
@@ -138,19 +139,28 @@ def one_line(err: BaseException) -> str:
     return lines[0][:300]
 
 
-def remote_sink(settings: config.Settings) -> BatchSink:
+def remote_sink(settings: config.Settings, secret: bytes) -> BatchSink:
     """The sink as a Spark Connect server runs it (in its own Python, on the first
-    batch): the store (its spool drained first), the case count and the writer, made
-    there from the job's ``settings``; each batch's line goes to the server's log."""
+    batch): the store (its spool drained first), the keyword sets in force, the case
+    count and the writer, made there from the job's ``settings`` and control ``secret``
+    (which the records that are not posts are checked with); each batch's line goes to
+    the server's log."""
     config.configure_logging(settings)
     store = storage.open_store(settings)
     durable = storage.DurableStore(store, storage.Spool(settings.spool_path))
     if durable.spooled:
         durable.drain()
-    counter = scrape.open_counter(settings)
+    try:
+        filters, _ = ledger.load_state(store, durable.spool.operations())
+    except storage.STORE_ERRORS as err:  # only delayed: the producer sends its own again
+        log.warning("cannot read the keyword sets in force (%s)", err)
+        filters = {}
+    series = case_series.of_store(store) if settings.case_series == "on" else None
+    counter = scrape.open_counter(settings, series=series)
     counter.start()
     writer = BatchWriter(durable, counter.current, delivery=RangeDelivery(),
                          quarantine=Quarantine(settings.quarantine_path),
-                         post_fields=settings.post_fields)
+                         post_fields=settings.post_fields, secret=secret, filters=filters,
+                         keep_deleted=settings.keep_deleted)
     log.info("Spark Connect server: storing batches in %s", store.description)
     return BatchSink(writer, lambda _ms, stats: log.info(stats.summary()))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 import typing
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any, NamedTuple
 import mongomock
 import pyarrow as pa
 import pytest
+import wire_lines
 from processes import capture_logs
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
 from pyspark.sql.types import LongType, StringType, TimestampType
@@ -23,6 +25,7 @@ from pyspark.sql.types import LongType, StringType, TimestampType
 import scrape
 import storage
 import transform
+import wire_records
 from job import producer_source, rows, shipping, spark_setup
 from job.producer_source import ProducerReader
 from job.structured_sink import BatchSink, RangeDelivery
@@ -142,7 +145,8 @@ def test_a_big_range_is_cut_in_parts_that_run_side_by_side(producer: Producer) -
     source = reader(producer, parallelism=4)
     start = {"src": "abc", "seq": 100, "ms": 1}
     big = source.partitions(start, {"src": "abc", "seq": 100 + 25_000, "ms": 2})
-    assert [part.value[1:3] for part in big] == [(101, 12_600), (12_601, 25_100)]
+    assert [part.value[1:3] for part in big] == [(101, 6_350), (6_351, 12_600),
+                                                 (12_601, 18_850), (18_851, 25_100)]
     small = source.partitions(start, {"src": "abc", "seq": 150, "ms": 2})
     assert [part.value for part in small] == [("abc", 101, 150, 2)]
     assert source.partitions(start, start) == []
@@ -253,6 +257,39 @@ def test_post_fields_come_back_as_they_went_dates_included() -> None:
         rows.encode({"x": {1, 2}})
 
 
+def test_a_delete_and_a_keyword_set_cross_the_rows_and_are_applied(store, tmp_path) -> None:
+    """Records that are not posts (issue 25's deletes, coverage, keyword sets) ride in
+    the same rows, and their mac still holds on the driver: the sink applies them."""
+    batch = wire_lines.records(
+        wire_lines.post(1, "at://did:plc:a/app.bsky.feed.post/1", "covid one"),
+        wire_lines.post(2, "at://did:plc:a/app.bsky.feed.post/2", "covid two"),
+        wire_lines.delete(3, "at://did:plc:a/app.bsky.feed.post/1"),
+        wire_lines.sealed(4, wire_records.filter_record("bluesky", keywords=["covid"])),
+        wire_lines.delete(5, "at://did:plc:a/app.bsky.feed.post/9", secret=b"not the secret"))
+    sink = sink_on(store, tmp_path, secret=wire_lines.SECRET)
+    sink(Frame(batch, 1_796_000_020_000), 0)
+    (document,) = store.collection.find()
+    assert document["content"] == ["covid two"]  # deleted in its own batch: never stored
+    assert document["filter"]["keywords"] == ["covid"]
+    stats = sink.take_stats(1_796_000_020_000)
+    assert stats is not None and (stats.deletes, stats.forged) == (1, 1)
+
+
+def test_the_archive_holds_every_module_the_jobs_spark_side_imports() -> None:
+    """What the source, the sink and the job import, in a fresh interpreter: all of it
+    must be in the archive, or a Spark process that has never seen the project fails."""
+    probe = ("import pathlib, sys; import job.structured_sink, job.producer_source, "
+             "job.rows, spark_streaming; here = pathlib.Path.cwd().resolve(); "
+             "print('\\n'.join(n for n, m in sys.modules.items() if getattr(m, '__file__', "
+             "None) and here in pathlib.Path(m.__file__).resolve().parents))")
+    imported = subprocess.run([sys.executable, "-c", probe], cwd=spark_setup.PROJECT_DIR,
+                              capture_output=True, text=True, check=True).stdout.split()
+    finder = shipping.ArchiveFinder(shipping.archive(spark_setup.PROJECT_DIR))
+    missing = [name for name in imported
+               if name != "spark_streaming" and finder.find_spec(name) is None]
+    assert "storage.spool" in imported and missing == []
+
+
 def test_the_archive_carries_the_jobs_modules_and_imports_from_memory(tmp_path: Path) -> None:
     data = shipping.archive(spark_setup.PROJECT_DIR)
     assert data == shipping.archive(spark_setup.PROJECT_DIR)  # the same code, the same bytes
@@ -344,11 +381,11 @@ def test_a_batch_that_cannot_be_stored_raises_so_that_spark_runs_it_again(tmp_pa
         collection = None
         description = "a store that is down"
 
-        def write(self, document: dict[str, Any]) -> None:
+        def apply(self, operation: Any) -> int:
             raise storage.STORE_ERRORS[0]("down")
 
     class FullDisk(storage.Spool):
-        def append(self, documents: Any) -> None:
+        def append(self, operations: Any) -> None:
             raise OSError(28, "No space left on device")
 
     durable = storage.DurableStore(Down(), FullDisk(tmp_path / "spool.jsonl"), retry_delays=())
