@@ -11,14 +11,16 @@ The graph, as ``spark_streaming.create_context`` builds the DStream one::
 
 :class:`ProgressAcks` listens to Spark's progress events: once one says a batch
 is done, Spark's commit log holds it, and only then is the producer told it may
-forget it (``ack``), so nothing Spark may run again is trimmed. It also logs the
-batch's line. :class:`StructuredJob` starts the query, starts it again after a
-batch failed (Spark then runs that batch again, from its checkpoint), and stops
-it between batches: ``query.stop()`` during a Spark job inside ``foreachBatch``
-ended in a StackOverflowError in Spark's stream thread (docs/design.md). So a stop
-first has the source plan no new batch (a marker file beside the checkpoint, which
-its ``latestOffset`` looks for), waits until no trigger is active (the batch in
-flight stored and committed), and only then stops the query.
+forget it (``ack``), so nothing Spark may run again is trimmed (the source also
+acknowledges when Spark asks past a batch, :mod:`job.producer_source`). It also
+logs the batch's line. :class:`StructuredJob` starts the query, starts it again
+after a batch failed (Spark then runs that batch again, from its checkpoint), and
+stops it between batches: ``query.stop()`` during a Spark job inside
+``foreachBatch`` ended in a StackOverflowError in Spark's stream thread
+(docs/engines.md). So a stop first has the source plan no new batch (a marker file
+beside the checkpoint, which its ``latestOffset`` looks for), waits until no
+trigger is active (the batch in flight stored and committed), and only then stops
+the query. :func:`run_here` and :func:`run_remote` are the two ways to run it.
 """
 
 from __future__ import annotations
@@ -120,6 +122,12 @@ class ProgressAcks(StreamingQueryListener):
                 self.acks.send({end.src: end.seq}, {})
                 self._acked[end.src] = end.seq
         return end
+
+    @property
+    def done_ms(self) -> int:
+        """The time of the last batch Spark reported done (0 before the first)."""
+        with self._changed:
+            return self._done_ms
 
     def wait_for_batch(self, batch_ms: int, timeout: float) -> bool:
         """Wait until Spark has reported the batch of time ``batch_ms`` (or a later one)
@@ -251,16 +259,17 @@ class StructuredJob:
         wake = threading.Event()
         threading.Thread(target=lambda: (stop.wait(), wake.set()), name="stop-watch",
                          daemon=True).start()
-        pause = RESTART_FIRST
         try:
-            self._run(stop, wake, deadline, pause)
+            self._run(stop, wake, deadline)
         finally:
             with contextlib.suppress(Exception):  # before the session goes (Connect warns)
                 self.spark.streams.removeListener(self.listener)
 
-    def _run(self, stop: threading.Event, wake: threading.Event, deadline: float | None,
-             pause: float) -> None:
+    def _run(self, stop: threading.Event, wake: threading.Event, deadline: float | None
+             ) -> None:
+        pause = RESTART_FIRST
         while True:
+            done_before = self.listener.done_ms
             query = self.start()
             log.info("%s query running: a batch every %g s while posts come", QUERY_NAME,
                      self.settings.batch_seconds)
@@ -275,6 +284,8 @@ class StructuredJob:
             error = query.exception()
             if error is None:
                 return
+            if self.listener.done_ms > done_before:  # it ran batches: not the same failure
+                pause = RESTART_FIRST
             log.error("the query stopped (%s); starting it again in %g s, from its "
                       "checkpoint: Spark runs the batch that failed again",
                       one_line(error), pause)
@@ -297,7 +308,7 @@ class StructuredJob:
                     query.stop()
             finally:
                 self.stop_marker.unlink(missing_ok=True)
-        else:  # over Spark Connect every stop was clean, even within a batch (design.md)
+        else:  # over Spark Connect every stop was clean, even within a batch (engines.md)
             with contextlib.suppress(Exception):  # a server gone: nothing to wait for
                 if _trigger_active(query):
                     self.listener.wait_for_next(patience)
