@@ -1,8 +1,18 @@
 """The replay source: a newline-delimited JSON file of tweets at a chosen rate.
 
 Each line is an X API v2 stream payload or a bare tweet object (see
-:func:`sources.tweet_from_payload`); the project's own sample file is
-``samples/tweets.jsonl``. Offline, it stands in for a live source.
+:func:`sources.tweet_from_payload`), or a delete event of X's compliance stream
+(:func:`sources.deleted_post`), replayed in its place as a sealed delete record; the
+project's own sample file is ``samples/tweets.jsonl``. Offline, it stands in for a
+live source.
+
+What it says of itself (:mod:`sources.coverage`): its filter is no keyword at all
+(``{"source": "replay", "keywords": []}``: every post of the file is sent; a v2
+payload's post carries the tags of its ``matching_rules`` as ``matched``, what
+chose it when it was recorded). A file has no gaps: what one run did not read, the
+next reads. Its spans are its reading time, one per run (its clock: when it handed
+the posts over), with the lines, posts and posts accepted of that run; the time
+between runs is no gap, as nothing was missed.
 """
 
 from __future__ import annotations
@@ -14,11 +24,14 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from journal import Checkpoint
-from sources import Emit, Tweet, tweet_or_reason
+from sources import Emit, Tweet, deleted_post, matched_rules, tweet_or_reason
+from sources.coverage import CoverageLedger, Seal
+from wire_records import delete_record
 
 #: What takes a list of tweets with their positions (:meth:`utility.TweetServer.put_many`);
 #: how many it accepted (a prefix)
@@ -70,9 +83,20 @@ class ReplaySource:
                  from_start: bool = False,
                  position_path: Path | None = None,
                  before_save: Callable[[], None] | None = None,
-                 resume_at: Any = None) -> None:
+                 resume_at: Any = None,
+                 seal: Seal | None = None,
+                 ledger: CoverageLedger | None = None) -> None:
+        """``seal`` makes each delete of the file a record (without it deletes are
+        skipped as bad lines); ``ledger`` keeps its spans and its filter."""
         if rate < 0 or not math.isfinite(rate):
             raise ValueError("rate must be a finite number >= 0")
+        self._seal = seal
+        self.ledger = ledger
+        #: lines read and posts among them (every pass), deletes accepted
+        self.lines = self.posts = self.deletes = 0
+        self._declared = False  # whether the filter went ahead of the first line
+        if ledger is not None:
+            ledger.counts = lambda: (self.lines, self.posts, self.emitted, 0)
         self.path = Path(path)
         self.rate = rate
         self.loop = loop
@@ -127,6 +151,14 @@ class ReplaySource:
         be read.
         """
         self.emitted = self.skipped = 0
+        try:
+            return self._run(emit, stop, emit_many, wait_for_room)
+        finally:
+            if self.ledger is not None:
+                self.ledger.close()
+
+    def _run(self, emit: Emit, stop: threading.Event, emit_many: EmitMany | None,
+             wait_for_room: WaitForRoom | None) -> int:
         handing = self._handing = _HandOver(
             self, emit_many if emit_many is not None else _one_at_a_time(emit),
             self.BATCH if emit_many is not None else 1, wait_for_room, stop)
@@ -177,14 +209,20 @@ class ReplaySource:
             line += 1
             if not raw.strip():
                 continue
+            self.lines += 1
             tweet, reason = self._parse(raw)
             if tweet is None:
                 self.skipped += 1
                 level = logging.WARNING if pass_number == 1 else logging.DEBUG
                 log.log(level, "%s:%d: skipped: %s", self.path, line, reason)
                 continue
-            if pass_number >= 2:
+            if pass_number >= 2:  # a delete names the post of its own pass
                 tweet = {**tweet, "id": f"{tweet['id']}~{pass_number}"}
+            if "kind" in tweet:
+                assert self._seal is not None
+                tweet = self._seal(tweet)
+            else:
+                self.posts += 1
             yield tweet, (offset, line)
 
     # -- the position file
@@ -261,10 +299,30 @@ class ReplaySource:
         self._handing.hand_over()  # what was gathered first, so the file is as fresh as can be
         self.write_position(force=force, finished=finished)
 
-    def accepted(self, position: list[Any], count: int) -> None:
-        """``count`` more tweets were accepted, the last at ``position``."""
+    def accepted(self, position: list[Any], lines: list[Tweet]) -> None:
+        """``lines`` (tweets and delete records) were accepted, the last at ``position``."""
         self._position = (position[0], position[1], position[2])
-        self.emitted += count
+        deletes = sum("kind" in line for line in lines)
+        self.deletes += deletes
+        self.emitted += len(lines) - deletes
+        ledger = self.ledger
+        if ledger is not None:
+            ledger.note(int(time.time() * 1e6))
+            ledger.tick()
+
+    def declare(self) -> None:
+        """Before the first line handed over: the filter in force, no keyword at all
+        (the file is sent whole), and the run's span, counting from the run's start."""
+        if self.ledger is not None and not self._declared:
+            self._declared = True
+            self.ledger.declare(keywords=[])
+            self.ledger.open(str(self.path), int(time.time() * 1e6), counted=(0, 0, 0, 0))
+
+    def journal_position(self) -> list[Any]:
+        """The position after the last line accepted, as the journal keeps it in a
+        record (the ledger's records carry it too: the journal's last record says
+        where a restart goes on)."""
+        return [*self._position, self._tag]
 
     def write_position(self, *, force: bool = False, finished: bool = False) -> None:
         """Write :attr:`_position`, the position after the last tweet accepted."""
@@ -276,8 +334,9 @@ class ReplaySource:
         if self._checkpoint.save(text, force=force):
             self._saved = self._position
 
-    @staticmethod
-    def _parse(raw: bytes) -> tuple[Tweet | None, str]:
+    def _parse(self, raw: bytes) -> tuple[Tweet | None, str]:
+        """A line's tweet (with what matched it) or delete record (not sealed yet), or
+        why it has neither."""
         try:
             obj = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
@@ -286,7 +345,18 @@ class ReplaySource:
             return None, f"not JSON ({err.msg})" if hasattr(err, "msg") else "not JSON"
         except RecursionError:
             return None, "JSON nested too deeply"
-        return tweet_or_reason(obj)
+        deleted = deleted_post(obj)
+        if deleted is not None:
+            if self._seal is None:
+                return None, "a delete, and no control secret to seal it with"
+            post_id, when = deleted
+            return delete_record(post_id, when or datetime.now(UTC)), ""
+        tweet, reason = tweet_or_reason(obj)
+        if tweet is not None:
+            matched = matched_rules(obj, {})
+            if matched:
+                tweet = {**tweet, "matched": matched}
+        return tweet, reason
 
 
 class _HandOver:
@@ -329,9 +399,13 @@ class _HandOver:
         if self.halted:
             return False
         while tweets:
-            taken = self.put(tweets[:], positions[:])  # theirs to keep
+            self.replay.declare()
+            ledger = self.replay.ledger
+            # the ledger's records waiting for room go first
+            taken = (self.put(tweets[:], positions[:])  # theirs to keep
+                     if ledger is None or not ledger.pending or ledger.flush() else 0)
             if taken:
-                self.replay.accepted(positions[taken - 1], taken)
+                self.replay.accepted(positions[taken - 1], tweets[:taken])
                 del tweets[:taken], positions[:taken]
             if tweets and not self._wait(positions[0]):
                 self.halted = True
