@@ -285,6 +285,10 @@ class TwitterSource(tweepy.StreamingClient):
         if tweet is None:
             log.warning("ignoring a stream message without a tweet: %s", reason)
             return
+        at = self.source_time(tweet)
+        if self._reconnected:  # before it is counted: the span it opens counts it
+            self._reconnected = False
+            self.on_first_post(at)
         self.read += 1
         if self.daily_cap is not None and self.daily_cap.count():
             self.disconnect()  # tweepy stops after this message
@@ -292,10 +296,6 @@ class TwitterSource(tweepy.StreamingClient):
         matched = matched_rules(payload, self.rules)
         if matched:
             tweet["matched"] = matched
-        at = self.source_time(tweet)
-        if self._reconnected:
-            self._reconnected = False
-            self.on_first_post(at)
         # the filtered stream has no position to resume from: a refused post is gone
         ledger = self.ledger
         if not ((ledger is None or not ledger.pending or ledger.flush())

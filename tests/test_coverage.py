@@ -312,3 +312,57 @@ def test_a_watchdog_stall_that_lost_events_is_a_gap_and_one_that_lost_none_is_no
     first, second = spans(reading.journal).values()
     assert (first["from"], first["to"]) == (iso(T0_US), iso(T0_US + 2 * SECOND))
     assert second["from"] == iso(T0_US + 100 * SECOND)
+
+
+# --- X: a disconnect, a restart and refused posts are gaps -------------------------------
+
+
+def x_post(n: int, second: int) -> str:
+    created = wire_records.iso_time(moment(T0_US + second * SECOND))
+    return json.dumps({"data": {"id": str(n), "text": f"post {n}", "created_at": created}})
+
+
+def test_x_disconnects_restarts_and_refused_posts_are_gaps_in_x_time(tmp_path: Path) -> None:
+    """X's filtered stream sends nothing again: a reconnection is a gap from the last
+    post before to the first after, in the posts' own created_at; so is a restart (from
+    the journal's last post); and so is a run of posts the journal refused."""
+    from sources.twitter import TwitterSource
+
+    journal = Journal()
+    state = tmp_path / STATE_FILE
+    ledger = CoverageLedger("twitter", journal, SEAL, state_path=state)
+    source = TwitterSource("token", journal, ledger=ledger)
+    host = TwitterSource.HOST
+    source.on_connect()
+    for n, second in enumerate((0, 2, 3)):
+        source.on_data(x_post(n, second))
+    source.on_disconnect()
+    source.on_connect()  # tweepy reconnects by itself
+    source.on_data(x_post(3, 30))
+    journal.full = True  # the job is away, the journal full
+    source.on_data(x_post(4, 31))
+    source.on_data(x_post(5, 32))
+    journal.full = False
+    source.on_data(x_post(6, 33))
+    ledger.close()
+    gaps = [(g["from"], g["to"], g["reason"], g["refused"], g["host"])
+            for g in journal.records("gap")]
+    assert gaps == [
+        (iso(T0_US + 3 * SECOND), iso(T0_US + 30 * SECOND), "x disconnect", 0, host),
+        (iso(T0_US + 30 * SECOND), iso(T0_US + 33 * SECOND), "refused", 2, host)]
+    first, second = spans(journal).values()
+    assert (first["from"], first["to"], first["matched"]) == (
+        iso(T0_US), iso(T0_US + 3 * SECOND), 3)
+    assert (second["from"], second["to"], second["posts"], second["matched"],
+            second["refused"]) == (iso(T0_US + 30 * SECOND), iso(T0_US + 33 * SECOND), 4, 2, 2)
+
+    # a restart: the journal's last post is where the last run stopped reading
+    again = Journal()
+    journaled = [line for line, _ in journal.lines if "kind" not in line]
+    restarted = TwitterSource("token", again, journaled=journaled,
+                              ledger=CoverageLedger("twitter", again, SEAL, state_path=state))
+    restarted.on_connect()
+    restarted.on_data(x_post(7, 90))
+    (gap,) = again.records("gap")
+    assert (gap["from"], gap["to"], gap["reason"]) == (
+        iso(T0_US + 33 * SECOND), iso(T0_US + 90 * SECOND), "x disconnect")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -133,3 +134,83 @@ def test_without_the_secret_deletes_are_skipped() -> None:
     source = BlueskySource(["ws://x/subscribe"], KeywordMatcher(["covid"]), lines)
     source.on_frame(json.dumps(deletion("k1", T0_US)))
     assert lines.lines == [] and source.deletes == 0
+
+
+# --- X and the replay -----------------------------------------------------------------------
+
+
+def test_x_posts_carry_their_rules_values_and_the_rules_in_force_go_first(monkeypatch) -> None:
+    """sync_rules knows the rules' ids: a post's matching_rules become their values
+    (another app's rule on the stream chooses posts too, by its value; an unknown id
+    by its tag); run() declares every rule on the stream before the first post."""
+    import tweepy
+    from tweepy.client import Response
+
+    from sources.coverage import CoverageLedger
+    from sources.twitter import TwitterSource
+
+    lines = Lines()
+    source = TwitterSource("token", lines, ledger=CoverageLedger("twitter", lines, SEAL))
+    tag = TwitterSource.RULE_TAG
+    monkeypatch.setattr(source, "get_rules", lambda **_: Response(
+        [tweepy.StreamRule("Covid lang:en", tag, "1"), tweepy.StreamRule("old", tag, "2"),
+         tweepy.StreamRule("vaccine", "other-app", "3")], {}, [], {}))
+    monkeypatch.setattr(source, "delete_rules", lambda ids, **_: Response(None, {}, [], {}))
+    monkeypatch.setattr(source, "add_rules", lambda add, **_: Response(
+        [tweepy.StreamRule("#COVID19", tag, "4")], {}, [], {}))
+    source.sync_rules(["Covid lang:en", "#COVID19"])
+    monkeypatch.setattr(source, "start", lambda: source.on_data(json.dumps({
+        "data": {"id": "7", "text": "a post"},
+        "matching_rules": [{"id": "1", "tag": tag}, {"id": "3", "tag": "other-app"},
+                           {"id": "9", "tag": "Gone-Rule"}, {"id": "4", "tag": tag}]})))
+    source.run(threading.Event())
+    declared, opened, post, *_ = [line for line, _ in lines.lines]
+    assert declared["kind"] == "filter" and control.record_authentic(SECRET, declared)
+    assert sorted(declared["rules"], key=lambda rule: rule["value"]) == [
+        {"tag": tag, "value": "#COVID19"}, {"tag": tag, "value": "Covid lang:en"},
+        {"tag": "other-app", "value": "vaccine"}]
+    assert opened["kind"] == "coverage"
+    assert post["matched"] == ["covid lang:en", "vaccine", "gone-rule", "#covid19"]
+
+
+def test_a_replay_sends_the_files_deletes_in_place_each_pass_its_own(tmp_path) -> None:
+    """A delete event of X's compliance stream in the file is replayed in its place as
+    a sealed delete record; on a looped pass it names that pass's copy (``~N``)."""
+    from sources.coverage import CoverageLedger
+    from sources.replay import ReplaySource
+
+    path = tmp_path / "with-deletes.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in [
+        {"data": {"id": "1", "text": "covid a"}, "matching_rules": [{"id": "1", "tag": "C"}]},
+        {"id": "2", "text": "covid b"},
+        {"data": {"delete": {"tweet": {"id": "1", "author_id": "9"},
+                             "event_at": "2026-11-30T08:00:01.500Z"}}},
+    ]) + "\n")
+    lines = Lines()
+    stop = threading.Event()
+    ledger = CoverageLedger("replay", lines, SEAL)
+    source = ReplaySource(path, 0, True, seal=SEAL, ledger=ledger)
+    ledger.position = source.journal_position
+
+    def emit_many(tweets: list[dict[str, Any]], positions: list[Any]) -> int:
+        for tweet, position in zip(tweets, positions, strict=True):
+            lines(tweet, position)
+        if sum("kind" not in line for line, _ in lines.lines) >= 4:
+            stop.set()  # two passes
+        return len(tweets)
+
+    assert source.run(lines, stop, emit_many=emit_many) == 4
+    sent = [(line.get("kind"), line.get("id"), line.get("matched")) for line, _ in lines.lines]
+    assert [item for item in sent if item[0] in (None, "delete")] == [
+        (None, "1", ["c"]), (None, "2", None), ("delete", "1", None),
+        (None, "1~2", ["c"]), (None, "2~2", None), ("delete", "1~2", None)]
+    delete = next(line for line, _ in lines.lines if line.get("kind") == "delete")
+    assert delete["at"] == "2026-11-30T08:00:01.500000Z"
+    assert control.record_authentic(SECRET, delete)
+    assert (source.emitted, source.deletes) == (4, 2)
+    declared = lines.lines[0][0]
+    assert (declared["kind"], declared["source"], declared["keywords"]) == (
+        "filter", "replay", [])
+    # each record beside it in the journal says where the replay stood: a restart
+    # goes on from the journal's last record, whatever it is
+    assert all(position[3] == source._tag for _, position in lines.lines)
