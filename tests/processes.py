@@ -342,6 +342,13 @@ def post_event(rkey: str, text: str, time_us: int, *, did: str = "did:plc:alice"
                        "cid": f"bafyrei{rkey}", "record": body}}
 
 
+def delete_event(rkey: str, time_us: int, *, did: str = "did:plc:alice") -> dict[str, Any]:
+    """A Jetstream event saying its author deleted a post (no record comes with it)."""
+    return {"did": did, "time_us": time_us, "kind": "commit",
+            "commit": {"rev": f"rev{rkey}d", "operation": "delete",
+                       "collection": "app.bsky.feed.post", "rkey": rkey}}
+
+
 def facet(text: str, part: str, kind: str = "link", **feature: Any) -> dict[str, Any]:
     """A facet of ``kind`` (link, mention, tag) over the first ``part`` of ``text``,
     its range in UTF-8 bytes as Bluesky counts it."""
