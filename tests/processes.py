@@ -58,6 +58,25 @@ def write_tweets(path: Path, count: int, prefix: str = "tweet") -> list[str]:
     return texts
 
 
+def write_tweets_and_deletes(path: Path, count: int, every: int, *, lag: int = 50,
+                             prefix: str = "tweet") -> tuple[list[str], list[str]]:
+    """A replay file of ``count`` bare tweets with unique ids in which, ``lag`` lines
+    after each ``every``-th tweet, its author deletes it (a delete event of X's
+    compliance stream, which the replay sends as a sealed delete record); the texts
+    that are to stay stored, and those deleted."""
+    kept, deleted = [], []
+    with path.open("w") as handle:
+        for i in range(count + lag):
+            if i < count:
+                handle.write(json.dumps({"id": f"{prefix}-{i}", "text": f"{prefix} {i}"}) + "\n")
+                (deleted if i % every == 0 else kept).append(f"{prefix} {i}")
+            if i >= lag and (i - lag) % every == 0 and i - lag < count:
+                handle.write(json.dumps({"data": {"delete": {
+                    "tweet": {"id": f"{prefix}-{i - lag}", "author_id": "1"},
+                    "event_at": "2026-11-30T08:00:00.000Z"}}}) + "\n")
+    return kept, deleted
+
+
 def expected_content(path: Path) -> tuple[int, list[str]]:
     """(tweets in a replay file, their cleaned texts in order, empties and repeats dropped)."""
     sent, content, seen = 0, [], set()
