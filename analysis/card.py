@@ -181,6 +181,8 @@ def _collection(facts: Facts) -> str:
     how = {"bluesky": "Bluesky's public Jetstream (every new post of the network, kept when "
                       "its text, tags or links hold one of the keywords)",
            "twitter": "the X API v2 filtered stream (posts matching the rules)",
+           "replay": "a replayed file (`stream.py --source replay`: every post of the file; "
+                     "no keyword chose them here)",
            "unknown": "a source the store does not name (no post ids or filter stored)"}
     lines = ["## What was collected, and how", ""]
     for source, posts in _ranked(tally.sources):

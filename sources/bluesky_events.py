@@ -155,6 +155,13 @@ class KeywordMatcher:
         self._words = _whole_words(words)
         self._each = tuple((word, _whole_words((word,))) for word in words)
         self._tags = frozenset(words)
+        #: the other keywords each holds as whole words ("covid" in "covid-19")
+        self._inside = {word: frozenset(other for other, alone in self._each
+                                        if other != word and alone.search(word))
+                        for word in words}
+        #: whether two keywords can overlap without one holding the other ("long
+        #: covid", "covid vaccine"): then each is looked for on its own
+        self._overlapping = any(_overlap(a, b) for a in words for b in words if a != b)
 
     def matches(self, text: str, tags: Iterable[str] = ()) -> bool:
         """True when ``text`` holds a keyword as a whole word or a tag equals one."""
@@ -168,11 +175,33 @@ class KeywordMatcher:
         or equal to one of ``tags``. Empty when none is: no more work than
         :meth:`matches` then (the keywords one by one only for a post that matched,
         about 1 in 50 of the network's)."""
-        hits = self._tags.intersection(tag.casefold() for tag in tags) if tags else ()
-        if not hits and self._words.search(text) is None:
+        first = self._words.search(text)
+        if first is None and not tags:
+            return ()  # most posts: no more work than matches()
+        hits = set(self._tags.intersection(tag.casefold() for tag in tags))
+        if first is None and not hits:
             return ()
+        if not self._overlapping:  # each occurrence is one the pattern finds, or inside it
+            for found in self._words.findall(text, first.start()) if first else ():
+                word = found.casefold()
+                if word not in self._inside:
+                    break  # a case folding that is no keyword: look for each
+                hits.add(word)
+                hits.update(self._inside[word])
+            else:
+                return tuple(word for word in self.keywords if word in hits)
         return tuple(word for word, alone in self._each
                      if word in hits or alone.search(text) is not None)
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether ``a`` can end as a whole word inside ``b`` begun as a whole word (an end
+    of ``a`` is a start of ``b``, at characters that are not word characters)."""
+    return any(a[-k:] == b[:k] and _WORD.match(a, len(a) - k - 1) is None
+               and _WORD.match(b, k) is None for k in range(1, min(len(a), len(b))))
+
+
+_WORD = re.compile(r"\w")
 
 
 def _whole_words(words: Iterable[str]) -> re.Pattern[str]:

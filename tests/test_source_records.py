@@ -214,3 +214,32 @@ def test_a_replay_sends_the_files_deletes_in_place_each_pass_its_own(tmp_path) -
     # each record beside it in the journal says where the replay stood: a restart
     # goes on from the journal's last record, whatever it is
     assert all(position[3] == source._tag for _, position in lines.lines)
+
+
+def test_keywords_that_overlap_are_each_found() -> None:
+    """Where two keywords can share words without one holding the other, each is
+    looked for on its own: both chose the post."""
+    matcher = KeywordMatcher(["long covid", "covid vaccine", "vaccine"])
+    assert matcher.matching("Long COVID vaccine trial", ()) == (
+        "long covid", "covid vaccine", "vaccine")
+    assert matcher.matching("a vaccine", ()) == ("vaccine",)
+    assert matcher.matching("long covid only", ()) == ("long covid",)
+
+
+def test_the_quick_way_names_what_each_keyword_alone_would_have_chosen() -> None:
+    """The default keywords hold one another but never overlap otherwise, so which
+    chose a post is read off one scan of the text; on made-up texts it names exactly
+    the keywords that alone would have chosen it."""
+    import random
+
+    keywords = ["covid", "covid19", "covid-19", "coronavirus", "sars-cov-2"]
+    matcher = KeywordMatcher(keywords)
+    assert not matcher._overlapping
+    alone = {word: KeywordMatcher([word]) for word in keywords}
+    rng = random.Random(25)
+    parts = ["COVID", "Covid-19", "covid19", "#covid", "(covid)", "sars-cov-2", "longcovid",
+             "coronavirus", "CORONAVIRUSES", "-", "19", "2", "the", "x", "é", "_covid"]
+    for _ in range(2_000):
+        text = rng.choice(("", " ", "-")).join(rng.choices(parts, k=rng.randint(1, 6)))
+        assert matcher.matching(text) == tuple(
+            word for word in keywords if alone[word].matches(text)), text
