@@ -53,8 +53,8 @@ POST_COLUMNS = {
     "hashtags": "its tags, as a list",
     "links": "the full URLs it links to, as a list",
     "mentions": "the DIDs or X user ids it mentions, as a list (personal data)",
-    "matched": "what chose it: the keywords or tags that matched (Bluesky), the tags of "
-               "the X rules that matched, as a list",
+    "matched": "what chose it, as a list: every keyword that alone would have chosen it "
+               "(Bluesky), the values (else tags) of the X rules that matched",
 }
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 import statistics
 import sys
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reconnects", type=int, default=4,
                         help="reconnections a day in the ledger's week")
     args = parser.parse_args(argv)
+    logging.getLogger("sources.coverage").setLevel(logging.ERROR)  # the week's made-up gaps
     out = [*provenance(args.frames, args.seconds), *deletes(args.frames, args.seconds)]
     out += [f"The ledger's week (50 events/s, {args.reconnects} reconnections a day):", "",
             "| reconnections | records sent | journal bytes | coverage documents "
