@@ -182,7 +182,8 @@ def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.
         stop.wait()  # the first of: every tweet stored, a Ctrl-C
     waited = (f", waited {source.paused_seconds:,.0f} s for room in the journal "
               f"({source.pauses:,} times)" if source.pauses else "")
-    log.info("summary: %d tweets emitted, %d bad lines skipped%s; %s", emitted,
+    deletes = f", {source.deletes:,} deletes" if source.deletes else ""
+    log.info("summary: %d tweets emitted%s, %d bad lines skipped%s; %s", emitted, deletes,
              source.skipped, waited, _server_status(server))
     return 0
 

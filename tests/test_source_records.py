@@ -243,3 +243,26 @@ def test_the_quick_way_names_what_each_keyword_alone_would_have_chosen() -> None
         text = rng.choice(("", " ", "-")).join(rng.choices(parts, k=rng.randint(1, 6)))
         assert matcher.matching(text) == tuple(
             word for word in keywords if alone[word].matches(text)), text
+
+
+def test_a_post_never_carries_kind_whatever_its_source_gave() -> None:
+    """A wire line with ``kind`` is a record (the job would take it for a forged one):
+    a replayed or X post's own ``kind`` member is dropped."""
+    from sources import tweet_from_payload
+
+    assert tweet_from_payload({"id": "1", "text": "a", "kind": "delete"}) == {
+        "id": "1", "text": "a"}
+    assert tweet_from_payload({"data": {"id": "2", "text": "b", "kind": "x"}}) == {
+        "id": "2", "text": "b"}
+
+
+def test_a_replays_keyword_set_reads_as_none() -> None:
+    from datetime import UTC, datetime
+
+    from analysis.coverage import KeywordSet
+
+    moment = datetime(2026, 11, 30, tzinfo=UTC)
+    assert KeywordSet("replay", (), None, moment, moment).terms() == \
+        "none: every post of the file"
+    assert KeywordSet("bluesky", ("covid", "covid19"), None, moment, moment).terms() == \
+        "covid, covid19"
