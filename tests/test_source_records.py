@@ -213,7 +213,7 @@ def test_a_replay_sends_the_files_deletes_in_place_each_pass_its_own(tmp_path) -
         "filter", "replay", [])
     # each record beside it in the journal says where the replay stood: a restart
     # goes on from the journal's last record, whatever it is
-    assert all(position[3] == source._tag for _, position in lines.lines)
+    assert all(position[3] == source.journal_position()[3] for _, position in lines.lines)
 
 
 def test_keywords_that_overlap_are_each_found() -> None:
