@@ -88,6 +88,8 @@ class JetstreamHooks(JetstreamProgress):
         self._expected = self.last_time_us if why == REWIND else asked
         if self._gap_reason is None:
             self._gap_reason = NOT_HONOURED
+        if why == LIVE and self.ledger is not None:
+            self.ledger.previous = None  # from the live tip: no going on with a last run's span
         if why == LIVE:
             log.info("connected to %s: live posts from now on", url)
         elif why == OVERSIZE:

@@ -284,6 +284,24 @@ def test_a_restart_past_the_hosts_retention_is_a_gap_with_that_reason(
                                                   iso(T0_US + 101 * SECOND))
 
 
+def test_a_start_from_the_live_tip_never_goes_on_with_the_last_runs_span(
+    jetstream: JetstreamStandIn, tmp_path: Path
+) -> None:
+    """No cursor (no file, no journal): what lay between the last run and now is
+    unknown, so the span of the last run (kept in coverage.json) is not gone on with."""
+    (tmp_path / STATE_FILE).write_text(json.dumps({
+        "source": "bluesky", "span": "old", "host": jetstream.url, "from": T0_US,
+        "to": T0_US + SECOND, "counts": [5, 5, 1, 0], "last": T0_US + SECOND}))
+    reading = Reading(jetstream.url, tmp_path)
+    jetstream.wait_for_connections(1)
+    jetstream.publish(covid(1, T0_US + 100 * SECOND))
+    reading.wait_for_posts(1)
+    reading.close()
+    assert jetstream.cursors() == [None]
+    (span,) = spans(reading.journal).values()
+    assert span["span"] != "old" and span["from"] == iso(T0_US + 100 * SECOND)
+
+
 def test_a_watchdog_stall_that_lost_events_is_a_gap_and_one_that_lost_none_is_not(
     jetstream: JetstreamStandIn, tmp_path: Path
 ) -> None:
