@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.exceptions import ConnectionClosed
@@ -151,7 +151,14 @@ def capture_logs(*names: str) -> Iterator[LogWaiter]:
 
 
 class Program:
-    """A running stream.py or spark_streaming.py whose log lines a test can await."""
+    """A running stream.py or spark_streaming.py whose log lines a test can await.
+
+    Every one started is in :attr:`started_in_test` until the test ends, so that a
+    failing test's report shows the logs of all its programs (conftest.py), not
+    only the one whose wait failed."""
+
+    #: the programs the running test started (conftest.py empties it after each test)
+    started_in_test: ClassVar[list[Program]] = []
 
     def __init__(self, args: list[str], cwd: Path = PROJECT,
                  preexec_fn: Callable[[], None] | None = None,
@@ -168,6 +175,7 @@ class Program:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        Program.started_in_test.append(self)
 
     def _read(self) -> None:
         assert self.process.stderr is not None

@@ -64,9 +64,9 @@ def uri(rkey: str) -> str:
 
 
 def bluesky(tmp_path: Path, url: str, port: int, ack_port: int, metrics_port: int,
-            keywords: str) -> Program:
+            keywords: str, stale_seconds: float = 2) -> Program:
     program = Program(["stream.py", "--source", "bluesky", "--jetstream-url", url,
-                       "--keywords", keywords, "--stale-seconds", "2",
+                       "--keywords", keywords, "--stale-seconds", str(stale_seconds),
                        "--port", str(port), "--ack-port", str(ack_port),
                        "--metrics-port", str(metrics_port),
                        "--journal-path", str(tmp_path / "journal"),
@@ -108,13 +108,23 @@ def test_deletes_gaps_and_keyword_sets_are_accounted_for(tmp_path: Path, page: A
         seconds, text = posts[rkey]
         return post_event(rkey, text, at(seconds))
 
-    source = bluesky(tmp_path, jetstream.url, port, ack_port, metrics_port, "covid,covid19")
+    # Before its first event the producer has no cursor: a connection it opens again
+    # after a silence starts at the live tip, as Jetstream's does, so what the stand-in
+    # was given meanwhile (with times of its own, not the host's clock) would never
+    # come. Its first silence is therefore long; from the first event on, every
+    # connection asks for a cursor, and the stall below needs a short one.
+    source = bluesky(tmp_path, jetstream.url, port, ack_port, metrics_port, "covid,covid19",
+                     stale_seconds=120)
     consumer = None
     try:
+        jetstream.wait_for_connections(1)  # the client logs "connected" before the host
+        # files it among the connections that get what is published
         # the job is not started yet: a1 and its delete wait in the journal
         jetstream.publish(*map(event, ("a0", "a1", "a2", "a3")), delete_event("a1", at(4)),
                           delete_event("zz", at(4.5)))  # a post never stored
-        poll(metrics_port, lambda figures: figures.get("covid19_producer_deletes_total") == 2)
+        figures = poll(metrics_port,
+                       lambda figures: figures.get("covid19_producer_deletes_total") == 2)
+        assert figures.get("covid19_producer_deletes_total") == 2, source.log
         consumer = job(tmp_path, port, ack_port, page.url, "--embedded-db-path",
                        str(tmp_path / "db"), "--post-fields", "id,matched")
         consumer.wait_for(lambda _: consumer.kept() >= 3)
