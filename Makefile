@@ -17,7 +17,7 @@ help:
 	@echo "make demo     offline demo: ~3 short batches from the sample file, then what was stored"
 	@echo "make test     lint + the whole test suite"
 	@echo "make bench    benchmark: ceiling, bare receiver, full pipeline, 20 s batches, a held backlog (~23 min),"
-	@echo "              then the cost at live rates: idle, 5, 50 and 400 posts/s (bench.cost, ~13 min)"
+	@echo "              then the cost at live rates: idle, 5, 50 (and 50 + 5 deletes) and 400 posts/s (bench.cost, ~16 min)"
 	@echo "make soak     both programs for SOAK_MINUTES (default 60) at 400 posts/s, 1 s batches: memory"
 	@echo "              and batch-time drift, every post counted back; writes bench/soak.md"
 	@echo "make connect-server  a local Spark Connect server on 127.0.0.1:15002 from the installed"

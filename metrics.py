@@ -43,6 +43,7 @@ from storage.ledger import RecentGaps
 
 if TYPE_CHECKING:
     from job.batch import BatchStats
+    from sources.coverage import CoverageLedger
     from sources.jetstream_progress import JetstreamProgress
     from sources.replay import ReplaySource
     from sources.twitter import TwitterSource
@@ -275,12 +276,22 @@ class SourceFigures:
     lag_seconds: float | None = None  # now minus the newest event's time
     read_today: int | None = None  # X posts read this UTC day (billed)
     daily_cap: int | None = None  # TWITTER_MAX_POSTS
+    deletes: int | None = None  # deletes of posts forwarded (sealed records)
+    gaps: int | None = None  # gaps recorded in the coverage ledger
+    gap_seconds: float | None = None  # source seconds those gaps cover
+
+
+def _gaps(ledger: CoverageLedger | None) -> dict[str, Any]:
+    if ledger is None:
+        return {}
+    return {"gaps": ledger.gaps, "gap_seconds": ledger.gap_seconds}
 
 
 def bluesky_figures(source: JetstreamProgress) -> SourceFigures:
     """The figures of a Bluesky (Jetstream) source."""
     return SourceFigures(events=source.events, posts=source.posts, matched=source.matched,
-                         reconnects=source.reconnects, lag_seconds=source.lag_seconds())
+                         reconnects=source.reconnects, lag_seconds=source.lag_seconds(),
+                         deletes=source.deletes, **_gaps(getattr(source, "ledger", None)))
 
 
 def twitter_figures(source: TwitterSource) -> SourceFigures:
@@ -289,12 +300,14 @@ def twitter_figures(source: TwitterSource) -> SourceFigures:
     return SourceFigures(posts=source.read, matched=source.received,
                          reconnects=max(0, source.connections - 1),
                          read_today=None if cap is None else cap.used_today,
-                         daily_cap=None if cap is None else cap.limit)
+                         daily_cap=None if cap is None else cap.limit,
+                         **_gaps(getattr(source, "ledger", None)))
 
 
 def replay_figures(source: ReplaySource) -> SourceFigures:
     """The figures of a replayed file: each tweet emitted counts as read and matched."""
-    return SourceFigures(posts=source.emitted, matched=source.emitted)
+    return SourceFigures(posts=source.emitted, matched=source.emitted, deletes=source.deletes,
+                         **_gaps(source.ledger))
 
 
 class ProducerServer(Protocol):
@@ -328,17 +341,17 @@ class ProducerCollector:
     def collect(self) -> Iterator[Metric]:
         """The current figures (called by prometheus_client at each scrape)."""
         server, journal = self.server, self.server.journal
-        yield _counter("producer_sent_total", "Posts written to the job's socket, resends "
-                       "included.", server.sent)
-        yield _counter("producer_acknowledged_total", "Posts the job acknowledged as stored.",
-                       server.acked)
+        yield _counter("producer_sent_total", "Lines (posts and records) written to the "
+                       "job's socket, resends included.", server.sent)
+        yield _counter("producer_acknowledged_total", "Lines (posts and records) the job "
+                       "acknowledged as stored.", server.acked)
         yield _counter("producer_refused_total", "Posts refused because the journal or the "
                        "disk was full.", server.dropped)
         yield _counter("producer_consumer_connections_total", "Connections of the job's "
                        "receiver accepted.", server.connections)
-        yield _gauge("producer_held", "Posts journaled and not yet acknowledged.",
-                     server.pending)
-        yield _gauge("producer_journal_bytes", "Bytes of the posts held in the journal "
+        yield _gauge("producer_held", "Lines (posts and records) journaled and not yet "
+                     "acknowledged.", server.pending)
+        yield _gauge("producer_journal_bytes", "Bytes of the lines held in the journal "
                      "(what JOURNAL_MAX_BYTES bounds).", journal.bytes_held)
         yield _gauge("producer_journal_max_bytes", "JOURNAL_MAX_BYTES.", journal.max_bytes)
         if self._figures is not None:
@@ -349,11 +362,16 @@ def _source_metrics(figures: SourceFigures) -> Iterator[Metric]:
     counters = (("events", "Jetstream events received."),
                 ("posts", "Posts read from the source."),
                 ("matched", "Posts that matched the keywords or rules, handed on."),
-                ("reconnects", "Connections to the source after the first."))
+                ("reconnects", "Connections to the source after the first."),
+                ("deletes", "Deletes of posts forwarded to the job (sealed records)."),
+                ("gaps", "Gaps recorded in the coverage ledger: source time not read."))
     for field, documentation in counters:
         value = getattr(figures, field)
         if value is not None:
             yield _counter(f"producer_{field}_total", documentation, value)
+    if figures.gap_seconds is not None:
+        yield _counter("producer_gap_seconds_total", "Seconds of source time the gaps "
+                       "recorded cover.", figures.gap_seconds)
     if figures.lag_seconds is not None:
         yield _gauge("producer_source_lag_seconds", "Now minus the newest Jetstream "
                      "event's time.", figures.lag_seconds)

@@ -59,6 +59,7 @@ import control
 import metrics
 from journal import Journal
 from sources.bluesky import BlueskySource, KeywordMatcher, NoHostError
+from sources.coverage import STATE_FILE, CoverageLedger
 from sources.replay import ReplaySource
 from sources.twitter import DailyCap, TwitterSource
 from startup import StartupError, program
@@ -139,11 +140,14 @@ def _serve(settings: config.Settings, stop: threading.Event, signals: list[int])
                  "(up to %s)", settings.source, what, host, port, settings.ack_port,
                  settings.journal_path, f"{settings.journal_max_bytes / 1024**2:,.0f} MiB")
 
+        seal = functools.partial(control.seal_record, secret)
+        ledger = CoverageLedger(settings.source, functools.partial(server.put, will_retry=True),
+                                seal, state_path=settings.journal_path / STATE_FILE)
         if settings.source == "replay":
-            return _run_replay(settings, server, stop, exporter)
+            return _run_replay(settings, server, stop, exporter, ledger)
         if settings.source == "bluesky":
-            return _run_bluesky(settings, server, stop, signals, exporter)
-        return _run_twitter(settings, server, stop, signals, exporter)
+            return _run_bluesky(settings, server, stop, signals, exporter, ledger)
+        return _run_twitter(settings, server, stop, signals, exporter, ledger)
     finally:
         if endpoint is not None:
             endpoint.close()
@@ -151,13 +155,15 @@ def _serve(settings: config.Settings, stop: threading.Event, signals: list[int])
 
 
 def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.Event,
-                exporter: metrics.ProducerCollector) -> int:
+                exporter: metrics.ProducerCollector, ledger: CoverageLedger) -> int:
     last = server.journal.tail(1)
     source = ReplaySource(settings.replay_file, settings.rate, settings.loop,
                           from_start=settings.from_start,
                           position_path=settings.journal_path / ReplaySource.POSITION_FILE,
                           before_save=lambda: server.sync(SYNC_TIMEOUT),
-                          resume_at=last[0].get("pos") if last else None)
+                          resume_at=last[0].get("pos") if last else None,
+                          seal=ledger.seal, ledger=ledger)
+    ledger.position = source.journal_position  # the journal's last record says where to resume
     exporter.watch(lambda: metrics.replay_figures(source))
     _wake_on_stop(server, stop)  # a wait for room in the journal ends on Ctrl-C
     try:
@@ -176,7 +182,8 @@ def _run_replay(settings: config.Settings, server: TweetServer, stop: threading.
         stop.wait()  # the first of: every tweet stored, a Ctrl-C
     waited = (f", waited {source.paused_seconds:,.0f} s for room in the journal "
               f"({source.pauses:,} times)" if source.pauses else "")
-    log.info("summary: %d tweets emitted, %d bad lines skipped%s; %s", emitted,
+    deletes = f", {source.deletes:,} deletes" if source.deletes else ""
+    log.info("summary: %d tweets emitted%s, %d bad lines skipped%s; %s", emitted, deletes,
              source.skipped, waited, _server_status(server))
     return 0
 
@@ -208,6 +215,7 @@ def _run_bluesky(
     stop: threading.Event,
     signals: list[int],
     exporter: metrics.ProducerCollector,
+    ledger: CoverageLedger,
 ) -> int:
     # Jetstream sends again from a cursor: a post the journal refuses is not dropped;
     # the source stops reading, waits for room and goes on from that post
@@ -220,6 +228,8 @@ def _run_bluesky(
         before_cursor_save=lambda: server.sync(SYNC_TIMEOUT),
         journaled=server.journal.tail(BlueskySource.RECENT_POSTS),
         wait_for_room=server.wait_for_room,
+        seal=ledger.seal,  # each delete of a post goes on as a sealed record
+        ledger=ledger,
     )
     exporter.watch(lambda: metrics.bluesky_figures(source))
     _wake_on_stop(server, stop)  # a wait for room in the journal ends on Ctrl-C
@@ -237,12 +247,16 @@ def _run_twitter(
     stop: threading.Event,
     signals: list[int],
     exporter: metrics.ProducerCollector,
+    ledger: CoverageLedger,
 ) -> int:
     assert settings.bearer_token is not None  # load_settings guarantees it
     cap = None
     if settings.max_posts is not None:
         cap = DailyCap(settings.max_posts, settings.journal_path / DailyCap.FILE)
-    source = TwitterSource(settings.bearer_token, server.put, daily_cap=cap)
+    # the filtered stream cannot send a post again: what the journal refuses is lost,
+    # counted, and a gap in the coverage
+    source = TwitterSource(settings.bearer_token, server.put, daily_cap=cap, ledger=ledger,
+                           journaled=server.journal.tail(100))
     exporter.watch(lambda: metrics.twitter_figures(source))
     try:
         source.sync_rules(settings.twitter_rules)

@@ -53,8 +53,8 @@ POST_COLUMNS = {
     "hashtags": "its tags, as a list",
     "links": "the full URLs it links to, as a list",
     "mentions": "the DIDs or X user ids it mentions, as a list (personal data)",
-    "matched": "what chose it: the keywords or tags that matched (Bluesky), the tags of "
-               "the X rules that matched, as a list",
+    "matched": "what chose it, as a list: every keyword that alone would have chosen it "
+               "(Bluesky), the values (else tags) of the X rules that matched",
 }
 
 
@@ -181,6 +181,8 @@ def _collection(facts: Facts) -> str:
     how = {"bluesky": "Bluesky's public Jetstream (every new post of the network, kept when "
                       "its text, tags or links hold one of the keywords)",
            "twitter": "the X API v2 filtered stream (posts matching the rules)",
+           "replay": "a replayed file (`stream.py --source replay`: every post of the file; "
+                     "no keyword chose them here)",
            "unknown": "a source the store does not name (no post ids or filter stored)"}
     lines = ["## What was collected, and how", ""]
     for source, posts in _ranked(tally.sources):

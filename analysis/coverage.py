@@ -172,9 +172,10 @@ class KeywordSet:
     last: datetime
 
     def terms(self) -> str:
-        """``covid, covid19`` or the rules as ``tag: value``."""
+        """``covid, covid19`` or the rules as ``tag: value`` (a replay's empty set:
+        every post of its file)."""
         if self.keywords is not None:
-            return ", ".join(self.keywords)
+            return ", ".join(self.keywords) or "none: every post of the file"
         return "; ".join(f"{rule.get('tag') or '-'}: {rule.get('value', '')}"
                          for rule in self.rules or ())
 

@@ -15,6 +15,8 @@ the saved worldometers page served from 127.0.0.1), once per row:
   events a second, about 1 in 50 matching the keywords (bench.bluesky's
   frames), the way the live network looks; 20 s batches; ``bluesky-50-structured``
   the same with ``--engine structured``;
+* ``bluesky-50-deletes``: the same with deletes of posts at the network's rate,
+  one event in eleven (about 5 a second), each forwarded to the job;
 * ``replay-400``: the replay source at 400 posts/s; 20 s batches;
 * ``replay-400-1s``: the same with 1 s batches.
 
@@ -76,12 +78,15 @@ class Row:
     rate: float  # posts (post events) a second
     batch_seconds: float
     engine: str = "dstream"
+    delete_share: float = 0.02  # of the Bluesky row's events: deletes of posts
 
     @property
     def label(self) -> str:
         what = ("idle (Bluesky, nothing sent)" if self.rate == 0 else
                 f"{self.rate:g} post events/s, Bluesky, 1 in {1 / MATCH_SHARE:g} matching"
                 if self.source == "bluesky" else f"{self.rate:g} posts/s, replay")
+        if self.source == "bluesky" and self.rate and self.delete_share != 0.02:
+            what += f", {self.rate * self.delete_share:g} deletes/s"
         engine = ", structured engine" if self.engine == "structured" else ""
         return f"{what}, {self.batch_seconds:g} s batches{engine}"
 
@@ -92,6 +97,7 @@ ROWS = {row.key: row for row in (
     Row("replay-5", "replay", 5, 20),
     Row("bluesky-50", "bluesky", 50, 20),
     Row("bluesky-50-structured", "bluesky", 50, 20, "structured"),
+    Row("bluesky-50-deletes", "bluesky", 55, 20, delete_share=1 / 11),
     Row("replay-400", "replay", 400, 20),
     Row("replay-400-1s", "replay", 400, 1),
 )}
@@ -143,11 +149,12 @@ class Publisher:
     """The Jetstream stand-in (tests/processes.py) and a thread publishing ``rate``
     post events a second into it, stamped with the current time."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, delete_share: float = 0.02) -> None:
         self.stand_in = JetstreamStandIn()
         self.url = self.stand_in.url
         self.rate = rate
-        self._events = [json.loads(frame) for frame in make_frames(5_000, MATCH_SHARE)]
+        self._events = [json.loads(frame) for frame in make_frames(
+            5_000, MATCH_SHARE, delete_share=delete_share)]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
         self._thread.start()
@@ -182,7 +189,7 @@ def measure(row: Row, here: Path, page_url: str, warmup: float, seconds: float,
     result = Result(row)
     port, ack_port = free_port(), free_port()
     secret = ["--control-secret-file", str(here / "control.secret")]
-    publisher = Publisher(row.rate) if row.source == "bluesky" else None
+    publisher = Publisher(row.rate, row.delete_share) if row.source == "bluesky" else None
     if publisher is not None:
         source = ["--source", "bluesky", "--jetstream-url", publisher.url]
     else:

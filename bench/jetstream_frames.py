@@ -51,16 +51,19 @@ def _post(rng: random.Random, n: int, match: bool) -> dict[str, Any]:
                        "record": record, "cid": f"bafyrei{n:010d}"}}
 
 
-def make_frames(count: int, match_share: float, seed: int = 2026) -> list[str]:
-    """``count`` frames: ~95 % post creations (``match_share`` of them matching), the
-    rest identity/account events, deletes and updates."""
+def make_frames(count: int, match_share: float, seed: int = 2026,
+                delete_share: float = 0.02) -> list[str]:
+    """``count`` frames: post creations (``match_share`` of them matching), 2 %
+    identity/account events, ``delete_share`` deletes of posts and 1 % updates (the
+    default mix is ~95 % creations; the network's is about one delete for ten
+    creations: ``delete_share=0.09``)."""
     rng = random.Random(seed)
     frames = []
     for n in range(count):
         roll = rng.random()
-        if roll < 0.95:
+        if roll < 0.97 - delete_share:
             event = _post(rng, n, rng.random() < match_share)
-        elif roll < 0.97:
+        elif roll < 0.99 - delete_share:
             event = {"did": f"did:plc:u{n}", "time_us": 1_796_000_000_000_000 + n,
                      "kind": "identity", "identity": {"did": f"did:plc:u{n}", "seq": n}}
         elif roll < 0.99:

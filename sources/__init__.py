@@ -10,13 +10,19 @@ Each turns what its service sends into the tweet objects of the wire format
 (docs/design.md): a dict with at least a string ``id`` and a string ``text``, plus
 what the source gave (``created_at``, ``lang``, ``author_id``, ...), and hands
 them to ``emit``, :meth:`utility.TweetServer.put` in ``stream.py``. X API v2
-payloads, which the replay files also hold, are read here.
+payloads, which the replay files also hold, are read here: the post, what chose it
+(:func:`matched_rules`), and the compliance stream's deletes (:func:`deleted_post`).
+Beside the posts, each source hands ``emit`` the sealed records of
+:mod:`wire_records`: deletes, and the coverage ledger's (:mod:`sources.coverage`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
+
+import wire_records
 
 Tweet = dict[str, Any]
 #: What a source hands each tweet to, with where the source stands after it (a
@@ -41,7 +47,40 @@ def tweet_or_reason(obj: Any) -> tuple[Tweet | None, str]:
         return None, "no string or integer id"
     if not isinstance(text, str):
         return None, "no string text"
+    if "kind" in tweet:  # a wire line with "kind" is a record, never a post
+        tweet = {key: value for key, value in tweet.items() if key != "kind"}
     return tweet, ""
+
+
+def matched_rules(payload: Any, rules: Mapping[str, tuple[str, str]]) -> list[str]:
+    """What chose a v2 stream payload's post, in lower case, each once: for each of
+    its ``matching_rules``, the rule's value when ``rules`` (rule id -> (tag, value))
+    knows it, else the rule's tag. Empty without any."""
+    found = payload.get("matching_rules") if isinstance(payload, dict) else None
+    names = []
+    for rule in found if isinstance(found, list) else ():
+        if not isinstance(rule, dict):
+            continue
+        known = rules.get(str(rule.get("id")))
+        name = known[1] if known is not None else rule.get("tag")
+        if isinstance(name, str) and name:
+            names.append(name.lower())
+    return list(dict.fromkeys(names))
+
+
+def deleted_post(obj: Any) -> tuple[str, datetime | None] | None:
+    """``(post id, when)`` of an X compliance stream's delete event,
+    ``{"data": {"delete": {"tweet": {"id": ..., "author_id": ...}, "event_at": ...}}}``
+    (``when`` None if ``event_at`` is unreadable), or None for anything else."""
+    data = obj.get("data") if isinstance(obj, dict) else None
+    delete = data.get("delete") if isinstance(data, dict) else None
+    tweet = delete.get("tweet") if isinstance(delete, dict) else None
+    post_id = tweet.get("id") if isinstance(tweet, dict) else None
+    if isinstance(post_id, int) and not isinstance(post_id, bool):
+        post_id = str(post_id)
+    if not isinstance(post_id, str) or not post_id:
+        return None
+    return post_id, wire_records.record_time(delete.get("event_at"))  # type: ignore[union-attr]
 
 
 def describe_errors(errors: Any) -> str:

@@ -19,7 +19,7 @@ import transform
 
 
 class Post(Protocol):
-    """What this module reads of a post (:class:`sources.bluesky.Post` has it): the
+    """What this module reads of a post (:class:`sources.bluesky_events.Post` has it): the
     text and the record's parts as they came."""
 
     @property

@@ -70,6 +70,9 @@ class JetstreamProgress:
     RETENTION_SECONDS = 24 * 3600.0
     #: Post ids remembered to drop what a rewind brings again.
     RECENT_POSTS = 20_000
+    #: Ids of deleted posts remembered (about an hour of the network's deletes): a
+    #: rewind that brings a delete again, or the post it deleted, has it dropped.
+    RECENT_DELETES = 20_000
     #: How long the ids of posts handled stay in the cursor file, past the rewind.
     RECENT_KEEP_SECONDS = 120.0
 
@@ -95,7 +98,9 @@ class JetstreamProgress:
         self.posts = 0
         #: posts that matched the keywords and were handed to emit
         self.matched = 0
-        #: matching posts dropped because a rewind delivered them again
+        #: deletes of posts forwarded (as sealed delete records, in order with the posts)
+        self.deletes = 0
+        #: matching posts and deletes dropped because a rewind delivered them again
         self.repeats = 0
         #: times reading stopped because emit refused a post (the journal was full; the
         #: post is read again, not lost), and the seconds those pauses lasted
@@ -115,6 +120,8 @@ class JetstreamProgress:
         self.last_time_us: int | None = None
         #: post uri -> time_us of the posts handled lately, oldest first
         self.recent: OrderedDict[str, int] = OrderedDict()
+        #: post uri -> time_us of the deletes forwarded lately, oldest first
+        self.deleted: OrderedDict[str, int] = OrderedDict()
         self._saved_time_us: int | None = None
         self._save_due = 0.0  # time.monotonic() from which save_cursor writes again
         self._load_cursor()
@@ -136,7 +143,7 @@ class JetstreamProgress:
         journal has been full, the pauses (a pause under way first)."""
         lag = self.lag_seconds()
         line = (f"bluesky: {self.events:,} events, {self.posts:,} posts, {self.matched:,} "
-                f"matched ({self.repeats:,} repeats dropped, "
+                f"matched, {self.deletes:,} deletes ({self.repeats:,} repeats dropped, "
                 f"{self.malformed:,} malformed, {self.oversize:,} oversize skipped), "
                 f"{self.reconnects:,} reconnects, lag "
                 + ("-" if lag is None else f"{lag:.1f} s")
@@ -171,12 +178,24 @@ class JetstreamProgress:
         if len(self.recent) > self.RECENT_POSTS:
             self.recent.popitem(last=False)
 
+    def remember_deleted(self, uri: str, time_us: int | None) -> None:
+        """Note a delete forwarded, so that a rewind bringing it again, or the post it
+        deleted, is dropped (the oldest is forgotten past RECENT_DELETES)."""
+        self.deleted[uri] = time_us or 0
+        if len(self.deleted) > self.RECENT_DELETES:
+            self.deleted.popitem(last=False)
+
     def _remember_journaled(self, records: Iterable[dict[str, Any]]) -> None:
-        """Posts the journal already holds: not to be emitted again."""
+        """Posts and deletes the journal already holds: not to be emitted again."""
         for record in records:
             uri, at = record.get("id"), record.get("pos")
             if isinstance(uri, str) and uri.startswith("at://") and type(at) is int:
-                self.recent[uri] = at
+                if record.get("kind") == "delete":
+                    self.deleted[uri] = at
+                elif "kind" not in record:
+                    self.recent[uri] = at
+                else:
+                    continue
                 if self.last_time_us is None or at > self.last_time_us:
                     self.last_time_us = at
 

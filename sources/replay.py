@@ -1,24 +1,36 @@
 """The replay source: a newline-delimited JSON file of tweets at a chosen rate.
 
 Each line is an X API v2 stream payload or a bare tweet object (see
-:func:`sources.tweet_from_payload`); the project's own sample file is
-``samples/tweets.jsonl``. Offline, it stands in for a live source.
+:func:`sources.tweet_from_payload`), or a delete event of X's compliance stream
+(:func:`sources.deleted_post`), replayed in its place as a sealed delete record; the
+project's own sample file is ``samples/tweets.jsonl``. Offline, it stands in for a
+live source.
+
+What it says of itself (:mod:`sources.coverage`): its filter is no keyword at all
+(``{"source": "replay", "keywords": []}``: every post of the file is sent; a v2
+payload's post carries the tags of its ``matching_rules`` as ``matched``, what
+chose it when it was recorded). A file has no gaps: what one run did not read, the
+next reads. Its spans are its reading time, one per run (its clock: when it handed
+the posts over), with the lines, posts and posts accepted of that run; the time
+between runs is no gap, as nothing was missed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from journal import Checkpoint
-from sources import Emit, Tweet, tweet_or_reason
+from sources import Emit, Tweet, deleted_post, matched_rules, tweet_or_reason
+from sources.coverage import CoverageLedger, Seal
+from sources.replay_position import ReplayPosition
+from wire_records import delete_record
 
 #: What takes a list of tweets with their positions (:meth:`utility.TweetServer.put_many`);
 #: how many it accepted (a prefix)
@@ -70,25 +82,29 @@ class ReplaySource:
                  from_start: bool = False,
                  position_path: Path | None = None,
                  before_save: Callable[[], None] | None = None,
-                 resume_at: Any = None) -> None:
+                 resume_at: Any = None,
+                 seal: Seal | None = None,
+                 ledger: CoverageLedger | None = None) -> None:
+        """``seal`` makes each delete of the file a record (without it deletes are
+        skipped as bad lines); ``ledger`` keeps its spans and its filter."""
         if rate < 0 or not math.isfinite(rate):
             raise ValueError("rate must be a finite number >= 0")
+        self._seal = seal
+        self.ledger = ledger
+        #: lines read and posts among them (every pass), deletes accepted
+        self.lines = self.posts = self.deletes = 0
+        self._declared = False  # whether the filter went ahead of the first line
+        if ledger is not None:
+            ledger.counts = lambda: (self.lines, self.posts, self.emitted, 0)
         self.path = Path(path)
         self.rate = rate
         self.loop = loop
         self.from_start = from_start
         self.position_path = position_path
-        self._checkpoint = (None if position_path is None else
-                            Checkpoint(position_path, "replay position", every=self.SAVE_SECONDS,
-                                       before=before_save))
-        self._resume_at = resume_at  # the journal's last ``pos``, whatever wrote it
-        self._identity_tag: str | None = None
+        self._where = ReplayPosition(self.path, position_path, every=self.SAVE_SECONDS,
+                                     before_save=before_save, resume_at=resume_at)
         self.emitted = 0
         self.skipped = 0
-        #: (pass, byte offset of the next line, lines before it), after the last tweet
-        #: accepted: what the position file may say
-        self._position = (1, 0, 0)
-        self._saved: tuple[int, int, int] | None = None
         self._handing = _HandOver(self, lambda tweets, positions: len(tweets), 1, None,
                                   threading.Event())  # run() makes the real one
 
@@ -127,14 +143,23 @@ class ReplaySource:
         be read.
         """
         self.emitted = self.skipped = 0
+        try:
+            return self._run(emit, stop, emit_many, wait_for_room)
+        finally:
+            if self.ledger is not None:
+                self.ledger.close()
+
+    def _run(self, emit: Emit, stop: threading.Event, emit_many: EmitMany | None,
+             wait_for_room: WaitForRoom | None) -> int:
         handing = self._handing = _HandOver(
             self, emit_many if emit_many is not None else _one_at_a_time(emit),
             self.BATCH if emit_many is not None else 1, wait_for_room, stop)
         schedule = _Schedule(self.rate, self.MAX_LAG_SECONDS, self.SLICE_SECONDS)
-        pass_number, offset, line = self._load_position()
+        pass_number, offset, line = self._where.start(loop=self.loop,
+                                                      from_start=self.from_start)
         finished = pass_number == 0
         if not finished:
-            self._position = (pass_number, offset, line)
+            self._where.position = (pass_number, offset, line)
             self._save_position(force=True)  # the file's identity, before the first tweet
         while not finished and not handing.ending():
             emitted_before = self.emitted
@@ -145,7 +170,7 @@ class ReplaySource:
                     if (not schedule.wait_turn(stop, before_waiting=handing.hand_over)
                             or handing.halted):
                         break
-                    if not handing.gather(tweet, [pass_number, *position, self._tag]):
+                    if not handing.gather(tweet, [pass_number, *position, self._where.tag]):
                         break
                     self._save_position()
                 else:
@@ -153,7 +178,7 @@ class ReplaySource:
             if not handing.hand_over():  # the tweets due so far, before the next pass (or the end)
                 break
             if whole:
-                self._position = (pass_number + 1, 0, 0)
+                self._where.position = (pass_number + 1, 0, 0)
                 finished = not self.loop
             if not self.loop or handing.ending():
                 break
@@ -177,116 +202,78 @@ class ReplaySource:
             line += 1
             if not raw.strip():
                 continue
-            tweet, reason = self._parse(raw)
+            self.lines += 1
+            tweet, reason = read_line(raw)
+            if tweet is not None and "kind" in tweet and self._seal is None:
+                tweet, reason = None, "a delete, and no control secret to seal it with"
             if tweet is None:
                 self.skipped += 1
                 level = logging.WARNING if pass_number == 1 else logging.DEBUG
                 log.log(level, "%s:%d: skipped: %s", self.path, line, reason)
                 continue
-            if pass_number >= 2:
+            if pass_number >= 2:  # a delete names the post of its own pass
                 tweet = {**tweet, "id": f"{tweet['id']}~{pass_number}"}
+            if "kind" in tweet:
+                assert self._seal is not None
+                tweet = self._seal(tweet)
+            else:
+                self.posts += 1
             yield tweet, (offset, line)
-
-    # -- the position file
-
-    def _identity(self) -> dict[str, Any]:
-        info = self.path.stat()
-        return {"file": str(self.path.resolve()), "size": info.st_size,
-                "mtime_ns": info.st_mtime_ns}
-
-    @property
-    def _tag(self) -> str:
-        """A short mark of this file's identity, in each position handed to ``emit``:
-        a position another file left in the journal is never taken for this one's."""
-        if self._identity_tag is None:
-            digest = hashlib.sha256(json.dumps(self._identity(), sort_keys=True).encode())
-            self._identity_tag = digest.hexdigest()[:8]
-        return self._identity_tag
-
-    def _load_position(self) -> tuple[int, int, int]:
-        """``(pass, offset, line)`` to start from: where the last run stopped, when
-        it replayed this same file and did not finish it, pass 0 when it finished
-        it; else the top. With ``from_start``, the top of the pass after the last
-        one begun."""
-        top = (1, 0, 0)
-        if self.position_path is None or not self.position_path.exists():
-            return top
-        try:
-            saved = json.loads(self.position_path.read_text(encoding="utf-8"))
-            same = {key: saved[key] for key in ("file", "size", "mtime_ns")} == self._identity()
-            position = (int(saved["pass"]), int(saved["offset"]), int(saved["line"]))
-            finished = bool(saved.get("finished"))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            log.warning("ignoring %s (%s): replaying from the top", self.position_path, err)
-            return top
-        if not same or position[0] < 1 or min(position) < 0:
-            return top
-        if finished and self.from_start:  # the position is the next pass's top already
-            log.info("%s was replayed to its end by an earlier run: --from-start replays it "
-                     "again as pass %d", self.path, position[0])
-            self._saved = position
-            return position
-        if finished and not self.loop:
-            log.warning("%s was replayed to its end by an earlier run: nothing more to send "
-                        "(--from-start replays it again as new posts)", self.path)
-            self._position = self._saved = position  # kept as it is, finished
-            return 0, 0, 0
-        if finished:  # --loop: the next pass (its ids get their own suffix)
-            log.info("%s was replayed to its end by an earlier run: looping from pass %d",
-                     self.path, position[0])
-            self._saved = position
-            return position
-        journaled = self._resume_at  # [pass, offset, line, this file's tag], if ours
-        if (isinstance(journaled, list) and len(journaled) == 4
-                and journaled[3] == self._tag
-                and all(type(n) is int and n >= 0 for n in journaled[:3])):
-            position = max(position, (journaled[0], journaled[1], journaled[2]))
-        if self.from_start:
-            log.info("--from-start: replaying %s from its top as pass %d (an earlier run got "
-                     "to line %d of pass %d)", self.path, position[0] + 1, position[2] + 1,
-                     position[0])
-            return position[0] + 1, 0, 0
-        log.info("resuming the replay of %s where it stopped: pass %d, line %d", self.path,
-                 position[0], position[2] + 1)
-        self._saved = position
-        return position
 
     def _save_position(self, *, force: bool = False, finished: bool = False) -> None:
         """Write the position file (at most every SAVE_SECONDS unless ``force``): the
         position after the last tweet accepted, never past it."""
-        if self._checkpoint is None or (self._position == self._saved and not finished):
-            return
-        if not force and not self._checkpoint.due():
-            return
-        self._handing.hand_over()  # what was gathered first, so the file is as fresh as can be
-        self.write_position(force=force, finished=finished)
+        if self._where.due(force=force, finished=finished):
+            self._handing.hand_over()  # what was gathered first: the file as fresh as can be
+            self._where.save(force=force, finished=finished)
 
-    def accepted(self, position: list[Any], count: int) -> None:
-        """``count`` more tweets were accepted, the last at ``position``."""
-        self._position = (position[0], position[1], position[2])
-        self.emitted += count
+    def accepted(self, position: list[Any], lines: list[Tweet]) -> None:
+        """``lines`` (tweets and delete records) were accepted, the last at ``position``."""
+        self._where.position = (position[0], position[1], position[2])
+        deletes = sum("kind" in line for line in lines)
+        self.deletes += deletes
+        self.emitted += len(lines) - deletes
+        ledger = self.ledger
+        if ledger is not None:
+            ledger.note(int(time.time() * 1e6))
+            ledger.tick()
 
-    def write_position(self, *, force: bool = False, finished: bool = False) -> None:
-        """Write :attr:`_position`, the position after the last tweet accepted."""
-        if self._checkpoint is None or (self._position == self._saved and not finished):
-            return
-        text = json.dumps({**self._identity(), "pass": self._position[0],
-                           "offset": self._position[1], "line": self._position[2],
-                           "finished": finished})
-        if self._checkpoint.save(text, force=force):
-            self._saved = self._position
+    def declare(self) -> None:
+        """Before the first line handed over: the filter in force, no keyword at all
+        (the file is sent whole), and the run's span, counting from the run's start."""
+        if self.ledger is not None and not self._declared:
+            self._declared = True
+            self.ledger.declare(keywords=[])
+            self.ledger.open(str(self.path), int(time.time() * 1e6), counted=(0, 0, 0, 0))
 
-    @staticmethod
-    def _parse(raw: bytes) -> tuple[Tweet | None, str]:
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            return None, "not UTF-8"
-        except ValueError as err:
-            return None, f"not JSON ({err.msg})" if hasattr(err, "msg") else "not JSON"
-        except RecursionError:
-            return None, "JSON nested too deeply"
-        return tweet_or_reason(obj)
+    def journal_position(self) -> list[Any]:
+        """The position after the last line accepted, as the journal keeps it in a
+        record (the ledger's records carry it too: the journal's last record says
+        where a restart goes on)."""
+        return self._where.journaled()
+
+
+def read_line(raw: bytes) -> tuple[Tweet | None, str]:
+    """A replayed line's tweet (with what matched it), or delete record (not sealed
+    yet), or why it has neither."""
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    except ValueError as err:
+        return None, f"not JSON ({err.msg})" if hasattr(err, "msg") else "not JSON"
+    except RecursionError:
+        return None, "JSON nested too deeply"
+    deleted = deleted_post(obj)
+    if deleted is not None:
+        post_id, when = deleted
+        return delete_record(post_id, when or datetime.now(UTC)), ""
+    tweet, reason = tweet_or_reason(obj)
+    if tweet is not None:
+        matched = matched_rules(obj, {})
+        if matched:
+            tweet = {**tweet, "matched": matched}
+    return tweet, reason
 
 
 class _HandOver:
@@ -329,9 +316,13 @@ class _HandOver:
         if self.halted:
             return False
         while tweets:
-            taken = self.put(tweets[:], positions[:])  # theirs to keep
+            self.replay.declare()
+            ledger = self.replay.ledger
+            # the ledger's records waiting for room go first
+            taken = (self.put(tweets[:], positions[:])  # theirs to keep
+                     if ledger is None or not ledger.pending or ledger.flush() else 0)
             if taken:
-                self.replay.accepted(positions[taken - 1], taken)
+                self.replay.accepted(positions[taken - 1], tweets[:taken])
                 del tweets[:taken], positions[:taken]
             if tweets and not self._wait(positions[0]):
                 self.halted = True
@@ -348,7 +339,7 @@ class _HandOver:
                             "there, and goes on from it at the next start", refused[2], path)
             return False
         self.pauses += 1
-        self.replay.write_position(force=True)  # a restart goes on from here, however late
+        self.replay._where.save(force=True)  # a restart goes on from here, however late
         log.warning("the journal is full (or the disk is): the replay waits for room, then "
                     "goes on with line %d of %s (pass %d)", refused[2], path, refused[0])
         began = time.monotonic()

@@ -4,6 +4,16 @@ X has no free read access in 2026: the API is pay-per-use, billed per post
 read (X's developer console has the current rates). :class:`DailyCap` bounds
 the posts read per UTC day (``--max-posts``); the count is kept beside the
 journal, so a restart does not reset it.
+
+Each post carries ``matched``: the rules that chose it (the payload's
+``matching_rules``), by their values where this source knows them (it set them:
+:meth:`TwitterSource.sync_rules`), else by their tags. The coverage ledger
+(:mod:`sources.coverage`) is kept in X's own time, the posts' ``created_at`` (X's
+clock, as Jetstream's spans are in the host's; a post without one is placed at its
+arrival): the filtered stream sends nothing again after a disconnect, so each
+reconnection (and a restart) is a gap from the last post read before it to the
+first after it (``x disconnect``), and each run of posts the journal refused is
+one too (``refused``).
 """
 
 from __future__ import annotations
@@ -20,8 +30,10 @@ from typing import Any
 
 import tweepy
 
+import wire_records
 from journal import write_atomically
-from sources import Emit, Tweet, describe_errors, tweet_or_reason
+from sources import Emit, Tweet, describe_errors, matched_rules, tweet_or_reason
+from sources.coverage import X_DISCONNECT, CoverageLedger, time_us_of
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +132,33 @@ class TwitterSource(tweepy.StreamingClient):
     CHUNK_SIZE = 512
     #: HTTP statuses after which retrying cannot help.
     FATAL_STATUSES = (401, 403)
+    #: What tweepy connects to: the "host" of the coverage ledger's spans and gaps.
+    HOST = "https://api.twitter.com/2/tweets/search/stream"
 
     def __init__(self, bearer_token: str, emit: Emit, *, daily_cap: DailyCap | None = None,
-                 **kwargs: Any) -> None:
+                 ledger: CoverageLedger | None = None, journaled: Sequence[Tweet] = (),
+                 clock: Callable[[], float] = time.time, **kwargs: Any) -> None:
+        """``ledger`` keeps the coverage; ``journaled``, the journal's last records,
+        say when the last run read its last post (a restart's gap starts there)."""
         kwargs.setdefault("max_retries", self.MAX_RETRIES)
         kwargs.setdefault("wait_on_rate_limit", self.WAIT_ON_RATE_LIMIT)
         kwargs.setdefault("chunk_size", self.CHUNK_SIZE)
         super().__init__(bearer_token, **kwargs)
         self._emit = emit
+        self._clock = clock
         self.daily_cap = daily_cap
+        #: rule id -> (tag, value) of the stream's rules, once :meth:`sync_rules` ran
+        self.rules: dict[str, tuple[str, str]] = {}
+        self.ledger = ledger
+        self._reconnected = True  # the next post is the first of a connection
+        if ledger is not None:
+            ledger.counts = lambda: (self.read, self.read, self.received - self.refused,
+                                     self.refused)
+            newest = max((self.source_time(tweet) for tweet in journaled
+                          if isinstance(tweet.get("created_at"), str)), default=None)
+            if newest is not None:
+                ledger.restart(newest)
+                ledger.note(newest)
         #: posts read from the stream (X bills each one), good or not
         self.read = 0
         #: tweets handed to emit
@@ -171,6 +201,7 @@ class TwitterSource(tweepy.StreamingClient):
                 log.info("stream rule %r already exists with tag %r; leaving it as it is",
                          value, rule.tag)
         missing = [value for value in wanted if value not in values]
+        added: list[Any] = []
         if missing:
             response = self.add_rules(
                 [tweepy.StreamRule(value, tag=self.RULE_TAG) for value in missing]
@@ -179,6 +210,11 @@ class TwitterSource(tweepy.StreamingClient):
             if errors:
                 log.error("the X API rejected stream rule(s): %s", describe_errors(errors))
             log.info("added %d stream rule(s): %s", len(missing), "; ".join(missing))
+            added = list(getattr(response, "data", None) or [])
+        # every rule on the stream chooses posts, ours or not
+        self.rules = {str(rule.id): (rule.tag or "", rule.value)
+                      for rule in [*current, *added]
+                      if rule.id is not None and rule not in stale}
 
         if not stale and not missing:
             log.info("stream rules already up to date: %s", "; ".join(wanted))
@@ -191,7 +227,18 @@ class TwitterSource(tweepy.StreamingClient):
 
     def run(self, stop: threading.Event) -> None:
         """:meth:`start` until ``stop`` is set or the X API refuses for good; at
-        the daily cap, wait for the next UTC day and connect again."""
+        the daily cap, wait for the next UTC day and connect again. The rules in
+        force go to the ledger first, its last records at the end."""
+        if self.ledger is not None:
+            self.ledger.declare(rules=[{"tag": tag, "value": value}
+                                       for tag, value in self.rules.values()])
+        try:
+            self._run(stop)
+        finally:
+            if self.ledger is not None:
+                self.ledger.close()
+
+    def _run(self, stop: threading.Event) -> None:
         while not stop.is_set() and self.fatal_status is None:
             cap = self.daily_cap
             if cap is not None and cap.reached:
@@ -215,7 +262,13 @@ class TwitterSource(tweepy.StreamingClient):
 
     def on_connect(self) -> None:
         self.connections += 1
+        self._reconnected = True
         log.info("connected to the X API filtered stream")
+
+    def source_time(self, tweet: Tweet) -> int:
+        """A post's place in X's time (µs): its ``created_at``, else now."""
+        created = wire_records.record_time(tweet.get("created_at"))
+        return time_us_of(created) if created is not None else int(self._clock() * 1e6)
 
     def on_data(self, raw_data: bytes | str) -> None:
         """Parse one stream message and emit its tweet; bad messages are logged and skipped.
@@ -232,14 +285,41 @@ class TwitterSource(tweepy.StreamingClient):
         if tweet is None:
             log.warning("ignoring a stream message without a tweet: %s", reason)
             return
+        at = self.source_time(tweet)
+        if self._reconnected:  # before it is counted: the span it opens counts it
+            self._reconnected = False
+            self.on_first_post(at)
         self.read += 1
         if self.daily_cap is not None and self.daily_cap.count():
             self.disconnect()  # tweepy stops after this message
         self.received += 1
+        matched = matched_rules(payload, self.rules)
+        if matched:
+            tweet["matched"] = matched
         # the filtered stream has no position to resume from: a refused post is gone
-        if not self._emit(tweet, None):
+        ledger = self.ledger
+        if not ((ledger is None or not ledger.pending or ledger.flush())
+                and self._emit(tweet, None)):
             self.refused += 1
             self.on_refused(tweet)
+            if ledger is not None:
+                ledger.refused(self.HOST, at)
+        elif ledger is not None:
+            ledger.accepted(at)
+        if ledger is not None:
+            ledger.tick()
+
+    def on_first_post(self, time_us: int) -> None:
+        """Called with the X time of a connection's first post: the filtered stream
+        sent nothing of what came since the last post read before (this run's or the
+        last one's), a gap; a new span begins."""
+        ledger = self.ledger
+        if ledger is None:
+            return
+        if ledger.last_us is not None:
+            ledger.close_span()
+            ledger.gap(self.HOST, ledger.last_us, time_us, X_DISCONNECT)
+        ledger.open(self.HOST, time_us)
 
     def on_refused(self, tweet: Tweet) -> None:
         """Called with a post the journal refused (full, or the disk is): the X stream
@@ -247,6 +327,8 @@ class TwitterSource(tweepy.StreamingClient):
         counts and logs it (at most one warning every few seconds)."""
 
     def on_connection_error(self) -> None:
+        if self.ledger is not None:
+            self.ledger.update()
         log.warning(
             "the connection to the X API stream failed or timed out; "
             "tweepy reconnects with backoff"
@@ -272,4 +354,6 @@ class TwitterSource(tweepy.StreamingClient):
             )
 
     def on_disconnect(self) -> None:
+        if self.ledger is not None:
+            self.ledger.update()
         log.info("disconnected from the X API filtered stream")

@@ -15,9 +15,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from processes import PageServer, clean_env, free_port
+from processes import PageServer, Program, clean_env, free_port
 
 import config
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report carries the log of every program it started: the
+    wait that failed names one program, the cause is often in the other."""
+    report = yield
+    if report.failed:
+        for number, program in enumerate(Program.started_in_test, 1):
+            report.sections.append(
+                (f"program {number}: {' '.join(program.args[:1])} ({report.when})", program.log))
+    if call.when == "teardown":
+        Program.started_in_test.clear()
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.exceptions import ConnectionClosed
@@ -56,6 +56,25 @@ def write_tweets(path: Path, count: int, prefix: str = "tweet") -> list[str]:
         for i, text in enumerate(texts):
             handle.write(json.dumps({"id": f"{prefix}-{i}", "text": text}) + "\n")
     return texts
+
+
+def write_tweets_and_deletes(path: Path, count: int, every: int, *, lag: int = 50,
+                             prefix: str = "tweet") -> tuple[list[str], list[str]]:
+    """A replay file of ``count`` bare tweets with unique ids in which, ``lag`` lines
+    after each ``every``-th tweet, its author deletes it (a delete event of X's
+    compliance stream, which the replay sends as a sealed delete record); the texts
+    that are to stay stored, and those deleted."""
+    kept, deleted = [], []
+    with path.open("w") as handle:
+        for i in range(count + lag):
+            if i < count:
+                handle.write(json.dumps({"id": f"{prefix}-{i}", "text": f"{prefix} {i}"}) + "\n")
+                (deleted if i % every == 0 else kept).append(f"{prefix} {i}")
+            if i >= lag and (i - lag) % every == 0 and i - lag < count:
+                handle.write(json.dumps({"data": {"delete": {
+                    "tweet": {"id": f"{prefix}-{i - lag}", "author_id": "1"},
+                    "event_at": "2026-11-30T08:00:00.000Z"}}}) + "\n")
+    return kept, deleted
 
 
 def expected_content(path: Path) -> tuple[int, list[str]]:
@@ -132,7 +151,14 @@ def capture_logs(*names: str) -> Iterator[LogWaiter]:
 
 
 class Program:
-    """A running stream.py or spark_streaming.py whose log lines a test can await."""
+    """A running stream.py or spark_streaming.py whose log lines a test can await.
+
+    Every one started is in :attr:`started_in_test` until the test ends, so that a
+    failing test's report shows the logs of all its programs (conftest.py), not
+    only the one whose wait failed."""
+
+    #: the programs the running test started (conftest.py empties it after each test)
+    started_in_test: ClassVar[list[Program]] = []
 
     def __init__(self, args: list[str], cwd: Path = PROJECT,
                  preexec_fn: Callable[[], None] | None = None,
@@ -149,6 +175,7 @@ class Program:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        Program.started_in_test.append(self)
 
     def _read(self) -> None:
         assert self.process.stderr is not None
@@ -349,6 +376,13 @@ def post_event(rkey: str, text: str, time_us: int, *, did: str = "did:plc:alice"
                        "cid": f"bafyrei{rkey}", "record": body}}
 
 
+def delete_event(rkey: str, time_us: int, *, did: str = "did:plc:alice") -> dict[str, Any]:
+    """A Jetstream event saying its author deleted a post (no record comes with it)."""
+    return {"did": did, "time_us": time_us, "kind": "commit",
+            "commit": {"rev": f"rev{rkey}d", "operation": "delete",
+                       "collection": "app.bsky.feed.post", "rkey": rkey}}
+
+
 def facet(text: str, part: str, kind: str = "link", **feature: Any) -> dict[str, Any]:
     """A facet of ``kind`` (link, mention, tag) over the first ``part`` of ``text``,
     its range in UTF-8 bytes as Bluesky counts it."""
@@ -374,7 +408,11 @@ class JetstreamStandIn:
     that does not know the option), and ``requireHello=true`` sends nothing
     until the client has sent a message. With ``segment_us`` set it acts as a
     v2 host whose archive is cut in segments that long: a cursor starts at the
-    beginning of its segment, so older events come again.
+    beginning of its segment, so older events come again. With ``retention_us``
+    it keeps only the events of that long before its newest (Jetstream: about a
+    day): a cursor older than the oldest kept event starts at that event, as
+    Jetstream documents. :meth:`stall` makes the connections open now send
+    nothing more (a host gone quiet), while new ones are served.
 
     Like Jetstream's own server it negotiates no compression (permessage-deflate)
     and pings every ``ping_interval`` seconds (Jetstream: 30); unlike it, a
@@ -392,6 +430,8 @@ class JetstreamStandIn:
         self.silent = False
         self.ignores_max_size = False
         self.segment_us: int | None = None
+        self.retention_us: int | None = None
+        self._stalled = 0  # connections numbered below this send nothing more
         self._cond = threading.Condition()
         self._closed = False
         self._server = serve(self._handle, "127.0.0.1", 0, compression=None, ssl=tls,
@@ -419,6 +459,25 @@ class JetstreamStandIn:
             values = parse_qs(urlsplit(path).query).get("cursor")
             found.append(int(values[0]) if values else None)
         return found
+
+    def stall(self) -> None:
+        """The connections open now send nothing more (and stay open); new ones are
+        served as before."""
+        with self._cond:
+            self._stalled = len(self.paths)
+            self._cond.notify_all()
+
+    def oldest_kept(self) -> int | None:
+        """The ``time_us`` of the oldest event kept (None: none is, or all are)."""
+        with self._cond:
+            return self._oldest_kept()
+
+    def _oldest_kept(self) -> int | None:
+        times = [at for at, _ in self.events if at is not None]
+        if self.retention_us is None or not times:
+            return None
+        newest = max(times)
+        return min(at for at in times if at >= newest - self.retention_us)
 
     def wait_for_connections(self, count: int, timeout: float = 30) -> None:
         with self._cond:
@@ -449,10 +508,14 @@ class JetstreamStandIn:
                 cursor = int(values[0])
                 if self.segment_us:
                     cursor -= cursor % self.segment_us  # the start of its archive segment
+                oldest = self._oldest_kept()
+                if oldest is not None:
+                    cursor = max(cursor, oldest)  # what it no longer keeps is gone
                 index = next((i for i, (at, _) in enumerate(self.events)
                               if at is not None and at >= cursor), len(self.events))
             else:
                 index = len(self.events)
+            number = len(self.paths) - (0 if path else 1)  # this connection's
             if path:
                 self.paths.append(path)
             cut_after = self.cut_first_after if len(self.paths) == 1 else None
@@ -461,10 +524,11 @@ class JetstreamStandIn:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda start=index: self._closed or (
-                    not self.silent and start < len(self.events)), 0.5)
+                    not self._quiet(number) and start < len(self.events)), 0.5)
                 if self._closed:
                     return
-                batch = [] if self.silent else [frame for _, frame in self.events[index:]]
+                batch = ([] if self._quiet(number)
+                         else [frame for _, frame in self.events[index:]])
                 index += len(batch)
             for frame in batch:
                 if limit is not None and len(frame.encode("utf-8")) > limit:
@@ -479,6 +543,9 @@ class JetstreamStandIn:
                 sent += 1
             if batch == [] and connection.state.name == "CLOSED":
                 return
+
+    def _quiet(self, number: int) -> bool:
+        return self.silent or number < self._stalled
 
     def close(self) -> None:
         with self._cond:

@@ -132,15 +132,18 @@ def test_stream_and_spark_processes_store_the_sample_file_with_whos_count(tmp_pa
     for doc in documents:
         assert set(doc) == {"_id", "content", "timestamp", "total_case_count",
                             "case_count_as_of", "case_count_source", "post_keys", "delivery",
-                            "posts"}
+                            "posts", "filter"}
+        assert doc["filter"] == {"source": "replay", "keywords": []}  # the file, sent whole
         assert isinstance(doc["timestamp"], datetime)
         # each country's latest Cumulative_cases, summed, as of the file's latest date
         assert doc["total_case_count"] == 172_012 + 38_437_960
         assert doc["case_count_source"] == "who"
         assert doc["case_count_as_of"] == datetime(2026, 11, 22)  # naive UTC from MontyDB
-    # the producer numbered the tweets 1..sent; the last document accounts for all of them
+    # the producer numbered its lines: the replay's keyword set and its span as it opened
+    # (1, 2), the tweets (3..sent + 2), its span as it ended (sent + 3); the last document
+    # accounts for all the tweets (and for that last record, when it came in its batch)
     (mark,) = documents[-1]["delivery"]
-    assert mark["last_seq"] == sent
+    assert mark["last_seq"] in (sent + 2, sent + 3)
     check_release(tmp_path, documents, series)
 
 
@@ -392,7 +395,8 @@ def test_a_replay_into_a_1mib_journal_waits_for_a_late_job_and_stores_each_line_
             consumer.kill()
     assert "Traceback" not in source.log + consumer.log
     summary = next(line for line in source.lines if "summary:" in line)
-    assert "20000 tweets emitted" in summary and "20,000 stored, 0 refused" in summary, summary
+    # the lines stored: the posts, and the replay's keyword set and span (3 records)
+    assert "20000 tweets emitted" in summary and "20,003 stored, 0 refused" in summary, summary
 
     store = storage.open_store(config.Settings(embedded_db_path=tmp_path / "db"))
     try:

@@ -1,5 +1,8 @@
 """Faults injected for real into the running programs; every tweet the producer
-accepted must be stored exactly once (issue 3). Counts are printed for the record.
+accepted must be stored exactly once (issue 3), and every tweet its author deleted
+(the replay files hold deletes, sent as sealed records between the posts, with the
+replay's keyword set and coverage spans) never (issue 25). Counts are printed for
+the record.
 
 FAULT_OUTAGE_SECONDS (default 10) sets how long MongoDB stays unreachable;
 the issue's 60 s run is `FAULT_OUTAGE_SECONDS=60 pytest tests/test_faults.py -k outage -s`.
@@ -19,7 +22,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ from processes import (
     job,
     producer,
     write_tweets,
+    write_tweets_and_deletes,
 )
 
 import config
@@ -59,15 +63,38 @@ def embedded_texts(db_path: Path) -> list[str]:
         store.close()
 
 
-def assert_exactly_once(sent: list[str], stored: list[str], label: str) -> None:
+def assert_exactly_once(sent: list[str], stored: list[str], label: str,
+                        deleted: Sequence[str] = ()) -> None:
+    """Every text ``sent`` stored once, and none of the ``deleted`` ones."""
     counts = collections.Counter(stored)
     doubled = sum(n - 1 for n in counts.values() if n > 1)
     missing = [text for text in sent if text not in counts]
+    came_back = [text for text in deleted if text in counts]
     print(f"\n{label}: sent {len(sent)}, stored {len(stored)}, duplicates {doubled}, "
-          f"missing {len(missing)}")
+          f"missing {len(missing)}; deleted {len(deleted)}, stored after their delete "
+          f"{len(came_back)}")
     assert missing == []
     assert doubled == 0
+    assert came_back == []
     assert len(stored) == len(sent)
+
+
+def assert_accounted_for(coverage: Any, filters: Any, label: str) -> None:
+    """The replay's coverage ledger came through the faults: spans (one a run that
+    read), no gap (a file has none), its keyword set (none: the file is sent whole)."""
+    kinds = collections.Counter(doc["kind"] for doc in coverage.find())
+    sets = [(doc["source"], doc["keywords"]) for doc in filters.find()]
+    print(f"{label}: {kinds['span']} coverage spans, {kinds['gap']} gaps, keyword sets {sets}")
+    assert kinds["span"] >= 1 and kinds["gap"] == 0
+    assert sets == [("replay", [])]
+
+
+def embedded_ledger(db_path: Path, label: str) -> None:
+    store = storage.open_store(config.Settings(embedded_db_path=db_path))
+    try:
+        assert_accounted_for(store.sibling("coverage"), store.sibling("filters"), label)
+    finally:
+        store.close()
 
 
 @pytest.fixture
@@ -98,7 +125,7 @@ def test_crash_points_lose_nothing_and_double_nothing(tmp_path, page, ports, pro
     beside the journal), so a tweet lost by the journal or the job would not come
     back from the top of the file to hide the loss."""
     total = 80_000  # at 2,000/s the replay lasts about as long as the kills do
-    sent = write_tweets(tmp_path / "tweets.jsonl", total)
+    sent, deleted = write_tweets_and_deletes(tmp_path / "tweets.jsonl", total, every=100)
     port, ack_port = ports
     rng = random.Random(2026_11_29)
     producer_kills, job_kills = KILLS[engine]
@@ -136,7 +163,8 @@ def test_crash_points_lose_nothing_and_double_nothing(tmp_path, page, ports, pro
     print(f"\ncrash points: {schedule.count('producer')} producer and {schedule.count('job')} "
           f"job SIGKILLs; the last producer ran {lifetime:.1f} s and used "
           f"{producer_cpu:.1f} s of CPU")
-    assert_exactly_once(sent, stored, "crash points")
+    assert_exactly_once(sent, stored, "crash points", deleted)
+    embedded_ledger(tmp_path / "db", "crash points")
     # the last producer exited by itself (no thread stuck), and did not spin while it
     # waited for the acknowledgements (its work is a few percent of a core)
     assert producer_cpu < 0.5 * lifetime + 1
@@ -146,7 +174,7 @@ def test_forged_control_lines_lose_nothing(tmp_path, page, ports, programs, engi
     """A local process that can reach the control port and read the producer's id
     from the store, but does not hold the secret, sends forged acks and resends; then
     the job is killed and restarted."""
-    sent = write_tweets(tmp_path / "tweets.jsonl", 15_000)
+    sent, deleted = write_tweets_and_deletes(tmp_path / "tweets.jsonl", 15_000, every=100)
     port, ack_port = ports
     first = job(tmp_path, port, ack_port, page.url, engine=engine)
     programs.append(first)
@@ -164,7 +192,8 @@ def test_forged_control_lines_lose_nothing(tmp_path, page, ports, programs, engi
     refused = source.log.count("control port: dropped a connection")
     print(f"\nforged control: {forged} forged lines on {refused} connections, all refused")
     assert refused >= 3
-    assert_exactly_once(sent, embedded_texts(tmp_path / "db"), "forged control lines")
+    assert_exactly_once(sent, embedded_texts(tmp_path / "db"), "forged control lines", deleted)
+    embedded_ledger(tmp_path / "db", "forged control lines")
 
 
 def read_producer_id(db_path: Path) -> str:
@@ -234,11 +263,17 @@ def test_a_full_disk_keeps_the_accepted_the_replay_waits_and_all_goes_on(tmp_pat
         resource.prlimit(program.process.pid, resource.RLIMIT_FSIZE,
                          (resource.RLIM_INFINITY, resource.RLIM_INFINITY))  # room again
         program.wait_for_text("writing again")
-        received += [json.loads(reader.readline()) for _ in range(count - len(received))]
+        while sum("kind" not in obj for obj in received) < count:
+            received.append(json.loads(reader.readline()))
+        job_side.send({received[0]["src"]: received[-1]["seq"]}, {})
+        while line := reader.readline():  # the replay's last span, then the producer is done
+            received.append(json.loads(line))
+            job_side.send({received[0]["src"]: received[-1]["seq"]}, {})
         seqs = [obj["seq"] for obj in received]
-        assert seqs == list(range(1, count + 1))  # every line, once, in order
-        assert [obj["id"] for obj in received] == [f"tweet-{n}" for n in range(count)]
-        job_side.send({received[0]["src"]: seqs[-1]}, {})
+        assert seqs == list(range(1, len(received) + 1))  # every line, once, in order
+        assert [obj["id"] for obj in received if "kind" not in obj] == [
+            f"tweet-{n}" for n in range(count)]
+        assert {obj["kind"] for obj in received if "kind" in obj} == {"filter", "coverage"}
         assert program.process.wait(60) == 0
         job_side.close()
         reader.close()
@@ -287,7 +322,8 @@ def test_mongodb_outage_mid_stream_spools_and_loses_nothing(
     # the structured engine starts its query once the producer answers (~15-40 s later):
     # the replay lasts that much longer, so that the outage comes while posts flow
     starting = STRUCTURED_START_SECONDS if engine == "structured" else 0
-    sent = write_tweets(tmp_path / "tweets.jsonl", int(200 * (outage + 15 + starting)))
+    sent, deleted = write_tweets_and_deletes(tmp_path / "tweets.jsonl",
+                                             int(200 * (outage + 15 + starting)), every=50)
     port, ack_port = ports
     consumer = job(tmp_path, port, ack_port, page.url, "--mongo-uri", uri, engine=engine)
     programs.append(consumer)
@@ -308,12 +344,14 @@ def test_mongodb_outage_mid_stream_spools_and_loses_nothing(
     assert consumer.stop() == 0
     spooled = sum("spooled (store down)" in line for line in consumer.lines[spooled_at:])
     client = pymongo.MongoClient(f"mongodb://{mongo_server[0]}:{mongo_server[1]}")
+    label = f"MongoDB down {outage:g} s ({spooled} batches spooled)"
     try:
         stored = stored_texts(client.covid19.tweet_batches)
+        assert_accounted_for(client.covid19.coverage, client.covid19.filters, label)
     finally:
         client.close()
     assert spooled >= 1
-    assert_exactly_once(sent, stored, f"MongoDB down {outage:g} s ({spooled} batches spooled)")
+    assert_exactly_once(sent, stored, label, deleted)
 
 
 def test_scrape_failures_never_cost_a_batch(tmp_path, page, ports, programs, engine) -> None:
@@ -375,8 +413,9 @@ def test_sigterm_on_both_programs_loses_nothing(tmp_path, page, ports, programs,
     stored = embedded_texts(tmp_path / "db")
     journal = Journal(tmp_path / "journal")
     try:
-        kept = [json.loads(line)["text"] for line in records_of(
-            journal.spans(journal.first_held(), journal.committed, 10**9))]
+        kept = [line["text"] for line in map(json.loads, records_of(
+            journal.spans(journal.first_held(), journal.committed, 10**9)))
+                if "kind" not in line]  # posts, not the replay's records
     finally:
         journal.close()
     print(f"\nSIGTERM: sent {len(sent)}, stored {len(stored)}, left in the journal {len(kept)}")

@@ -94,9 +94,11 @@ def test_a_bluesky_source_adds_events_posts_matches_reconnects_and_its_lag() -> 
     assert before["covid19_producer_events_total"] == 0
     assert "covid19_producer_source_lag_seconds" not in before  # no event yet: no lag
     progress.events, progress.posts, progress.matched, progress.reconnects = 900, 300, 4, 2
+    progress.deletes = 17
     progress.note_time(int((NOW.timestamp() - 42.5) * 1e6))
     after = exposed(collector.registry)
     assert after["covid19_producer_events_total"] == 900
+    assert after["covid19_producer_deletes_total"] == 17
     assert after["covid19_producer_posts_total"] == 300
     assert after["covid19_producer_matched_total"] == 4
     assert after["covid19_producer_reconnects_total"] == 2
@@ -128,6 +130,20 @@ def test_a_replayed_file_counts_each_tweet_emitted_as_read_and_matched(tmp_path:
     source.run(lambda tweet, position: True, threading.Event())
     figures = metrics.replay_figures(source)
     assert (figures.posts, figures.matched, figures.events) == (7, 7, None)
+
+
+def test_a_source_with_a_ledger_counts_its_gaps_and_the_source_time_they_cover() -> None:
+    from sources.coverage import CoverageLedger
+
+    ledger = CoverageLedger("twitter", lambda record, position: True, lambda record: record)
+    source = SimpleNamespace(read=3, received=3, connections=2, daily_cap=None, ledger=ledger)
+    collector = metrics.ProducerCollector(fake_server())
+    collector.watch(lambda: metrics.twitter_figures(source))  # type: ignore[arg-type]
+    assert exposed(collector.registry)["covid19_producer_gaps_total"] == 0
+    ledger.gap("x", 1_000_000, 91_500_000, "x disconnect")
+    after = exposed(collector.registry)
+    assert (after["covid19_producer_gaps_total"],
+            after["covid19_producer_gap_seconds_total"]) == (1, 90.5)
 
 
 # --- the job's metrics ----------------------------------------------------------------------
@@ -456,7 +472,8 @@ def every_metric(tmp_path: Path) -> list[Any]:
     """The registries of both programs, with every figure they can show present."""
     producer_metrics = metrics.ProducerCollector(fake_server())
     every_figure = metrics.SourceFigures(events=1, posts=1, matched=1, reconnects=1,
-                                         lag_seconds=1.0, read_today=1, daily_cap=1)
+                                         lag_seconds=1.0, read_today=1, daily_cap=1,
+                                         deletes=1, gaps=1, gap_seconds=1.0)
     producer_metrics.watch(lambda: every_figure)
     durable = SimpleNamespace(spooled=0, spool=SimpleNamespace(path=tmp_path / "spool"))
     job_metrics = metrics.JobMetrics(durable)  # type: ignore[arg-type]
@@ -516,7 +533,8 @@ def test_the_grafana_dashboard_queries_only_what_the_programs_expose(tmp_path: P
     assert {"covid19_producer_matched_total", "covid19_producer_refused_total",
             "covid19_producer_journal_bytes", "covid19_producer_source_lag_seconds",
             "covid19_job_batches_failed_total", "covid19_job_kept_total",
-            "covid19_job_spooled_documents", "covid19_job_case_count_age_seconds"} <= queried
+            "covid19_job_spooled_documents", "covid19_job_case_count_age_seconds",
+            "covid19_producer_deletes_total", "covid19_producer_gaps_total"} <= queried
 
 
 def test_the_grafana_dashboard_names_no_data_source_of_its_own() -> None:

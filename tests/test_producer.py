@@ -459,7 +459,8 @@ def test_replay_emits_payload_and_bare_lines_and_skips_bad_ones(
     ])
     caplog.set_level(logging.WARNING, logger="sources.replay")
     source = ReplaySource(path, rate=0, loop=False)
-    assert run_replay(source) == [payload["data"], bare]
+    # a payload's post carries what chose it when it was recorded: its rules' tags
+    assert run_replay(source) == [{**payload["data"], "matched": [TAG]}, bare]
     assert source.skipped == 5
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 5
@@ -789,8 +790,11 @@ def test_a_replay_larger_than_the_journal_survives_a_stop_and_a_kill_while_it_wa
             reader = sock.makefile("rb")
             while line := reader.readline():
                 obj = json.loads(line)
-                assert stored.setdefault(obj["seq"], obj["id"]) == obj["id"]
-                if len(stored) % 100 == 0 or len(stored) == count:
+                if "kind" in obj:  # the replay's keyword set and coverage span
+                    assert control.record_authentic(secret, obj), obj
+                else:
+                    assert stored.setdefault(obj["seq"], obj["id"]) == obj["id"]
+                if obj["seq"] % 100 == 0 or len(stored) == count:
                     job.send({obj["src"]: obj["seq"]}, {})
         assert proc.wait(TIMEOUT) == 0  # every line stored: the producer is done
     finally:
@@ -816,7 +820,11 @@ def test_replay_of_a_missing_file_raises_oserror(tmp_path: Path) -> None:
 
 def test_recorded_stream_payloads_become_tweets(caplog: pytest.LogCaptureFixture) -> None:
     raw_lines = FIXTURE.read_bytes().splitlines()
-    expected = [json.loads(line)["data"] for line in raw_lines if b'"data"' in line]
+    # each with what chose it: the tags of its matching rules (their values once
+    # sync_rules has set them)
+    expected = [{**payload["data"], "matched": [rule["tag"].lower()
+                                                for rule in payload["matching_rules"]]}
+                for payload in map(json.loads, raw_lines) if "data" in payload]
     emitted: list[dict[str, Any]] = []
     source = TwitterSource(TOKEN, collect(emitted))
     caplog.set_level(logging.WARNING, logger="sources.twitter")
@@ -1141,19 +1149,36 @@ def start_producer(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], i
     pytest.fail(f"stream.py ended before listening (status {proc.returncode})")
 
 
+def read_posts(reader: Any, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` posts a stream.py sends, past the sealed records between
+    them (its keyword set, its coverage spans: see tests/test_coverage.py)."""
+    posts: list[dict[str, Any]] = []
+    while len(posts) < count:
+        line = json.loads(reader.readline())
+        if "kind" not in line:
+            posts.append(line)
+    return posts
+
+
+def job_reads_all(tmp_path: Path, port: int, reader: Any) -> list[dict[str, Any]]:
+    """Every line a stream.py sends until it is done, each acknowledged as the job
+    would once stored: the producer then closes the socket."""
+    received = []
+    while line := reader.readline():
+        received.append(json.loads(line))
+        acknowledge(tmp_path, ACK_PORTS[port], received[-1]["src"], received[-1]["seq"])
+    return received
+
+
 def replay_run(tmp_path: Path, count: int, *args: str) -> tuple[list[str], str]:
     """One stream.py --source replay run to its end: the ids of the ``count`` tweets
     it sends (acknowledged as the job would) and its log."""
     proc, port = start_producer(tmp_path, "--rate", "0", *args)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
-            reader = sock.makefile("rb")
-            lines = [reader.readline() for _ in range(count)]
-            received = [json.loads(line) for line in lines if line]
-            if received:
-                acknowledge(tmp_path, ACK_PORTS[port], received[-1]["src"],
-                            received[-1]["seq"])
-            assert reader.read() == b""
+            received = [line for line in job_reads_all(tmp_path, port, sock.makefile("rb"))
+                        if "kind" not in line]
+            assert len(received) == count
         assert proc.wait(TIMEOUT) == 0
     finally:
         proc.kill()
@@ -1188,21 +1213,25 @@ def test_cli_replay_delivers_everything_then_exits_0(tmp_path: Path) -> None:
     proc, port = start_producer(tmp_path, "--replay-file", str(replay), "--rate", "0")
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
-            reader = sock.makefile("rb")
-            received = b"".join(reader.readline() for _ in sent)
-            last = json.loads(received.splitlines()[-1])
-            # the job's acknowledgement: only then is the producer done
-            acknowledge(tmp_path, ACK_PORTS[port], last["src"], last["seq"])
-            assert reader.read() == b""  # the producer closes once everything is stored
+            # the job's acknowledgements: only then is the producer done (and closes)
+            received = job_reads_all(tmp_path, port, sock.makefile("rb"))
         assert proc.wait(TIMEOUT) == 0
     finally:
         proc.kill()
         assert proc.stderr is not None
         rest = proc.stderr.read()
         proc.stderr.close()
-    assert [without_delivery(json.loads(line)) for line in received.splitlines()] == sent
-    assert ("summary: 3 tweets emitted, 1 bad lines skipped; 3 sent, 3 stored, 0 refused, "
-            "0 held") in rest
+    assert [without_delivery(line) for line in received if "kind" not in line] == sent
+    # its keyword set first (none: a file is sent whole), its span as it opens and as
+    # it ends
+    kinds = [line.get("kind") for line in received]
+    assert kinds == ["filter", "coverage", None, None, None, "coverage"], kinds
+    assert received[0]["keywords"] == [] and received[0]["source"] == "replay"
+    span = received[-1]
+    assert (span["events"], span["posts"], span["matched"], span["host"]) == (
+        4, 3, 3, str(replay))
+    assert f"summary: 3 tweets emitted, 1 bad lines skipped; {len(received)} sent, " \
+        f"{len(received)} stored, 0 refused, 0 held" in rest
     assert "Traceback" not in rest
 
 
@@ -1227,7 +1256,7 @@ def test_cli_sigterm_keeps_unacknowledged_tweets_for_the_next_start(tmp_path: Pa
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
             reader = sock.makefile("rb")
-            first = [json.loads(reader.readline()) for _ in lines]
+            first = read_posts(reader, len(lines))
             src = first[1]["src"]
             secret = control.load_secret(None, tmp_path / "data" / "control.secret")
             job = control.ControlClient("127.0.0.1", ACK_PORTS[port], secret)
@@ -1236,7 +1265,7 @@ def test_cli_sigterm_keeps_unacknowledged_tweets_for_the_next_start(tmp_path: Pa
             finally:
                 job.close()
             # the resent tweet says the ack was applied: a stop at once keeps it
-            assert json.loads(reader.readline()) == first[2]
+            assert read_posts(reader, 1) == first[2:3]
             proc.send_signal(signal.SIGTERM)  # 3 tweets still unacknowledged
             assert proc.wait(TIMEOUT) == 0
     finally:
@@ -1249,7 +1278,7 @@ def test_cli_sigterm_keeps_unacknowledged_tweets_for_the_next_start(tmp_path: Pa
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
             reader = sock.makefile("rb")
-            again = [json.loads(reader.readline()) for _ in range(3)]
+            again = read_posts(reader, 3)
     finally:
         proc.kill()
         assert proc.stderr is not None
@@ -1303,7 +1332,8 @@ def test_a_finished_replay_waits_for_the_job_without_waking_and_stops_at_once(
     # let pass
     woke = {tid: count - before.get(tid, 0) for tid, count in after.items()}
     assert sum(woke.values()) <= 1, f"threads woke while idle: {woke} (main {proc.pid})"
-    assert "summary: 2 tweets emitted" in rest and "2 held" in rest
+    # held: the 2 posts, the keyword set, the span as it opened and as it ended
+    assert "summary: 2 tweets emitted" in rest and "5 held" in rest
     assert "Traceback" not in rest
 
 
