@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-import control
 import transform
 import wire_records
 from job.batch import RecentIds
+from job.delivery import GAP, NEW, RESENT, Delivery
 from storage import ledger, spool
 from storage.spool import Operation
 
@@ -38,7 +38,7 @@ class Intake:
     the batch's own filter records are in :attr:`filters` after it (kept by the
     writer only if the batch is stored)."""
 
-    def __init__(self, batch_time: datetime, delivery: control.Delivery, seen_ids: RecentIds,
+    def __init__(self, batch_time: datetime, delivery: Delivery, seen_ids: RecentIds,
                  deleted_keys: RecentIds, authentic: Callable[[dict[str, Any]], bool],
                  filters: dict[str, dict[str, Any]], *, keep_deleted: bool = False) -> None:
         self.batch_time = batch_time
@@ -83,9 +83,9 @@ class Intake:
                 continue
             if seq is not None and source is not None:
                 verdict = admit(source, seq)
-                if verdict != control.NEW:
-                    self.resent += verdict == control.RESENT
-                    self.out_of_order += verdict == control.GAP
+                if verdict != NEW:
+                    self.resent += verdict == RESENT
+                    self.out_of_order += verdict == GAP
                     continue
                 self.active.add(source)
             if not is_post:

@@ -23,11 +23,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import config
-import control
 import scrape
 import storage
 import transform
-from job import rows
+from job import delivery, rows
 from job.batch import BatchStats, Quarantine
 from job.writer import BatchWriter
 from storage import case_series, ledger
@@ -38,7 +37,7 @@ log = logging.getLogger("spark_streaming")
 KEPT_STATS = 100
 
 
-class RangeDelivery(control.Delivery):
+class RangeDelivery(delivery.Delivery):
     """The delivery bookkeeping of the structured engine.
 
     Each batch is an exact range of a producer's seqs that Spark planned and, after a
@@ -52,9 +51,9 @@ class RangeDelivery(control.Delivery):
 
     def admit(self, source: str, seq: int) -> str:
         if seq <= self._batch.get(source, -1):
-            return control.RESENT
+            return delivery.RESENT
         self._batch[source] = seq
-        return control.NEW
+        return delivery.NEW
 
     def batch_committed(self) -> dict[str, int]:
         return dict(self._batch)

@@ -26,6 +26,7 @@ import storage
 import transform
 from counts.reading import CaseCount
 from job.batch import BatchStats, Quarantine, RecentIds
+from job.delivery import Delivery
 from job.intake import DELETED_KEYS_LIMIT, Intake, Mark
 
 log = logging.getLogger("spark_streaming")  # the job's lines keep the name operators filter on
@@ -46,7 +47,7 @@ class BatchWriter:
         *,
         on_batch: Callable[[BatchStats], None] | None = None,
         seen_ids: RecentIds | None = None,
-        delivery: control.Delivery | None = None,
+        delivery: Delivery | None = None,
         acks: control.ControlClient | None = None,
         quarantine: Quarantine | None = None,
         max_content_bytes: int = transform.MAX_CONTENT_BYTES,
@@ -64,7 +65,7 @@ class BatchWriter:
         self.case_count = case_count
         self.on_batch = on_batch
         self.seen_ids = seen_ids or RecentIds()
-        self.delivery = delivery or control.Delivery()
+        self.delivery = delivery or Delivery()
         self.acks = acks
         self.quarantine = quarantine
         self.max_content_bytes = max_content_bytes

@@ -16,8 +16,8 @@ import config
 import scrape
 import storage
 import transform
-from control import GAP, NEW, RESENT, Delivery
 from job.batch import Quarantine
+from job.delivery import GAP, NEW, RESENT, Delivery
 from job.writer import BatchWriter
 
 BATCH = datetime(2026, 11, 28, 22, 46, 20, tzinfo=UTC)
