@@ -57,6 +57,7 @@ import storage
 import transform
 from job import spark_setup, structured
 from job.batch import BatchStats, Quarantine
+from job.delivery import Delivery
 from job.dstream import one_task_a_batch, received_lines, run_until_stopped
 from job.listeners import BatchMetrics, BatchReport, ReceiverWatch
 from job.structured_sink import RangeDelivery
@@ -269,7 +270,7 @@ def run_job(settings: config.Settings, stop: threading.Event, started: threading
     exporter.count_read(unless_stopped(counter.start, stop))
     dstream = settings.engine == "dstream"
     writer = BatchWriter(durable, counter.current,
-                         delivery=control.Delivery(delivered) if dstream else RangeDelivery(),
+                         delivery=Delivery(delivered) if dstream else RangeDelivery(),
                          acks=acks if dstream else None,  # structured: once Spark commits
                          quarantine=Quarantine(settings.quarantine_path),
                          post_fields=settings.post_fields, secret=secret, filters=filters,
