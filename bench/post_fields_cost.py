@@ -17,6 +17,7 @@ from typing import Any
 import bson
 
 from bench.tweets import TweetFactory
+from storage import Applied
 
 CONVERSATION = ("reply_to", "reply_root", "quote_of", "hashtags", "links", "mentions")
 MODES = {"off": (), "on: id,created_at,lang,url": ("id", "created_at", "lang", "url"),
@@ -130,6 +131,12 @@ class EncodingStore:
         for document in documents:
             self.bytes += len(bson.encode(document))
         return True
+
+    def apply(self, items: list[Any]) -> Applied:
+        """What BatchWriter calls (since the ledger): the documents among ``items`` are
+        encoded; the posts have no deletes or ledger records here."""
+        self.write([item for item in items if isinstance(item, dict)])
+        return Applied(stored=True)
 
     def record_progress(self, reached: dict[str, int]) -> bool:
         return True

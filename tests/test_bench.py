@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import transform
+from bench import post_fields_cost
 from bench.cost import ROWS, Result, table, targets
 from bench.measure import JobResult
 from bench.replay_posts import post_index, post_text
@@ -421,3 +422,14 @@ def test_the_producer_profile_splits_user_and_system_time_and_lists_its_threads(
     lines = producer_profile([result])
     assert lines[-2] == f"| {ROWS['bluesky-50'].label} | 0.40 (80) | 0.10 (20) | 0.45, 0.05 |"
     assert producer_profile([cost_result("idle", 60.0, 0.1, {})]) == []  # no thread read
+
+
+def test_the_post_fields_cost_runs_the_job_s_writer_over_its_posts() -> None:
+    """bench.post_fields_cost drives the real BatchWriter with a store stand-in: that
+    stand-in must keep up with the writer's calls (it lacked ``apply`` once the ledger
+    came, and make bench stopped there)."""
+    modules = post_fields_cost.load_modules(None)
+    lines = post_fields_cost.wire_lines(300)
+    without = post_fields_cost.run_mode(modules, lines, 100, ())
+    with_fields = post_fields_cost.run_mode(modules, lines, 100, ("id", "created_at"))
+    assert 0 < without["stored_bytes"] < with_fields["stored_bytes"]
