@@ -51,6 +51,7 @@ import storage
 from bench.tweets import stamp_of
 from job import spark_setup
 from job.listeners import BatchReport
+from storage import spool
 
 LATENCY_SAMPLES_PER_WRITE = 2_000
 
@@ -92,8 +93,15 @@ class TimingStore:
     def __init__(self, inner: Any) -> None:
         self._inner = inner
 
-    def write(self, document: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        result = self._inner.write(document, *args, **kwargs)
+    def apply(self, operation: spool.Operation) -> int:
+        """The store's one write (DurableStore applies every operation through it): a
+        batch document is timed once it is written."""
+        result = self._inner.apply(operation)
+        if operation.kind == spool.DOCUMENT:
+            self._report(operation.body)
+        return result
+
+    def _report(self, document: dict[str, Any]) -> None:
         now = time.time()
         texts = document["content"]
         step = max(1, len(texts) // LATENCY_SAMPLES_PER_WRITE)
@@ -104,7 +112,6 @@ class TimingStore:
                 latencies.append(round((now - sent) * 1000, 1))
         OUT.emit("stored", tweets=len(texts), latencies_ms=latencies,
                  document_id=document.get("_id"))
-        return result
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

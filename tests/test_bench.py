@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 import transform
+from bench import job as bench_job
 from bench import post_fields_cost
 from bench.cost import ROWS, Result, table, targets
 from bench.measure import JobResult
@@ -24,9 +26,10 @@ from bench.soak_figures import (
     parse_summary,
 )
 from bench.steps import FINE_RATIO, Plan, Step, evaluate, find_limit, round_rate
-from bench.tweets import TweetFactory, number_of, stamp_of
+from bench.tweets import STAMP_PREFIX, TweetFactory, number_of, stamp_of
 from job.batch import BatchStats
 from job.listeners import BatchMetrics
+from storage import spool
 
 
 def search(limit: float, start: int = 10_000, factor: float = 2) -> list[Step]:
@@ -433,3 +436,23 @@ def test_the_post_fields_cost_runs_the_job_s_writer_over_its_posts() -> None:
     without = post_fields_cost.run_mode(modules, lines, 100, ())
     with_fields = post_fields_cost.run_mode(modules, lines, 100, ("id", "created_at"))
     assert 0 < without["stored_bytes"] < with_fields["stored_bytes"]
+
+
+def test_the_measured_job_times_each_document_the_store_applies(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench.job's store wrapper sees each batch document where the job writes it (the
+    store's ``apply``, since the ledger): without it make bench saw no batch stored."""
+    class Inner:
+        def apply(self, operation: spool.Operation) -> int:
+            return 0
+
+    emitted: list[tuple[str, dict]] = []
+    monkeypatch.setattr(bench_job.OUT, "emit", lambda event, **fields: emitted.append(
+        (event, fields)))
+    stamped = f"covid {STAMP_PREFIX}{int(time.time() * 1_000_000)}]"
+    store = bench_job.TimingStore(Inner())
+    document = {"_id": "b1", "content": [stamped]}
+    assert store.apply(spool.as_operation(document)) == 0
+    assert store.apply(spool.Operation(spool.DELETE, {"keys": []})) == 0
+    ((event, fields),) = emitted
+    assert event == "stored" and fields["tweets"] == 1 and fields["document_id"] == "b1"
