@@ -278,10 +278,14 @@ def test_a_delete_and_a_keyword_set_cross_the_rows_and_are_applied(store, tmp_pa
 def test_the_archive_holds_every_module_the_jobs_spark_side_imports() -> None:
     """What the source, the sink and the job import, in a fresh interpreter: all of it
     must be in the archive, or a Spark process that has never seen the project fails."""
+    # the project's own modules: under its folder, but not in a virtualenv kept there
+    # (make test's .venv is in the project folder: its packages are no module of ours)
     probe = ("import pathlib, sys; import job.structured_sink, job.producer_source, "
              "job.rows, spark_streaming; here = pathlib.Path.cwd().resolve(); "
+             "venv = pathlib.Path(sys.prefix).resolve(); "
              "print('\\n'.join(n for n, m in sys.modules.items() if getattr(m, '__file__', "
-             "None) and here in pathlib.Path(m.__file__).resolve().parents))")
+             "None) and here in (path := pathlib.Path(m.__file__).resolve()).parents "
+             "and venv not in path.parents))")
     imported = subprocess.run([sys.executable, "-c", probe], cwd=spark_setup.PROJECT_DIR,
                               capture_output=True, text=True, check=True).stdout.split()
     finder = shipping.ArchiveFinder(shipping.archive(spark_setup.PROJECT_DIR))
