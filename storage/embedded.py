@@ -95,25 +95,23 @@ def replace(file: Path, documents: Iterable[dict[str, Any]]) -> None:
     """Replace the stored documents with the same ``_id``s as ``documents``, in one
     transaction (one not stored is not added)."""
     rows = [(bson.encode(document), id_key(document["_id"])) for document in documents]
+    _execute_many(file, f"UPDATE [{TABLE}] SET v = ? WHERE k = ?", rows)
+
+
+def remove(file: Path, ids: Iterable[str | bytes]) -> None:
+    """Delete the documents whose ``_id`` is one of ``ids``, in one transaction."""
+    _execute_many(file, f"DELETE FROM [{TABLE}] WHERE k = ?",
+                  [(id_key(value),) for value in ids])
+
+
+def _execute_many(file: Path, statement: str, rows: list[tuple[Any, ...]]) -> None:
+    """``statement`` once per row, in one transaction; nothing without rows or a file."""
     if not rows or not file.is_file():
         return
     connection = _connect(file)
     try:
         with connection:
-            connection.executemany(f"UPDATE [{TABLE}] SET v = ? WHERE k = ?", rows)
-    finally:
-        connection.close()
-
-
-def remove(file: Path, ids: Iterable[str | bytes]) -> None:
-    """Delete the documents whose ``_id`` is one of ``ids``, in one transaction."""
-    keys = [(id_key(value),) for value in ids]
-    if not keys or not file.is_file():
-        return
-    connection = _connect(file)
-    try:
-        with connection:
-            connection.executemany(f"DELETE FROM [{TABLE}] WHERE k = ?", keys)
+            connection.executemany(statement, rows)
     finally:
         connection.close()
 

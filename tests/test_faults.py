@@ -402,6 +402,17 @@ def test_scrape_failures_never_cost_a_batch(tmp_path, page, ports, programs) -> 
         assert reason in warning and "using the last good count 704753890" in warning
 
 
+def posts_left_in_journal(path: Path) -> list[str]:
+    """The texts of the posts the producer's journal still holds (not its records)."""
+    journal = Journal(path)
+    try:
+        return [line["text"] for line in map(json.loads, records_of(
+            journal.spans(journal.first_held(), journal.committed, 10**9)))
+                if "kind" not in line]
+    finally:
+        journal.close()
+
+
 def test_sigterm_on_both_programs_loses_nothing(tmp_path, page, ports, programs) -> None:
     """On DStreams: the structured engine's stop is the next test's, on both engines."""
     sent = write_tweets(tmp_path / "tweets.jsonl", 3_000)
@@ -416,13 +427,7 @@ def test_sigterm_on_both_programs_loses_nothing(tmp_path, page, ports, programs)
     assert source.stop(signal.SIGTERM) == 0
 
     stored = embedded_texts(tmp_path / "db")
-    journal = Journal(tmp_path / "journal")
-    try:
-        kept = [line["text"] for line in map(json.loads, records_of(
-            journal.spans(journal.first_held(), journal.committed, 10**9)))
-                if "kind" not in line]  # posts, not the replay's records
-    finally:
-        journal.close()
+    kept = posts_left_in_journal(tmp_path / "journal")
     print(f"\nSIGTERM: sent {len(sent)}, stored {len(stored)}, left in the journal {len(kept)}")
     assert len(stored) == len(set(stored))
     # what is not stored waits in the journal for the next start (an ack still on its
@@ -452,13 +457,7 @@ def test_a_stop_while_a_batch_is_stored_lets_it_finish_first(tmp_path, page, por
     assert "StackOverflowError" not in consumer.log, consumer.log
     assert "Traceback" not in consumer.log, consumer.log
     stored = embedded_texts(tmp_path / "db")
-    journal = Journal(tmp_path / "journal")
-    try:
-        left = [line["text"] for line in map(json.loads, records_of(
-            journal.spans(journal.first_held(), journal.committed, 10**9)))
-                if "kind" not in line]  # posts, not the replay's records
-    finally:
-        journal.close()
+    left = posts_left_in_journal(tmp_path / "journal")
     assert len(stored) == len(set(stored))
     # the replay was stopped on its way, so what it accepted is the file up to the last
     # post stored or journaled: each of them is in the store or still in the journal
